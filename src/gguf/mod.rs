@@ -1,0 +1,16 @@
+//! The GGUF file format: parse, validate and map (reader), and build (writer).
+
+mod error;
+mod reader;
+mod types;
+mod value;
+mod writer;
+
+pub use error::GgufError;
+pub use reader::{Bytes, DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufFile, TensorInfo};
+pub use types::{GgmlType, QK_K};
+pub use value::{Value, ValueType};
+pub use writer::GgufWriter;
+
+#[cfg(test)]
+mod tests;
