@@ -5,3 +5,4 @@
 
 pub mod fsutil;
 pub mod gguf;
+pub mod quant;

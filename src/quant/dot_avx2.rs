@@ -1,0 +1,332 @@
+//! AVX2 + FMA fused dot products, one per weight format, each equal to its scalar twin in
+//! `dot_scalar` up to float summation order (property-tested in `quant::tests`).
+//!
+//! Every function here requires AVX2 and FMA; `quant::dot` hands them out only after
+//! runtime detection. Callers pass whole blocks: `a` holds at least as many activation
+//! blocks as `w` holds weight blocks.
+
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use std::arch::x86_64::*;
+
+use super::float::f16_at;
+use super::kquants::{q3k_scales, q4k_scales_mins};
+
+#[inline(always)]
+fn f32_at(b: &[u8]) -> f32 {
+    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// 16 bytes of packed nibbles to 32 bytes: low nibbles first, then high nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nibbles32(p: *const u8) -> __m256i {
+    let t = _mm_loadu_si128(p as *const __m128i);
+    let both = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+}
+
+/// 32 bits to 32 bytes, 0xff where the bit is set.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bits32(x: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Sums of adjacent products of unsigned `x` and signed `y` bytes, as 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn madd_us(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// Sums of adjacent products of signed `x` and signed `y` bytes, as 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn madd_ss(x: __m256i, y: __m256i) -> __m256i {
+    madd_us(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load(p: &[u8]) -> __m256i {
+    debug_assert!(p.len() >= 32);
+    _mm256_loadu_si256(p.as_ptr() as *const __m256i)
+}
+
+/// Q4_0 weights · Q8_0 activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+        let qx = _mm256_sub_epi8(nibbles32(x[2..18].as_ptr()), _mm256_set1_epi8(8));
+        let p = _mm256_cvtepi32_ps(madd_ss(qx, load(&y[2..])));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
+    }
+    hsum(acc)
+}
+
+/// Q4_1 weights · Q8_1 activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
+        let p = _mm256_cvtepi32_ps(madd_us(nibbles32(x[4..20].as_ptr()), load(&y[4..])));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
+        mins += f16_at(&x[2..]) * f16_at(&y[2..]);
+    }
+    hsum(acc) + mins
+}
+
+/// Q5_0 weights · Q8_0 activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
+        let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+        // 0xf0 where the fifth bit is clear turns nibble n into the signed byte n - 16.
+        let hi = _mm256_andnot_si256(bits32(qh), _mm256_set1_epi8(0xf0u8 as i8));
+        let qx = _mm256_or_si256(nibbles32(x[6..22].as_ptr()), hi);
+        let p = _mm256_cvtepi32_ps(madd_ss(qx, load(&y[2..])));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
+    }
+    hsum(acc)
+}
+
+/// Q5_1 weights · Q8_1 activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (x, y) in w.chunks_exact(24).zip(a.chunks_exact(36)) {
+        let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
+        let hi = _mm256_and_si256(bits32(qh), _mm256_set1_epi8(0x10));
+        let qx = _mm256_or_si256(nibbles32(x[8..24].as_ptr()), hi);
+        let p = _mm256_cvtepi32_ps(madd_us(qx, load(&y[4..])));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
+        mins += f16_at(&x[2..]) * f16_at(&y[2..]);
+    }
+    hsum(acc) + mins
+}
+
+/// Q8_0 weights · Q8_0 activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
+        let p = _mm256_cvtepi32_ps(madd_ss(load(&x[2..]), load(&y[2..])));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
+    }
+    hsum(acc)
+}
+
+/// Pairs of 16-value scales as i16 lanes for `_mm256_madd_epi16` after `maddubs`: lanes 0..8
+/// cover values 0..16 of a 32-value run, lanes 8..16 values 16..32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scale_pair(lo: i32, hi: i32) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16))
+}
+
+#[inline]
+fn bsums(y: &[u8]) -> [i32; 16] {
+    std::array::from_fn(|j| i16::from_le_bytes([y[260 + 2 * j], y[261 + 2 * j]]) as i32)
+}
+
+/// Q2_K weights · Q8_K activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    let mask = _mm256_set1_epi8(3);
+    for (x, y) in w.chunks_exact(84).zip(a.chunks_exact(292)) {
+        let scales = &x[..16];
+        let bs = bsums(y);
+        let summ: i32 = (0..16).map(|j| (scales[j] >> 4) as i32 * bs[j]).sum();
+        let mut sumi = _mm256_setzero_si256();
+        for g in 0..2 {
+            let bits = load(&x[16 + 32 * g..]);
+            for s in 0..4 {
+                let q = _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)), mask);
+                let k = 128 * g + 32 * s;
+                let p = _mm256_maddubs_epi16(q, load(&y[4 + k..]));
+                let sc = scale_pair((scales[k / 16] & 0x0f) as i32, (scales[k / 16 + 1] & 0x0f) as i32);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
+            }
+        }
+        let d8 = f32_at(y);
+        acc += d8 * (f16_at(&x[80..]) * hsum_i32(sumi) as f32 - f16_at(&x[82..]) * summ as f32);
+    }
+    acc
+}
+
+/// Q3_K weights · Q8_K activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    let mask = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    for (x, y) in w.chunks_exact(110).zip(a.chunks_exact(292)) {
+        let scales = q3k_scales(&x[96..108]);
+        let hmask = load(&x[..32]);
+        let mut sumi = _mm256_setzero_si256();
+        for g in 0..2 {
+            let bits = load(&x[32 + 32 * g..]);
+            for s in 0..4 {
+                let k = 128 * g + 32 * s;
+                let shift = _mm_cvtsi32_si128(2 * s as i32);
+                let low = _mm256_and_si256(_mm256_srl_epi16(bits, shift), mask);
+                let hbit = _mm256_and_si256(_mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * g + s) as i32)), one);
+                // 4 where the high bit is clear: q = low - 4 * (1 - hbit).
+                let sub4 = _mm256_slli_epi16(_mm256_xor_si256(hbit, one), 2);
+                let qy = load(&y[4 + k..]);
+                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(low, qy), _mm256_maddubs_epi16(sub4, qy));
+                let sc = scale_pair(scales[k / 16] as i32, scales[k / 16 + 1] as i32);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
+            }
+        }
+        acc += f32_at(y) * f16_at(&x[108..]) * hsum_i32(sumi) as f32;
+    }
+    acc
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_q45_k_block(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f32 {
+    let (sc, m) = q4k_scales_mins(&x[4..16]);
+    let bs = bsums(y);
+    let summ: i32 = (0..8).map(|j| m[j] as i32 * (bs[2 * j] + bs[2 * j + 1])).sum();
+    let low_mask = _mm256_set1_epi8(0x0f);
+    let one = _mm256_set1_epi8(1);
+    let hbits = qh.map(|h| load(h));
+    let mut sumi = _mm256_setzero_si256();
+    for g in 0..4 {
+        let bits = load(&qs[32 * g..]);
+        let mut lo = _mm256_and_si256(bits, low_mask);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low_mask);
+        if let Some(h) = hbits {
+            let b_lo = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * g as i32)), one);
+            let b_hi = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * g as i32 + 1)), one);
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(b_lo, 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(b_hi, 4));
+        }
+        let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load(&y[4 + 64 * g..])), _mm256_set1_epi16(sc[2 * g] as i16));
+        let p_hi =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load(&y[36 + 64 * g..])), _mm256_set1_epi16(sc[2 * g + 1] as i16));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+    }
+    f32_at(y) * (f16_at(x) * hsum_i32(sumi) as f32 - f16_at(&x[2..]) * summ as f32)
+}
+
+/// Q4_K weights · Q8_K activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        acc += dot_q45_k_block(x, None, &x[16..144], y);
+    }
+    acc
+}
+
+/// Q5_K weights · Q8_K activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, y) in w.chunks_exact(176).zip(a.chunks_exact(292)) {
+        acc += dot_q45_k_block(x, Some(&x[16..48]), &x[48..176], y);
+    }
+    acc
+}
+
+/// Q6_K weights · Q8_K activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    let low_mask = _mm256_set1_epi8(0x0f);
+    let two_bits = _mm256_set1_epi8(3);
+    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+        let scales = &x[192..208];
+        let bs = bsums(y);
+        // q - 32 folded out: sum(sc * (q - 32) * y) = sum(sc * q * y) - 32 * sum(sc * bsum).
+        let offset: i32 = (0..16).map(|j| scales[j] as i8 as i32 * bs[j]).sum::<i32>() * 32;
+        let mut sumi = _mm256_setzero_si256();
+        for g in 0..2 {
+            let ql0 = load(&x[64 * g..]);
+            let ql1 = load(&x[64 * g + 32..]);
+            let qh = load(&x[128 + 32 * g..]);
+            for t in 0..4 {
+                let ql = if t % 2 == 0 { ql0 } else { ql1 };
+                let low = if t < 2 { _mm256_and_si256(ql, low_mask) } else { _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask) };
+                let high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * t as i32)), two_bits);
+                let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+                let k = 128 * g + 32 * t;
+                let p = _mm256_maddubs_epi16(q, load(&y[4 + k..]));
+                let sc = scale_pair(scales[k / 16] as i8 as i32, scales[k / 16 + 1] as i8 as i32);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
+            }
+        }
+        acc += f32_at(y) * f16_at(&x[208..]) * (hsum_i32(sumi) - offset) as f32;
+    }
+    acc
+}
+
+/// F32 weights · F32 activations.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_f32_f32(w: &[u8], a: &[u8]) -> f32 {
+    let n = w.len().min(a.len()) / 4;
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_loadu_ps(w.as_ptr().add(4 * i) as *const f32);
+        let y = _mm256_loadu_ps(a.as_ptr().add(4 * i) as *const f32);
+        acc = _mm256_fmadd_ps(x, y, acc);
+        i += 8;
+    }
+    let mut s = hsum(acc);
+    while i < n {
+        s += f32_at(&w[4 * i..]) * f32_at(&a[4 * i..]);
+        i += 1;
+    }
+    s
+}
+
+/// F16 weights · F32 activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_f32(w: &[u8], a: &[u8]) -> f32 {
+    let n = (w.len() / 2).min(a.len() / 4);
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i) as *const __m128i));
+        let y = _mm256_loadu_ps(a.as_ptr().add(4 * i) as *const f32);
+        acc = _mm256_fmadd_ps(x, y, acc);
+        i += 8;
+    }
+    let mut s = hsum(acc);
+    while i < n {
+        s += f16_at(&w[2 * i..]) * f32_at(&a[4 * i..]);
+        i += 1;
+    }
+    s
+}

@@ -1,0 +1,185 @@
+//! The 32-value block formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q8_1.
+//!
+//! # Layouts (bytes)
+//! - Q4_0 (18): `d: f16`, `qs[16]`: value `j` is the low nibble of `qs[j]`, value `j+16` the
+//!   high nibble; `x = (q - 8) * d`.
+//! - Q4_1 (20): `d: f16`, `m: f16`, `qs[16]`; `x = q * d + m`.
+//! - Q5_0 (22): `d: f16`, `qh: u32` (bit `i` is the fifth bit of value `i`), `qs[16]`;
+//!   `x = (q - 16) * d`.
+//! - Q5_1 (24): `d: f16`, `m: f16`, `qh: u32`, `qs[16]`; `x = q * d + m`.
+//! - Q8_0 (34): `d: f16`, `qs: [i8; 32]`; `x = q * d`.
+//! - Q8_1 (36): `d: f16`, `s: f16` (= `d * sum(qs)`), `qs: [i8; 32]`; the activation format
+//!   paired with Q4_1 and Q5_1 weights.
+
+use super::float::{f16_at, put_f16};
+
+/// Values per block.
+pub const QK: usize = 32;
+
+fn nibbles(qs: &[u8], mut f: impl FnMut(usize, u8)) {
+    for j in 0..16 {
+        f(j, qs[j] & 0x0f);
+        f(j + 16, qs[j] >> 4);
+    }
+}
+
+/// Decodes Q4_0 blocks.
+pub fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
+    for (b, out) in src.chunks_exact(18).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        nibbles(&b[2..18], |j, q| out[j] = (q as i32 - 8) as f32 * d);
+    }
+}
+
+/// Decodes Q4_1 blocks.
+pub fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
+    for (b, out) in src.chunks_exact(20).zip(dst.chunks_exact_mut(QK)) {
+        let (d, m) = (f16_at(b), f16_at(&b[2..]));
+        nibbles(&b[4..20], |j, q| out[j] = q as f32 * d + m);
+    }
+}
+
+fn fifth_bit(qh: u32, j: usize) -> u8 {
+    (((qh >> j) & 1) as u8) << 4
+}
+
+/// Decodes Q5_0 blocks.
+pub fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
+    for (b, out) in src.chunks_exact(22).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        nibbles(&b[6..22], |j, q| out[j] = ((q | fifth_bit(qh, j)) as i32 - 16) as f32 * d);
+    }
+}
+
+/// Decodes Q5_1 blocks.
+pub fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
+    for (b, out) in src.chunks_exact(24).zip(dst.chunks_exact_mut(QK)) {
+        let (d, m) = (f16_at(b), f16_at(&b[2..]));
+        let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        nibbles(&b[8..24], |j, q| out[j] = (q | fifth_bit(qh, j)) as f32 * d + m);
+    }
+}
+
+/// Decodes Q8_0 blocks.
+pub fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
+    for (b, out) in src.chunks_exact(34).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        for (o, &q) in out.iter_mut().zip(&b[2..34]) {
+            *o = q as i8 as f32 * d;
+        }
+    }
+}
+
+/// Decodes Q8_1 blocks.
+pub fn dequantize_q8_1(src: &[u8], dst: &mut [f32]) {
+    for (b, out) in src.chunks_exact(36).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        for (o, &q) in out.iter_mut().zip(&b[4..36]) {
+            *o = q as i8 as f32 * d;
+        }
+    }
+}
+
+fn abs_max(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// The value of largest magnitude, with its sign.
+fn signed_max(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
+}
+
+fn pack_nibbles(q: &[u8; QK], qs: &mut [u8]) {
+    for j in 0..16 {
+        qs[j] = (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4);
+    }
+}
+
+fn pack_fifth_bits(q: &[u8; QK]) -> [u8; 4] {
+    let qh = q.iter().enumerate().fold(0u32, |h, (i, &v)| h | (((v >> 4) & 1) as u32) << i);
+    qh.to_le_bytes()
+}
+
+/// Encodes Q4_0 blocks (ggml's reference rounding).
+pub fn quantize_q4_0(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(18)) {
+        let d = signed_max(x) / -8.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let q: [u8; QK] = std::array::from_fn(|j| ((x[j] * id + 8.5) as i32).clamp(0, 15) as u8);
+        put_f16(b, d);
+        pack_nibbles(&q, &mut b[2..18]);
+    }
+}
+
+/// Encodes Q4_1 blocks.
+pub fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(20)) {
+        let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 15.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let q: [u8; QK] = std::array::from_fn(|j| (((x[j] - min) * id + 0.5) as i32).clamp(0, 15) as u8);
+        put_f16(b, d);
+        put_f16(&mut b[2..], min);
+        pack_nibbles(&q, &mut b[4..20]);
+    }
+}
+
+/// Encodes Q5_0 blocks.
+pub fn quantize_q5_0(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(22)) {
+        let d = signed_max(x) / -16.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let q: [u8; QK] = std::array::from_fn(|j| ((x[j] * id + 16.5) as i32).clamp(0, 31) as u8);
+        put_f16(b, d);
+        b[2..6].copy_from_slice(&pack_fifth_bits(&q));
+        pack_nibbles(&q, &mut b[6..22]);
+    }
+}
+
+/// Encodes Q5_1 blocks.
+pub fn quantize_q5_1(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(24)) {
+        let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 31.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let q: [u8; QK] = std::array::from_fn(|j| (((x[j] - min) * id + 0.5) as i32).clamp(0, 31) as u8);
+        put_f16(b, d);
+        put_f16(&mut b[2..], min);
+        b[4..8].copy_from_slice(&pack_fifth_bits(&q));
+        pack_nibbles(&q, &mut b[8..24]);
+    }
+}
+
+/// Quantizes one block to i8 with scale `amax / 127`, rounding half away from zero as ggml's
+/// reference does. Returns the f32 scale and the sum of the quants.
+fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    let d = abs_max(x) / 127.0;
+    let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        let i = (v * id).round() as i32;
+        sum += i;
+        *q = i as i8 as u8;
+    }
+    (d, sum)
+}
+
+/// Encodes Q8_0 blocks (activations for Q4_0, Q5_0 and Q8_0 weights).
+pub fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
+        let (d, _) = q8_block(x, &mut b[2..34]);
+        put_f16(b, d);
+    }
+}
+
+/// Encodes Q8_1 blocks (activations for Q4_1 and Q5_1 weights).
+pub fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(36)) {
+        let (d, sum) = q8_block(x, &mut b[4..36]);
+        put_f16(b, d);
+        put_f16(&mut b[2..], sum as f32 * d);
+    }
+}

@@ -1,0 +1,132 @@
+use super::synth::{SplitMix, random_row};
+use super::*;
+use proptest::prelude::*;
+
+const WEIGHTS: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Fused dot product against the f64 dot of the dequantized rows: the kernels compute the
+/// same sum, apart from f32 rounding and (for Q8_1) the f16 rounding of the stored block sum.
+#[test]
+fn fused_dot_equals_dot_of_dequantized_rows() {
+    let mut rng = SplitMix(7);
+    for ty in WEIGHTS {
+        let act = vec_dot_type(ty).unwrap();
+        for _ in 0..20 {
+            let n = 512;
+            let w = random_row(ty, n, 1.0, &mut rng);
+            let x: Vec<f32> = (0..n).map(|_| rng.normal(1.0)).collect();
+            let a = quantize(act, &x).unwrap();
+            let wf = dequantize(ty, &w, n).unwrap();
+            let af = dequantize(act, &a, n).unwrap();
+            let exact: f64 = wf.iter().zip(&af).map(|(p, q)| *p as f64 * *q as f64).sum();
+            let mag: f64 = wf.iter().zip(&af).map(|(p, q)| (*p as f64 * *q as f64).abs()).sum();
+            // Q8_1 stores its block sum `s` as f16 (relative error 2^-11), which the min term
+            // m * s carries; |m| is at most twice the block's largest weight.
+            let s_term: f64 = if act == GgmlType::Q8_1 {
+                wf.chunks(32)
+                    .zip(af.chunks(32))
+                    .map(|(bw, ba)| {
+                        let m = bw.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+                        2.0 * m * ba.iter().map(|&v| v as f64).sum::<f64>().abs() / 2048.0
+                    })
+                    .sum()
+            } else {
+                0.0
+            };
+            for k in Kernel::available() {
+                let got = dot_fn(ty, k).unwrap()(&w, &a) as f64;
+                let tol = 1e-5 * mag + s_term + 1e-6;
+                assert!((got - exact).abs() <= tol, "{ty} {k:?}: {got} vs {exact} (tol {tol})");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// SIMD equals scalar within 1e-5 of the sum of term magnitudes (only the order of the
+    /// float accumulation differs; integer partial sums are exact in both).
+    #[test]
+    fn simd_equals_scalar(seed: u64, blocks in 1usize..5, scale in 0.01f32..100.0) {
+        let mut rng = SplitMix(seed);
+        for ty in WEIGHTS {
+            let n = blocks * 256;
+            let w = random_row(ty, n, scale, &mut rng);
+            let x: Vec<f32> = (0..n).map(|_| rng.normal(scale)).collect();
+            let a = quantize(vec_dot_type(ty).unwrap(), &x).unwrap();
+            let wf = dequantize(ty, &w, n).unwrap();
+            let af = dequantize(vec_dot_type(ty).unwrap(), &a, n).unwrap();
+            let mag: f32 = wf.iter().zip(&af).map(|(p, q)| (p * q).abs()).sum();
+            let s = dot_fn(ty, Kernel::Scalar).unwrap()(&w, &a);
+            for k in Kernel::available() {
+                let v = dot_fn(ty, k).unwrap()(&w, &a);
+                prop_assert!((v - s).abs() <= 1e-5 * mag + 1e-30, "{} {:?}: {} vs {}", ty, k, v, s);
+            }
+        }
+    }
+
+    /// dequantize(quantize(x)) stays within each format's step: the bound is the largest
+    /// quantization step of the block, derived from the format's bit width.
+    #[test]
+    fn roundtrip_error_within_format_bound(seed: u64, scale in 0.001f32..1000.0) {
+        let mut rng = SplitMix(seed);
+        let n = 512;
+        let x: Vec<f32> = (0..n).map(|_| rng.normal(scale)).collect();
+        for (ty, block, levels) in [
+            (GgmlType::Q4_0, 32, 8.0), (GgmlType::Q4_1, 32, 15.0), (GgmlType::Q5_0, 32, 16.0),
+            (GgmlType::Q5_1, 32, 31.0), (GgmlType::Q8_0, 32, 127.0), (GgmlType::Q8_1, 32, 127.0),
+            (GgmlType::Q8_K, 256, 127.0), (GgmlType::Q4_K, 32, 15.0), (GgmlType::Q6_K, 16, 31.0),
+        ] {
+            let y = dequantize(ty, &quantize(ty, &x).unwrap(), n).unwrap();
+            for (bx, by) in x.chunks(block).zip(y.chunks(block)) {
+                let lo = bx.iter().copied().fold(0.0f32, f32::min);
+                let hi = bx.iter().copied().fold(0.0f32, f32::max);
+                // One full step of the block's range, plus the f16/6-bit rounding of scales.
+                let step = (hi - lo) / levels;
+                let bound = step * 1.1 + 1e-3 * (hi - lo);
+                for (a, b) in bx.iter().zip(by) {
+                    prop_assert!((a - b).abs() <= bound, "{}: {} -> {} (bound {})", ty, a, b, bound);
+                }
+            }
+        }
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            let y = dequantize(ty, &quantize(ty, &x).unwrap(), n).unwrap();
+            let rel = match ty { GgmlType::F32 => 0.0, GgmlType::F16 => 1.0 / 2048.0, _ => 1.0 / 256.0 };
+            for (a, b) in x.iter().zip(&y) {
+                prop_assert!((a - b).abs() <= a.abs() * rel + 6e-8 * scale.min(1.0));
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_lengths_are_errors_not_panics() {
+    let mut out = [0f32; 32];
+    assert!(dequantize_row(GgmlType::Q4_0, &[0u8; 17], &mut out).is_err());
+    assert!(dequantize_row(GgmlType::Q4_K, &[0u8; 144], &mut out).is_err());
+    assert!(quantize(GgmlType::Q8_0, &[0.0; 33]).is_err());
+    assert!(quantize(GgmlType::Q2_K, &[0.0; 256]).is_err());
+}
+
+#[test]
+fn q8_1_block_sum_matches_quants() {
+    let x: Vec<f32> = (0..32).map(|i| i as f32 - 10.0).collect();
+    let b = quantize(GgmlType::Q8_1, &x).unwrap();
+    let d = float::f16_at(&b);
+    let s: i32 = b[4..36].iter().map(|&q| q as i8 as i32).sum();
+    assert!((float::f16_at(&b[2..]) - d * s as f32).abs() <= (d * s as f32).abs() / 1000.0);
+}
