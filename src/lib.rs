@@ -6,3 +6,6 @@
 pub mod fsutil;
 pub mod gguf;
 pub mod quant;
+pub mod model;
+pub mod tokenizer;
+pub mod cli;

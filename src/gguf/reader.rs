@@ -335,6 +335,11 @@ impl GgufFile {
         &self.bytes[start..start + info.size]
     }
 
+    /// The whole file as bytes (tensor data included).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Total size of the file in bytes.
     pub fn file_len(&self) -> usize {
         self.bytes.len()

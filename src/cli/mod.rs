@@ -1,0 +1,122 @@
+//! The `pv` command line: one file per subcommand, each thin: parse arguments, call the
+//! library, print text or JSON.
+
+mod bench;
+mod inspect;
+mod run;
+mod tokenize;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::model::{ModelError, OwnedQuantizedModel};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// pv makes claims about a transformer's numerics falsifiable: it runs a real model through
+/// its own GGUF engine, checks contracts against what it measures, and keeps signed evidence.
+#[derive(Parser)]
+#[command(name = "pv", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF model's architecture, hyper-parameters, tokenizer and tensor table.
+    Inspect(inspect::Args),
+    /// Turn text into the model's token ids (special tokens such as <|im_start|> stay whole).
+    Tokenize(tokenize::Args),
+    /// Greedy generation with pv's engine: the argmax token, N times.
+    Run(run::Args),
+    /// Measure prompt processing and generation speed (tokens/s).
+    Bench(bench::Args),
+}
+
+/// Output format of reporting commands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// A failed command: its message and exit code (2 for bad input or usage, 1 otherwise).
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit code.
+    pub code: u8,
+    /// One-line message.
+    pub message: String,
+}
+
+impl CliError {
+    /// Bad input: a malformed or missing file, an invalid argument.
+    pub fn input(message: impl Into<String>) -> Self {
+        CliError { code: 2, message: message.into() }
+    }
+
+    /// Any other failure.
+    pub fn other(message: impl Into<String>) -> Self {
+        CliError { code: 1, message: message.into() }
+    }
+}
+
+impl From<ModelError> for CliError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Gguf(_) | ModelError::TokenOutOfRange { .. } | ModelError::ContextFull { .. } | ModelError::EmptyInput => CliError::input(e.to_string()),
+        }
+    }
+}
+
+impl From<TokenizerError> for CliError {
+    fn from(e: TokenizerError) -> Self {
+        match e {
+            TokenizerError::Library(_) => CliError::other(e.to_string()),
+            _ => CliError::input(e.to_string()),
+        }
+    }
+}
+
+/// Loads a model and its tokenizer.
+fn load(path: &Path) -> Result<(OwnedQuantizedModel, Tokenizer), CliError> {
+    let model = OwnedQuantizedModel::open(path)?;
+    let tok = Tokenizer::from_gguf(model.file())?;
+    Ok((model, tok))
+}
+
+fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| CliError::other(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Small output-first float kernels of the forward pass. Each mirrors how llama.cpp's CPU
+//! backend computes the same operation (accumulation width, order of scaling) so the engine
+//! agrees with it closely, not merely approximately.
+
+/// `out = x / rms(x) * w` over one row; the sum of squares is accumulated in f64 as ggml does.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = (v * scale) * g;
+    }
+}
+
+/// `x += y` element-wise (residual connections, biases).
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// SiLU, `x * sigmoid(x)`.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// The SwiGLU FFN's two element-wise steps: `act = silu(gate)` and `inner = act * up`.
+pub fn swiglu(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32]) {
+    for (((a, i), &g), &u) in act.iter_mut().zip(inner.iter_mut()).zip(gate).zip(up) {
+        *a = silu(g);
+        *i = *a * u;
+    }
+}
+
+/// In-place softmax of `x * scale`; the normalising sum is accumulated in f64.
+pub fn softmax_scaled(x: &mut [f32], scale: f32) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v * scale - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Cos/sin tables of RoPE for one position: entry `i` rotates pair `i` by
+/// `pos * theta_scale^i / freq_factor[i]`, with the angle advanced by repeated multiplication
+/// in f32 as llama.cpp does.
+pub fn rope_table(cos: &mut [f32], sin: &mut [f32], pos: usize, base: f32, rope_dim: usize, freq_factors: Option<&[f32]>) {
+    let theta_scale = base.powf(-2.0 / rope_dim as f32);
+    let mut theta = pos as f32;
+    for i in 0..rope_dim / 2 {
+        let t = match freq_factors {
+            Some(f) => theta / f[i],
+            None => theta,
+        };
+        cos[i] = t.cos();
+        sin[i] = t.sin();
+        theta *= theta_scale;
+    }
+}
+
+/// Rotates one head in place. `halves` selects NeoX pairing `(i, i + n/2)`; otherwise pairs
+/// are adjacent `(2i, 2i + 1)`. Dimensions past `2 * cos.len()` are left as they are.
+pub fn rope_head(head: &mut [f32], cos: &[f32], sin: &[f32], halves: bool) {
+    let half = cos.len();
+    for i in 0..half {
+        let (a, b) = if halves { (i, i + half) } else { (2 * i, 2 * i + 1) };
+        let (x0, x1) = (head[a], head[b]);
+        head[a] = x0 * cos[i] - x1 * sin[i];
+        head[b] = x0 * sin[i] + x1 * cos[i];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rmsnorm_unit_rms() {
+        let x = [3.0f32, -4.0, 0.0, 0.0];
+        let mut out = [0f32; 4];
+        rmsnorm(&mut out, &x, &[1.0; 4], 0.0);
+        let rms = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
+        assert!((rms - 1.0).abs() < 1e-6);
+        assert!((out[0] - 1.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_is_shift_invariant() {
+        let mut a = [1.0f32, 2.0, 3.0];
+        let mut b = [101.0f32, 102.0, 103.0];
+        softmax_scaled(&mut a, 0.5);
+        softmax_scaled(&mut b, 0.5);
+        assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn rope_preserves_norm_and_is_identity_at_zero() {
+        let mut cos = [0f32; 4];
+        let mut sin = [0f32; 4];
+        rope_table(&mut cos, &mut sin, 0, 10000.0, 8, None);
+        let mut h: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let orig = h.clone();
+        rope_head(&mut h, &cos, &sin, false);
+        assert_eq!(h, orig);
+        rope_table(&mut cos, &mut sin, 17, 10000.0, 8, None);
+        for halves in [false, true] {
+            let mut h = orig.clone();
+            rope_head(&mut h, &cos, &sin, halves);
+            let n0: f32 = orig.iter().map(|v| v * v).sum();
+            let n1: f32 = h.iter().map(|v| v * v).sum();
+            assert!((n0 - n1).abs() < 1e-3);
+        }
+    }
+}

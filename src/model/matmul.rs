@@ -1,0 +1,77 @@
+//! Quantized matrix products: activations are quantized per block to the weight format's
+//! activation type (as llama.cpp does), then each output is one fused dot product. Work is
+//! split over output rows with rayon.
+
+use rayon::prelude::*;
+
+use crate::gguf::GgmlType;
+use crate::quant;
+
+use super::weights::QMatrix;
+
+/// Rows of `n` tokens quantized to one activation format.
+///
+/// # Shapes
+/// `data` holds `n` rows of `row_bytes` bytes, each row encoding `width` values.
+#[derive(Default)]
+pub struct QuantizedActs {
+    /// Activation format, `None` until first filled.
+    pub ty: Option<GgmlType>,
+    /// Bytes per token row.
+    pub row_bytes: usize,
+    /// Encoded rows.
+    pub data: Vec<u8>,
+}
+
+impl QuantizedActs {
+    /// Quantizes `n` rows of `x` (each `width` values) to `ty`, reusing the buffer.
+    pub fn fill(&mut self, ty: GgmlType, x: &[f32], width: usize) {
+        let row_bytes = ty.row_bytes(width).expect("widths are checked at load");
+        let n = x.len() / width;
+        self.data.resize(n * row_bytes, 0);
+        for (src, dst) in x.chunks_exact(width).zip(self.data.chunks_exact_mut(row_bytes)) {
+            quant::quantize_row(ty, src, dst).expect("lengths match by construction");
+        }
+        self.ty = Some(ty);
+        self.row_bytes = row_bytes;
+    }
+}
+
+/// `out[t][r] = w[r] · x[t]` for every token `t` and output row `r`.
+///
+/// # Shapes
+/// `x`: `n` rows quantized to `w.act_ty`; `out`: `n * w.rows`, token-major. `scratch` is
+/// reused between calls for the row-major partial results when `n > 1`.
+pub fn matmul(out: &mut [f32], x: &QuantizedActs, w: &QMatrix, file: &[u8], scratch: &mut Vec<f32>) {
+    debug_assert_eq!(x.ty, Some(w.act_ty));
+    let n = x.data.len() / x.row_bytes;
+    debug_assert_eq!(out.len(), n * w.rows);
+    let chunk = rows_per_task(w.rows);
+    if n == 1 {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
+            for (i, v) in o.iter_mut().enumerate() {
+                *v = (w.dot)(w.row(file, c * chunk + i), &x.data);
+            }
+        });
+        return;
+    }
+    scratch.resize(n * w.rows, 0.0);
+    scratch.par_chunks_mut(chunk * n).enumerate().for_each(|(c, o)| {
+        for (i, row_out) in o.chunks_exact_mut(n).enumerate() {
+            let wr = w.row(file, c * chunk + i);
+            for (t, v) in row_out.iter_mut().enumerate() {
+                *v = (w.dot)(wr, &x.data[t * x.row_bytes..(t + 1) * x.row_bytes]);
+            }
+        }
+    });
+    for (r, col) in scratch.chunks_exact(n).enumerate() {
+        for (t, &v) in col.iter().enumerate() {
+            out[t * w.rows + r] = v;
+        }
+    }
+}
+
+fn rows_per_task(rows: usize) -> usize {
+    let tasks = rayon::current_num_threads() * 8;
+    rows.div_ceil(tasks).clamp(8, 512)
+}

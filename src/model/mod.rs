@@ -1,0 +1,175 @@
+//! The embedded GGUF transformer engine: typed config, zero-copy quantized weights, one
+//! forward pass per architecture family with an observer seam, and greedy generation.
+
+mod config;
+mod forward;
+pub mod kernels;
+mod matmul;
+mod observer;
+mod weights;
+
+use std::path::Path;
+
+pub use config::{Arch, ModelConfig, RopeStyle};
+pub use forward::{KvCache, LogitsFor};
+pub use matmul::{QuantizedActs, matmul};
+pub use observer::{NoopObserver, Observer, Slot};
+pub use weights::{LayerWeights, ModelWeights, QMatrix};
+
+use crate::gguf::{GgufError, GgufFile};
+use crate::quant::Kernel;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file is malformed or lacks what the architecture needs.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A token id is not in the vocabulary.
+    #[error("token id {token} is out of range (vocabulary of {vocab})")]
+    TokenOutOfRange {
+        /// The id.
+        token: u32,
+        /// Vocabulary size.
+        vocab: usize,
+    },
+    /// The context window is full.
+    #[error("context of {max} positions exceeded ({needed} needed)")]
+    ContextFull {
+        /// Positions needed.
+        needed: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A forward pass was asked for no tokens.
+    #[error("no tokens to evaluate")]
+    EmptyInput,
+}
+
+/// Logits of a whole-prompt evaluation.
+///
+/// # Shapes
+/// `data` holds one row of `vocab` values per position, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logits {
+    /// Vocabulary size (row width).
+    pub vocab: usize,
+    /// Row-major logits.
+    pub data: Vec<f32>,
+}
+
+impl Logits {
+    /// Number of positions.
+    pub fn n_positions(&self) -> usize {
+        self.data.len() / self.vocab
+    }
+
+    /// The logits of position `t`.
+    pub fn row(&self, t: usize) -> &[f32] {
+        &self.data[t * self.vocab..(t + 1) * self.vocab]
+    }
+
+    /// The logits of the last position.
+    pub fn last(&self) -> &[f32] {
+        self.row(self.n_positions() - 1)
+    }
+}
+
+/// Index of the largest value (the first one on ties), as greedy sampling takes it.
+pub fn argmax(x: &[f32]) -> usize {
+    x.iter().enumerate().fold(0, |best, (i, &v)| if v > x[best] { i } else { best })
+}
+
+/// The `k` largest values as `(index, value)`, largest first.
+pub fn top_k(x: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    let k = k.min(x.len());
+    idx.select_nth_unstable_by(k.saturating_sub(1).min(x.len().saturating_sub(1)), |&a, &b| x[b].total_cmp(&x[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx.sort_by(|&a, &b| x[b].total_cmp(&x[a]).then(a.cmp(&b)));
+    idx.into_iter().map(|i| (i, x[i])).collect()
+}
+
+/// A GGUF model ready to run: the mapped file, its typed config and its weights, which stay
+/// quantized inside the mapping.
+pub struct OwnedQuantizedModel {
+    file: GgufFile,
+    /// Hyper-parameters.
+    pub config: ModelConfig,
+    /// Weights mapped by semantic name.
+    pub weights: ModelWeights,
+}
+
+impl OwnedQuantizedModel {
+    /// Loads a model from an already-parsed file without copying its weights, using the
+    /// fastest kernels this CPU supports.
+    pub fn from_mapped(file: GgufFile) -> Result<Self, ModelError> {
+        Self::from_mapped_with_kernel(file, Kernel::best())
+    }
+
+    /// As [`from_mapped`](Self::from_mapped), with a chosen kernel implementation.
+    pub fn from_mapped_with_kernel(file: GgufFile, kernel: Kernel) -> Result<Self, ModelError> {
+        let config = ModelConfig::try_from(&file)?;
+        let weights = ModelWeights::load(&file, &config, kernel)?;
+        Ok(OwnedQuantizedModel { file, config, weights })
+    }
+
+    /// Opens, maps and loads a GGUF file.
+    pub fn open(path: &Path) -> Result<Self, ModelError> {
+        Self::from_mapped(GgufFile::open(path)?)
+    }
+
+    /// The underlying file (metadata, tokenizer, tensor table).
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub(crate) fn file_bytes(&self) -> &[u8] {
+        self.file.bytes()
+    }
+
+    /// A cache sized for this model's context window.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.n_layer, self.config.context_length)
+    }
+
+    /// Evaluates the whole prompt causally and returns the logits of every position.
+    pub fn forward(&self, tokens: &[u32]) -> Result<Logits, ModelError> {
+        self.forward_observed(tokens, &mut NoopObserver)
+    }
+
+    /// [`forward`](Self::forward) with an observer at every capture point: the same code,
+    /// so the logits are bit-identical whatever the observer records.
+    pub fn forward_observed<O: Observer>(&self, tokens: &[u32], obs: &mut O) -> Result<Logits, ModelError> {
+        let mut cache = self.new_cache();
+        let data = self.forward_with_cache(tokens, &mut cache, LogitsFor::All, obs)?;
+        Ok(Logits { vocab: self.config.vocab_size, data })
+    }
+
+    /// Greedy generation: evaluates `prompt`, then takes the argmax token `n` times (stopping
+    /// after any token in `stop`), feeding each back through the KV cache one at a time.
+    pub fn generate_greedy(&self, prompt: &[u32], n: usize, stop: &[u32]) -> Result<Vec<u32>, ModelError> {
+        let mut cache = self.new_cache();
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut logits = self.forward_with_cache(prompt, &mut cache, LogitsFor::Last, &mut NoopObserver)?;
+        loop {
+            let next = argmax(&logits) as u32;
+            out.push(next);
+            if out.len() == n || stop.contains(&next) {
+                return Ok(out);
+            }
+            logits = self.forward_with_cache(&[next], &mut cache, LogitsFor::Last, &mut NoopObserver)?;
+        }
+    }
+}
+
+/// Runs `f` on a rayon pool of `threads` threads (0 = all cores).
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}

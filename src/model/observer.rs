@@ -1,0 +1,105 @@
+//! The observer seam of the forward pass. The engine calls its observer at every capture
+//! point with the buffer just computed; production passes [`NoopObserver`], which the
+//! compiler removes, so a traced forward runs the very same arithmetic as `forward`.
+
+/// A capture point, named as llama.cpp names its tensors so dumps line up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Slot {
+    /// Token embeddings (once, before the first layer).
+    Embd,
+    /// RMSNorm output before attention.
+    AttnNorm,
+    /// Query projection, after bias, before RoPE.
+    Q,
+    /// Key projection, after bias, before RoPE.
+    K,
+    /// Value projection, after bias.
+    V,
+    /// Attention output after the output projection.
+    AttnOut,
+    /// Residual stream after attention (input of the FFN block).
+    FfnInp,
+    /// RMSNorm output before the FFN.
+    FfnNorm,
+    /// Gate projection output (gate_proj_out).
+    FfnGate,
+    /// Up projection output (up_proj_out).
+    FfnUp,
+    /// `silu(gate)` (silu_gate).
+    FfnAct,
+    /// `silu(gate) * up` (swiglu_inner).
+    FfnInner,
+    /// Down projection output (ffn_down_out).
+    FfnDown,
+    /// Layer output (residual stream after the FFN).
+    LOut,
+    /// Final RMSNorm output (once).
+    FinalNorm,
+    /// Output logits (once).
+    Logits,
+}
+
+impl Slot {
+    /// Per-layer capture points in execution order.
+    pub const LAYER: [Slot; 13] = [
+        Slot::AttnNorm,
+        Slot::Q,
+        Slot::K,
+        Slot::V,
+        Slot::AttnOut,
+        Slot::FfnInp,
+        Slot::FfnNorm,
+        Slot::FfnGate,
+        Slot::FfnUp,
+        Slot::FfnAct,
+        Slot::FfnInner,
+        Slot::FfnDown,
+        Slot::LOut,
+    ];
+
+    /// The sub-FFN capture points.
+    pub const FFN: [Slot; 5] = [Slot::FfnGate, Slot::FfnUp, Slot::FfnAct, Slot::FfnInner, Slot::FfnDown];
+
+    /// The name used in JSON, CLI tables and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::Embd => "embd",
+            Slot::AttnNorm => "attn_norm",
+            Slot::Q => "q",
+            Slot::K => "k",
+            Slot::V => "v",
+            Slot::AttnOut => "attn_out",
+            Slot::FfnInp => "ffn_inp",
+            Slot::FfnNorm => "ffn_norm",
+            Slot::FfnGate => "ffn_gate",
+            Slot::FfnUp => "ffn_up",
+            Slot::FfnAct => "ffn_act",
+            Slot::FfnInner => "ffn_inner",
+            Slot::FfnDown => "ffn_down",
+            Slot::LOut => "l_out",
+            Slot::FinalNorm => "final_norm",
+            Slot::Logits => "logits",
+        }
+    }
+
+    /// The slot with this name.
+    pub fn from_name(s: &str) -> Option<Slot> {
+        Slot::LAYER.into_iter().chain([Slot::Embd, Slot::FinalNorm, Slot::Logits]).find(|x| x.name() == s)
+    }
+}
+
+/// Receives every intermediate of a forward pass.
+pub trait Observer {
+    /// `data` holds `data.len() / width` token rows of `width` values, for `layer` (or `None`
+    /// for the once-per-pass slots). Rows are the tokens of this call, in order.
+    fn observe(&mut self, layer: Option<usize>, slot: Slot, data: &[f32], width: usize);
+}
+
+/// The production observer: does nothing and costs nothing.
+pub struct NoopObserver;
+
+impl Observer for NoopObserver {
+    #[inline(always)]
+    fn observe(&mut self, _: Option<usize>, _: Slot, _: &[f32], _: usize) {}
+}

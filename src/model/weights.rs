@@ -1,0 +1,183 @@
+//! Weights as the engine uses them: GGUF tensor names mapped once at load to semantic
+//! fields; matrices stay quantized in the mapped file (zero-copy), small vectors (norms,
+//! biases) are decoded to f32.
+
+use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
+use crate::quant::{self, DotFn, Kernel};
+
+use super::config::{Arch, ModelConfig};
+
+/// A quantized weight matrix inside the mapped file.
+///
+/// # Shapes
+/// `rows` outputs by `cols` inputs; row `r` occupies `row_bytes` bytes starting at
+/// `offset + r * row_bytes` of the file.
+#[derive(Clone, Debug)]
+pub struct QMatrix {
+    /// Tensor name in the file.
+    pub name: String,
+    /// Weight format.
+    pub ty: GgmlType,
+    /// Output rows.
+    pub rows: usize,
+    /// Input columns (row length).
+    pub cols: usize,
+    /// Byte offset of row 0 in the file.
+    pub offset: usize,
+    /// Bytes per row.
+    pub row_bytes: usize,
+    /// Activation format the fused kernel consumes.
+    pub act_ty: GgmlType,
+    /// The fused dot product.
+    pub dot: DotFn,
+}
+
+impl QMatrix {
+    /// The bytes of row `r`.
+    #[inline]
+    pub fn row<'a>(&self, file: &'a [u8], r: usize) -> &'a [u8] {
+        let start = self.offset + r * self.row_bytes;
+        &file[start..start + self.row_bytes]
+    }
+}
+
+/// The weights of one decoder block, named for what they are in the model.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    /// RMSNorm weight before attention.
+    pub attn_norm: Vec<f32>,
+    /// Query projection.
+    pub wq: QMatrix,
+    /// Key projection.
+    pub wk: QMatrix,
+    /// Value projection.
+    pub wv: QMatrix,
+    /// Query, key, value biases (Qwen2).
+    pub bq: Option<Vec<f32>>,
+    /// Key bias.
+    pub bk: Option<Vec<f32>>,
+    /// Value bias.
+    pub bv: Option<Vec<f32>>,
+    /// Attention output projection.
+    pub wo: QMatrix,
+    /// RMSNorm weight before the FFN.
+    pub ffn_norm: Vec<f32>,
+    /// FFN gate projection (input of SiLU).
+    pub ffn_gate: QMatrix,
+    /// FFN up projection.
+    pub ffn_up: QMatrix,
+    /// FFN down projection.
+    pub ffn_down: QMatrix,
+}
+
+/// All weights of a model.
+#[derive(Clone, Debug)]
+pub struct ModelWeights {
+    /// Token embedding table (`vocab_size` rows of `n_embd`).
+    pub token_embd: QMatrix,
+    /// Decoder blocks.
+    pub layers: Vec<LayerWeights>,
+    /// Final RMSNorm weight.
+    pub output_norm: Vec<f32>,
+    /// Output head; the token embedding when the model ties them.
+    pub output: QMatrix,
+    /// Whether the output head is the token embedding.
+    pub tied_output: bool,
+    /// Per-dimension RoPE frequency divisors (`rope_freqs.weight`, Llama 3.1), if present.
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+struct Loader<'a> {
+    file: &'a GgufFile,
+    kernel: Kernel,
+}
+
+impl Loader<'_> {
+    fn info(&self, name: &str) -> Result<&TensorInfo, GgufError> {
+        self.file.tensor(name).ok_or_else(|| GgufError::Tensor { name: name.into(), reason: "required tensor is missing".into() })
+    }
+
+    fn shape_err(name: &str, info: &TensorInfo, want: &[usize]) -> GgufError {
+        GgufError::Tensor { name: name.into(), reason: format!("dims {:?}, expected {want:?}", info.dims) }
+    }
+
+    fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<QMatrix, GgufError> {
+        let info = self.info(name)?;
+        if info.dims != [cols as u64, rows as u64] {
+            return Err(Self::shape_err(name, info, &[cols, rows]));
+        }
+        let act_ty = quant::vec_dot_type(info.ggml_type)
+            .ok_or_else(|| GgufError::Tensor { name: name.into(), reason: format!("{} is not a weight format", info.ggml_type) })?;
+        let dot = quant::dot_fn(info.ggml_type, self.kernel).expect("every weight format has a kernel");
+        if cols % act_ty.block_size() != 0 {
+            return Err(GgufError::Tensor { name: name.into(), reason: format!("row length {cols} is not a multiple of {act_ty}'s block") });
+        }
+        Ok(QMatrix {
+            name: name.into(),
+            ty: info.ggml_type,
+            rows,
+            cols,
+            offset: self.file.data_offset + info.offset as usize,
+            row_bytes: info.size / rows,
+            act_ty,
+            dot,
+        })
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, GgufError> {
+        let info = self.info(name)?;
+        if info.dims != [len as u64] {
+            return Err(Self::shape_err(name, info, &[len]));
+        }
+        quant::dequantize(info.ggml_type, self.file.tensor_data(info), len)
+            .map_err(|e| GgufError::Tensor { name: name.into(), reason: e.to_string() })
+    }
+
+    fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, GgufError> {
+        match self.file.tensor(name) {
+            None => Ok(None),
+            Some(_) => self.vector(name, len).map(Some),
+        }
+    }
+}
+
+impl ModelWeights {
+    /// Maps every tensor the architecture needs, checking names, shapes and formats.
+    pub fn load(file: &GgufFile, cfg: &ModelConfig, kernel: Kernel) -> Result<Self, GgufError> {
+        let l = Loader { file, kernel };
+        let (d, kv, ff) = (cfg.n_embd, cfg.kv_dim(), cfg.n_ff);
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let biases = cfg.arch == Arch::Qwen2;
+            let bias = |s: &str, len| if biases { l.vector(&n(s), len).map(Some) } else { l.optional_vector(&n(s), len) };
+            layers.push(LayerWeights {
+                attn_norm: l.vector(&n("attn_norm.weight"), d)?,
+                wq: l.matrix(&n("attn_q.weight"), d, d)?,
+                wk: l.matrix(&n("attn_k.weight"), d, kv)?,
+                wv: l.matrix(&n("attn_v.weight"), d, kv)?,
+                bq: bias("attn_q.bias", d)?,
+                bk: bias("attn_k.bias", kv)?,
+                bv: bias("attn_v.bias", kv)?,
+                wo: l.matrix(&n("attn_output.weight"), d, d)?,
+                ffn_norm: l.vector(&n("ffn_norm.weight"), d)?,
+                ffn_gate: l.matrix(&n("ffn_gate.weight"), d, ff)?,
+                ffn_up: l.matrix(&n("ffn_up.weight"), d, ff)?,
+                ffn_down: l.matrix(&n("ffn_down.weight"), ff, d)?,
+            });
+        }
+        let token_embd = l.matrix("token_embd.weight", d, cfg.vocab_size)?;
+        let (output, tied_output) = match file.tensor("output.weight") {
+            Some(_) => (l.matrix("output.weight", d, cfg.vocab_size)?, false),
+            None => (token_embd.clone(), true),
+        };
+        Ok(ModelWeights {
+            token_embd,
+            layers,
+            output_norm: l.vector("output_norm.weight", d)?,
+            output,
+            tied_output,
+            rope_freqs: l.optional_vector("rope_freqs.weight", cfg.rope_dim / 2)?,
+        })
+    }
+}

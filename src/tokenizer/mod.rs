@@ -1,0 +1,184 @@
+//! Text to token ids and back, built from the model's own GGUF metadata
+//! (`tokenizer.ggml.*`) on top of the `tokenizers` crate: byte-level BPE from the stored
+//! vocabulary and merges, the pre-tokenizer split that `tokenizer.ggml.pre` names (as
+//! llama.cpp chooses it), and control/user-defined tokens kept whole.
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
+
+use crate::gguf::{GgufError, GgufFile, Value};
+
+/// Qwen2's split: letters with one leading non-letter, single digits, punctuation runs,
+/// newlines kept apart.
+const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Llama 3's split: as Qwen2's but digits in runs of up to three.
+const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Texts llama.cpp treats as end-of-generation when they are control tokens.
+const END_TEXTS: [&str; 8] = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOS_TOKEN>", "<|end_of_text|>", "<end_of_utterance>"];
+
+/// GGUF token types (`tokenizer.ggml.token_type`).
+const TOKEN_CONTROL: i64 = 3;
+const TOKEN_USER_DEFINED: i64 = 4;
+
+/// Why a tokenizer could not be built or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// Metadata is missing or malformed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The metadata names something pv does not implement.
+    #[error("tokenizer: {0}")]
+    Unsupported(String),
+    /// The tokenizers library failed.
+    #[error("tokenizer: {0}")]
+    Library(String),
+}
+
+/// A model's tokenizer.
+pub struct Tokenizer {
+    inner: HfTokenizer,
+    bos: Option<u32>,
+    add_bos: bool,
+    end_tokens: Vec<u32>,
+    pre: String,
+}
+
+fn strings<'a>(f: &'a GgufFile, key: &str) -> Result<Vec<&'a str>, GgufError> {
+    let bad = |reason: String| GgufError::Metadata { key: key.into(), reason };
+    let items = f.require(key)?.as_array().ok_or_else(|| bad("expected an array".into()))?;
+    items.iter().enumerate().map(|(i, v)| v.as_str().ok_or_else(|| bad(format!("element {i} is not a string")))).collect()
+}
+
+fn token_id(f: &GgufFile, key: &str, vocab: usize) -> Result<Option<u32>, GgufError> {
+    match f.get(key) {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(id) if (id as usize) < vocab => Ok(Some(id as u32)),
+            _ => Err(GgufError::Metadata { key: key.into(), reason: format!("{} is not a token id below {vocab}", v.summary()) }),
+        },
+    }
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer a GGUF file describes.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self, TokenizerError> {
+        let model = f.get_str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(TokenizerError::Unsupported(format!("tokenizer.ggml.model {model:?} (only \"gpt2\" byte-level BPE is supported)")));
+        }
+        let tokens = strings(f, "tokenizer.ggml.tokens")?;
+        let merges_raw = strings(f, "tokenizer.ggml.merges")?;
+        let mut merges = Vec::with_capacity(merges_raw.len());
+        for (i, m) in merges_raw.iter().enumerate() {
+            let (a, b) = m.split_once(' ').ok_or_else(|| GgufError::Metadata {
+                key: "tokenizer.ggml.merges".into(),
+                reason: format!("element {i} {m:?} is not two tokens separated by a space"),
+            })?;
+            merges.push((a.to_string(), b.to_string()));
+        }
+        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| TokenizerError::Library(e.to_string()))?;
+
+        let pre = f.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default").to_string();
+        let split = |re: &str| -> Result<PreTokenizerWrapper, TokenizerError> {
+            let pattern = SplitPattern::Regex(re.to_string());
+            Ok(Split::new(pattern, SplitDelimiterBehavior::Isolated, false).map_err(|e| TokenizerError::Library(e.to_string()))?.into())
+        };
+        let byte_level = |regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, false, regex));
+        let pre_tok: PreTokenizerWrapper = match pre.as_str() {
+            "gpt2" | "default" => byte_level(true),
+            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into(),
+            "qwen2" => Sequence::new(vec![split(QWEN2_SPLIT)?, byte_level(false)]).into(),
+            "llama-bpe" | "llama3" => Sequence::new(vec![split(LLAMA3_SPLIT)?, byte_level(false)]).into(),
+            other => {
+                return Err(TokenizerError::Unsupported(format!(
+                    "tokenizer.ggml.pre {other:?} (supported: gpt2, smollm, qwen2, llama-bpe)"
+                )));
+            }
+        };
+
+        let mut inner = HfTokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(pre_tok));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+
+        let types: Vec<i64> = match f.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|&(_, &t)| t == TOKEN_CONTROL || t == TOKEN_USER_DEFINED)
+            .map(|(tok, _)| AddedToken::from(tok.to_string(), true).normalized(false))
+            .collect();
+        inner.add_special_tokens(&special);
+
+        let n = tokens.len();
+        let bos = token_id(f, "tokenizer.ggml.bos_token_id", n)?;
+        let add_bos = f.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(false);
+        let mut end_tokens = Vec::new();
+        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+            end_tokens.extend(token_id(f, key, n)?);
+        }
+        for (i, (tok, &t)) in tokens.iter().zip(&types).enumerate() {
+            if t == TOKEN_CONTROL && END_TEXTS.contains(tok) {
+                end_tokens.push(i as u32);
+            }
+        }
+        end_tokens.sort_unstable();
+        end_tokens.dedup();
+        if add_bos && bos.is_none() {
+            return Err(GgufError::Metadata { key: "tokenizer.ggml.bos_token_id".into(), reason: "add_bos_token is true but no BOS id is given".into() }.into());
+        }
+        Ok(Tokenizer { inner, bos, add_bos, end_tokens, pre })
+    }
+
+    /// Token ids of `text`, with special tokens parsed whole and BOS prepended only when the
+    /// model's metadata asks for it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Library(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if self.add_bos {
+            ids.extend(self.bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// The text of `ids`, with special tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.inner.decode(ids, true).map_err(|e| TokenizerError::Library(e.to_string()))
+    }
+
+    /// The text one token stands for, special tokens included.
+    pub fn piece(&self, id: u32) -> String {
+        self.inner.decode(&[id], false).unwrap_or_default()
+    }
+
+    /// Tokens that end generation (EOS, EOT and end-of-turn control tokens).
+    pub fn end_tokens(&self) -> &[u32] {
+        &self.end_tokens
+    }
+
+    /// The pre-tokenizer name from the metadata.
+    pub fn pre(&self) -> &str {
+        &self.pre
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Whether BOS is prepended.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+}
