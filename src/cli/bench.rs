@@ -1,21 +1,121 @@
-//! `pv bench MODEL`: speed.
-use std::path::PathBuf;
+//! `pv bench MODEL`: prompt-processing and generation speed, measured the way llama-bench
+//! measures them (pp: one batch of N tokens; tg: N single-token steps from an empty context).
 
-use super::{CliError, Format, print_json};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::{CliError, Format, emit, print_json};
+use crate::model::{LogitsFor, NoopObserver, OwnedQuantizedModel, with_threads};
+use crate::quant::{Kernel, synth::SplitMix};
 
 /// Arguments of `pv bench`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Compare with llama.cpp: llama-bench -m MODEL -t 2 -p 64 -n 32\n\nExample:\n  pv bench models/SmolLM2-135M-Instruct.Q4_1.gguf --threads 2 --format json"
+)]
 pub struct Args {
-    /// The GGUF model to describe.
+    /// The GGUF model to measure.
     model: PathBuf,
-    /// Output format.
+    /// Tokens in the prompt-processing batch (pp).
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    /// Tokens generated one at a time (tg).
+    #[arg(long, default_value_t = 32)]
+    gen_tokens: usize,
+    /// Worker threads (0 = all cores).
+    #[arg(long, short = 't', default_value_t = 0)]
+    threads: usize,
+    /// Timed repetitions of each test (after one warm-up).
+    #[arg(long, short = 'r', default_value_t = 3)]
+    repetitions: usize,
+    /// Output format: text or json (`pp_tokens_per_s`, `tg_tokens_per_s` and the settings).
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
 
+fn mean_std(x: &[f64]) -> (f64, f64) {
+    let m = x.iter().sum::<f64>() / x.len() as f64;
+    let v = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / x.len() as f64;
+    (m, v.sqrt())
+}
+
 /// Runs `pv bench`.
-pub fn run(_a: Args) -> Result<(), CliError> {
-    let _ = print_json;
-    let _ = Format::Text;
-    Err(CliError::other("not yet"))
+pub fn run(a: Args) -> Result<(), CliError> {
+    if a.prompt_tokens == 0 || a.gen_tokens == 0 || a.repetitions == 0 {
+        return Err(CliError::input(
+            "--prompt-tokens, --gen-tokens and --repetitions must be at least 1",
+        ));
+    }
+    let model = OwnedQuantizedModel::open(&a.model)?;
+    let vocab = model.config.vocab_size as u64;
+    let mut rng = SplitMix(42);
+    let prompt: Vec<u32> = (0..a.prompt_tokens)
+        .map(|_| (rng.next_u64() % vocab) as u32)
+        .collect();
+    let threads = if a.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        a.threads
+    };
+
+    let (pp, tg) = with_threads(threads, || -> Result<_, CliError> {
+        let pp_once = || -> Result<f64, CliError> {
+            let mut cache = model.new_cache();
+            let t = Instant::now();
+            model.forward_with_cache(&prompt, &mut cache, LogitsFor::Last, &mut NoopObserver)?;
+            Ok(a.prompt_tokens as f64 / t.elapsed().as_secs_f64())
+        };
+        let tg_once = || -> Result<f64, CliError> {
+            let mut cache = model.new_cache();
+            let t = Instant::now();
+            for i in 0..a.gen_tokens {
+                model.forward_with_cache(
+                    &[prompt[i % prompt.len()]],
+                    &mut cache,
+                    LogitsFor::Last,
+                    &mut NoopObserver,
+                )?;
+            }
+            Ok(a.gen_tokens as f64 / t.elapsed().as_secs_f64())
+        };
+        pp_once()?;
+        tg_once()?;
+        let pp: Vec<f64> = (0..a.repetitions)
+            .map(|_| pp_once())
+            .collect::<Result<_, _>>()?;
+        let tg: Vec<f64> = (0..a.repetitions)
+            .map(|_| tg_once())
+            .collect::<Result<_, _>>()?;
+        Ok((mean_std(&pp), mean_std(&tg)))
+    })?;
+
+    match a.format {
+        Format::Json => print_json(&json!({
+            "model": a.model,
+            "pp_tokens_per_s": pp.0,
+            "pp_std": pp.1,
+            "tg_tokens_per_s": tg.0,
+            "tg_std": tg.1,
+            "prompt_tokens": a.prompt_tokens,
+            "gen_tokens": a.gen_tokens,
+            "threads": threads,
+            "repetitions": a.repetitions,
+            "kernel": Kernel::best().name(),
+        })),
+        Format::Text => emit(&format!(
+            "{} ({} threads, {} kernels, {} repetitions)\n  pp{:<4} {:>9.2} ± {:.2} tokens/s\n  tg{:<4} {:>9.2} ± {:.2} tokens/s\n",
+            a.model.display(),
+            threads,
+            Kernel::best().name(),
+            a.repetitions,
+            a.prompt_tokens,
+            pp.0,
+            pp.1,
+            a.gen_tokens,
+            tg.0,
+            tg.1
+        )),
+    }
 }

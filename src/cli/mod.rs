@@ -57,19 +57,28 @@ pub struct CliError {
 impl CliError {
     /// Bad input: a malformed or missing file, an invalid argument.
     pub fn input(message: impl Into<String>) -> Self {
-        CliError { code: 2, message: message.into() }
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
     }
 
     /// Any other failure.
     pub fn other(message: impl Into<String>) -> Self {
-        CliError { code: 1, message: message.into() }
+        CliError {
+            code: 1,
+            message: message.into(),
+        }
     }
 }
 
 impl From<ModelError> for CliError {
     fn from(e: ModelError) -> Self {
         match e {
-            ModelError::Gguf(_) | ModelError::TokenOutOfRange { .. } | ModelError::ContextFull { .. } | ModelError::EmptyInput => CliError::input(e.to_string()),
+            ModelError::Gguf(_)
+            | ModelError::TokenOutOfRange { .. }
+            | ModelError::ContextFull { .. }
+            | ModelError::EmptyInput => CliError::input(e.to_string()),
         }
     }
 }
@@ -92,8 +101,20 @@ fn load(path: &Path) -> Result<(OwnedQuantizedModel, Tokenizer), CliError> {
 
 fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
     let s = serde_json::to_string_pretty(v).map_err(|e| CliError::other(e.to_string()))?;
-    println!("{s}");
-    Ok(())
+    emit(&(s + "\n"))
+}
+
+/// Writes a command's output to stdout. A reader that went away (`pv inspect | head`) is not
+/// an error.
+fn emit(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::other(format!("writing output: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs the command line and returns the process exit code.

@@ -1,14 +1,15 @@
 //! `pv run MODEL --prompt TEXT`: greedy generation.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use super::{CliError, Format, load, print_json};
+use super::{CliError, Format, emit, load, print_json};
 use crate::model::with_threads;
 
 /// Arguments of `pv run`.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  pv run models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital of France is' -n 16")]
+#[command(
+    after_help = "Example:\n  pv run models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital of France is' -n 16"
+)]
 pub struct Args {
     /// The GGUF model to run.
     model: PathBuf,
@@ -30,7 +31,9 @@ pub struct Args {
 pub fn run(a: Args) -> Result<(), CliError> {
     let (model, tok) = load(&a.model)?;
     let prompt = tok.encode(&a.prompt)?;
-    let generated = with_threads(a.threads, || model.generate_greedy(&prompt, a.n, tok.end_tokens()))?;
+    let generated = with_threads(a.threads, || {
+        model.generate_greedy(&prompt, a.n, tok.end_tokens())
+    })?;
     let text = tok.decode(&generated)?;
     match a.format {
         Format::Json => print_json(&serde_json::json!({
@@ -38,9 +41,6 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "generated_tokens": generated,
             "text": text,
         })),
-        Format::Text => {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{text}").map_err(|e| CliError::other(e.to_string()))
-        }
+        Format::Text => emit(&format!("{text}\n")),
     }
 }

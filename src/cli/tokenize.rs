@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
-use super::{CliError, Format, print_json};
+use super::{CliError, Format, emit, print_json};
 use crate::gguf::GgufFile;
 use crate::tokenizer::Tokenizer;
 
 /// Arguments of `pv tokenize`.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  pv tokenize models/SmolLM2-135M-Instruct.Q4_1.gguf 'What is 2+2?'")]
+#[command(
+    after_help = "Example:\n  pv tokenize models/SmolLM2-135M-Instruct.Q4_1.gguf 'What is 2+2?'"
+)]
 pub struct Args {
     /// The GGUF model whose tokenizer to use.
     model: PathBuf,
@@ -27,11 +29,12 @@ pub fn run(a: Args) -> Result<(), CliError> {
     match a.format {
         Format::Json => print_json(&serde_json::json!(ids)),
         Format::Text => {
-            for id in &ids {
-                println!("{id:>6}  {:?}", tok.piece(*id));
-            }
-            println!("{} tokens", ids.len());
-            Ok(())
+            let mut o: String = ids
+                .iter()
+                .map(|id| format!("{id:>6}  {:?}\n", tok.piece(*id)))
+                .collect();
+            o += &format!("{} tokens\n", ids.len());
+            emit(&o)
         }
     }
 }

@@ -44,7 +44,11 @@ pub enum GgufError {
 }
 
 impl GgufError {
-    pub(crate) fn malformed(field: impl Into<String>, offset: usize, reason: impl Into<String>) -> Self {
+    pub(crate) fn malformed(
+        field: impl Into<String>,
+        offset: usize,
+        reason: impl Into<String>,
+    ) -> Self {
         GgufError::Malformed {
             field: field.into(),
             offset: offset as u64,

@@ -89,13 +89,20 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, field: &dyn Fn() -> String) -> Result<&'a [u8], GgufError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            GgufError::malformed(
-                field(),
-                self.pos,
-                format!("needs {n} bytes but only {} remain", self.buf.len() - self.pos),
-            )
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                GgufError::malformed(
+                    field(),
+                    self.pos,
+                    format!(
+                        "needs {n} bytes but only {} remain",
+                        self.buf.len() - self.pos
+                    ),
+                )
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -122,7 +129,11 @@ impl<'a> Cursor<'a> {
 
     /// A count read from the file, bounded by how many items of at least `min_item_bytes`
     /// could still fit in the file.
-    fn count(&mut self, min_item_bytes: usize, field: &dyn Fn() -> String) -> Result<usize, GgufError> {
+    fn count(
+        &mut self,
+        min_item_bytes: usize,
+        field: &dyn Fn() -> String,
+    ) -> Result<usize, GgufError> {
         let at = self.pos;
         let n = self.u64(field)?;
         let fits = (self.remaining() / min_item_bytes.max(1)) as u64;
@@ -130,7 +141,10 @@ impl<'a> Cursor<'a> {
             return Err(GgufError::malformed(
                 field(),
                 at,
-                format!("count {n} cannot fit in the {} bytes that remain", self.remaining()),
+                format!(
+                    "count {n} cannot fit in the {} bytes that remain",
+                    self.remaining()
+                ),
             ));
         }
         Ok(n as usize)
@@ -144,7 +158,12 @@ impl<'a> Cursor<'a> {
             .map_err(|e| GgufError::malformed(field(), at, format!("string is not UTF-8: {e}")))
     }
 
-    fn value(&mut self, ty: ValueType, depth: usize, field: &dyn Fn() -> String) -> Result<Value, GgufError> {
+    fn value(
+        &mut self,
+        ty: ValueType,
+        depth: usize,
+        field: &dyn Fn() -> String,
+    ) -> Result<Value, GgufError> {
         Ok(match ty {
             ValueType::U8 => Value::U8(self.array::<1>(field)?[0]),
             ValueType::I8 => Value::I8(self.array::<1>(field)?[0] as i8),
@@ -161,18 +180,29 @@ impl<'a> Cursor<'a> {
                 match self.array::<1>(field)?[0] {
                     0 => Value::Bool(false),
                     1 => Value::Bool(true),
-                    b => return Err(GgufError::malformed(field(), at, format!("bool byte is {b}, not 0 or 1"))),
+                    b => {
+                        return Err(GgufError::malformed(
+                            field(),
+                            at,
+                            format!("bool byte is {b}, not 0 or 1"),
+                        ));
+                    }
                 }
             }
             ValueType::String => Value::String(self.string(field)?),
             ValueType::Array => {
                 let at = self.pos;
                 if depth >= MAX_ARRAY_NESTING {
-                    return Err(GgufError::malformed(field(), at, "arrays nested too deeply"));
+                    return Err(GgufError::malformed(
+                        field(),
+                        at,
+                        "arrays nested too deeply",
+                    ));
                 }
                 let id = self.u32(field)?;
-                let elem = ValueType::from_id(id)
-                    .ok_or_else(|| GgufError::malformed(field(), at, format!("unknown array element type {id}")))?;
+                let elem = ValueType::from_id(id).ok_or_else(|| {
+                    GgufError::malformed(field(), at, format!("unknown array element type {id}"))
+                })?;
                 let n = self.count(elem.min_encoded_bytes(), field)?;
                 let mut items = Vec::with_capacity(n);
                 for i in 0..n {
@@ -188,7 +218,10 @@ impl<'a> Cursor<'a> {
 impl GgufFile {
     /// Opens and memory-maps a GGUF file, then parses it.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
+        let io = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the mapping is read-only and pv never writes to model files while they are
         // open; a concurrent external truncation is the documented hazard of any mmap reader.
@@ -202,14 +235,25 @@ impl GgufFile {
     }
 
     fn parse(bytes: Bytes) -> Result<Self, GgufError> {
-        let mut c = Cursor { buf: &bytes, pos: 0 };
+        let mut c = Cursor {
+            buf: &bytes,
+            pos: 0,
+        };
         let magic = c.array::<4>(&|| "magic".into())?;
         if &magic != GGUF_MAGIC {
-            return Err(GgufError::malformed("magic", 0, format!("expected \"GGUF\", found {magic:02x?}")));
+            return Err(GgufError::malformed(
+                "magic",
+                0,
+                format!("expected \"GGUF\", found {magic:02x?}"),
+            ));
         }
         let version = c.u32(&|| "version".into())?;
         if !(2..=3).contains(&version) {
-            return Err(GgufError::malformed("version", 4, format!("version {version} is not supported (2 or 3)")));
+            return Err(GgufError::malformed(
+                "version",
+                4,
+                format!("version {version} is not supported (2 or 3)"),
+            ));
         }
         // A tensor-info entry takes at least 8 (name) + 4 (n_dims) + 4 (type) + 8 (offset) bytes.
         let n_tensors = c.count(24, &|| "tensor_count".into())?;
@@ -224,11 +268,16 @@ impl GgufFile {
             let f = || format!("metadata[{key:?}]");
             let ty_at = c.pos;
             let ty_id = c.u32(&f)?;
-            let ty = ValueType::from_id(ty_id)
-                .ok_or_else(|| GgufError::malformed(f(), ty_at, format!("unknown value type {ty_id}")))?;
+            let ty = ValueType::from_id(ty_id).ok_or_else(|| {
+                GgufError::malformed(f(), ty_at, format!("unknown value type {ty_id}"))
+            })?;
             let value = c.value(ty, 0, &f)?;
             if index.insert(key.clone(), metadata.len()).is_some() {
-                return Err(GgufError::malformed(format!("metadata[{i}].key"), key_at, format!("duplicate key {key:?}")));
+                return Err(GgufError::malformed(
+                    format!("metadata[{i}].key"),
+                    key_at,
+                    format!("duplicate key {key:?}"),
+                ));
             }
             metadata.push((key, value));
         }
@@ -254,7 +303,11 @@ impl GgufFile {
             let nd_at = c.pos;
             let n_dims = c.u32(&|| f("n_dims"))?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(GgufError::malformed(f("n_dims"), nd_at, format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
+                return Err(GgufError::malformed(
+                    f("n_dims"),
+                    nd_at,
+                    format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+                ));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for d in 0..n_dims {
@@ -262,8 +315,13 @@ impl GgufFile {
             }
             let ty_at = c.pos;
             let ty_id = c.u32(&|| f("type"))?;
-            let ggml_type = GgmlType::from_id(ty_id)
-                .ok_or_else(|| GgufError::malformed(f("type"), ty_at, format!("unsupported GGML type id {ty_id}")))?;
+            let ggml_type = GgmlType::from_id(ty_id).ok_or_else(|| {
+                GgufError::malformed(
+                    f("type"),
+                    ty_at,
+                    format!("unsupported GGML type id {ty_id}"),
+                )
+            })?;
             let off_at = c.pos;
             let offset = c.u64(&|| f("offset"))?;
             let n_el = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
@@ -281,12 +339,29 @@ impl GgufFile {
                     )
                 })?;
             if offset % alignment as u64 != 0 {
-                return Err(GgufError::malformed(f("offset"), off_at, format!("offset {offset} is not a multiple of the alignment {alignment}")));
+                return Err(GgufError::malformed(
+                    f("offset"),
+                    off_at,
+                    format!("offset {offset} is not a multiple of the alignment {alignment}"),
+                ));
             }
             if tensor_index.insert(name.clone(), infos.len()).is_some() {
-                return Err(GgufError::malformed(f("name"), nd_at, format!("duplicate tensor name {name:?}")));
+                return Err(GgufError::malformed(
+                    f("name"),
+                    nd_at,
+                    format!("duplicate tensor name {name:?}"),
+                ));
             }
-            infos.push((TensorInfo { name, dims, ggml_type, offset, size }, off_at));
+            infos.push((
+                TensorInfo {
+                    name,
+                    dims,
+                    ggml_type,
+                    offset,
+                    size,
+                },
+                off_at,
+            ));
         }
 
         let data_offset = c.pos.div_ceil(alignment) * alignment;
@@ -298,13 +373,25 @@ impl GgufFile {
                 return Err(GgufError::malformed(
                     format!("tensor_info[{i}] ({}).offset", t.name),
                     off_at,
-                    format!("data [{}, +{}) runs past the end of the data section ({} bytes)", t.offset, t.size, data_len),
+                    format!(
+                        "data [{}, +{}) runs past the end of the data section ({} bytes)",
+                        t.offset, t.size, data_len
+                    ),
                 ));
             }
             tensors.push(t);
         }
 
-        Ok(GgufFile { bytes, version, metadata, index, tensors, tensor_index, alignment, data_offset })
+        Ok(GgufFile {
+            bytes,
+            version,
+            metadata,
+            index,
+            tensors,
+            tensor_index,
+            alignment,
+            data_offset,
+        })
     }
 
     /// A metadata value by key.
@@ -315,12 +402,18 @@ impl GgufFile {
     /// A required metadata string.
     pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
         let v = self.require(key)?;
-        v.as_str().ok_or_else(|| GgufError::Metadata { key: key.into(), reason: format!("expected a string, found {}", v.summary()) })
+        v.as_str().ok_or_else(|| GgufError::Metadata {
+            key: key.into(),
+            reason: format!("expected a string, found {}", v.summary()),
+        })
     }
 
     /// A metadata value that must be present.
     pub fn require(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::Metadata { key: key.into(), reason: "required key is missing".into() })
+        self.get(key).ok_or_else(|| GgufError::Metadata {
+            key: key.into(),
+            reason: "required key is missing".into(),
+        })
     }
 
     /// A tensor's info by name.

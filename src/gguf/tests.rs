@@ -15,11 +15,23 @@ fn sample() -> GgufWriter {
         .meta("u64", Value::U64(1 << 40))
         .meta("i64", Value::I64(-(1 << 40)))
         .meta("f64", Value::F64(2.25))
-        .meta("strings", Value::Array(ValueType::String, vec![Value::String("a".into()), Value::String("βγ".into())]))
+        .meta(
+            "strings",
+            Value::Array(
+                ValueType::String,
+                vec![Value::String("a".into()), Value::String("βγ".into())],
+            ),
+        )
         .meta("empty", Value::Array(ValueType::I32, vec![]))
         .meta(
             "nested",
-            Value::Array(ValueType::Array, vec![Value::Array(ValueType::U8, vec![Value::U8(1), Value::U8(2)])]),
+            Value::Array(
+                ValueType::Array,
+                vec![Value::Array(
+                    ValueType::U8,
+                    vec![Value::U8(1), Value::U8(2)],
+                )],
+            ),
         );
     let f32s: Vec<u8> = (0..8).flat_map(|i| (i as f32).to_le_bytes()).collect();
     w.tensor("a", &[4, 2], GgmlType::F32, f32s).unwrap();

@@ -32,16 +32,28 @@ impl GgufWriter {
     }
 
     /// Adds a tensor whose `data` is already encoded in `ty`; `dims[0]` is the row length.
-    pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Result<&mut Self, GgufError> {
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) -> Result<&mut Self, GgufError> {
         let n: u64 = dims.iter().product();
-        let expected = ty.row_bytes(n as usize).filter(|_| dims[0] as usize % ty.block_size() == 0);
+        let expected = ty
+            .row_bytes(n as usize)
+            .filter(|_| dims[0] as usize % ty.block_size() == 0);
         if expected != Some(data.len()) {
             return Err(GgufError::Tensor {
                 name: name.into(),
-                reason: format!("{} bytes given, {ty} with dims {dims:?} needs {expected:?}", data.len()),
+                reason: format!(
+                    "{} bytes given, {ty} with dims {dims:?} needs {expected:?}",
+                    data.len()
+                ),
             });
         }
-        self.tensors.push((name.to_string(), dims.to_vec(), ty, data));
+        self.tensors
+            .push((name.to_string(), dims.to_vec(), ty, data));
         Ok(self)
     }
 
@@ -90,8 +102,10 @@ impl GgufWriter {
 
     /// Writes the file atomically (temporary file, fsync, rename).
     pub fn write(&self, path: &Path) -> Result<(), GgufError> {
-        crate::fsutil::atomic_write(path, &self.to_bytes())
-            .map_err(|source| GgufError::Io { path: path.to_path_buf(), source })
+        crate::fsutil::atomic_write(path, &self.to_bytes()).map_err(|source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 

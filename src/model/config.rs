@@ -83,18 +83,30 @@ fn usize_key(f: &GgufFile, key: &str) -> Result<usize, GgufError> {
     v.as_u64()
         .and_then(|n| usize::try_from(n).ok())
         .filter(|&n| n > 0 && n <= 1 << 24)
-        .ok_or_else(|| GgufError::Metadata { key: key.into(), reason: format!("expected a positive integer up to 2^24, found {}", v.summary()) })
+        .ok_or_else(|| GgufError::Metadata {
+            key: key.into(),
+            reason: format!(
+                "expected a positive integer up to 2^24, found {}",
+                v.summary()
+            ),
+        })
 }
 
 fn f32_key(f: &GgufFile, key: &str, default: Option<f32>) -> Result<f32, GgufError> {
     match (f.get(key), default) {
         (None, Some(d)) => Ok(d),
-        (None, None) => Err(GgufError::Metadata { key: key.into(), reason: "required key is missing".into() }),
+        (None, None) => Err(GgufError::Metadata {
+            key: key.into(),
+            reason: "required key is missing".into(),
+        }),
         (Some(v), _) => v
             .as_f64()
             .map(|x| x as f32)
             .filter(|x| x.is_finite() && *x > 0.0)
-            .ok_or_else(|| GgufError::Metadata { key: key.into(), reason: format!("expected a positive number, found {}", v.summary()) }),
+            .ok_or_else(|| GgufError::Metadata {
+                key: key.into(),
+                reason: format!("expected a positive number, found {}", v.summary()),
+            }),
     }
 }
 
@@ -115,9 +127,18 @@ impl TryFrom<&GgufFile> for ModelConfig {
         };
         let p = arch.name();
         let k = |s: &str| format!("{p}.{s}");
-        let required = ["block_count", "embedding_length", "feed_forward_length", "attention.head_count", "attention.layer_norm_rms_epsilon"];
+        let required = [
+            "block_count",
+            "embedding_length",
+            "feed_forward_length",
+            "attention.head_count",
+            "attention.layer_norm_rms_epsilon",
+        ];
         if let Some(missing) = required.iter().find(|s| f.get(&k(s)).is_none()) {
-            return Err(GgufError::Metadata { key: k(missing), reason: format!("required key for {p} is missing") });
+            return Err(GgufError::Metadata {
+                key: k(missing),
+                reason: format!("required key for {p} is missing"),
+            });
         }
         let n_embd = usize_key(f, &k("embedding_length"))?;
         let n_head = usize_key(f, &k("attention.head_count"))?;
@@ -128,7 +149,9 @@ impl TryFrom<&GgufFile> for ModelConfig {
         if n_embd % n_head != 0 || n_head % n_head_kv != 0 {
             return Err(GgufError::Metadata {
                 key: k("attention.head_count_kv"),
-                reason: format!("width {n_embd}, {n_head} heads and {n_head_kv} KV heads do not divide evenly"),
+                reason: format!(
+                    "width {n_embd}, {n_head} heads and {n_head_kv} KV heads do not divide evenly"
+                ),
             });
         }
         let head_dim = n_embd / n_head;
@@ -137,14 +160,21 @@ impl TryFrom<&GgufFile> for ModelConfig {
             Some(_) => usize_key(f, &k("rope.dimension_count"))?,
         };
         if rope_dim > head_dim || rope_dim % 2 != 0 {
-            return Err(GgufError::Metadata { key: k("rope.dimension_count"), reason: format!("{rope_dim} must be even and at most the head width {head_dim}") });
+            return Err(GgufError::Metadata {
+                key: k("rope.dimension_count"),
+                reason: format!("{rope_dim} must be even and at most the head width {head_dim}"),
+            });
         }
         let vocab_size = match f.get(&k("vocab_size")) {
             Some(_) => usize_key(f, &k("vocab_size"))?,
-            None => f.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len()).ok_or_else(|| GgufError::Metadata {
-                key: k("vocab_size"),
-                reason: "missing, and no tokenizer.ggml.tokens to count".into(),
-            })?,
+            None => f
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.as_array())
+                .map(|a| a.len())
+                .ok_or_else(|| GgufError::Metadata {
+                    key: k("vocab_size"),
+                    reason: "missing, and no tokenizer.ggml.tokens to count".into(),
+                })?,
         };
         Ok(ModelConfig {
             arch,

@@ -24,7 +24,12 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for `n_layer` layers and at most `max` positions.
     pub fn new(n_layer: usize, max: usize) -> Self {
-        KvCache { k: vec![Vec::new(); n_layer], v: vec![Vec::new(); n_layer], len: 0, max }
+        KvCache {
+            k: vec![Vec::new(); n_layer],
+            v: vec![Vec::new(); n_layer],
+            len: 0,
+            max,
+        }
     }
 
     /// Positions processed so far.
@@ -73,7 +78,16 @@ struct Buffers {
 
 /// Quantizes `x` for `w` unless a slot already holds `x` in that format (`fresh` says
 /// whether `x` changed since the slots were filled), then multiplies.
-fn project(out: &mut Vec<f32>, x: &[f32], width: usize, w: &QMatrix, acts: &mut [QuantizedActs; 2], fresh: &mut bool, file: &[u8], scratch: &mut Vec<f32>) {
+fn project(
+    out: &mut Vec<f32>,
+    x: &[f32],
+    width: usize,
+    w: &QMatrix,
+    acts: &mut [QuantizedActs; 2],
+    fresh: &mut bool,
+    file: &[u8],
+    scratch: &mut Vec<f32>,
+) {
     if *fresh {
         acts.iter_mut().for_each(|a| a.ty = None);
         *fresh = false;
@@ -93,7 +107,13 @@ fn project(out: &mut Vec<f32>, x: &[f32], width: usize, w: &QMatrix, acts: &mut 
 impl OwnedQuantizedModel {
     /// Runs `tokens` through the model after the positions already in `cache`, appending
     /// their keys and values, and returns the logits asked for (token-major rows).
-    pub fn forward_with_cache<O: Observer>(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor, obs: &mut O) -> Result<Vec<f32>, ModelError> {
+    pub fn forward_with_cache<O: Observer>(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: LogitsFor,
+        obs: &mut O,
+    ) -> Result<Vec<f32>, ModelError> {
         let cfg = &self.config;
         let w = &self.weights;
         let file: &[u8] = self.file_bytes();
@@ -103,17 +123,24 @@ impl OwnedQuantizedModel {
         }
         let pos0 = cache.len;
         if pos0 + n > cache.max {
-            return Err(ModelError::ContextFull { needed: pos0 + n, max: cache.max });
+            return Err(ModelError::ContextFull {
+                needed: pos0 + n,
+                max: cache.max,
+            });
         }
         let mut b = Buffers::default();
 
         b.x.resize(n * d, 0.0);
         for (t, &tok) in tokens.iter().enumerate() {
             if tok as usize >= cfg.vocab_size {
-                return Err(ModelError::TokenOutOfRange { token: tok, vocab: cfg.vocab_size });
+                return Err(ModelError::TokenOutOfRange {
+                    token: tok,
+                    vocab: cfg.vocab_size,
+                });
             }
             let row = w.token_embd.row(file, tok as usize);
-            crate::quant::dequantize_row(w.token_embd.ty, row, &mut b.x[t * d..(t + 1) * d]).expect("shape checked at load");
+            crate::quant::dequantize_row(w.token_embd.ty, row, &mut b.x[t * d..(t + 1) * d])
+                .expect("shape checked at load");
         }
         obs.observe(None, Slot::Embd, &b.x, d);
 
@@ -122,7 +149,14 @@ impl OwnedQuantizedModel {
         let mut sin = vec![0f32; n * half];
         for t in 0..n {
             let r = t * half..(t + 1) * half;
-            rope_table(&mut cos[r.clone()], &mut sin[r], pos0 + t, cfg.rope_theta, cfg.rope_dim, w.rope_freqs.as_deref());
+            rope_table(
+                &mut cos[r.clone()],
+                &mut sin[r],
+                pos0 + t,
+                cfg.rope_theta,
+                cfg.rope_dim,
+                w.rope_freqs.as_deref(),
+            );
         }
         let halves = cfg.arch.rope_style() == super::RopeStyle::Halves;
         b.xb.resize(n * d, 0.0);
@@ -135,12 +169,44 @@ impl OwnedQuantizedModel {
             obs.observe(at, Slot::AttnNorm, &b.xb, d);
 
             let mut fresh = true;
-            project(&mut b.q, &b.xb, d, &lw.wq, &mut b.acts, &mut fresh, file, &mut b.scratch);
-            project(&mut b.k, &b.xb, d, &lw.wk, &mut b.acts, &mut fresh, file, &mut b.scratch);
-            project(&mut b.v, &b.xb, d, &lw.wv, &mut b.acts, &mut fresh, file, &mut b.scratch);
-            for (buf, bias, width) in [(&mut b.q, &lw.bq, d), (&mut b.k, &lw.bk, kv), (&mut b.v, &lw.bv, kv)] {
+            project(
+                &mut b.q,
+                &b.xb,
+                d,
+                &lw.wq,
+                &mut b.acts,
+                &mut fresh,
+                file,
+                &mut b.scratch,
+            );
+            project(
+                &mut b.k,
+                &b.xb,
+                d,
+                &lw.wk,
+                &mut b.acts,
+                &mut fresh,
+                file,
+                &mut b.scratch,
+            );
+            project(
+                &mut b.v,
+                &b.xb,
+                d,
+                &lw.wv,
+                &mut b.acts,
+                &mut fresh,
+                file,
+                &mut b.scratch,
+            );
+            for (buf, bias, width) in [
+                (&mut b.q, &lw.bq, d),
+                (&mut b.k, &lw.bk, kv),
+                (&mut b.v, &lw.bv, kv),
+            ] {
                 if let Some(bias) = bias {
-                    buf.chunks_exact_mut(width).for_each(|r| add_assign(r, bias));
+                    buf.chunks_exact_mut(width)
+                        .for_each(|r| add_assign(r, bias));
                 }
             }
             obs.observe(at, Slot::Q, &b.q, d);
@@ -148,9 +214,16 @@ impl OwnedQuantizedModel {
             obs.observe(at, Slot::V, &b.v, kv);
 
             for t in 0..n {
-                let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
-                b.q[t * d..(t + 1) * d].chunks_exact_mut(cfg.head_dim).for_each(|h| rope_head(h, c, s, halves));
-                b.k[t * kv..(t + 1) * kv].chunks_exact_mut(cfg.head_dim).for_each(|h| rope_head(h, c, s, halves));
+                let (c, s) = (
+                    &cos[t * half..(t + 1) * half],
+                    &sin[t * half..(t + 1) * half],
+                );
+                b.q[t * d..(t + 1) * d]
+                    .chunks_exact_mut(cfg.head_dim)
+                    .for_each(|h| rope_head(h, c, s, halves));
+                b.k[t * kv..(t + 1) * kv]
+                    .chunks_exact_mut(cfg.head_dim)
+                    .for_each(|h| rope_head(h, c, s, halves));
             }
             cache.k[l].extend_from_slice(&b.k);
             cache.v[l].extend_from_slice(&b.v);
@@ -158,7 +231,16 @@ impl OwnedQuantizedModel {
             b.att.resize(n * d, 0.0);
             attention(&mut b.att, &b.q, &cache.k[l], &cache.v[l], pos0, cfg);
             let mut fresh = true;
-            project(&mut b.attn_out, &b.att, d, &lw.wo, &mut b.acts, &mut fresh, file, &mut b.scratch);
+            project(
+                &mut b.attn_out,
+                &b.att,
+                d,
+                &lw.wo,
+                &mut b.acts,
+                &mut fresh,
+                file,
+                &mut b.scratch,
+            );
             obs.observe(at, Slot::AttnOut, &b.attn_out, d);
             add_assign(&mut b.x, &b.attn_out);
             obs.observe(at, Slot::FfnInp, &b.x, d);
@@ -168,8 +250,26 @@ impl OwnedQuantizedModel {
             }
             obs.observe(at, Slot::FfnNorm, &b.xb, d);
             let mut fresh = true;
-            project(&mut b.gate, &b.xb, d, &lw.ffn_gate, &mut b.acts, &mut fresh, file, &mut b.scratch);
-            project(&mut b.up, &b.xb, d, &lw.ffn_up, &mut b.acts, &mut fresh, file, &mut b.scratch);
+            project(
+                &mut b.gate,
+                &b.xb,
+                d,
+                &lw.ffn_gate,
+                &mut b.acts,
+                &mut fresh,
+                file,
+                &mut b.scratch,
+            );
+            project(
+                &mut b.up,
+                &b.xb,
+                d,
+                &lw.ffn_up,
+                &mut b.acts,
+                &mut fresh,
+                file,
+                &mut b.scratch,
+            );
             obs.observe(at, Slot::FfnGate, &b.gate, ff);
             obs.observe(at, Slot::FfnUp, &b.up, ff);
             b.act.resize(n * ff, 0.0);
@@ -178,7 +278,16 @@ impl OwnedQuantizedModel {
             obs.observe(at, Slot::FfnAct, &b.act, ff);
             obs.observe(at, Slot::FfnInner, &b.inner, ff);
             let mut fresh = true;
-            project(&mut b.down, &b.inner, ff, &lw.ffn_down, &mut b.acts, &mut fresh, file, &mut b.scratch);
+            project(
+                &mut b.down,
+                &b.inner,
+                ff,
+                &lw.ffn_down,
+                &mut b.acts,
+                &mut fresh,
+                file,
+                &mut b.scratch,
+            );
             obs.observe(at, Slot::FfnDown, &b.down, d);
             add_assign(&mut b.x, &b.down);
             obs.observe(at, Slot::LOut, &b.x, d);
@@ -195,7 +304,16 @@ impl OwnedQuantizedModel {
         }
         obs.observe(None, Slot::FinalNorm, &b.xb, d);
         let mut fresh = true;
-        project(&mut b.logits, &b.xb, d, &w.output, &mut b.acts, &mut fresh, file, &mut b.scratch);
+        project(
+            &mut b.logits,
+            &b.xb,
+            d,
+            &w.output,
+            &mut b.acts,
+            &mut fresh,
+            file,
+            &mut b.scratch,
+        );
         obs.observe(None, Slot::Logits, &b.logits, cfg.vocab_size);
         Ok(b.logits)
     }
@@ -206,25 +324,35 @@ impl OwnedQuantizedModel {
 ///
 /// # Shapes
 /// `out`, `q`: `n` rows of `n_embd`; `k`, `v`: `pos0 + n` rows of `kv_dim`.
-fn attention(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], pos0: usize, cfg: &super::ModelConfig) {
+fn attention(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pos0: usize,
+    cfg: &super::ModelConfig,
+) {
     let (hd, nh, kv) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
     let group = cfg.n_head / cfg.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (idx, o)| {
-        let (t, h) = (idx / nh, idx % nh);
-        let kvh = h / group;
-        let qh = &q[t * nh * hd + h * hd..][..hd];
-        let len = pos0 + t + 1;
-        scores.clear();
-        scores.extend((0..len).map(|j| {
-            let kj = &k[j * kv + kvh * hd..][..hd];
-            qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>()
-        }));
-        softmax_scaled(scores, scale);
-        o.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            let vj = &v[j * kv + kvh * hd..][..hd];
-            o.iter_mut().zip(vj).for_each(|(a, b)| *a += p * b);
-        }
-    });
+    out.par_chunks_mut(hd).enumerate().for_each_init(
+        Vec::new,
+        |scores: &mut Vec<f32>, (idx, o)| {
+            let (t, h) = (idx / nh, idx % nh);
+            let kvh = h / group;
+            let qh = &q[t * nh * hd + h * hd..][..hd];
+            let len = pos0 + t + 1;
+            scores.clear();
+            scores.extend((0..len).map(|j| {
+                let kj = &k[j * kv + kvh * hd..][..hd];
+                qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>()
+            }));
+            softmax_scaled(scores, scale);
+            o.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                let vj = &v[j * kv + kvh * hd..][..hd];
+                o.iter_mut().zip(vj).for_each(|(a, b)| *a += p * b);
+            }
+        },
+    );
 }

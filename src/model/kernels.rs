@@ -50,7 +50,14 @@ pub fn softmax_scaled(x: &mut [f32], scale: f32) {
 /// Cos/sin tables of RoPE for one position: entry `i` rotates pair `i` by
 /// `pos * theta_scale^i / freq_factor[i]`, with the angle advanced by repeated multiplication
 /// in f32 as llama.cpp does.
-pub fn rope_table(cos: &mut [f32], sin: &mut [f32], pos: usize, base: f32, rope_dim: usize, freq_factors: Option<&[f32]>) {
+pub fn rope_table(
+    cos: &mut [f32],
+    sin: &mut [f32],
+    pos: usize,
+    base: f32,
+    rope_dim: usize,
+    freq_factors: Option<&[f32]>,
+) {
     let theta_scale = base.powf(-2.0 / rope_dim as f32);
     let mut theta = pos as f32;
     for i in 0..rope_dim / 2 {
@@ -69,7 +76,11 @@ pub fn rope_table(cos: &mut [f32], sin: &mut [f32], pos: usize, base: f32, rope_
 pub fn rope_head(head: &mut [f32], cos: &[f32], sin: &[f32], halves: bool) {
     let half = cos.len();
     for i in 0..half {
-        let (a, b) = if halves { (i, i + half) } else { (2 * i, 2 * i + 1) };
+        let (a, b) = if halves {
+            (i, i + half)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x0, x1) = (head[a], head[b]);
         head[a] = x0 * cos[i] - x1 * sin[i];
         head[b] = x0 * sin[i] + x1 * cos[i];

@@ -29,7 +29,10 @@ impl QuantizedActs {
         let row_bytes = ty.row_bytes(width).expect("widths are checked at load");
         let n = x.len() / width;
         self.data.resize(n * row_bytes, 0);
-        for (src, dst) in x.chunks_exact(width).zip(self.data.chunks_exact_mut(row_bytes)) {
+        for (src, dst) in x
+            .chunks_exact(width)
+            .zip(self.data.chunks_exact_mut(row_bytes))
+        {
             quant::quantize_row(ty, src, dst).expect("lengths match by construction");
         }
         self.ty = Some(ty);
@@ -42,7 +45,13 @@ impl QuantizedActs {
 /// # Shapes
 /// `x`: `n` rows quantized to `w.act_ty`; `out`: `n * w.rows`, token-major. `scratch` is
 /// reused between calls for the row-major partial results when `n > 1`.
-pub fn matmul(out: &mut [f32], x: &QuantizedActs, w: &QMatrix, file: &[u8], scratch: &mut Vec<f32>) {
+pub fn matmul(
+    out: &mut [f32],
+    x: &QuantizedActs,
+    w: &QMatrix,
+    file: &[u8],
+    scratch: &mut Vec<f32>,
+) {
     debug_assert_eq!(x.ty, Some(w.act_ty));
     let n = x.data.len() / x.row_bytes;
     debug_assert_eq!(out.len(), n * w.rows);
@@ -56,14 +65,17 @@ pub fn matmul(out: &mut [f32], x: &QuantizedActs, w: &QMatrix, file: &[u8], scra
         return;
     }
     scratch.resize(n * w.rows, 0.0);
-    scratch.par_chunks_mut(chunk * n).enumerate().for_each(|(c, o)| {
-        for (i, row_out) in o.chunks_exact_mut(n).enumerate() {
-            let wr = w.row(file, c * chunk + i);
-            for (t, v) in row_out.iter_mut().enumerate() {
-                *v = (w.dot)(wr, &x.data[t * x.row_bytes..(t + 1) * x.row_bytes]);
+    scratch
+        .par_chunks_mut(chunk * n)
+        .enumerate()
+        .for_each(|(c, o)| {
+            for (i, row_out) in o.chunks_exact_mut(n).enumerate() {
+                let wr = w.row(file, c * chunk + i);
+                for (t, v) in row_out.iter_mut().enumerate() {
+                    *v = (w.dot)(wr, &x.data[t * x.row_bytes..(t + 1) * x.row_bytes]);
+                }
             }
-        }
-    });
+        });
     for (r, col) in scratch.chunks_exact(n).enumerate() {
         for (t, &v) in col.iter().enumerate() {
             out[t * w.rows + r] = v;

@@ -77,14 +77,19 @@ impl Logits {
 
 /// Index of the largest value (the first one on ties), as greedy sampling takes it.
 pub fn argmax(x: &[f32]) -> usize {
-    x.iter().enumerate().fold(0, |best, (i, &v)| if v > x[best] { i } else { best })
+    x.iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > x[best] { i } else { best })
 }
 
 /// The `k` largest values as `(index, value)`, largest first.
 pub fn top_k(x: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut idx: Vec<usize> = (0..x.len()).collect();
     let k = k.min(x.len());
-    idx.select_nth_unstable_by(k.saturating_sub(1).min(x.len().saturating_sub(1)), |&a, &b| x[b].total_cmp(&x[a]).then(a.cmp(&b)));
+    idx.select_nth_unstable_by(
+        k.saturating_sub(1).min(x.len().saturating_sub(1)),
+        |&a, &b| x[b].total_cmp(&x[a]).then(a.cmp(&b)),
+    );
     idx.truncate(k);
     idx.sort_by(|&a, &b| x[b].total_cmp(&x[a]).then(a.cmp(&b)));
     idx.into_iter().map(|i| (i, x[i])).collect()
@@ -111,7 +116,11 @@ impl OwnedQuantizedModel {
     pub fn from_mapped_with_kernel(file: GgufFile, kernel: Kernel) -> Result<Self, ModelError> {
         let config = ModelConfig::try_from(&file)?;
         let weights = ModelWeights::load(&file, &config, kernel)?;
-        Ok(OwnedQuantizedModel { file, config, weights })
+        Ok(OwnedQuantizedModel {
+            file,
+            config,
+            weights,
+        })
     }
 
     /// Opens, maps and loads a GGUF file.
@@ -140,28 +149,42 @@ impl OwnedQuantizedModel {
 
     /// [`forward`](Self::forward) with an observer at every capture point: the same code,
     /// so the logits are bit-identical whatever the observer records.
-    pub fn forward_observed<O: Observer>(&self, tokens: &[u32], obs: &mut O) -> Result<Logits, ModelError> {
+    pub fn forward_observed<O: Observer>(
+        &self,
+        tokens: &[u32],
+        obs: &mut O,
+    ) -> Result<Logits, ModelError> {
         let mut cache = self.new_cache();
         let data = self.forward_with_cache(tokens, &mut cache, LogitsFor::All, obs)?;
-        Ok(Logits { vocab: self.config.vocab_size, data })
+        Ok(Logits {
+            vocab: self.config.vocab_size,
+            data,
+        })
     }
 
     /// Greedy generation: evaluates `prompt`, then takes the argmax token `n` times (stopping
     /// after any token in `stop`), feeding each back through the KV cache one at a time.
-    pub fn generate_greedy(&self, prompt: &[u32], n: usize, stop: &[u32]) -> Result<Vec<u32>, ModelError> {
+    pub fn generate_greedy(
+        &self,
+        prompt: &[u32],
+        n: usize,
+        stop: &[u32],
+    ) -> Result<Vec<u32>, ModelError> {
         let mut cache = self.new_cache();
         let mut out = Vec::with_capacity(n);
         if n == 0 {
             return Ok(out);
         }
-        let mut logits = self.forward_with_cache(prompt, &mut cache, LogitsFor::Last, &mut NoopObserver)?;
+        let mut logits =
+            self.forward_with_cache(prompt, &mut cache, LogitsFor::Last, &mut NoopObserver)?;
         loop {
             let next = argmax(&logits) as u32;
             out.push(next);
             if out.len() == n || stop.contains(&next) {
                 return Ok(out);
             }
-            logits = self.forward_with_cache(&[next], &mut cache, LogitsFor::Last, &mut NoopObserver)?;
+            logits =
+                self.forward_with_cache(&[next], &mut cache, LogitsFor::Last, &mut NoopObserver)?;
         }
     }
 }

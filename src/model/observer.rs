@@ -3,7 +3,9 @@
 //! compiler removes, so a traced forward runs the very same arithmetic as `forward`.
 
 /// A capture point, named as llama.cpp names its tensors so dumps line up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Slot {
     /// Token embeddings (once, before the first layer).
@@ -59,7 +61,13 @@ impl Slot {
     ];
 
     /// The sub-FFN capture points.
-    pub const FFN: [Slot; 5] = [Slot::FfnGate, Slot::FfnUp, Slot::FfnAct, Slot::FfnInner, Slot::FfnDown];
+    pub const FFN: [Slot; 5] = [
+        Slot::FfnGate,
+        Slot::FfnUp,
+        Slot::FfnAct,
+        Slot::FfnInner,
+        Slot::FfnDown,
+    ];
 
     /// The name used in JSON, CLI tables and docs.
     pub fn name(self) -> &'static str {
@@ -85,7 +93,10 @@ impl Slot {
 
     /// The slot with this name.
     pub fn from_name(s: &str) -> Option<Slot> {
-        Slot::LAYER.into_iter().chain([Slot::Embd, Slot::FinalNorm, Slot::Logits]).find(|x| x.name() == s)
+        Slot::LAYER
+            .into_iter()
+            .chain([Slot::Embd, Slot::FinalNorm, Slot::Logits])
+            .find(|x| x.name() == s)
     }
 }
 

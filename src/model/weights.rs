@@ -94,11 +94,17 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn info(&self, name: &str) -> Result<&TensorInfo, GgufError> {
-        self.file.tensor(name).ok_or_else(|| GgufError::Tensor { name: name.into(), reason: "required tensor is missing".into() })
+        self.file.tensor(name).ok_or_else(|| GgufError::Tensor {
+            name: name.into(),
+            reason: "required tensor is missing".into(),
+        })
     }
 
     fn shape_err(name: &str, info: &TensorInfo, want: &[usize]) -> GgufError {
-        GgufError::Tensor { name: name.into(), reason: format!("dims {:?}, expected {want:?}", info.dims) }
+        GgufError::Tensor {
+            name: name.into(),
+            reason: format!("dims {:?}, expected {want:?}", info.dims),
+        }
     }
 
     fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<QMatrix, GgufError> {
@@ -106,11 +112,17 @@ impl Loader<'_> {
         if info.dims != [cols as u64, rows as u64] {
             return Err(Self::shape_err(name, info, &[cols, rows]));
         }
-        let act_ty = quant::vec_dot_type(info.ggml_type)
-            .ok_or_else(|| GgufError::Tensor { name: name.into(), reason: format!("{} is not a weight format", info.ggml_type) })?;
-        let dot = quant::dot_fn(info.ggml_type, self.kernel).expect("every weight format has a kernel");
+        let act_ty = quant::vec_dot_type(info.ggml_type).ok_or_else(|| GgufError::Tensor {
+            name: name.into(),
+            reason: format!("{} is not a weight format", info.ggml_type),
+        })?;
+        let dot =
+            quant::dot_fn(info.ggml_type, self.kernel).expect("every weight format has a kernel");
         if cols % act_ty.block_size() != 0 {
-            return Err(GgufError::Tensor { name: name.into(), reason: format!("row length {cols} is not a multiple of {act_ty}'s block") });
+            return Err(GgufError::Tensor {
+                name: name.into(),
+                reason: format!("row length {cols} is not a multiple of {act_ty}'s block"),
+            });
         }
         Ok(QMatrix {
             name: name.into(),
@@ -129,8 +141,12 @@ impl Loader<'_> {
         if info.dims != [len as u64] {
             return Err(Self::shape_err(name, info, &[len]));
         }
-        quant::dequantize(info.ggml_type, self.file.tensor_data(info), len)
-            .map_err(|e| GgufError::Tensor { name: name.into(), reason: e.to_string() })
+        quant::dequantize(info.ggml_type, self.file.tensor_data(info), len).map_err(|e| {
+            GgufError::Tensor {
+                name: name.into(),
+                reason: e.to_string(),
+            }
+        })
     }
 
     fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, GgufError> {
@@ -150,7 +166,13 @@ impl ModelWeights {
         for i in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
             let biases = cfg.arch == Arch::Qwen2;
-            let bias = |s: &str, len| if biases { l.vector(&n(s), len).map(Some) } else { l.optional_vector(&n(s), len) };
+            let bias = |s: &str, len| {
+                if biases {
+                    l.vector(&n(s), len).map(Some)
+                } else {
+                    l.optional_vector(&n(s), len)
+                }
+            };
             layers.push(LayerWeights {
                 attn_norm: l.vector(&n("attn_norm.weight"), d)?,
                 wq: l.matrix(&n("attn_q.weight"), d, d)?,

@@ -98,7 +98,11 @@ pub fn dot_fn(weight: GgmlType, kernel: Kernel) -> Option<DotFn> {
     let simd = kernel == Kernel::Avx2 && Kernel::best() == Kernel::Avx2;
     macro_rules! pick {
         ($name:ident) => {
-            if simd { avx2_safe::$name as DotFn } else { scalar::$name as DotFn }
+            if simd {
+                avx2_safe::$name as DotFn
+            } else {
+                scalar::$name as DotFn
+            }
         };
     }
     Some(match weight {

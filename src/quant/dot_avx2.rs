@@ -48,7 +48,12 @@ unsafe fn nibbles32(p: *const u8) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn bits32(x: u32) -> __m256i {
-    let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
     let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
     _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
@@ -168,10 +173,16 @@ pub(crate) unsafe fn dot_q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
         for g in 0..2 {
             let bits = load(&x[16 + 32 * g..]);
             for s in 0..4 {
-                let q = _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)), mask);
+                let q = _mm256_and_si256(
+                    _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)),
+                    mask,
+                );
                 let k = 128 * g + 32 * s;
                 let p = _mm256_maddubs_epi16(q, load(&y[4 + k..]));
-                let sc = scale_pair((scales[k / 16] & 0x0f) as i32, (scales[k / 16 + 1] & 0x0f) as i32);
+                let sc = scale_pair(
+                    (scales[k / 16] & 0x0f) as i32,
+                    (scales[k / 16 + 1] & 0x0f) as i32,
+                );
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
             }
         }
@@ -197,11 +208,17 @@ pub(crate) unsafe fn dot_q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
                 let k = 128 * g + 32 * s;
                 let shift = _mm_cvtsi32_si128(2 * s as i32);
                 let low = _mm256_and_si256(_mm256_srl_epi16(bits, shift), mask);
-                let hbit = _mm256_and_si256(_mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * g + s) as i32)), one);
+                let hbit = _mm256_and_si256(
+                    _mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * g + s) as i32)),
+                    one,
+                );
                 // 4 where the high bit is clear: q = low - 4 * (1 - hbit).
                 let sub4 = _mm256_slli_epi16(_mm256_xor_si256(hbit, one), 2);
                 let qy = load(&y[4 + k..]);
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(low, qy), _mm256_maddubs_epi16(sub4, qy));
+                let p = _mm256_sub_epi16(
+                    _mm256_maddubs_epi16(low, qy),
+                    _mm256_maddubs_epi16(sub4, qy),
+                );
                 let sc = scale_pair(scales[k / 16] as i32, scales[k / 16 + 1] as i32);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
             }
@@ -216,7 +233,9 @@ pub(crate) unsafe fn dot_q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 unsafe fn dot_q45_k_block(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f32 {
     let (sc, m) = q4k_scales_mins(&x[4..16]);
     let bs = bsums(y);
-    let summ: i32 = (0..8).map(|j| m[j] as i32 * (bs[2 * j] + bs[2 * j + 1])).sum();
+    let summ: i32 = (0..8)
+        .map(|j| m[j] as i32 * (bs[2 * j] + bs[2 * j + 1]))
+        .sum();
     let low_mask = _mm256_set1_epi8(0x0f);
     let one = _mm256_set1_epi8(1);
     let hbits = qh.map(|h| load(h));
@@ -227,13 +246,21 @@ unsafe fn dot_q45_k_block(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f
         let mut hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low_mask);
         if let Some(h) = hbits {
             let b_lo = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * g as i32)), one);
-            let b_hi = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * g as i32 + 1)), one);
+            let b_hi = _mm256_and_si256(
+                _mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * g as i32 + 1)),
+                one,
+            );
             lo = _mm256_or_si256(lo, _mm256_slli_epi16(b_lo, 4));
             hi = _mm256_or_si256(hi, _mm256_slli_epi16(b_hi, 4));
         }
-        let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load(&y[4 + 64 * g..])), _mm256_set1_epi16(sc[2 * g] as i16));
-        let p_hi =
-            _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load(&y[36 + 64 * g..])), _mm256_set1_epi16(sc[2 * g + 1] as i16));
+        let p_lo = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(lo, load(&y[4 + 64 * g..])),
+            _mm256_set1_epi16(sc[2 * g] as i16),
+        );
+        let p_hi = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(hi, load(&y[36 + 64 * g..])),
+            _mm256_set1_epi16(sc[2 * g + 1] as i16),
+        );
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
     }
     f32_at(y) * (f16_at(x) * hsum_i32(sumi) as f32 - f16_at(&x[2..]) * summ as f32)
@@ -277,8 +304,15 @@ pub(crate) unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
             let qh = load(&x[128 + 32 * g..]);
             for t in 0..4 {
                 let ql = if t % 2 == 0 { ql0 } else { ql1 };
-                let low = if t < 2 { _mm256_and_si256(ql, low_mask) } else { _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask) };
-                let high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * t as i32)), two_bits);
+                let low = if t < 2 {
+                    _mm256_and_si256(ql, low_mask)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask)
+                };
+                let high = _mm256_and_si256(
+                    _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * t as i32)),
+                    two_bits,
+                );
                 let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
                 let k = 128 * g + 32 * t;
                 let p = _mm256_maddubs_epi16(q, load(&y[4 + k..]));

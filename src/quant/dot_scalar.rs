@@ -52,7 +52,11 @@ pub fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
 
 fn q5_quants(qh: u32, qs: &[u8]) -> [i32; 32] {
     std::array::from_fn(|j| {
-        let nib = if j < 16 { qs[j] & 0x0f } else { qs[j - 16] >> 4 };
+        let nib = if j < 16 {
+            qs[j] & 0x0f
+        } else {
+            qs[j - 16] >> 4
+        };
         (nib | ((((qh >> j) & 1) as u8) << 4)) as i32
     })
 }
@@ -62,7 +66,11 @@ pub fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut sum = 0.0f32;
     for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
         let q = q5_quants(u32::from_le_bytes([x[2], x[3], x[4], x[5]]), &x[6..22]);
-        let s: i32 = q.iter().zip(i8s(&y[2..34])).map(|(&q, y)| (q - 16) * y).sum();
+        let s: i32 = q
+            .iter()
+            .zip(i8s(&y[2..34]))
+            .map(|(&q, y)| (q - 16) * y)
+            .sum();
         sum += s as f32 * (f16_at(x) * f16_at(y));
     }
     sum
@@ -142,7 +150,11 @@ fn dot_q45_k(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f32 {
         let mut s = 0i32;
         for k in 32 * sb..32 * (sb + 1) {
             let (g, r) = (k / 64, k % 64);
-            let mut q = if r < 32 { qs[g * 32 + r] & 0x0f } else { qs[g * 32 + r - 32] >> 4 };
+            let mut q = if r < 32 {
+                qs[g * 32 + r] & 0x0f
+            } else {
+                qs[g * 32 + r - 32] >> 4
+            };
             if let Some(qh) = qh {
                 q |= ((qh[k % 32] >> (k / 32)) & 1) << 4;
             }
@@ -156,12 +168,18 @@ fn dot_q45_k(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f32 {
 
 /// Q4_K weights · Q8_K activations.
 pub fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    w.chunks_exact(144).zip(a.chunks_exact(292)).map(|(x, y)| dot_q45_k(x, None, &x[16..144], y)).sum()
+    w.chunks_exact(144)
+        .zip(a.chunks_exact(292))
+        .map(|(x, y)| dot_q45_k(x, None, &x[16..144], y))
+        .sum()
 }
 
 /// Q5_K weights · Q8_K activations.
 pub fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    w.chunks_exact(176).zip(a.chunks_exact(292)).map(|(x, y)| dot_q45_k(x, Some(&x[16..48]), &x[48..176], y)).sum()
+    w.chunks_exact(176)
+        .zip(a.chunks_exact(292))
+        .map(|(x, y)| dot_q45_k(x, Some(&x[16..48]), &x[48..176], y))
+        .sum()
 }
 
 /// Q6_K weights · Q8_K activations.
@@ -185,12 +203,18 @@ pub fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 
 /// F32 weights · F32 activations.
 pub fn dot_f32_f32(w: &[u8], a: &[u8]) -> f32 {
-    w.chunks_exact(4).zip(a.chunks_exact(4)).map(|(x, y)| f32_at(x) * f32_at(y)).sum()
+    w.chunks_exact(4)
+        .zip(a.chunks_exact(4))
+        .map(|(x, y)| f32_at(x) * f32_at(y))
+        .sum()
 }
 
 /// F16 weights · F32 activations.
 pub fn dot_f16_f32(w: &[u8], a: &[u8]) -> f32 {
-    w.chunks_exact(2).zip(a.chunks_exact(4)).map(|(x, y)| f16_at(x) * f32_at(y)).sum()
+    w.chunks_exact(2)
+        .zip(a.chunks_exact(4))
+        .map(|(x, y)| f16_at(x) * f32_at(y))
+        .sum()
 }
 
 /// BF16 weights · F32 activations.

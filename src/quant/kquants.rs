@@ -76,7 +76,11 @@ fn dequantize_q45_k(b: &[u8], qh: Option<&[u8]>, qs: &[u8], out: &mut [f32]) {
     for (k, o) in out.iter_mut().enumerate() {
         let (g, r) = (k / 64, k % 64);
         let sub = k / 32;
-        let mut q = if r < 32 { qs[g * 32 + r] & 0x0f } else { qs[g * 32 + r - 32] >> 4 };
+        let mut q = if r < 32 {
+            qs[g * 32 + r] & 0x0f
+        } else {
+            qs[g * 32 + r - 32] >> 4
+        };
         if let Some(qh) = qh {
             q |= ((qh[k % 32] >> (k / 32)) & 1) << 4;
         }
@@ -133,7 +137,9 @@ pub fn dequantize_q8_k(src: &[u8], dst: &mut [f32]) {
 /// -127, and `bsums` holds the sum of each 16 quants.
 pub fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(292)) {
-        let max = x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let max = x
+            .iter()
+            .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
         b.fill(0);
         if max == 0.0 {
             continue;
@@ -143,7 +149,10 @@ pub fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
             *q = ((iscale * v).round() as i32).min(127) as i8 as u8;
         }
         for j in 0..16 {
-            let s: i32 = b[4 + 16 * j..4 + 16 * (j + 1)].iter().map(|&q| q as i8 as i32).sum();
+            let s: i32 = b[4 + 16 * j..4 + 16 * (j + 1)]
+                .iter()
+                .map(|&q| q as i8 as i32)
+                .sum();
             b[260 + 2 * j..262 + 2 * j].copy_from_slice(&(s as i16).to_le_bytes());
         }
         b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
@@ -164,7 +173,13 @@ pub fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
         }
         let d = scale.iter().copied().fold(0.0, f32::max) / 63.0;
         let dmin = min.iter().copied().fold(0.0, f32::max) / 63.0;
-        let quant6 = |v: f32, step: f32| if step == 0.0 { 0 } else { ((v / step).round() as i32).clamp(0, 63) as u8 };
+        let quant6 = |v: f32, step: f32| {
+            if step == 0.0 {
+                0
+            } else {
+                ((v / step).round() as i32).clamp(0, 63) as u8
+            }
+        };
         let sc: [u8; 8] = std::array::from_fn(|s| quant6(scale[s], d));
         let m: [u8; 8] = std::array::from_fn(|s| quant6(min[s], dmin));
         put_f16(b, d);
@@ -181,7 +196,11 @@ pub fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
         for (k, &v) in x.iter().enumerate() {
             let s = k / 32;
             let step = d * sc[s] as f32;
-            let q = if step == 0.0 { 0 } else { (((v + dmin * m[s] as f32) / step).round() as i32).clamp(0, 15) as u8 };
+            let q = if step == 0.0 {
+                0
+            } else {
+                (((v + dmin * m[s] as f32) / step).round() as i32).clamp(0, 15) as u8
+            };
             let (g, r) = (k / 64, k % 64);
             if r < 32 {
                 qs[g * 32 + r] |= q;
@@ -197,20 +216,32 @@ pub fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(210)) {
         let scale: [f32; 16] = std::array::from_fn(|s| {
             let xs = &x[16 * s..16 * (s + 1)];
-            xs.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m }) / -32.0
+            xs.iter()
+                .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
+                / -32.0
         });
-        let smax = scale.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let smax = scale
+            .iter()
+            .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
         let d = if smax == 0.0 { 0.0 } else { smax / -128.0 };
         put_f16(&mut b[208..], d);
         let d = f16_at(&b[208..]);
         b[..208].fill(0);
         for s in 0..16 {
-            let sc = if d == 0.0 { 0 } else { ((scale[s] / d).round() as i32).clamp(-128, 127) };
+            let sc = if d == 0.0 {
+                0
+            } else {
+                ((scale[s] / d).round() as i32).clamp(-128, 127)
+            };
             b[192 + s] = sc as i8 as u8;
         }
         for (k, &v) in x.iter().enumerate() {
             let step = d * (b[192 + k / 16] as i8) as f32;
-            let q = if step == 0.0 { 32 } else { ((v / step).round() as i32 + 32).clamp(0, 63) as u8 };
+            let q = if step == 0.0 {
+                32
+            } else {
+                ((v / step).round() as i32 + 32).clamp(0, 63) as u8
+            };
             let (g, r) = (k / 128, k % 128);
             b[g * 64 + r % 64] |= (q & 0x0f) << (4 * (r / 64));
             b[128 + g * 32 + r % 32] |= (q >> 4) << (2 * (r / 32));

@@ -48,7 +48,9 @@ pub fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
     for (b, out) in src.chunks_exact(22).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b);
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-        nibbles(&b[6..22], |j, q| out[j] = ((q | fifth_bit(qh, j)) as i32 - 16) as f32 * d);
+        nibbles(&b[6..22], |j, q| {
+            out[j] = ((q | fifth_bit(qh, j)) as i32 - 16) as f32 * d
+        });
     }
 }
 
@@ -57,7 +59,9 @@ pub fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
     for (b, out) in src.chunks_exact(24).zip(dst.chunks_exact_mut(QK)) {
         let (d, m) = (f16_at(b), f16_at(&b[2..]));
         let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-        nibbles(&b[8..24], |j, q| out[j] = (q | fifth_bit(qh, j)) as f32 * d + m);
+        nibbles(&b[8..24], |j, q| {
+            out[j] = (q | fifth_bit(qh, j)) as f32 * d + m
+        });
     }
 }
 
@@ -87,7 +91,8 @@ fn abs_max(x: &[f32]) -> f32 {
 
 /// The value of largest magnitude, with its sign.
 fn signed_max(x: &[f32]) -> f32 {
-    x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
+    x.iter()
+        .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
 fn pack_nibbles(q: &[u8; QK], qs: &mut [u8]) {
@@ -97,7 +102,10 @@ fn pack_nibbles(q: &[u8; QK], qs: &mut [u8]) {
 }
 
 fn pack_fifth_bits(q: &[u8; QK]) -> [u8; 4] {
-    let qh = q.iter().enumerate().fold(0u32, |h, (i, &v)| h | (((v >> 4) & 1) as u32) << i);
+    let qh = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |h, (i, &v)| h | (((v >> 4) & 1) as u32) << i);
     qh.to_le_bytes()
 }
 
@@ -119,7 +127,8 @@ pub fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
         let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let d = (max - min) / 15.0;
         let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-        let q: [u8; QK] = std::array::from_fn(|j| (((x[j] - min) * id + 0.5) as i32).clamp(0, 15) as u8);
+        let q: [u8; QK] =
+            std::array::from_fn(|j| (((x[j] - min) * id + 0.5) as i32).clamp(0, 15) as u8);
         put_f16(b, d);
         put_f16(&mut b[2..], min);
         pack_nibbles(&q, &mut b[4..20]);
@@ -145,7 +154,8 @@ pub fn quantize_q5_1(src: &[f32], dst: &mut [u8]) {
         let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let d = (max - min) / 31.0;
         let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-        let q: [u8; QK] = std::array::from_fn(|j| (((x[j] - min) * id + 0.5) as i32).clamp(0, 31) as u8);
+        let q: [u8; QK] =
+            std::array::from_fn(|j| (((x[j] - min) * id + 0.5) as i32).clamp(0, 31) as u8);
         put_f16(b, d);
         put_f16(&mut b[2..], min);
         b[4..8].copy_from_slice(&pack_fifth_bits(&q));

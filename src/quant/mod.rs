@@ -30,8 +30,16 @@ pub struct QuantError {
 
 fn check(ty: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
     match ty.row_bytes(n) {
-        None => Err(QuantError { ty, n, reason: format!("not a multiple of the block size {}", ty.block_size()) }),
-        Some(b) if b != bytes => Err(QuantError { ty, n, reason: format!("needs {b} bytes, got {bytes}") }),
+        None => Err(QuantError {
+            ty,
+            n,
+            reason: format!("not a multiple of the block size {}", ty.block_size()),
+        }),
+        Some(b) if b != bytes => Err(QuantError {
+            ty,
+            n,
+            reason: format!("needs {b} bytes, got {bytes}"),
+        }),
         Some(_) => Ok(()),
     }
 }
@@ -84,7 +92,11 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         Q6_K => kquants::quantize_q6_k(src, dst),
         Q8_K => kquants::quantize_q8_k(src, dst),
         Q2_K | Q3_K | Q5_K => {
-            return Err(QuantError { ty, n: src.len(), reason: "pv has no encoder for this format".into() });
+            return Err(QuantError {
+                ty,
+                n: src.len(),
+                reason: "pv has no encoder for this format".into(),
+            });
         }
     }
     Ok(())
@@ -92,9 +104,11 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
 
 /// Allocating convenience over [`quantize_row`].
 pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
-    let bytes = ty
-        .row_bytes(src.len())
-        .ok_or_else(|| QuantError { ty, n: src.len(), reason: format!("not a multiple of the block size {}", ty.block_size()) })?;
+    let bytes = ty.row_bytes(src.len()).ok_or_else(|| QuantError {
+        ty,
+        n: src.len(),
+        reason: format!("not a multiple of the block size {}", ty.block_size()),
+    })?;
     let mut out = vec![0u8; bytes];
     quantize_row(ty, src, &mut out)?;
     Ok(out)

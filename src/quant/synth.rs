@@ -58,7 +58,10 @@ pub fn random_row(ty: GgmlType, n: usize, scale: f32, rng: &mut SplitMix) -> Vec
         let x: Vec<f32> = (0..n).map(|_| rng.normal(scale)).collect();
         return super::quantize(ty, &x).expect("encodable");
     }
-    if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_K) {
+    if matches!(
+        ty,
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_K
+    ) {
         let x: Vec<f32> = (0..n).map(|_| rng.normal(scale)).collect();
         return super::quantize(ty, &x).expect("encodable");
     }

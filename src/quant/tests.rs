@@ -33,7 +33,11 @@ fn fused_dot_equals_dot_of_dequantized_rows() {
             let wf = dequantize(ty, &w, n).unwrap();
             let af = dequantize(act, &a, n).unwrap();
             let exact: f64 = wf.iter().zip(&af).map(|(p, q)| *p as f64 * *q as f64).sum();
-            let mag: f64 = wf.iter().zip(&af).map(|(p, q)| (*p as f64 * *q as f64).abs()).sum();
+            let mag: f64 = wf
+                .iter()
+                .zip(&af)
+                .map(|(p, q)| (*p as f64 * *q as f64).abs())
+                .sum();
             // Q8_1 stores its block sum `s` as f16 (relative error 2^-11), which the min term
             // m * s carries; |m| is at most twice the block's largest weight.
             let s_term: f64 = if act == GgmlType::Q8_1 {
@@ -50,7 +54,10 @@ fn fused_dot_equals_dot_of_dequantized_rows() {
             for k in Kernel::available() {
                 let got = dot_fn(ty, k).unwrap()(&w, &a) as f64;
                 let tol = 1e-5 * mag + s_term + 1e-6;
-                assert!((got - exact).abs() <= tol, "{ty} {k:?}: {got} vs {exact} (tol {tol})");
+                assert!(
+                    (got - exact).abs() <= tol,
+                    "{ty} {k:?}: {got} vs {exact} (tol {tol})"
+                );
             }
         }
     }

@@ -5,11 +5,11 @@
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 
 use crate::gguf::{GgufError, GgufFile, Value};
@@ -21,7 +21,16 @@ const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'
 const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Texts llama.cpp treats as end-of-generation when they are control tokens.
-const END_TEXTS: [&str; 8] = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOS_TOKEN>", "<|end_of_text|>", "<end_of_utterance>"];
+const END_TEXTS: [&str; 8] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<EOS_TOKEN>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+];
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
 const TOKEN_CONTROL: i64 = 3;
@@ -51,9 +60,22 @@ pub struct Tokenizer {
 }
 
 fn strings<'a>(f: &'a GgufFile, key: &str) -> Result<Vec<&'a str>, GgufError> {
-    let bad = |reason: String| GgufError::Metadata { key: key.into(), reason };
-    let items = f.require(key)?.as_array().ok_or_else(|| bad("expected an array".into()))?;
-    items.iter().enumerate().map(|(i, v)| v.as_str().ok_or_else(|| bad(format!("element {i} is not a string")))).collect()
+    let bad = |reason: String| GgufError::Metadata {
+        key: key.into(),
+        reason,
+    };
+    let items = f
+        .require(key)?
+        .as_array()
+        .ok_or_else(|| bad("expected an array".into()))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str()
+                .ok_or_else(|| bad(format!("element {i} is not a string")))
+        })
+        .collect()
 }
 
 fn token_id(f: &GgufFile, key: &str, vocab: usize) -> Result<Option<u32>, GgufError> {
@@ -61,7 +83,10 @@ fn token_id(f: &GgufFile, key: &str, vocab: usize) -> Result<Option<u32>, GgufEr
         None => Ok(None),
         Some(v) => match v.as_u64() {
             Some(id) if (id as usize) < vocab => Ok(Some(id as u32)),
-            _ => Err(GgufError::Metadata { key: key.into(), reason: format!("{} is not a token id below {vocab}", v.summary()) }),
+            _ => Err(GgufError::Metadata {
+                key: key.into(),
+                reason: format!("{} is not a token id below {vocab}", v.summary()),
+            }),
         },
     }
 }
@@ -71,7 +96,9 @@ impl Tokenizer {
     pub fn from_gguf(f: &GgufFile) -> Result<Self, TokenizerError> {
         let model = f.get_str("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(TokenizerError::Unsupported(format!("tokenizer.ggml.model {model:?} (only \"gpt2\" byte-level BPE is supported)")));
+            return Err(TokenizerError::Unsupported(format!(
+                "tokenizer.ggml.model {model:?} (only \"gpt2\" byte-level BPE is supported)"
+            )));
         }
         let tokens = strings(f, "tokenizer.ggml.tokens")?;
         let merges_raw = strings(f, "tokenizer.ggml.merges")?;
@@ -83,20 +110,36 @@ impl Tokenizer {
             })?;
             merges.push((a.to_string(), b.to_string()));
         }
-        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| TokenizerError::Library(e.to_string()))?;
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| TokenizerError::Library(e.to_string()))?;
 
-        let pre = f.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default").to_string();
+        let pre = f
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
         let split = |re: &str| -> Result<PreTokenizerWrapper, TokenizerError> {
             let pattern = SplitPattern::Regex(re.to_string());
-            Ok(Split::new(pattern, SplitDelimiterBehavior::Isolated, false).map_err(|e| TokenizerError::Library(e.to_string()))?.into())
+            Ok(Split::new(pattern, SplitDelimiterBehavior::Isolated, false)
+                .map_err(|e| TokenizerError::Library(e.to_string()))?
+                .into())
         };
-        let byte_level = |regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, false, regex));
+        let byte_level =
+            |regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, false, regex));
         let pre_tok: PreTokenizerWrapper = match pre.as_str() {
             "gpt2" | "default" => byte_level(true),
             "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into(),
             "qwen2" => Sequence::new(vec![split(QWEN2_SPLIT)?, byte_level(false)]).into(),
-            "llama-bpe" | "llama3" => Sequence::new(vec![split(LLAMA3_SPLIT)?, byte_level(false)]).into(),
+            "llama-bpe" | "llama3" => {
+                Sequence::new(vec![split(LLAMA3_SPLIT)?, byte_level(false)]).into()
+            }
             other => {
                 return Err(TokenizerError::Unsupported(format!(
                     "tokenizer.ggml.pre {other:?} (supported: gpt2, smollm, qwen2, llama-bpe)"
@@ -122,9 +165,16 @@ impl Tokenizer {
 
         let n = tokens.len();
         let bos = token_id(f, "tokenizer.ggml.bos_token_id", n)?;
-        let add_bos = f.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(false);
+        let add_bos = f
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let mut end_tokens = Vec::new();
-        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+        for key in [
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+        ] {
             end_tokens.extend(token_id(f, key, n)?);
         }
         for (i, (tok, &t)) in tokens.iter().zip(&types).enumerate() {
@@ -135,15 +185,28 @@ impl Tokenizer {
         end_tokens.sort_unstable();
         end_tokens.dedup();
         if add_bos && bos.is_none() {
-            return Err(GgufError::Metadata { key: "tokenizer.ggml.bos_token_id".into(), reason: "add_bos_token is true but no BOS id is given".into() }.into());
+            return Err(GgufError::Metadata {
+                key: "tokenizer.ggml.bos_token_id".into(),
+                reason: "add_bos_token is true but no BOS id is given".into(),
+            }
+            .into());
         }
-        Ok(Tokenizer { inner, bos, add_bos, end_tokens, pre })
+        Ok(Tokenizer {
+            inner,
+            bos,
+            add_bos,
+            end_tokens,
+            pre,
+        })
     }
 
     /// Token ids of `text`, with special tokens parsed whole and BOS prepended only when the
     /// model's metadata asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Library(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Library(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if self.add_bos {
             ids.extend(self.bos);
@@ -154,7 +217,9 @@ impl Tokenizer {
 
     /// The text of `ids`, with special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, true).map_err(|e| TokenizerError::Library(e.to_string()))
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| TokenizerError::Library(e.to_string()))
     }
 
     /// The text one token stands for, special tokens included.
