@@ -2,9 +2,9 @@
 //! named buffer, every step is an output-first kernel, and an [`Observer`] sees each buffer
 //! as soon as it is computed.
 
-use rayon::prelude::*;
-
-use super::kernels::{add_assign, rmsnorm, rope_head, rope_table, softmax_scaled, swiglu};
+use super::attention::attention;
+use super::ggml_math::round_f16;
+use super::kernels::{add_assign, rmsnorm, rope_head, rope_table, swiglu};
 use super::matmul::{QuantizedActs, matmul};
 use super::observer::{Observer, Slot};
 use super::weights::QMatrix;
@@ -225,11 +225,19 @@ impl OwnedQuantizedModel {
                     .chunks_exact_mut(cfg.head_dim)
                     .for_each(|h| rope_head(h, c, s, halves));
             }
-            cache.k[l].extend_from_slice(&b.k);
-            cache.v[l].extend_from_slice(&b.v);
+            cache.k[l].extend(b.k.iter().map(|&x| round_f16(x)));
+            cache.v[l].extend(b.v.iter().map(|&x| round_f16(x)));
 
             b.att.resize(n * d, 0.0);
-            attention(&mut b.att, &b.q, &cache.k[l], &cache.v[l], pos0, cfg);
+            attention(
+                &mut b.att,
+                &b.q,
+                &cache.k[l],
+                &cache.v[l],
+                pos0,
+                cfg,
+                self.flavor,
+            );
             let mut fresh = true;
             project(
                 &mut b.attn_out,
@@ -274,7 +282,7 @@ impl OwnedQuantizedModel {
             obs.observe(at, Slot::FfnUp, &b.up, ff);
             b.act.resize(n * ff, 0.0);
             b.inner.resize(n * ff, 0.0);
-            swiglu(&mut b.act, &mut b.inner, &b.gate, &b.up);
+            swiglu(&mut b.act, &mut b.inner, &b.gate, &b.up, self.flavor);
             obs.observe(at, Slot::FfnAct, &b.act, ff);
             obs.observe(at, Slot::FfnInner, &b.inner, ff);
             let mut fresh = true;
@@ -317,42 +325,4 @@ impl OwnedQuantizedModel {
         obs.observe(None, Slot::Logits, &b.logits, cfg.vocab_size);
         Ok(b.logits)
     }
-}
-
-/// Causal grouped-query attention for `n` new tokens at positions `pos0..pos0 + n`, over all
-/// cached keys and values up to each token's own position.
-///
-/// # Shapes
-/// `out`, `q`: `n` rows of `n_embd`; `k`, `v`: `pos0 + n` rows of `kv_dim`.
-fn attention(
-    out: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    pos0: usize,
-    cfg: &super::ModelConfig,
-) {
-    let (hd, nh, kv) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
-    let group = cfg.n_head / cfg.n_head_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(hd).enumerate().for_each_init(
-        Vec::new,
-        |scores: &mut Vec<f32>, (idx, o)| {
-            let (t, h) = (idx / nh, idx % nh);
-            let kvh = h / group;
-            let qh = &q[t * nh * hd + h * hd..][..hd];
-            let len = pos0 + t + 1;
-            scores.clear();
-            scores.extend((0..len).map(|j| {
-                let kj = &k[j * kv + kvh * hd..][..hd];
-                qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>()
-            }));
-            softmax_scaled(scores, scale);
-            o.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let vj = &v[j * kv + kvh * hd..][..hd];
-                o.iter_mut().zip(vj).for_each(|(a, b)| *a += p * b);
-            }
-        },
-    );
 }

@@ -2,6 +2,8 @@
 //! backend computes the same operation (accumulation width, order of scaling) so the engine
 //! agrees with it closely, not merely approximately.
 
+use super::ggml_math::{Flavor, silu};
+
 /// `out = x / rms(x) * w` over one row; the sum of squares is accumulated in f64 as ggml does.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
@@ -19,31 +21,12 @@ pub fn add_assign(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// SiLU, `x * sigmoid(x)`.
-#[inline]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
-/// The SwiGLU FFN's two element-wise steps: `act = silu(gate)` and `inner = act * up`.
-pub fn swiglu(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32]) {
+/// The SwiGLU FFN's two element-wise steps: `act = silu(gate)` and `inner = act * up`, with
+/// SiLU as llama.cpp's vectorised kernel computes it.
+pub fn swiglu(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32], flavor: Flavor) {
     for (((a, i), &g), &u) in act.iter_mut().zip(inner.iter_mut()).zip(gate).zip(up) {
-        *a = silu(g);
+        *a = silu(g, flavor);
         *i = *a * u;
-    }
-}
-
-/// In-place softmax of `x * scale`; the normalising sum is accumulated in f64.
-pub fn softmax_scaled(x: &mut [f32], scale: f32) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        *v = (*v * scale - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
     }
 }
 
@@ -82,8 +65,9 @@ pub fn rope_head(head: &mut [f32], cos: &[f32], sin: &[f32], halves: bool) {
             (2 * i, 2 * i + 1)
         };
         let (x0, x1) = (head[a], head[b]);
-        head[a] = x0 * cos[i] - x1 * sin[i];
-        head[b] = x0 * sin[i] + x1 * cos[i];
+        // As GCC compiles ggml's rotate_pairs: the cos products fused, the sin products rounded.
+        head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
+        head[b] = x1.mul_add(cos[i], x0 * sin[i]);
     }
 }
 
@@ -99,18 +83,6 @@ mod tests {
         let rms = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
         assert!((rms - 1.0).abs() < 1e-6);
         assert!((out[0] - 1.2).abs() < 1e-6);
-    }
-
-    #[test]
-    fn softmax_sums_to_one_and_is_shift_invariant() {
-        let mut a = [1.0f32, 2.0, 3.0];
-        let mut b = [101.0f32, 102.0, 103.0];
-        softmax_scaled(&mut a, 0.5);
-        softmax_scaled(&mut b, 0.5);
-        assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() < 1e-6);
-        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The embedded GGUF transformer engine: typed config, zero-copy quantized weights, one
 //! forward pass per architecture family with an observer seam, and greedy generation.
 
+mod attention;
 mod config;
 mod forward;
+pub mod ggml_math;
 pub mod kernels;
 mod matmul;
 mod observer;
@@ -12,6 +14,7 @@ use std::path::Path;
 
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use forward::{KvCache, LogitsFor};
+pub use ggml_math::Flavor;
 pub use matmul::{QuantizedActs, matmul};
 pub use observer::{NoopObserver, Observer, Slot};
 pub use weights::{LayerWeights, ModelWeights, QMatrix};
@@ -103,6 +106,8 @@ pub struct OwnedQuantizedModel {
     pub config: ModelConfig,
     /// Weights mapped by semantic name.
     pub weights: ModelWeights,
+    /// Which llama.cpp build's float arithmetic the engine reproduces.
+    pub flavor: Flavor,
 }
 
 impl OwnedQuantizedModel {
@@ -120,6 +125,7 @@ impl OwnedQuantizedModel {
             file,
             config,
             weights,
+            flavor: Flavor::default(),
         })
     }
 

@@ -100,7 +100,8 @@ pub(crate) unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
         let p = _mm256_cvtepi32_ps(madd_us(nibbles32(x[4..20].as_ptr()), load(&y[4..])));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
-        mins += f16_at(&x[2..]) * f16_at(&y[2..]);
+        // Fused as GCC compiles llama.cpp's `summs += m * s`.
+        mins = f16_at(&x[2..]).mul_add(f16_at(&y[2..]), mins);
     }
     hsum(acc) + mins
 }
@@ -131,7 +132,7 @@ pub(crate) unsafe fn dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
         let qx = _mm256_or_si256(nibbles32(x[8..24].as_ptr()), hi);
         let p = _mm256_cvtepi32_ps(madd_us(qx, load(&y[4..])));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
-        mins += f16_at(&x[2..]) * f16_at(&y[2..]);
+        mins = f16_at(&x[2..]).mul_add(f16_at(&y[2..]), mins);
     }
     hsum(acc) + mins
 }

@@ -37,7 +37,7 @@ pub fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 
 /// Q4_1 weights · Q8_1 activations.
 pub fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let (mut sum, mut mins) = (0.0f32, 0.0f32);
     for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
         let qy = &y[4..36];
         let mut s = 0i32;
@@ -45,9 +45,10 @@ pub fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
             s += (x[4 + j] & 0x0f) as i32 * qy[j] as i8 as i32;
             s += (x[4 + j] >> 4) as i32 * qy[j + 16] as i8 as i32;
         }
-        sum += s as f32 * (f16_at(x) * f16_at(y)) + f16_at(&x[2..]) * f16_at(&y[2..]);
+        mins = f16_at(&x[2..]).mul_add(f16_at(&y[2..]), mins);
+        sum += s as f32 * (f16_at(x) * f16_at(y));
     }
-    sum
+    sum + mins
 }
 
 fn q5_quants(qh: u32, qs: &[u8]) -> [i32; 32] {
@@ -78,13 +79,14 @@ pub fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 
 /// Q5_1 weights · Q8_1 activations.
 pub fn dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let (mut sum, mut mins) = (0.0f32, 0.0f32);
     for (x, y) in w.chunks_exact(24).zip(a.chunks_exact(36)) {
         let q = q5_quants(u32::from_le_bytes([x[4], x[5], x[6], x[7]]), &x[8..24]);
         let s: i32 = q.iter().zip(i8s(&y[4..36])).map(|(&q, y)| q * y).sum();
-        sum += s as f32 * (f16_at(x) * f16_at(y)) + f16_at(&x[2..]) * f16_at(&y[2..]);
+        mins = f16_at(&x[2..]).mul_add(f16_at(&y[2..]), mins);
+        sum += s as f32 * (f16_at(x) * f16_at(y));
     }
-    sum
+    sum + mins
 }
 
 /// Q8_0 weights · Q8_0 activations.

@@ -133,8 +133,8 @@ pub fn dequantize_q8_k(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Encodes Q8_K blocks as ggml's reference does: the value of largest magnitude maps to
-/// -127, and `bsums` holds the sum of each 16 quants.
+/// Encodes Q8_K blocks as ggml does: the value of largest magnitude maps to -127 (rounding
+/// half to even), and `bsums` holds the sum of each 16 quants.
 pub fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(292)) {
         let max = x
@@ -146,7 +146,7 @@ pub fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in b[4..260].iter_mut().zip(x) {
-            *q = ((iscale * v).round() as i32).min(127) as i8 as u8;
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8 as u8;
         }
         for j in 0..16 {
             let s: i32 = b[4 + 16 * j..4 + 16 * (j + 1)]

@@ -163,14 +163,16 @@ pub fn quantize_q5_1(src: &[f32], dst: &mut [u8]) {
     }
 }
 
-/// Quantizes one block to i8 with scale `amax / 127`, rounding half away from zero as ggml's
-/// reference does. Returns the f32 scale and the sum of the quants.
+/// Quantizes one block to i8 with scale `amax / 127`, as llama.cpp's x86 kernels do (the
+/// multiplier is `127 / amax`, rounding half to even), so activations quantize to the same
+/// integers as in llama.cpp. Returns the f32 scale and the sum of the quants.
 fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
-    let d = abs_max(x) / 127.0;
-    let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+    let amax = abs_max(x);
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (q, &v) in qs.iter_mut().zip(x) {
-        let i = (v * id).round() as i32;
+        let i = (v * id).round_ties_even() as i32;
         sum += i;
         *q = i as i8 as u8;
     }

@@ -1,0 +1,90 @@
+//! Causal grouped-query attention computed as llama.cpp computes it with flash attention off
+//! (llama-cpp-python's default): keys and values cached as f16, queries and probabilities
+//! rounded to f16 for the two products, which run as llamafile's tinyBLAS GEMM for a batch of
+//! two or more tokens and as `ggml_vec_dot_f16` for a single token; the softmax spans the
+//! cache padded to 256 cells with masked cells at `-inf`.
+
+use rayon::prelude::*;
+
+use super::ModelConfig;
+use super::ggml_math::{
+    Flavor, hsum, reduce_vec_dot_f16, round_f16, softmax, tinyblas_dot, vec_dot_f16,
+};
+
+/// llama.cpp pads the number of KV cells a graph sees to a multiple of this.
+const KV_PAD: usize = 256;
+
+/// Attention of `n` new tokens at positions `pos0..pos0 + n` over the cached keys and values.
+///
+/// # Shapes
+/// `out`, `q`: `n` rows of `n_embd` (`q` already rotated); `k`, `v`: `pos0 + n` rows of
+/// `kv_dim`, f16-rounded.
+pub fn attention(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pos0: usize,
+    cfg: &ModelConfig,
+    flavor: Flavor,
+) {
+    let (hd, nh, kv) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
+    let n = q.len() / cfg.n_embd;
+    let group = nh / cfg.n_head_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n_kv = (pos0 + n).div_ceil(KV_PAD) * KV_PAD;
+    let gemm = n >= 2;
+    let w = flavor.lanes();
+    out.par_chunks_mut(hd).enumerate().for_each_init(
+        || (vec![0f32; n_kv], vec![0f32; hd], vec![0f32; 4 * 16 * hd]),
+        |(scores, qh, acc), (idx, o)| {
+            let (t, h) = (idx / nh, idx % nh);
+            let kvh = h / group;
+            for (d, s) in qh.iter_mut().zip(&q[t * nh * hd + h * hd..][..hd]) {
+                *d = round_f16(*s);
+            }
+            let len = pos0 + t + 1;
+            scores.resize(n_kv, 0.0);
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = if j < len {
+                    let kj = &k[j * kv + kvh * hd..][..hd];
+                    if gemm {
+                        tinyblas_dot(kj, qh, flavor)
+                    } else {
+                        vec_dot_f16(kj, qh, flavor)
+                    }
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+            softmax(scores, scale, flavor);
+            scores.iter_mut().for_each(|p| *p = round_f16(*p));
+
+            // out[d] = sum_j p[j] * v[j][d], with each (lane, d) partial sum accumulated in
+            // the order the llama.cpp kernel accumulates it; cells past `len` add exact zeros.
+            let lanes_per_pos = if gemm { w } else { 4 * w };
+            acc[..lanes_per_pos * hd].fill(0.0);
+            for (j, &p) in scores[..len].iter().enumerate() {
+                let lane = j % lanes_per_pos;
+                let vj = &v[j * kv + kvh * hd..][..hd];
+                let a = &mut acc[lane * hd..(lane + 1) * hd];
+                for (ad, &vd) in a.iter_mut().zip(vj) {
+                    *ad = vd.mul_add(p, *ad);
+                }
+            }
+            for (d, od) in o.iter_mut().enumerate() {
+                let lane = |l: usize| acc[l * hd + d];
+                *od = if gemm {
+                    let lanes: [f32; 16] =
+                        std::array::from_fn(|l| if l < w { lane(l) } else { 0.0 });
+                    hsum(&lanes[..w], flavor)
+                } else {
+                    let mut regs: [[f32; 16]; 4] = std::array::from_fn(|r| {
+                        std::array::from_fn(|p| if p < w { lane(r * w + p) } else { 0.0 })
+                    });
+                    reduce_vec_dot_f16(&mut regs, flavor)
+                };
+            }
+        },
+    );
+}

@@ -1,0 +1,313 @@
+//! The element-wise functions and summation orders of llama.cpp's CPU backend, reproduced
+//! lane for lane so that pv's engine computes the same float values, not merely close ones.
+//!
+//! Why: the engine quantizes activations to 8 bits per block as llama.cpp does, so a one-ulp
+//! difference upstream can flip a rounding and move near-tied logits apart. llama.cpp's own
+//! results differ between its AVX2 and AVX-512 builds (different `exp` polynomial evaluation
+//! and reduction widths), so the flavour to reproduce is a choice: [`Flavor`].
+
+/// Which llama.cpp CPU build's arithmetic to reproduce.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// An AVX-512 build (16-lane reductions, AVX-512 `exp`): the machine kind the shared
+    /// llama.cpp reference figures come from.
+    #[default]
+    Avx512,
+    /// An AVX2 build (8-lane reductions, AVX2 `exp`).
+    Avx2,
+}
+
+impl Flavor {
+    /// SIMD lanes of the reductions this build performs.
+    pub const fn lanes(self) -> usize {
+        match self {
+            Flavor::Avx512 => 16,
+            Flavor::Avx2 => 8,
+        }
+    }
+}
+
+const R: f32 = f32::from_bits(0x4b40_0000); // 0x1.8p23
+const LOG2E: f32 = f32::from_bits(0x3fb8_aa3b);
+const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+const C5: f32 = f32::from_bits(0x3c07_2010);
+const C4: f32 = f32::from_bits(0x3d2b_9f17);
+const C3: f32 = f32::from_bits(0x3e2a_af33);
+const C2: f32 = f32::from_bits(0x3eff_fedb);
+const C1: f32 = f32::from_bits(0x3f7f_fff6);
+
+/// `exp(x)` as one lane of llama.cpp's `ggml_v_expf` computes it.
+#[inline(always)]
+pub fn expf(x: f32, flavor: Flavor) -> f32 {
+    let z = x.mul_add(LOG2E, R);
+    let n = z - R;
+    let b = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+    let u = b * b;
+    let poly = C5.mul_add(b, C4).mul_add(u, C3.mul_add(b, C2));
+    match flavor {
+        Flavor::Avx2 => {
+            let j = poly.mul_add(u, C1 * b);
+            let e = z.to_bits() << 23;
+            let k = f32::from_bits(e.wrapping_add(1f32.to_bits()));
+            if n.abs() <= 126.0 {
+                return j.mul_add(k, k);
+            }
+            let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+            let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+            let s2 = f32::from_bits(e.wrapping_sub(g));
+            if n.abs() > 192.0 {
+                s1 * s1
+            } else {
+                s2.mul_add(j, s2) * s1
+            }
+        }
+        Flavor::Avx512 => {
+            if n.abs() > 192.0 {
+                return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+            }
+            let j = poly.mul_add(u, C1.mul_add(b, 1.0));
+            // _mm512_scalef_ps: j * 2^n, exact but for the final rounding.
+            (j as f64 * (n as f64).exp2()) as f32
+        }
+    }
+}
+
+/// SiLU as llama.cpp's vectorised `ggml_v_silu`: `x / (1 + exp(0 - x))`.
+#[inline(always)]
+pub fn silu(x: f32, flavor: Flavor) -> f32 {
+    x / (1.0 + expf(0.0 - x, flavor))
+}
+
+/// Horizontal sum of one vector register, in the order the flavour's intrinsics add lanes
+/// (`hsum_float_8` for AVX2, GCC's `_mm512_reduce_add_ps` for AVX-512).
+#[inline(always)]
+pub fn hsum(v: &[f32], flavor: Flavor) -> f32 {
+    let mut t = [0f32; 8];
+    match flavor {
+        Flavor::Avx2 => t.copy_from_slice(&v[..8]),
+        Flavor::Avx512 => {
+            for i in 0..8 {
+                t[i] = v[i + 8] + v[i];
+            }
+        }
+    }
+    let s4 = [t[4] + t[0], t[5] + t[1], t[6] + t[2], t[7] + t[3]];
+    (s4[0] + s4[2]) + (s4[1] + s4[3])
+}
+
+/// `ggml_vec_dot_f16`: four accumulators of one register each, combined pairwise, reduced.
+/// Inputs are f16 values held as f32.
+pub fn vec_dot_f16(x: &[f32], y: &[f32], flavor: Flavor) -> f32 {
+    let w = flavor.lanes();
+    let step = 4 * w;
+    let np = x.len() - x.len() % step;
+    let mut acc = [[0f32; 16]; 4];
+    for i in (0..np).step_by(step) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for p in 0..w {
+                let k = i + j * w + p;
+                a[p] = x[k].mul_add(y[k], a[p]);
+            }
+        }
+    }
+    let mut sum = reduce_vec_dot_f16(&mut acc, flavor) as f64;
+    for k in np..x.len() {
+        sum += (x[k] * y[k]) as f64;
+    }
+    sum as f32
+}
+
+/// The reduction that ends `ggml_vec_dot_f16`: accumulators combined pairwise, then one
+/// horizontal sum. Each accumulator holds `flavor.lanes()` lanes.
+pub fn reduce_vec_dot_f16(acc: &mut [[f32; 16]; 4], flavor: Flavor) -> f32 {
+    let w = flavor.lanes();
+    for p in 0..w {
+        acc[0][p] += acc[2][p];
+        acc[1][p] += acc[3][p];
+    }
+    for p in 0..w {
+        acc[0][p] += acc[1][p];
+    }
+    match flavor {
+        // GGML_F32x8_REDUCE: low + high half, then two horizontal adds.
+        Flavor::Avx2 => {
+            let a = &acc[0];
+            let t0 = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+            (t0[0] + t0[1]) + (t0[2] + t0[3])
+        }
+        Flavor::Avx512 => hsum(&acc[0][..16], flavor),
+    }
+}
+
+/// One output of llamafile's `tinyBLAS` GEMM (used by llama.cpp for f16 products of two or
+/// more columns): one register accumulator over the whole row, then a horizontal sum.
+/// `x.len()` must be a multiple of the lane count.
+pub fn tinyblas_dot(x: &[f32], y: &[f32], flavor: Flavor) -> f32 {
+    let w = flavor.lanes();
+    let mut acc = [0f32; 16];
+    for (xc, yc) in x.chunks_exact(w).zip(y.chunks_exact(w)) {
+        for p in 0..w {
+            acc[p] = xc[p].mul_add(yc[p], acc[p]);
+        }
+    }
+    hsum(&acc[..w], flavor)
+}
+
+/// In-place softmax of `x * scale` as llama.cpp's `soft_max` op: exponentials by `expf`, the
+/// sum accumulated in f64 one register at a time, then one multiply by `(f32)(1 / sum)`.
+/// `x.len()` must be a multiple of the lane count (pad with `-inf`).
+pub fn softmax(x: &mut [f32], scale: f32, flavor: Flavor) {
+    let w = flavor.lanes();
+    for v in x.iter_mut() {
+        *v *= scale;
+    }
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0f64;
+    for c in x.chunks_exact_mut(w) {
+        for v in c.iter_mut() {
+            *v = expf(*v - max, flavor);
+        }
+        sum += hsum(c, flavor) as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// A value rounded to f16 and back, as llama.cpp's f16 KV cache and f16 matmul inputs hold it.
+#[inline(always)]
+pub fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expf_is_accurate_in_both_flavors() {
+        for flavor in [Flavor::Avx2, Flavor::Avx512] {
+            for i in -2000..2000 {
+                let x = i as f32 * 0.05;
+                let want = (x as f64).exp();
+                let got = expf(x, flavor) as f64;
+                // Relative accuracy for normal results; denormals keep fewer bits.
+                let tol = if want > f32::MIN_POSITIVE as f64 {
+                    want * 3e-7
+                } else {
+                    1e-44f64.max(want * 0.05)
+                };
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{flavor:?} exp({x}) = {got}, want {want}"
+                );
+            }
+            assert_eq!(expf(f32::NEG_INFINITY, flavor), 0.0);
+            assert_eq!(expf(-200.0, flavor), 0.0);
+        }
+    }
+
+    #[test]
+    fn dots_and_softmax_are_what_they_claim() {
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let y: Vec<f32> = (0..256)
+            .map(|i| ((i * 11 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        let exact: f64 = x.iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
+        for flavor in [Flavor::Avx2, Flavor::Avx512] {
+            assert!((vec_dot_f16(&x, &y, flavor) as f64 - exact).abs() < 1e-4);
+            assert!((tinyblas_dot(&x, &y, flavor) as f64 - exact).abs() < 1e-4);
+            let mut s = x.clone();
+            softmax(&mut s, 0.5, flavor);
+            assert!((s.iter().map(|&v| v as f64).sum::<f64>() - 1.0).abs() < 1e-5);
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod avx2_reference {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// llama.cpp's AVX2 `ggml_v_expf`, transcribed intrinsic for intrinsic.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn v_expf(x: __m256) -> __m256 {
+        let r = _mm256_set1_ps(R);
+        let z = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(
+            n,
+            _mm256_set1_ps(LN2_LO),
+            _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x),
+        );
+        let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(
+            e,
+            _mm256_castps_si256(_mm256_set1_ps(1.0)),
+        ));
+        let c = _mm256_castps_si256(_mm256_cmp_ps(
+            _mm256_andnot_ps(_mm256_set1_ps(-0.0), n),
+            _mm256_set1_ps(126.0),
+            _CMP_GT_OQ,
+        ));
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(_mm256_set1_ps(C5), b, _mm256_set1_ps(C4)),
+                u,
+                _mm256_fmadd_ps(_mm256_set1_ps(C3), b, _mm256_set1_ps(C2)),
+            ),
+            u,
+            _mm256_mul_ps(_mm256_set1_ps(C1), b),
+        );
+        if _mm256_movemask_ps(_mm256_castsi256_ps(c)) == 0 {
+            return _mm256_fmadd_ps(j, k, k);
+        }
+        let g = _mm256_and_si256(
+            _mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+            _mm256_set1_epi32(0x82000000u32 as i32),
+        );
+        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+        let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+        let d = _mm256_castps_si256(_mm256_cmp_ps(
+            _mm256_andnot_ps(_mm256_set1_ps(-0.0), n),
+            _mm256_set1_ps(192.0),
+            _CMP_GT_OQ,
+        ));
+        _mm256_or_ps(
+            _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+            _mm256_andnot_ps(
+                _mm256_castsi256_ps(d),
+                _mm256_or_ps(
+                    _mm256_and_ps(
+                        _mm256_castsi256_ps(c),
+                        _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1),
+                    ),
+                    _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)),
+                ),
+            ),
+        )
+    }
+
+    #[test]
+    fn scalar_port_equals_the_intrinsics_bit_for_bit() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let mut rng = crate::quant::synth::SplitMix(3);
+        for _ in 0..20000 {
+            let x: [f32; 8] = std::array::from_fn(|_| rng.uniform() * 200.0);
+            let mut out = [0f32; 8];
+            // SAFETY: AVX2 and FMA were detected above.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v_expf(_mm256_loadu_ps(x.as_ptr()))) };
+            for (a, b) in x.iter().zip(out) {
+                assert_eq!(expf(*a, Flavor::Avx2).to_bits(), b.to_bits(), "exp({a})");
+            }
+        }
+    }
+}
