@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::ModelConfig;
 use super::ggml_math::{
-    Flavor, hsum, reduce_vec_dot_f16, round_f16, softmax, tinyblas_dot, vec_dot_f16,
+    Flavor, fma_dispatch, hsum, reduce_vec_dot_f16, round_f16, softmax, tinyblas_dot, vec_dot_f16,
 };
 
 /// llama.cpp pads the number of KV cells a graph sees to a multiple of this.
@@ -34,57 +34,99 @@ pub fn attention(
     let scale = 1.0 / (hd as f32).sqrt();
     let n_kv = (pos0 + n).div_ceil(KV_PAD) * KV_PAD;
     let gemm = n >= 2;
-    let w = flavor.lanes();
     out.par_chunks_mut(hd).enumerate().for_each_init(
-        || (vec![0f32; n_kv], vec![0f32; hd], vec![0f32; 4 * 16 * hd]),
-        |(scores, qh, acc), (idx, o)| {
+        || Scratch {
+            scores: vec![0f32; n_kv],
+            qh: vec![0f32; hd],
+            acc: vec![0f32; 4 * 16 * hd],
+        },
+        |scratch, (idx, o)| {
             let (t, h) = (idx / nh, idx % nh);
-            let kvh = h / group;
-            for (d, s) in qh.iter_mut().zip(&q[t * nh * hd + h * hd..][..hd]) {
-                *d = round_f16(*s);
-            }
-            let len = pos0 + t + 1;
-            scores.resize(n_kv, 0.0);
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = if j < len {
-                    let kj = &k[j * kv + kvh * hd..][..hd];
-                    if gemm {
-                        tinyblas_dot(kj, qh, flavor)
-                    } else {
-                        vec_dot_f16(kj, qh, flavor)
-                    }
-                } else {
-                    f32::NEG_INFINITY
-                };
-            }
-            softmax(scores, scale, flavor);
-            scores.iter_mut().for_each(|p| *p = round_f16(*p));
-
-            // out[d] = sum_j p[j] * v[j][d], with each (lane, d) partial sum accumulated in
-            // the order the llama.cpp kernel accumulates it; cells past `len` add exact zeros.
-            let lanes_per_pos = if gemm { w } else { 4 * w };
-            acc[..lanes_per_pos * hd].fill(0.0);
-            for (j, &p) in scores[..len].iter().enumerate() {
-                let lane = j % lanes_per_pos;
-                let vj = &v[j * kv + kvh * hd..][..hd];
-                let a = &mut acc[lane * hd..(lane + 1) * hd];
-                for (ad, &vd) in a.iter_mut().zip(vj) {
-                    *ad = vd.mul_add(p, *ad);
-                }
-            }
-            for (d, od) in o.iter_mut().enumerate() {
-                let lane = |l: usize| acc[l * hd + d];
-                *od = if gemm {
-                    let lanes: [f32; 16] =
-                        std::array::from_fn(|l| if l < w { lane(l) } else { 0.0 });
-                    hsum(&lanes[..w], flavor)
-                } else {
-                    let mut regs: [[f32; 16]; 4] = std::array::from_fn(|r| {
-                        std::array::from_fn(|p| if p < w { lane(r * w + p) } else { 0.0 })
-                    });
-                    reduce_vec_dot_f16(&mut regs, flavor)
-                };
-            }
+            let head = Head {
+                q: &q[t * nh * hd + h * hd..][..hd],
+                k,
+                v,
+                kv,
+                kv_off: (h / group) * hd,
+                len: pos0 + t + 1,
+                n_kv,
+                gemm,
+                scale,
+                flavor,
+            };
+            one_head(o, &head, scratch);
         },
     );
+}
+
+/// Per-thread buffers of [`one_head`].
+struct Scratch {
+    scores: Vec<f32>,
+    qh: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+/// One (token, head) pair's inputs.
+struct Head<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    kv: usize,
+    kv_off: usize,
+    len: usize,
+    n_kv: usize,
+    gemm: bool,
+    scale: f32,
+    flavor: Flavor,
+}
+
+fma_dispatch!(fn one_head(o: &mut [f32], h: &Head, s: &mut Scratch) = one_head_impl);
+
+#[inline(always)]
+fn one_head_impl(o: &mut [f32], h: &Head, s: &mut Scratch) {
+    let hd = o.len();
+    let (flavor, w) = (h.flavor, h.flavor.lanes());
+    for (d, x) in s.qh.iter_mut().zip(h.q) {
+        *d = round_f16(*x);
+    }
+    s.scores.resize(h.n_kv, 0.0);
+    for (j, sc) in s.scores.iter_mut().enumerate() {
+        *sc = if j < h.len {
+            let kj = &h.k[j * h.kv + h.kv_off..][..hd];
+            if h.gemm {
+                tinyblas_dot(kj, &s.qh, flavor)
+            } else {
+                vec_dot_f16(kj, &s.qh, flavor)
+            }
+        } else {
+            f32::NEG_INFINITY
+        };
+    }
+    softmax(&mut s.scores, h.scale, flavor);
+    s.scores.iter_mut().for_each(|p| *p = round_f16(*p));
+
+    // out[d] = sum_j p[j] * v[j][d], with each (lane, d) partial sum accumulated in the order
+    // the llama.cpp kernel accumulates it; cells past `len` would add exact zeros.
+    let lanes_per_pos = if h.gemm { w } else { 4 * w };
+    let acc = &mut s.acc[..lanes_per_pos * hd];
+    acc.fill(0.0);
+    for (j, &p) in s.scores[..h.len].iter().enumerate() {
+        let lane = j % lanes_per_pos;
+        let vj = &h.v[j * h.kv + h.kv_off..][..hd];
+        for (ad, &vd) in acc[lane * hd..(lane + 1) * hd].iter_mut().zip(vj) {
+            *ad = vd.mul_add(p, *ad);
+        }
+    }
+    for (d, od) in o.iter_mut().enumerate() {
+        let lane = |l: usize| acc[l * hd + d];
+        *od = if h.gemm {
+            let lanes: [f32; 16] = std::array::from_fn(|l| if l < w { lane(l) } else { 0.0 });
+            hsum(&lanes[..w], flavor)
+        } else {
+            let mut regs: [[f32; 16]; 4] = std::array::from_fn(|r| {
+                std::array::from_fn(|p| if p < w { lane(r * w + p) } else { 0.0 })
+            });
+            reduce_vec_dot_f16(&mut regs, flavor)
+        };
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::attention::attention;
 use super::ggml_math::round_f16;
-use super::kernels::{add_assign, rmsnorm, rope_head, rope_table, swiglu};
+use super::kernels::{add_assign, rmsnorm, rope_row, rope_table, swiglu};
 use super::matmul::{QuantizedActs, matmul};
 use super::observer::{Observer, Slot};
 use super::weights::QMatrix;
@@ -218,12 +218,8 @@ impl OwnedQuantizedModel {
                     &cos[t * half..(t + 1) * half],
                     &sin[t * half..(t + 1) * half],
                 );
-                b.q[t * d..(t + 1) * d]
-                    .chunks_exact_mut(cfg.head_dim)
-                    .for_each(|h| rope_head(h, c, s, halves));
-                b.k[t * kv..(t + 1) * kv]
-                    .chunks_exact_mut(cfg.head_dim)
-                    .for_each(|h| rope_head(h, c, s, halves));
+                rope_row(&mut b.q[t * d..(t + 1) * d], cfg.head_dim, c, s, halves);
+                rope_row(&mut b.k[t * kv..(t + 1) * kv], cfg.head_dim, c, s, halves);
             }
             cache.k[l].extend(b.k.iter().map(|&x| round_f16(x)));
             cache.v[l].extend(b.v.iter().map(|&x| round_f16(x)));

@@ -99,6 +99,7 @@ pub fn hsum(v: &[f32], flavor: Flavor) -> f32 {
 
 /// `ggml_vec_dot_f16`: four accumulators of one register each, combined pairwise, reduced.
 /// Inputs are f16 values held as f32.
+#[inline(always)]
 pub fn vec_dot_f16(x: &[f32], y: &[f32], flavor: Flavor) -> f32 {
     let w = flavor.lanes();
     let step = 4 * w;
@@ -121,6 +122,7 @@ pub fn vec_dot_f16(x: &[f32], y: &[f32], flavor: Flavor) -> f32 {
 
 /// The reduction that ends `ggml_vec_dot_f16`: accumulators combined pairwise, then one
 /// horizontal sum. Each accumulator holds `flavor.lanes()` lanes.
+#[inline(always)]
 pub fn reduce_vec_dot_f16(acc: &mut [[f32; 16]; 4], flavor: Flavor) -> f32 {
     let w = flavor.lanes();
     for p in 0..w {
@@ -144,6 +146,7 @@ pub fn reduce_vec_dot_f16(acc: &mut [[f32; 16]; 4], flavor: Flavor) -> f32 {
 /// One output of llamafile's `tinyBLAS` GEMM (used by llama.cpp for f16 products of two or
 /// more columns): one register accumulator over the whole row, then a horizontal sum.
 /// `x.len()` must be a multiple of the lane count.
+#[inline(always)]
 pub fn tinyblas_dot(x: &[f32], y: &[f32], flavor: Flavor) -> f32 {
     let w = flavor.lanes();
     let mut acc = [0f32; 16];
@@ -158,6 +161,7 @@ pub fn tinyblas_dot(x: &[f32], y: &[f32], flavor: Flavor) -> f32 {
 /// In-place softmax of `x * scale` as llama.cpp's `soft_max` op: exponentials by `expf`, the
 /// sum accumulated in f64 one register at a time, then one multiply by `(f32)(1 / sum)`.
 /// `x.len()` must be a multiple of the lane count (pad with `-inf`).
+#[inline(always)]
 pub fn softmax(x: &mut [f32], scale: f32, flavor: Flavor) {
     let w = flavor.lanes();
     for v in x.iter_mut() {
@@ -176,6 +180,43 @@ pub fn softmax(x: &mut [f32], scale: f32, flavor: Flavor) {
         *v *= inv;
     }
 }
+
+/// Whether the CPU has FMA, so that functions full of `mul_add` can run a copy compiled with
+/// it (one instruction per `mul_add`) instead of calling libm's `fmaf`; results are identical.
+#[inline]
+pub fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines `$name` that runs `$imp` (an `#[inline(always)]` function) compiled with FMA when
+/// the CPU has it.
+macro_rules! fma_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),*) = $imp:ident) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "fma")]
+                unsafe fn with_fma($($a: $t),*) {
+                    $imp($($a),*)
+                }
+                if $crate::model::ggml_math::has_fma() {
+                    // SAFETY: FMA support was just detected.
+                    return unsafe { with_fma($($a),*) };
+                }
+            }
+            $imp($($a),*)
+        }
+    };
+}
+pub(crate) use fma_dispatch;
 
 /// A value rounded to f16 and back, as llama.cpp's f16 KV cache and f16 matmul inputs hold it.
 #[inline(always)]

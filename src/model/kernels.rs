@@ -2,7 +2,7 @@
 //! backend computes the same operation (accumulation width, order of scaling) so the engine
 //! agrees with it closely, not merely approximately.
 
-use super::ggml_math::{Flavor, silu};
+use super::ggml_math::{Flavor, fma_dispatch, silu};
 
 /// `out = x / rms(x) * w` over one row; the sum of squares is accumulated in f64 as ggml does.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
@@ -21,9 +21,14 @@ pub fn add_assign(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// The SwiGLU FFN's two element-wise steps: `act = silu(gate)` and `inner = act * up`, with
-/// SiLU as llama.cpp's vectorised kernel computes it.
-pub fn swiglu(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32], flavor: Flavor) {
+fma_dispatch!(
+    /// The SwiGLU FFN's two element-wise steps: `act = silu(gate)` and `inner = act * up`,
+    /// with SiLU as llama.cpp's vectorised kernel computes it.
+    pub fn swiglu(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32], flavor: Flavor) = swiglu_impl
+);
+
+#[inline(always)]
+fn swiglu_impl(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32], flavor: Flavor) {
     for (((a, i), &g), &u) in act.iter_mut().zip(inner.iter_mut()).zip(gate).zip(up) {
         *a = silu(g, flavor);
         *i = *a * u;
@@ -54,8 +59,20 @@ pub fn rope_table(
     }
 }
 
+fma_dispatch!(
+    /// Rotates every `head_dim`-wide head of `row` in place: see [`rope_head`].
+    pub fn rope_row(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], halves: bool) = rope_row_impl
+);
+
+#[inline(always)]
+fn rope_row_impl(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], halves: bool) {
+    row.chunks_exact_mut(head_dim)
+        .for_each(|h| rope_head(h, cos, sin, halves));
+}
+
 /// Rotates one head in place. `halves` selects NeoX pairing `(i, i + n/2)`; otherwise pairs
 /// are adjacent `(2i, 2i + 1)`. Dimensions past `2 * cos.len()` are left as they are.
+#[inline(always)]
 pub fn rope_head(head: &mut [f32], cos: &[f32], sin: &[f32], halves: bool) {
     let half = cos.len();
     for i in 0..half {

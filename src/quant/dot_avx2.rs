@@ -9,8 +9,16 @@
 
 use std::arch::x86_64::*;
 
-use super::float::f16_at;
 use super::kquants::{q3k_scales, q4k_scales_mins};
+
+/// An f16 at `b[0..2]` as f32, by the F16C instruction (the portable path is a call).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(b: &[u8]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        u16::from_le_bytes([b[0], b[1]]) as i32,
+    )))
+}
 
 #[inline(always)]
 fn f32_at(b: &[u8]) -> f32 {
@@ -18,7 +26,7 @@ fn f32_at(b: &[u8]) -> f32 {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -27,7 +35,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
@@ -37,7 +45,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 
 /// 16 bytes of packed nibbles to 32 bytes: low nibbles first, then high nibbles.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn nibbles32(p: *const u8) -> __m256i {
     let t = _mm_loadu_si128(p as *const __m128i);
     let both = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
@@ -46,7 +54,7 @@ unsafe fn nibbles32(p: *const u8) -> __m256i {
 
 /// 32 bits to 32 bytes, 0xff where the bit is set.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bits32(x: u32) -> __m256i {
     let shuf = _mm256_set_epi64x(
         0x0303030303030303,
@@ -61,27 +69,27 @@ unsafe fn bits32(x: u32) -> __m256i {
 
 /// Sums of adjacent products of unsigned `x` and signed `y` bytes, as 8 i32 lanes.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn madd_us(x: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
 }
 
 /// Sums of adjacent products of signed `x` and signed `y` bytes, as 8 i32 lanes.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn madd_ss(x: __m256i, y: __m256i) -> __m256i {
     madd_us(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn load(p: &[u8]) -> __m256i {
     debug_assert!(p.len() >= 32);
     _mm256_loadu_si256(p.as_ptr() as *const __m256i)
 }
 
 /// Q4_0 weights · Q8_0 activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
@@ -93,7 +101,7 @@ pub(crate) unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q4_1 weights · Q8_1 activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
@@ -107,7 +115,7 @@ pub(crate) unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q5_0 weights · Q8_0 activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
@@ -122,7 +130,7 @@ pub(crate) unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q5_1 weights · Q8_1 activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
@@ -138,7 +146,7 @@ pub(crate) unsafe fn dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q8_0 weights · Q8_0 activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
@@ -151,7 +159,7 @@ pub(crate) unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 /// Pairs of 16-value scales as i16 lanes for `_mm256_madd_epi16` after `maddubs`: lanes 0..8
 /// cover values 0..16 of a 32-value run, lanes 8..16 values 16..32.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scale_pair(lo: i32, hi: i32) -> __m256i {
     _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16))
 }
@@ -162,7 +170,7 @@ fn bsums(y: &[u8]) -> [i32; 16] {
 }
 
 /// Q2_K weights · Q8_K activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0.0f32;
     let mask = _mm256_set1_epi8(3);
@@ -194,7 +202,7 @@ pub(crate) unsafe fn dot_q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q3_K weights · Q8_K activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0.0f32;
     let mask = _mm256_set1_epi8(3);
@@ -230,7 +238,7 @@ pub(crate) unsafe fn dot_q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q45_k_block(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f32 {
     let (sc, m) = q4k_scales_mins(&x[4..16]);
     let bs = bsums(y);
@@ -268,7 +276,7 @@ unsafe fn dot_q45_k_block(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f
 }
 
 /// Q4_K weights · Q8_K activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0.0f32;
     for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
@@ -278,7 +286,7 @@ pub(crate) unsafe fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q5_K weights · Q8_K activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0.0f32;
     for (x, y) in w.chunks_exact(176).zip(a.chunks_exact(292)) {
@@ -288,7 +296,7 @@ pub(crate) unsafe fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q6_K weights · Q8_K activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0.0f32;
     let low_mask = _mm256_set1_epi8(0x0f);
@@ -327,7 +335,7 @@ pub(crate) unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// F32 weights · F32 activations.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f32_f32(w: &[u8], a: &[u8]) -> f32 {
     let n = w.len().min(a.len()) / 4;
     let mut acc = _mm256_setzero_ps();
