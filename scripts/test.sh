@@ -7,4 +7,11 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check 'gguf==0.19.0'
 scripts/fetch-models.sh gemma3
-cargo test --release --all-targets
+log=$(mktemp)
+status=0
+cargo test --release --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' \
+  "$log"
+rm -f "$log"
+exit "$status"

@@ -327,7 +327,7 @@ impl GgufFile {
             let n_el = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
             let size = n_el
                 .and_then(|n| usize::try_from(n).ok())
-                .filter(|_| dims[0] as usize % ggml_type.block_size() == 0)
+                .filter(|_| (dims[0] as usize).is_multiple_of(ggml_type.block_size()))
                 .and_then(|n| {
                     (n / ggml_type.block_size()).checked_mul(ggml_type.block_bytes())
                 })

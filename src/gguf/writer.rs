@@ -42,7 +42,7 @@ impl GgufWriter {
         let n: u64 = dims.iter().product();
         let expected = ty
             .row_bytes(n as usize)
-            .filter(|_| dims[0] as usize % ty.block_size() == 0);
+            .filter(|_| (dims[0] as usize).is_multiple_of(ty.block_size()));
         if expected != Some(data.len()) {
             return Err(GgufError::Tensor {
                 name: name.into(),

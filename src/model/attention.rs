@@ -4,6 +4,8 @@
 //! two or more tokens and as `ggml_vec_dot_f16` for a single token; the softmax spans the
 //! cache padded to 256 cells with masked cells at `-inf`.
 
+#![allow(clippy::needless_range_loop)] // lane-indexed loops mirror the SIMD code they reproduce
+
 use rayon::prelude::*;
 
 use super::ModelConfig;

@@ -72,36 +72,44 @@ struct Buffers {
     inner: Vec<f32>,
     down: Vec<f32>,
     logits: Vec<f32>,
-    acts: [QuantizedActs; 2],
+    qx: ActCache,
+}
+
+/// Activations quantized for the matrices that read them, reused while the input is the
+/// same (q/k/v share one input, gate/up another).
+#[derive(Default)]
+struct ActCache {
+    slots: [QuantizedActs; 2],
     scratch: Vec<f32>,
 }
 
-/// Quantizes `x` for `w` unless a slot already holds `x` in that format (`fresh` says
-/// whether `x` changed since the slots were filled), then multiplies.
+impl ActCache {
+    /// Forgets the quantized copies: the next input is a new buffer.
+    fn new_input(&mut self) {
+        self.slots.iter_mut().for_each(|a| a.ty = None);
+    }
+}
+
+/// `out = w · x` for every token row of `x`, quantizing `x` to `w`'s activation format
+/// unless the cache already holds it in that format.
 fn project(
     out: &mut Vec<f32>,
     x: &[f32],
     width: usize,
     w: &QMatrix,
-    acts: &mut [QuantizedActs; 2],
-    fresh: &mut bool,
+    cache: &mut ActCache,
     file: &[u8],
-    scratch: &mut Vec<f32>,
 ) {
-    if *fresh {
-        acts.iter_mut().for_each(|a| a.ty = None);
-        *fresh = false;
-    }
-    let slot = match acts.iter().position(|a| a.ty == Some(w.act_ty)) {
+    let slot = match cache.slots.iter().position(|a| a.ty == Some(w.act_ty)) {
         Some(i) => i,
         None => {
-            let i = acts.iter().position(|a| a.ty.is_none()).unwrap_or(0);
-            acts[i].fill(w.act_ty, x, width);
+            let i = cache.slots.iter().position(|a| a.ty.is_none()).unwrap_or(0);
+            cache.slots[i].fill(w.act_ty, x, width);
             i
         }
     };
     out.resize(x.len() / width * w.rows, 0.0);
-    matmul(out, &acts[slot], w, file, scratch);
+    matmul(out, &cache.slots[slot], w, file, &mut cache.scratch);
 }
 
 impl OwnedQuantizedModel {
@@ -168,37 +176,10 @@ impl OwnedQuantizedModel {
             }
             obs.observe(at, Slot::AttnNorm, &b.xb, d);
 
-            let mut fresh = true;
-            project(
-                &mut b.q,
-                &b.xb,
-                d,
-                &lw.wq,
-                &mut b.acts,
-                &mut fresh,
-                file,
-                &mut b.scratch,
-            );
-            project(
-                &mut b.k,
-                &b.xb,
-                d,
-                &lw.wk,
-                &mut b.acts,
-                &mut fresh,
-                file,
-                &mut b.scratch,
-            );
-            project(
-                &mut b.v,
-                &b.xb,
-                d,
-                &lw.wv,
-                &mut b.acts,
-                &mut fresh,
-                file,
-                &mut b.scratch,
-            );
+            b.qx.new_input();
+            project(&mut b.q, &b.xb, d, &lw.wq, &mut b.qx, file);
+            project(&mut b.k, &b.xb, d, &lw.wk, &mut b.qx, file);
+            project(&mut b.v, &b.xb, d, &lw.wv, &mut b.qx, file);
             for (buf, bias, width) in [
                 (&mut b.q, &lw.bq, d),
                 (&mut b.k, &lw.bk, kv),
@@ -234,17 +215,8 @@ impl OwnedQuantizedModel {
                 cfg,
                 self.flavor,
             );
-            let mut fresh = true;
-            project(
-                &mut b.attn_out,
-                &b.att,
-                d,
-                &lw.wo,
-                &mut b.acts,
-                &mut fresh,
-                file,
-                &mut b.scratch,
-            );
+            b.qx.new_input();
+            project(&mut b.attn_out, &b.att, d, &lw.wo, &mut b.qx, file);
             obs.observe(at, Slot::AttnOut, &b.attn_out, d);
             add_assign(&mut b.x, &b.attn_out);
             obs.observe(at, Slot::FfnInp, &b.x, d);
@@ -253,27 +225,9 @@ impl OwnedQuantizedModel {
                 rmsnorm(o, xr, &lw.ffn_norm, cfg.rms_eps);
             }
             obs.observe(at, Slot::FfnNorm, &b.xb, d);
-            let mut fresh = true;
-            project(
-                &mut b.gate,
-                &b.xb,
-                d,
-                &lw.ffn_gate,
-                &mut b.acts,
-                &mut fresh,
-                file,
-                &mut b.scratch,
-            );
-            project(
-                &mut b.up,
-                &b.xb,
-                d,
-                &lw.ffn_up,
-                &mut b.acts,
-                &mut fresh,
-                file,
-                &mut b.scratch,
-            );
+            b.qx.new_input();
+            project(&mut b.gate, &b.xb, d, &lw.ffn_gate, &mut b.qx, file);
+            project(&mut b.up, &b.xb, d, &lw.ffn_up, &mut b.qx, file);
             obs.observe(at, Slot::FfnGate, &b.gate, ff);
             obs.observe(at, Slot::FfnUp, &b.up, ff);
             b.act.resize(n * ff, 0.0);
@@ -281,17 +235,8 @@ impl OwnedQuantizedModel {
             swiglu(&mut b.act, &mut b.inner, &b.gate, &b.up, self.flavor);
             obs.observe(at, Slot::FfnAct, &b.act, ff);
             obs.observe(at, Slot::FfnInner, &b.inner, ff);
-            let mut fresh = true;
-            project(
-                &mut b.down,
-                &b.inner,
-                ff,
-                &lw.ffn_down,
-                &mut b.acts,
-                &mut fresh,
-                file,
-                &mut b.scratch,
-            );
+            b.qx.new_input();
+            project(&mut b.down, &b.inner, ff, &lw.ffn_down, &mut b.qx, file);
             obs.observe(at, Slot::FfnDown, &b.down, d);
             add_assign(&mut b.x, &b.down);
             obs.observe(at, Slot::LOut, &b.x, d);
@@ -307,17 +252,8 @@ impl OwnedQuantizedModel {
             rmsnorm(o, xr, &w.output_norm, cfg.rms_eps);
         }
         obs.observe(None, Slot::FinalNorm, &b.xb, d);
-        let mut fresh = true;
-        project(
-            &mut b.logits,
-            &b.xb,
-            d,
-            &w.output,
-            &mut b.acts,
-            &mut fresh,
-            file,
-            &mut b.scratch,
-        );
+        b.qx.new_input();
+        project(&mut b.logits, &b.xb, d, &w.output, &mut b.qx, file);
         obs.observe(None, Slot::Logits, &b.logits, cfg.vocab_size);
         Ok(b.logits)
     }

@@ -6,6 +6,8 @@
 //! results differ between its AVX2 and AVX-512 builds (different `exp` polynomial evaluation
 //! and reduction widths), so the flavour to reproduce is a choice: [`Flavor`].
 
+#![allow(clippy::needless_range_loop)] // lane-indexed loops mirror the SIMD code they reproduce
+
 /// Which llama.cpp CPU build's arithmetic to reproduce.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -231,7 +233,7 @@ mod tests {
     #[test]
     fn expf_is_accurate_in_both_flavors() {
         for flavor in [Flavor::Avx2, Flavor::Avx512] {
-            for i in -2000..2000 {
+            for i in -2000..1770 {
                 let x = i as f32 * 0.05;
                 let want = (x as f64).exp();
                 let got = expf(x, flavor) as f64;

@@ -118,7 +118,7 @@ impl Loader<'_> {
         })?;
         let dot =
             quant::dot_fn(info.ggml_type, self.kernel).expect("every weight format has a kernel");
-        if cols % act_ty.block_size() != 0 {
+        if !cols.is_multiple_of(act_ty.block_size()) {
             return Err(GgufError::Tensor {
                 name: name.into(),
                 reason: format!("row length {cols} is not a multiple of {act_ty}'s block"),

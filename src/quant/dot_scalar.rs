@@ -2,6 +2,8 @@
 //! quantized to the matching format. These are the reference the SIMD kernels are tested
 //! against, and the fallback on CPUs without AVX2.
 
+#![allow(clippy::needless_range_loop)] // lane-indexed loops mirror the SIMD code they reproduce
+
 use super::float::f16_at;
 use super::kquants::{q3k_scales, q4k_scales_mins, q6k_quant};
 

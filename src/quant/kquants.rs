@@ -13,6 +13,8 @@
 //! - Q8_K (292): `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]` (sums of each 16 quants); the
 //!   activation format paired with every K-quant.
 
+#![allow(clippy::needless_range_loop)] // lane-indexed loops mirror the SIMD code they reproduce
+
 use super::float::{f16_at, put_f16};
 use crate::gguf::QK_K;
 

@@ -11,6 +11,8 @@
 //! - Q8_1 (36): `d: f16`, `s: f16` (= `d * sum(qs)`), `qs: [i8; 32]`; the activation format
 //!   paired with Q4_1 and Q5_1 weights.
 
+#![allow(clippy::needless_range_loop)] // lane-indexed loops mirror the SIMD code they reproduce
+
 use super::float::{f16_at, put_f16};
 
 /// Values per block.

@@ -54,7 +54,7 @@ pub fn random_row(ty: GgmlType, n: usize, scale: f32, rng: &mut SplitMix) -> Vec
         GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q5_K => None,
         _ => Some(()),
     };
-    if encoded.is_some() && rng.next_u64() % 2 == 0 {
+    if encoded.is_some() && rng.next_u64().is_multiple_of(2) {
         let x: Vec<f32> = (0..n).map(|_| rng.normal(scale)).collect();
         return super::quantize(ty, &x).expect("encodable");
     }

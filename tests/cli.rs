@@ -1,0 +1,114 @@
+//! The `pv` commands end to end: output formats and exit codes.
+
+mod common;
+
+use std::process::Command;
+
+fn pv(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pv"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn malformed_model_is_exit_2_with_one_line_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("pv-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.gguf");
+    std::fs::write(
+        &bad,
+        b"GGUF\x03\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff",
+    )
+    .unwrap();
+    for cmd in ["inspect", "tokenize", "run"] {
+        let mut args = vec![cmd, bad.to_str().unwrap()];
+        match cmd {
+            "tokenize" => args.push("hi"),
+            "run" => args.extend(["--prompt", "hi"]),
+            _ => {}
+        }
+        let (code, _, err) = pv(&args);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(
+            err.contains("tensor_count") && err.contains("byte offset 8"),
+            "{cmd}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{cmd}: {err}");
+    }
+    let (code, _, err) = pv(&[
+        "run",
+        dir.join("missing.gguf").to_str().unwrap(),
+        "--prompt",
+        "x",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = pv(&["run"]);
+    assert_eq!(code, 2);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn json_outputs_on_the_real_model() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let m = path.to_str().unwrap();
+    let (code, out, err) = pv(&["tokenize", m, "What is 2+2?", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<u32> = serde_json::from_str(&out).unwrap();
+    assert_eq!(ids, [1780, 314, 216, 34, 27, 34, 47]);
+
+    let (code, out, err) = pv(&[
+        "run",
+        m,
+        "--prompt",
+        "The capital of France is",
+        "-n",
+        "3",
+        "--format",
+        "json",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["prompt_tokens"],
+        serde_json::json!([504, 3575, 282, 4649, 314])
+    );
+    assert_eq!(v["generated_tokens"], serde_json::json!([7042, 30, 198]));
+    assert_eq!(v["text"], " Paris.\n");
+
+    let (code, out, err) = pv(&["inspect", m, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["config"]["n_layer"], 30);
+    assert_eq!(v["config"]["n_head_kv"], 3);
+    assert_eq!(v["tokenizer"]["pre"], "smollm");
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 272);
+
+    let (code, out, err) = pv(&[
+        "bench",
+        m,
+        "--prompt-tokens",
+        "4",
+        "--gen-tokens",
+        "2",
+        "-r",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["pp_tokens_per_s"].as_f64().unwrap() > 0.0
+            && v["tg_tokens_per_s"].as_f64().unwrap() > 0.0
+    );
+}
