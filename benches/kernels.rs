@@ -10,20 +10,7 @@ fn kernels(c: &mut Criterion) {
     let n = 4096;
     let mut rng = SplitMix(1);
     let mut g = c.benchmark_group("fused_dot");
-    for ty in [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::F16,
-        GgmlType::F32,
-    ] {
+    for ty in GgmlType::WEIGHTS {
         let w = random_row(ty, n, 1.0, &mut rng);
         let x: Vec<f32> = (0..n).map(|_| rng.normal(1.0)).collect();
         let a = quantize(vec_dot_type(ty).unwrap(), &x).unwrap();

@@ -114,21 +114,7 @@ fn gemma3_kquants_match_gguf_py() {
 /// activation formats, covered by pv's own round-trip tests).
 #[test]
 fn synthetic_model_of_every_format_matches_gguf_py() {
-    let formats = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-    ];
+    let formats = GgmlType::WEIGHTS;
     let mut w = GgufWriter::new();
     w.meta("general.architecture", Value::String("synthetic".into()));
     let mut rng = SplitMix(2024);

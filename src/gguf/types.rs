@@ -47,6 +47,23 @@ impl GgmlType {
         GgmlType::BF16,
     ];
 
+    /// Every type that can hold weights (all but the activation formats Q8_1 and Q8_K).
+    pub const WEIGHTS: [GgmlType; 13] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ];
+
     /// The type for a GGUF type id, or `None` for ids pv does not support.
     pub fn from_id(id: u32) -> Option<Self> {
         Some(match id {

@@ -5,7 +5,7 @@
 #![allow(clippy::needless_range_loop)] // lane-indexed loops mirror the SIMD code they reproduce
 
 use super::float::f16_at;
-use super::kquants::{q3k_scales, q4k_scales_mins, q6k_quant};
+use super::kquants::{q3k_scales, q4k_scales_mins, q6k_quant, q45k_quant};
 
 #[inline(always)]
 fn i8s(b: &[u8]) -> impl Iterator<Item = i32> + '_ {
@@ -153,16 +153,7 @@ fn dot_q45_k(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f32 {
     for sb in 0..8 {
         let mut s = 0i32;
         for k in 32 * sb..32 * (sb + 1) {
-            let (g, r) = (k / 64, k % 64);
-            let mut q = if r < 32 {
-                qs[g * 32 + r] & 0x0f
-            } else {
-                qs[g * 32 + r - 32] >> 4
-            };
-            if let Some(qh) = qh {
-                q |= ((qh[k % 32] >> (k / 32)) & 1) << 4;
-            }
-            s += q as i32 * qy[k] as i8 as i32;
+            s += q45k_quant(qs, qh, k) as i32 * qy[k] as i8 as i32;
         }
         sumi += sc[sb] as i32 * s;
         summ += m[sb] as i32 * (bsum(y, 2 * sb) + bsum(y, 2 * sb + 1));

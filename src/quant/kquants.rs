@@ -72,21 +72,27 @@ pub fn dequantize_q3_k(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// The 4-bit (Q4_K) or 5-bit (Q5_K, with `qh`) quant of value `k` of a block.
+#[inline(always)]
+pub fn q45k_quant(qs: &[u8], qh: Option<&[u8]>, k: usize) -> u8 {
+    let (g, r) = (k / 64, k % 64);
+    let low = if r < 32 {
+        qs[g * 32 + r] & 0x0f
+    } else {
+        qs[g * 32 + r - 32] >> 4
+    };
+    match qh {
+        Some(qh) => low | (((qh[k % 32] >> (k / 32)) & 1) << 4),
+        None => low,
+    }
+}
+
 fn dequantize_q45_k(b: &[u8], qh: Option<&[u8]>, qs: &[u8], out: &mut [f32]) {
     let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
     let (sc, m) = q4k_scales_mins(&b[4..16]);
     for (k, o) in out.iter_mut().enumerate() {
-        let (g, r) = (k / 64, k % 64);
         let sub = k / 32;
-        let mut q = if r < 32 {
-            qs[g * 32 + r] & 0x0f
-        } else {
-            qs[g * 32 + r - 32] >> 4
-        };
-        if let Some(qh) = qh {
-            q |= ((qh[k % 32] >> (k / 32)) & 1) << 4;
-        }
-        *o = d * sc[sub] as f32 * q as f32 - dmin * m[sub] as f32;
+        *o = d * sc[sub] as f32 * q45k_quant(qs, qh, k) as f32 - dmin * m[sub] as f32;
     }
 }
 

@@ -2,21 +2,7 @@ use super::synth::{SplitMix, random_row};
 use super::*;
 use proptest::prelude::*;
 
-const WEIGHTS: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+const WEIGHTS: [GgmlType; 13] = GgmlType::WEIGHTS;
 
 /// Fused dot product against the f64 dot of the dequantized rows: the kernels compute the
 /// same sum, apart from f32 rounding and (for Q8_1) the f16 rounding of the stored block sum.
