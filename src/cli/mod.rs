@@ -73,13 +73,9 @@ impl CliError {
 }
 
 impl From<ModelError> for CliError {
+    /// Every model error is about the input: the file, the tokens or their number.
     fn from(e: ModelError) -> Self {
-        match e {
-            ModelError::Gguf(_)
-            | ModelError::TokenOutOfRange { .. }
-            | ModelError::ContextFull { .. }
-            | ModelError::EmptyInput => CliError::input(e.to_string()),
-        }
+        CliError::input(e.to_string())
     }
 }
 

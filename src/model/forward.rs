@@ -4,7 +4,7 @@
 
 use super::attention::attention;
 use super::ggml_math::round_f16;
-use super::kernels::{add_assign, rmsnorm, rope_row, rope_table, swiglu};
+use super::kernels::{add_assign, rmsnorm_rows, rope_row, rope_table, swiglu};
 use super::matmul::{QuantizedActs, matmul};
 use super::observer::{Observer, Slot};
 use super::weights::QMatrix;
@@ -171,9 +171,7 @@ impl OwnedQuantizedModel {
 
         for (l, lw) in w.layers.iter().enumerate() {
             let at = Some(l);
-            for (o, xr) in b.xb.chunks_exact_mut(d).zip(b.x.chunks_exact(d)) {
-                rmsnorm(o, xr, &lw.attn_norm, cfg.rms_eps);
-            }
+            rmsnorm_rows(&mut b.xb, &b.x, &lw.attn_norm, cfg.rms_eps);
             obs.observe(at, Slot::AttnNorm, &b.xb, d);
 
             b.qx.new_input();
@@ -221,9 +219,7 @@ impl OwnedQuantizedModel {
             add_assign(&mut b.x, &b.attn_out);
             obs.observe(at, Slot::FfnInp, &b.x, d);
 
-            for (o, xr) in b.xb.chunks_exact_mut(d).zip(b.x.chunks_exact(d)) {
-                rmsnorm(o, xr, &lw.ffn_norm, cfg.rms_eps);
-            }
+            rmsnorm_rows(&mut b.xb, &b.x, &lw.ffn_norm, cfg.rms_eps);
             obs.observe(at, Slot::FfnNorm, &b.xb, d);
             b.qx.new_input();
             project(&mut b.gate, &b.xb, d, &lw.ffn_gate, &mut b.qx, file);
@@ -248,9 +244,7 @@ impl OwnedQuantizedModel {
             LogitsFor::Last => &b.x[(n - 1) * d..],
         };
         b.xb.truncate(rows.len());
-        for (o, xr) in b.xb.chunks_exact_mut(d).zip(rows.chunks_exact(d)) {
-            rmsnorm(o, xr, &w.output_norm, cfg.rms_eps);
-        }
+        rmsnorm_rows(&mut b.xb, rows, &w.output_norm, cfg.rms_eps);
         obs.observe(None, Slot::FinalNorm, &b.xb, d);
         b.qx.new_input();
         project(&mut b.logits, &b.xb, d, &w.output, &mut b.qx, file);

@@ -14,6 +14,13 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
+/// [`rmsnorm`] of every `w.len()`-wide row of `x` into the matching row of `out`.
+pub fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    for (o, xr) in out.chunks_exact_mut(w.len()).zip(x.chunks_exact(w.len())) {
+        rmsnorm(o, xr, w, eps);
+    }
+}
+
 /// `x += y` element-wise (residual connections, biases).
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {

@@ -50,18 +50,13 @@ fn f16_fields(ty: GgmlType) -> &'static [usize] {
 /// normal values, the others from random bytes with finite scale fields.
 pub fn random_row(ty: GgmlType, n: usize, scale: f32, rng: &mut SplitMix) -> Vec<u8> {
     let bytes = ty.row_bytes(n).expect("whole blocks");
-    let encoded = match ty {
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q5_K => None,
-        _ => Some(()),
-    };
-    if encoded.is_some() && rng.next_u64().is_multiple_of(2) {
-        let x: Vec<f32> = (0..n).map(|_| rng.normal(scale)).collect();
-        return super::quantize(ty, &x).expect("encodable");
-    }
-    if matches!(
+    // Float formats and Q8_K are always encoded from values; the other encodable formats
+    // half the time, so raw random quants (every bit pattern) are covered too.
+    let always_encoded = matches!(
         ty,
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_K
-    ) {
+    );
+    if super::can_quantize(ty) && (rng.next_u64().is_multiple_of(2) || always_encoded) {
         let x: Vec<f32> = (0..n).map(|_| rng.normal(scale)).collect();
         return super::quantize(ty, &x).expect("encodable");
     }
