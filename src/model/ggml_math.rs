@@ -71,7 +71,9 @@ pub fn expf(x: f32, flavor: Flavor) -> f32 {
             }
             let j = poly.mul_add(u, C1.mul_add(b, 1.0));
             // _mm512_scalef_ps: j * 2^n, exact but for the final rounding.
-            (j as f64 * (n as f64).exp2()) as f32
+            // n is an integer in [-192, 192]: 2^n is exact as an f64 built from its exponent.
+            let pow2 = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+            (j as f64 * pow2) as f32
         }
     }
 }

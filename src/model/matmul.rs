@@ -40,6 +40,14 @@ impl QuantizedActs {
     }
 }
 
+impl QuantizedActs {
+    /// The encoded row of token `t`.
+    #[inline]
+    pub fn row(&self, t: usize) -> &[u8] {
+        &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
 /// `out[t][r] = w[r] · x[t]` for every token `t` and output row `r`.
 ///
 /// # Shapes
@@ -71,8 +79,16 @@ pub fn matmul(
         .for_each(|(c, o)| {
             for (i, row_out) in o.chunks_exact_mut(n).enumerate() {
                 let wr = w.row(file, c * chunk + i);
-                for (t, v) in row_out.iter_mut().enumerate() {
-                    *v = (w.dot)(wr, &x.data[t * x.row_bytes..(t + 1) * x.row_bytes]);
+                let mut t = 0;
+                if let Some(dot4) = w.dot4 {
+                    while t + 4 <= n {
+                        let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
+                        row_out[t..t + 4].copy_from_slice(&dot4(wr, &xs));
+                        t += 4;
+                    }
+                }
+                for (v, tt) in row_out[t..].iter_mut().zip(t..) {
+                    *v = (w.dot)(wr, x.row(tt));
                 }
             }
         });

@@ -3,7 +3,7 @@
 //! biases) are decoded to f32.
 
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
-use crate::quant::{self, DotFn, Kernel};
+use crate::quant::{self, Dot4Fn, DotFn, Kernel};
 
 use super::config::{Arch, ModelConfig};
 
@@ -30,6 +30,8 @@ pub struct QMatrix {
     pub act_ty: GgmlType,
     /// The fused dot product.
     pub dot: DotFn,
+    /// The four-activation-row variant, where this format has one.
+    pub dot4: Option<Dot4Fn>,
 }
 
 impl QMatrix {
@@ -133,6 +135,7 @@ impl Loader<'_> {
             row_bytes: info.size / rows,
             act_ty,
             dot,
+            dot4: quant::dot4_fn(info.ggml_type, self.kernel),
         })
     }
 

@@ -8,6 +8,10 @@ use super::{dot_avx2 as avx2, dot_scalar as scalar};
 /// A fused dot product over whole blocks: weight row bytes, activation row bytes.
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
 
+/// A fused dot product of one weight row with four activation rows at once (the weight
+/// blocks decoded once); each result equals the single-row [`DotFn`]'s bit for bit.
+pub type Dot4Fn = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
+
 /// Which implementation of the fused kernels to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
@@ -121,4 +125,25 @@ pub fn dot_fn(weight: GgmlType, kernel: Kernel) -> Option<DotFn> {
         BF16 => scalar::dot_bf16_f32,
         Q8_1 | Q8_K => return None,
     })
+}
+
+/// The four-row kernel for `weight`, where one exists for this kernel choice (AVX2 for Q4_1
+/// and Q8_0); otherwise callers use the single-row kernel four times.
+pub fn dot4_fn(weight: GgmlType, kernel: Kernel) -> Option<Dot4Fn> {
+    if kernel != Kernel::Avx2 || Kernel::best() != Kernel::Avx2 {
+        return None;
+    }
+    fn q4_1(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+        // SAFETY: returned only after AVX2, FMA and F16C were detected just above.
+        unsafe { avx2::dot4_q4_1_q8_1(w, a) }
+    }
+    fn q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+        // SAFETY: returned only after AVX2, FMA and F16C were detected just above.
+        unsafe { avx2::dot4_q8_0_q8_0(w, a) }
+    }
+    match weight {
+        GgmlType::Q4_1 => Some(q4_1),
+        GgmlType::Q8_0 => Some(q8_0),
+        _ => None,
+    }
 }

@@ -114,6 +114,30 @@ pub(crate) unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     hsum(acc) + mins
 }
 
+/// Q4_1 weights · four Q8_1 activation rows: each weight block is unpacked once for all
+/// four; every result equals [`dot_q4_1_q8_1`]'s bit for bit (same operations per row).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_1_q8_1(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [0.0f32; 4];
+    for (b, x) in w.chunks_exact(20).enumerate() {
+        let qx = nibbles32(x[4..20].as_ptr());
+        let (dx, mx) = (f16_at(x), f16_at(&x[2..]));
+        for t in 0..4 {
+            let y = &a[t][36 * b..36 * (b + 1)];
+            let p = _mm256_cvtepi32_ps(madd_us(qx, load(&y[4..])));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(y)), p, acc[t]);
+            mins[t] = mx.mul_add(f16_at(&y[2..]), mins[t]);
+        }
+    }
+    [
+        hsum(acc[0]) + mins[0],
+        hsum(acc[1]) + mins[1],
+        hsum(acc[2]) + mins[2],
+        hsum(acc[3]) + mins[3],
+    ]
+}
+
 /// Q5_0 weights · Q8_0 activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
@@ -154,6 +178,22 @@ pub(crate) unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
     }
     hsum(acc)
+}
+
+/// Q8_0 weights · four Q8_0 activation rows, each equal to [`dot_q8_0_q8_0`]'s result.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q8_0_q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (b, x) in w.chunks_exact(34).enumerate() {
+        let qx = load(&x[2..]);
+        let dx = f16_at(x);
+        for t in 0..4 {
+            let y = &a[t][34 * b..34 * (b + 1)];
+            let p = _mm256_cvtepi32_ps(madd_ss(qx, load(&y[2..])));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(y)), p, acc[t]);
+        }
+    }
+    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
 }
 
 /// Pairs of 16-value scales as i16 lanes for `_mm256_madd_epi16` after `maddubs`: lanes 0..8

@@ -55,3 +55,12 @@ pub fn quantize_bf16(src: &[f32], dst: &mut [u8]) {
         c.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
     }
 }
+
+/// Round half to even for |x| < 2^22, as `_mm256_round_ps` and ggml's `nearest_int` do:
+/// adding and subtracting 1.5 * 2^23 leaves the rounded integer (inlined, unlike
+/// `f32::round_ties_even`, which is a libm call on baseline x86-64).
+#[inline(always)]
+pub fn round_even_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}

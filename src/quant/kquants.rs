@@ -154,7 +154,7 @@ pub fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in b[4..260].iter_mut().zip(x) {
-            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8 as u8;
+            *q = (super::float::round_even_small(iscale * v) as i32).min(127) as i8 as u8;
         }
         for j in 0..16 {
             let s: i32 = b[4 + 16 * j..4 + 16 * (j + 1)]

@@ -174,7 +174,7 @@ fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (q, &v) in qs.iter_mut().zip(x) {
-        let i = (v * id).round_ties_even() as i32;
+        let i = super::float::round_even_small(v * id) as i32;
         sum += i;
         *q = i as i8 as u8;
     }

@@ -123,3 +123,37 @@ fn q8_1_block_sum_matches_quants() {
     let s: i32 = b[4..36].iter().map(|&q| q as i8 as i32).sum();
     assert!((float::f16_at(&b[2..]) - d * s as f32).abs() <= (d * s as f32).abs() / 1000.0);
 }
+
+#[test]
+fn round_even_small_is_round_half_to_even() {
+    for i in -3000..3000 {
+        let x = i as f32 * 0.25;
+        assert_eq!(float::round_even_small(x), x.round_ties_even(), "{x}");
+    }
+    for x in [0.49999997f32, -0.49999997, 126.5, -127.5, 127.49999] {
+        assert_eq!(float::round_even_small(x), x.round_ties_even(), "{x}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The four-row kernels give each row exactly what the single-row kernel gives.
+    #[test]
+    fn dot4_equals_dot_bit_for_bit(seed: u64, blocks in 1usize..40) {
+        let mut rng = SplitMix(seed);
+        for ty in GgmlType::WEIGHTS {
+            for k in Kernel::available() {
+                let Some(dot4) = dot4_fn(ty, k) else { continue };
+                let n = blocks * 256;
+                let w = random_row(ty, n, 1.0, &mut rng);
+                let acts: Vec<Vec<u8>> = (0..4)
+                    .map(|_| quantize(vec_dot_type(ty).unwrap(), &(0..n).map(|_| rng.normal(1.0)).collect::<Vec<_>>()).unwrap())
+                    .collect();
+                let got = dot4(&w, &[&acts[0], &acts[1], &acts[2], &acts[3]]);
+                for (t, a) in acts.iter().enumerate() {
+                    prop_assert_eq!(got[t].to_bits(), dot_fn(ty, k).unwrap()(&w, a).to_bits());
+                }
+            }
+        }
+    }
+}
