@@ -66,8 +66,22 @@ pub fn matmul(
     let chunk = rows_per_task(w.rows);
     if n == 1 {
         out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
-            for (i, v) in o.iter_mut().enumerate() {
-                *v = (w.dot)(w.row(file, c * chunk + i), &x.data);
+            let r0 = c * chunk;
+            let mut i = 0;
+            if let Some(rows4) = w.dot_rows4 {
+                while i + 4 <= o.len() {
+                    let ws = [
+                        w.row(file, r0 + i),
+                        w.row(file, r0 + i + 1),
+                        w.row(file, r0 + i + 2),
+                        w.row(file, r0 + i + 3),
+                    ];
+                    o[i..i + 4].copy_from_slice(&rows4(&ws, &x.data));
+                    i += 4;
+                }
+            }
+            for (v, r) in o[i..].iter_mut().zip(r0 + i..) {
+                *v = (w.dot)(w.row(file, r), &x.data);
             }
         });
         return;

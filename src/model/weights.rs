@@ -3,7 +3,7 @@
 //! biases) are decoded to f32.
 
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
-use crate::quant::{self, Dot4Fn, DotFn, Kernel};
+use crate::quant::{self, Dot4Fn, DotFn, DotRows4Fn, Kernel};
 
 use super::config::{Arch, ModelConfig};
 
@@ -32,6 +32,8 @@ pub struct QMatrix {
     pub dot: DotFn,
     /// The four-activation-row variant, where this format has one.
     pub dot4: Option<Dot4Fn>,
+    /// The four-weight-row variant, where this format has one.
+    pub dot_rows4: Option<DotRows4Fn>,
 }
 
 impl QMatrix {
@@ -136,6 +138,7 @@ impl Loader<'_> {
             act_ty,
             dot,
             dot4: quant::dot4_fn(info.ggml_type, self.kernel),
+            dot_rows4: quant::dot_rows4_fn(info.ggml_type, self.kernel),
         })
     }
 

@@ -12,6 +12,10 @@ pub type DotFn = fn(&[u8], &[u8]) -> f32;
 /// blocks decoded once); each result equals the single-row [`DotFn`]'s bit for bit.
 pub type Dot4Fn = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
 
+/// Four weight rows against one activation row (independent chains in flight, for
+/// single-token generation); each result equals the single-row [`DotFn`]'s bit for bit.
+pub type DotRows4Fn = fn(&[&[u8]; 4], &[u8]) -> [f32; 4];
+
 /// Which implementation of the fused kernels to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
@@ -140,6 +144,26 @@ pub fn dot4_fn(weight: GgmlType, kernel: Kernel) -> Option<Dot4Fn> {
     fn q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
         // SAFETY: returned only after AVX2, FMA and F16C were detected just above.
         unsafe { avx2::dot4_q8_0_q8_0(w, a) }
+    }
+    match weight {
+        GgmlType::Q4_1 => Some(q4_1),
+        GgmlType::Q8_0 => Some(q8_0),
+        _ => None,
+    }
+}
+
+/// The four-weight-row kernel for `weight`, where one exists (AVX2 for Q4_1 and Q8_0).
+pub fn dot_rows4_fn(weight: GgmlType, kernel: Kernel) -> Option<DotRows4Fn> {
+    if kernel != Kernel::Avx2 || Kernel::best() != Kernel::Avx2 {
+        return None;
+    }
+    fn q4_1(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+        // SAFETY: returned only after AVX2, FMA and F16C were detected just above.
+        unsafe { avx2::dot_rows4_q4_1_q8_1(w, a) }
+    }
+    fn q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+        // SAFETY: returned only after AVX2, FMA and F16C were detected just above.
+        unsafe { avx2::dot_rows4_q8_0_q8_0(w, a) }
     }
     match weight {
         GgmlType::Q4_1 => Some(q4_1),

@@ -138,6 +138,30 @@ pub(crate) unsafe fn dot4_q4_1_q8_1(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
     ]
 }
 
+/// Four Q4_1 weight rows · one Q8_1 activation row: four independent accumulation chains
+/// in flight; each result equals [`dot_q4_1_q8_1`]'s bit for bit.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_rows4_q4_1_q8_1(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [0.0f32; 4];
+    for (b, y) in a.chunks_exact(36).take(w[0].len() / 20).enumerate() {
+        let qy = load(&y[4..]);
+        let (dy, sy) = (f16_at(y), f16_at(&y[2..]));
+        for r in 0..4 {
+            let x = &w[r][20 * b..20 * (b + 1)];
+            let p = _mm256_cvtepi32_ps(madd_us(nibbles32(x[4..20].as_ptr()), qy));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * dy), p, acc[r]);
+            mins[r] = f16_at(&x[2..]).mul_add(sy, mins[r]);
+        }
+    }
+    [
+        hsum(acc[0]) + mins[0],
+        hsum(acc[1]) + mins[1],
+        hsum(acc[2]) + mins[2],
+        hsum(acc[3]) + mins[3],
+    ]
+}
+
 /// Q5_0 weights · Q8_0 activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
@@ -191,6 +215,22 @@ pub(crate) unsafe fn dot4_q8_0_q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
             let y = &a[t][34 * b..34 * (b + 1)];
             let p = _mm256_cvtepi32_ps(madd_ss(qx, load(&y[2..])));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(y)), p, acc[t]);
+        }
+    }
+    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+}
+
+/// Four Q8_0 weight rows · one Q8_0 activation row, each equal to [`dot_q8_0_q8_0`]'s result.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_rows4_q8_0_q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (b, y) in a.chunks_exact(34).take(w[0].len() / 34).enumerate() {
+        let qy = load(&y[2..]);
+        let dy = f16_at(y);
+        for r in 0..4 {
+            let x = &w[r][34 * b..34 * (b + 1)];
+            let p = _mm256_cvtepi32_ps(madd_ss(load(&x[2..]), qy));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * dy), p, acc[r]);
         }
     }
     [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]

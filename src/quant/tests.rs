@@ -137,9 +137,10 @@ fn round_even_small_is_round_half_to_even() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
-    /// The four-row kernels give each row exactly what the single-row kernel gives.
+    /// The four-row kernels (four activations or four weight rows) give each row exactly
+    /// what the single-row kernel gives.
     #[test]
-    fn dot4_equals_dot_bit_for_bit(seed: u64, blocks in 1usize..40) {
+    fn multi_row_kernels_equal_dot_bit_for_bit(seed: u64, blocks in 1usize..40) {
         let mut rng = SplitMix(seed);
         for ty in GgmlType::WEIGHTS {
             for k in Kernel::available() {
@@ -152,6 +153,12 @@ proptest! {
                 let got = dot4(&w, &[&acts[0], &acts[1], &acts[2], &acts[3]]);
                 for (t, a) in acts.iter().enumerate() {
                     prop_assert_eq!(got[t].to_bits(), dot_fn(ty, k).unwrap()(&w, a).to_bits());
+                }
+                let rows: Vec<Vec<u8>> = (0..4).map(|_| random_row(ty, n, 1.0, &mut rng)).collect();
+                let rows4 = dot_rows4_fn(ty, k).expect("formats with dot4 have dot_rows4");
+                let got = rows4(&[&rows[0], &rows[1], &rows[2], &rows[3]], &acts[0]);
+                for (r, wr) in rows.iter().enumerate() {
+                    prop_assert_eq!(got[r].to_bits(), dot_fn(ty, k).unwrap()(wr, &acts[0]).to_bits());
                 }
             }
         }
