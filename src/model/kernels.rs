@@ -89,9 +89,11 @@ pub fn rope_head(head: &mut [f32], cos: &[f32], sin: &[f32], halves: bool) {
             (2 * i, 2 * i + 1)
         };
         let (x0, x1) = (head[a], head[b]);
-        // As GCC compiles ggml's rotate_pairs: the cos products fused, the sin products rounded.
+        // As GCC vectorises ggml's rotate_pairs (vfmaddsub over interleaved pairs): x0 * cos
+        // and x0 * sin fused, x1's products rounded first. Verified bit for bit against
+        // llama.cpp on the adjacent-pair (llama) layout.
         head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
-        head[b] = x1.mul_add(cos[i], x0 * sin[i]);
+        head[b] = x0.mul_add(sin[i], x1 * cos[i]);
     }
 }
 
