@@ -5,10 +5,11 @@
 use super::attention::attention;
 use super::ggml_math::round_f16;
 use super::kernels::{add_assign, rmsnorm_rows, rope_row, rope_table, swiglu};
-use super::matmul::{QuantizedActs, matmul};
+use super::matmul::{QuantizedActs, matmul, matvec_many};
 use super::observer::{Observer, Slot};
 use super::weights::QMatrix;
 use super::{ModelError, OwnedQuantizedModel};
+use crate::gguf::GgmlType;
 
 /// Keys and values of every processed position, per layer.
 ///
@@ -90,6 +91,20 @@ impl ActCache {
     }
 }
 
+impl ActCache {
+    /// Index of the slot holding `x` quantized to `ty`, quantizing it on first use.
+    fn slot(&mut self, ty: GgmlType, x: &[f32], width: usize) -> usize {
+        match self.slots.iter().position(|a| a.ty == Some(ty)) {
+            Some(i) => i,
+            None => {
+                let i = self.slots.iter().position(|a| a.ty.is_none()).unwrap_or(0);
+                self.slots[i].fill(ty, x, width);
+                i
+            }
+        }
+    }
+}
+
 /// `out = w · x` for every token row of `x`, quantizing `x` to `w`'s activation format
 /// unless the cache already holds it in that format.
 fn project(
@@ -100,16 +115,33 @@ fn project(
     cache: &mut ActCache,
     file: &[u8],
 ) {
-    let slot = match cache.slots.iter().position(|a| a.ty == Some(w.act_ty)) {
-        Some(i) => i,
-        None => {
-            let i = cache.slots.iter().position(|a| a.ty.is_none()).unwrap_or(0);
-            cache.slots[i].fill(w.act_ty, x, width);
-            i
-        }
-    };
+    let slot = cache.slot(w.act_ty, x, width);
     out.resize(x.len() / width * w.rows, 0.0);
     matmul(out, &cache.slots[slot], w, file, &mut cache.scratch);
+}
+
+/// [`project`] for several matrices reading the same input; for a single token with one
+/// activation format they run in one parallel region.
+fn project_all<const N: usize>(
+    outs: [(&mut Vec<f32>, &QMatrix); N],
+    x: &[f32],
+    width: usize,
+    cache: &mut ActCache,
+    file: &[u8],
+) {
+    let ty = outs[0].1.act_ty;
+    if x.len() != width || outs.iter().any(|(_, w)| w.act_ty != ty) {
+        for (out, w) in outs {
+            project(out, x, width, w, cache, file);
+        }
+        return;
+    }
+    let slot = cache.slot(ty, x, width);
+    let mut jobs = outs.map(|(out, w)| {
+        out.resize(w.rows, 0.0);
+        (&mut out[..], w)
+    });
+    matvec_many(&mut jobs, &cache.slots[slot], file);
 }
 
 impl OwnedQuantizedModel {
@@ -175,9 +207,13 @@ impl OwnedQuantizedModel {
             obs.observe(at, Slot::AttnNorm, &b.xb, d);
 
             b.qx.new_input();
-            project(&mut b.q, &b.xb, d, &lw.wq, &mut b.qx, file);
-            project(&mut b.k, &b.xb, d, &lw.wk, &mut b.qx, file);
-            project(&mut b.v, &b.xb, d, &lw.wv, &mut b.qx, file);
+            project_all(
+                [(&mut b.q, &lw.wq), (&mut b.k, &lw.wk), (&mut b.v, &lw.wv)],
+                &b.xb,
+                d,
+                &mut b.qx,
+                file,
+            );
             for (buf, bias, width) in [
                 (&mut b.q, &lw.bq, d),
                 (&mut b.k, &lw.bk, kv),
@@ -222,8 +258,13 @@ impl OwnedQuantizedModel {
             rmsnorm_rows(&mut b.xb, &b.x, &lw.ffn_norm, cfg.rms_eps);
             obs.observe(at, Slot::FfnNorm, &b.xb, d);
             b.qx.new_input();
-            project(&mut b.gate, &b.xb, d, &lw.ffn_gate, &mut b.qx, file);
-            project(&mut b.up, &b.xb, d, &lw.ffn_up, &mut b.qx, file);
+            project_all(
+                [(&mut b.gate, &lw.ffn_gate), (&mut b.up, &lw.ffn_up)],
+                &b.xb,
+                d,
+                &mut b.qx,
+                file,
+            );
             obs.observe(at, Slot::FfnGate, &b.gate, ff);
             obs.observe(at, Slot::FfnUp, &b.up, ff);
             b.act.resize(n * ff, 0.0);

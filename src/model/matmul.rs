@@ -65,25 +65,9 @@ pub fn matmul(
     debug_assert_eq!(out.len(), n * w.rows);
     let chunk = rows_per_task(w.rows);
     if n == 1 {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
-            let r0 = c * chunk;
-            let mut i = 0;
-            if let Some(rows4) = w.dot_rows4 {
-                while i + 4 <= o.len() {
-                    let ws = [
-                        w.row(file, r0 + i),
-                        w.row(file, r0 + i + 1),
-                        w.row(file, r0 + i + 2),
-                        w.row(file, r0 + i + 3),
-                    ];
-                    o[i..i + 4].copy_from_slice(&rows4(&ws, &x.data));
-                    i += 4;
-                }
-            }
-            for (v, r) in o[i..].iter_mut().zip(r0 + i..) {
-                *v = (w.dot)(w.row(file, r), &x.data);
-            }
-        });
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(c, o)| matvec_rows(o, c * chunk, &x.data, w, file));
         return;
     }
     scratch.resize(n * w.rows, 0.0);
@@ -111,6 +95,40 @@ pub fn matmul(
             out[t * w.rows + r] = v;
         }
     }
+}
+
+/// `o[i] = w[r0 + i] · x` for one token's activations, four rows at a time where the format
+/// has a four-row kernel.
+fn matvec_rows(o: &mut [f32], r0: usize, x: &[u8], w: &QMatrix, file: &[u8]) {
+    let mut i = 0;
+    if let Some(rows4) = w.dot_rows4 {
+        while i + 4 <= o.len() {
+            let ws = [
+                w.row(file, r0 + i),
+                w.row(file, r0 + i + 1),
+                w.row(file, r0 + i + 2),
+                w.row(file, r0 + i + 3),
+            ];
+            o[i..i + 4].copy_from_slice(&rows4(&ws, x));
+            i += 4;
+        }
+    }
+    for (v, r) in o[i..].iter_mut().zip(r0 + i..) {
+        *v = (w.dot)(w.row(file, r), x);
+    }
+}
+
+/// Several matrices applied to one token's activations (all in the same activation format)
+/// in a single parallel region: one fork and join for q, k and v together, or gate and up,
+/// instead of one per matrix.
+pub fn matvec_many(outs: &mut [(&mut [f32], &QMatrix)], x: &QuantizedActs, file: &[u8]) {
+    outs.par_iter_mut().for_each(|(out, w)| {
+        debug_assert_eq!(x.ty, Some(w.act_ty));
+        let chunk = rows_per_task(w.rows);
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(c, o)| matvec_rows(o, c * chunk, &x.data, w, file));
+    });
 }
 
 fn rows_per_task(rows: usize) -> usize {
