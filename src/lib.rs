@@ -1,7 +1,8 @@
 //! pv: falsifiable numerics contracts for transformer inference.
 //!
 //! The modules follow the data path: file formats ([`gguf`]), block formats ([`quant`]),
-//! text to tokens ([`tokenizer`]), the engine ([`model`]), and the command line ([`cli`]).
+//! text to tokens ([`tokenizer`]), the engine ([`model`]), activation traces ([`trace`]),
+//! and the command line ([`cli`]).
 
 pub mod cli;
 pub mod fsutil;
@@ -9,3 +10,4 @@ pub mod gguf;
 pub mod model;
 pub mod quant;
 pub mod tokenizer;
+pub mod trace;

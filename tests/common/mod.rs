@@ -38,3 +38,79 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(root().join("tests/fixtures").join(name))
         .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
+
+use pv::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use pv::quant::synth::{SplitMix, random_row};
+
+pub const D: usize = 256;
+pub const FF: usize = 512;
+pub const VOCAB: usize = 300;
+
+/// A two-layer model of `arch` (llama or qwen2) with weights of format `ty`, built in
+/// memory; `drop_key` leaves out the metadata key ending with it.
+pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> GgufFile {
+    let mut w = GgufWriter::new();
+    let mut meta = vec![
+        (
+            "general.architecture".to_string(),
+            Value::String(arch.into()),
+        ),
+        (format!("{arch}.block_count"), Value::U32(2)),
+        (format!("{arch}.embedding_length"), Value::U32(D as u32)),
+        (format!("{arch}.feed_forward_length"), Value::U32(FF as u32)),
+        (format!("{arch}.attention.head_count"), Value::U32(4)),
+        (format!("{arch}.attention.head_count_kv"), Value::U32(2)),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        ),
+        (format!("{arch}.rope.freq_base"), Value::F32(10000.0)),
+        (format!("{arch}.context_length"), Value::U32(128)),
+        (format!("{arch}.vocab_size"), Value::U32(VOCAB as u32)),
+    ];
+    if let Some(k) = drop_key {
+        meta.retain(|(key, _)| !key.ends_with(k));
+    }
+    for (k, v) in meta {
+        w.meta(&k, v);
+    }
+    let mut rng = SplitMix(9);
+    let mut mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, ty: GgmlType| {
+        let data: Vec<u8> = (0..rows)
+            .flat_map(|_| random_row(ty, cols, 0.05, &mut rng))
+            .collect();
+        w.tensor(name, &[cols as u64, rows as u64], ty, data)
+            .unwrap();
+    };
+    let kv = D / 2;
+    mat(&mut w, "token_embd.weight", D, VOCAB, GgmlType::Q8_0);
+    for l in 0..2 {
+        mat(&mut w, &format!("blk.{l}.attn_q.weight"), D, D, ty);
+        mat(&mut w, &format!("blk.{l}.attn_k.weight"), D, kv, ty);
+        mat(&mut w, &format!("blk.{l}.attn_v.weight"), D, kv, ty);
+        mat(&mut w, &format!("blk.{l}.attn_output.weight"), D, D, ty);
+        mat(&mut w, &format!("blk.{l}.ffn_gate.weight"), D, FF, ty);
+        mat(&mut w, &format!("blk.{l}.ffn_up.weight"), D, FF, ty);
+        mat(&mut w, &format!("blk.{l}.ffn_down.weight"), FF, D, ty);
+        for (name, len) in [("attn_norm.weight", D), ("ffn_norm.weight", D)] {
+            let v: Vec<u8> = (0..len)
+                .flat_map(|i| (1.0f32 + (i % 7) as f32 * 0.01).to_le_bytes())
+                .collect();
+            w.tensor(&format!("blk.{l}.{name}"), &[len as u64], GgmlType::F32, v)
+                .unwrap();
+        }
+        if arch == "qwen2" {
+            for (name, len) in [("attn_q.bias", D), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
+                let v: Vec<u8> = (0..len)
+                    .flat_map(|i| ((i % 5) as f32 * 0.02 - 0.04).to_le_bytes())
+                    .collect();
+                w.tensor(&format!("blk.{l}.{name}"), &[len as u64], GgmlType::F32, v)
+                    .unwrap();
+            }
+        }
+    }
+    let v: Vec<u8> = (0..D).flat_map(|_| 1.0f32.to_le_bytes()).collect();
+    w.tensor("output_norm.weight", &[D as u64], GgmlType::F32, v)
+        .unwrap();
+    GgufFile::from_bytes(w.to_bytes()).unwrap()
+}

@@ -1,0 +1,112 @@
+//! Activation statistics, the trace format, and the traced forward pass: the same forward
+//! as production with an observer that records every capture point.
+
+mod npy;
+mod observer;
+mod parity;
+mod stats;
+mod types;
+
+pub use npy::{npy_bytes, write_npy};
+pub use observer::{CaptureSpec, Captured, TraceObserver};
+pub use parity::{ParityError, check_parity};
+pub use stats::{ActivationStats, Scope, ScopeKind};
+pub use types::{ForwardTrace, LayerTrace, LogitsTrace, STATISTICS, SlotStats, TRACE_FORMAT};
+
+use crate::model::{Logits, ModelError, OwnedQuantizedModel, top_k};
+
+/// The JSON Schema of [`ForwardTrace`], as committed in `schemas/forward-trace.schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(ForwardTrace);
+    serde_json::to_string_pretty(&schema).expect("a schema serialises") + "\n"
+}
+
+/// Options of a traced pass.
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    /// Add one statistics block per token to every slot.
+    pub per_token: bool,
+    /// How many of the last position's largest logits to record.
+    pub top_k: usize,
+    /// Tensors to keep whole.
+    pub capture: Option<CaptureSpec>,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions {
+            per_token: false,
+            top_k: 10,
+            capture: None,
+        }
+    }
+}
+
+/// The result of a traced pass: the trace, the logits (bit-identical to `forward`'s), and
+/// any captured tensors.
+pub struct Traced {
+    /// Statistics of every capture point.
+    pub trace: ForwardTrace,
+    /// Logits of every position.
+    pub logits: Logits,
+    /// Tensors kept whole.
+    pub captured: Vec<Captured>,
+}
+
+/// A forward pass that records a [`ForwardTrace`].
+pub trait TracedForward {
+    /// Traces `tokens` with default options.
+    fn forward_traced(&self, tokens: &[u32]) -> Result<ForwardTrace, ModelError> {
+        self.forward_traced_with(tokens, &TraceOptions::default())
+            .map(|t| t.trace)
+    }
+
+    /// Traces `tokens`.
+    fn forward_traced_with(
+        &self,
+        tokens: &[u32],
+        options: &TraceOptions,
+    ) -> Result<Traced, ModelError>;
+}
+
+impl TracedForward for OwnedQuantizedModel {
+    fn forward_traced_with(
+        &self,
+        tokens: &[u32],
+        options: &TraceOptions,
+    ) -> Result<Traced, ModelError> {
+        let mut obs = TraceObserver::new(
+            self.config.n_layer,
+            options.per_token,
+            options.capture.clone(),
+        );
+        let logits = self.forward_observed(tokens, &mut obs)?;
+        let captured = std::mem::take(&mut obs.captured);
+        let (layers, [embd, final_norm, logit_stats]) = obs
+            .finish()
+            .expect("the forward pass observes every capture point");
+        let trace = ForwardTrace {
+            format: TRACE_FORMAT.into(),
+            engine: "gguf".into(),
+            statistics: STATISTICS.into(),
+            tokens: tokens.to_vec(),
+            embd,
+            layers,
+            final_norm,
+            logits: LogitsTrace {
+                all: logit_stats.all,
+                last: logit_stats.last,
+                per_token: logit_stats.per_token,
+                top_k: top_k(logits.last(), options.top_k)
+                    .into_iter()
+                    .map(|(t, v)| (t as u32, v))
+                    .collect(),
+            },
+        };
+        Ok(Traced {
+            trace,
+            logits,
+            captured,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Whether two traces may be compared at all: the same tokens, layers, slots and scopes.
+//! Comparing statistics computed over different samples is an error, not a number.
+
+use super::stats::ActivationStats;
+use super::types::{ForwardTrace, SlotStats};
+use crate::model::Slot;
+
+/// Why two traces are not comparable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParityError {
+    /// The token sequences differ.
+    #[error("traces cover different tokens ({a} vs {b} ids, or different ids)")]
+    Tokens {
+        /// Token count of the first trace.
+        a: usize,
+        /// Token count of the second trace.
+        b: usize,
+    },
+    /// The layer counts differ.
+    #[error("traces have {a} and {b} layers")]
+    Layers {
+        /// Layers of the first trace.
+        a: usize,
+        /// Layers of the second trace.
+        b: usize,
+    },
+    /// A slot's statistics cover different samples.
+    #[error("{location}: scope {scope} differs ({a} vs {b})")]
+    Scope {
+        /// Where (`layers[3].ffn_inner` or `logits`).
+        location: String,
+        /// Which scope (`all`, `last`, `per_token[i]`).
+        scope: String,
+        /// The first trace's scope.
+        a: String,
+        /// The second trace's scope.
+        b: String,
+    },
+    /// One trace has per-token statistics and the other not.
+    #[error("{location}: per-token statistics present in only one trace")]
+    PerToken {
+        /// Where.
+        location: String,
+    },
+}
+
+fn scope_str(s: &ActivationStats) -> String {
+    let c = &s.scope;
+    format!(
+        "{:?} positions {}..={} x {} = {}",
+        c.kind, c.first_position, c.last_position, c.width, c.elements
+    )
+}
+
+fn check_slot(location: &str, a: &SlotStats, b: &SlotStats) -> Result<(), ParityError> {
+    for (scope, x, y) in [("all", &a.all, &b.all), ("last", &a.last, &b.last)] {
+        if x.scope != y.scope {
+            return Err(ParityError::Scope {
+                location: location.into(),
+                scope: scope.into(),
+                a: scope_str(x),
+                b: scope_str(y),
+            });
+        }
+    }
+    match (&a.per_token, &b.per_token) {
+        (None, None) => Ok(()),
+        (Some(x), Some(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                if p.scope != q.scope {
+                    return Err(ParityError::Scope {
+                        location: location.into(),
+                        scope: format!("per_token[{i}]"),
+                        a: scope_str(p),
+                        b: scope_str(q),
+                    });
+                }
+            }
+            Ok(())
+        }
+        _ => Err(ParityError::PerToken {
+            location: location.into(),
+        }),
+    }
+}
+
+/// Checks that `a` and `b` have the same tokens, layers, slots and scopes, so that their
+/// statistics describe the same samples.
+pub fn check_parity(a: &ForwardTrace, b: &ForwardTrace) -> Result<(), ParityError> {
+    if a.tokens != b.tokens {
+        return Err(ParityError::Tokens {
+            a: a.tokens.len(),
+            b: b.tokens.len(),
+        });
+    }
+    if a.layers.len() != b.layers.len() {
+        return Err(ParityError::Layers {
+            a: a.layers.len(),
+            b: b.layers.len(),
+        });
+    }
+    check_slot("embd", &a.embd, &b.embd)?;
+    for (l, (la, lb)) in a.layers.iter().zip(&b.layers).enumerate() {
+        for slot in Slot::LAYER {
+            let (x, y) = (
+                la.get(slot).expect("layer slot"),
+                lb.get(slot).expect("layer slot"),
+            );
+            check_slot(&format!("layers[{l}].{}", slot.name()), x, y)?;
+        }
+    }
+    check_slot("final_norm", &a.final_norm, &b.final_norm)?;
+    check_slot("logits", &a.logits.stats(), &b.logits.stats())
+}
