@@ -112,3 +112,59 @@ fn json_outputs_on_the_real_model() {
             && v["tg_tokens_per_s"].as_f64().unwrap() > 0.0
     );
 }
+
+#[test]
+fn trace_json_table_and_dump() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let m = path.to_str().unwrap();
+    let (code, out, err) = pv(&["trace", m, "--prompt", "What is 2+2?", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let t: pv::trace::ForwardTrace = serde_json::from_str(&out).unwrap();
+    assert_eq!(t.tokens, [1780, 314, 216, 34, 27, 34, 47]);
+    assert_eq!(t.layers.len(), 30);
+
+    let (code, out, err) = pv(&["trace", m, "--prompt", "What is 2+2?", "--layers", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("3 ")),
+        "{out}"
+    );
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with("4 ")),
+        "{out}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("pv-trace-{}", std::process::id()));
+    let (code, _, err) = pv(&[
+        "trace",
+        m,
+        "--prompt",
+        "What is 2+2?",
+        "--dump",
+        dir.to_str().unwrap(),
+        "--slots",
+        "ffn_inner",
+        "--layers",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let npy = std::fs::read(dir.join("ffn_inner-3.npy")).unwrap();
+    let hlen = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    assert!(
+        std::str::from_utf8(&npy[10..10 + hlen])
+            .unwrap()
+            .contains("(7, 1536)")
+    );
+    assert_eq!(npy.len(), 10 + hlen + 7 * 1536 * 4);
+    std::fs::remove_dir_all(&dir).ok();
+
+    let (code, _, err) = pv(&[
+        "trace", m, "--prompt", "x", "--dump", "/tmp/x", "--slots", "ffn_innr",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ffn_innr"), "{err}");
+    let (code, _, err) = pv(&["trace", m, "--prompt", "x", "--layers", "30"]);
+    assert_eq!(code, 2, "{err}");
+}

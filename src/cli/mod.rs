@@ -5,6 +5,7 @@ mod bench;
 mod inspect;
 mod run;
 mod tokenize;
+mod trace;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     Run(run::Args),
     /// Measure prompt processing and generation speed (tokens/s).
     Bench(bench::Args),
+    /// Trace one forward pass: per-layer activation statistics down to the FFN's sub-steps.
+    Trace(trace::Args),
 }
 
 /// Output format of reporting commands.
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Trace(a) => trace::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

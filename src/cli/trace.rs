@@ -1,0 +1,150 @@
+//! `pv trace MODEL --prompt TEXT`: per-layer activation statistics of one forward pass, as a
+//! table or as the JSON trace; optionally the full tensors of chosen slots as `.npy`.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use super::{CliError, Format, emit, load, print_json};
+use crate::model::{Slot, with_threads};
+use crate::trace::{CaptureSpec, ForwardTrace, TraceOptions, TracedForward, write_npy};
+
+/// Arguments of `pv trace`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "The table shows each slot's population std over all tokens; `!` marks NaN/Inf, \
+`^` a std more than 8x the median of the same slot over all layers.\n\nExamples:\n  \
+pv trace models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'What is 2+2?'\n  \
+pv trace models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'What is 2+2?' --format json > trace.json\n  \
+pv trace models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'What is 2+2?' --dump out --slots ffn_inner,l_out --layers 3,4"
+)]
+pub struct Args {
+    /// The GGUF model to trace.
+    model: PathBuf,
+    /// The prompt; special tokens such as <|im_start|> are parsed whole.
+    #[arg(long, short)]
+    prompt: String,
+    /// Output format: text (a per-layer table) or json (the whole trace, every layer).
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    /// Layers to show in the table and to dump (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<usize>>,
+    /// Add statistics for every token to every slot (JSON).
+    #[arg(long)]
+    per_token: bool,
+    /// Write the full tensors of `--slots` as float32 .npy files ([tokens, width]) into DIR.
+    #[arg(long, value_name = "DIR", requires = "slots")]
+    dump: Option<PathBuf>,
+    /// Slots to dump, e.g. ffn_inner,l_out (names as in the trace).
+    #[arg(long, value_delimiter = ',', requires = "dump")]
+    slots: Option<Vec<String>>,
+    /// Worker threads (0 = all cores).
+    #[arg(long, short = 't', default_value_t = 0)]
+    threads: usize,
+}
+
+/// Runs `pv trace`.
+pub fn run(a: Args) -> Result<(), CliError> {
+    let (model, tok) = load(&a.model)?;
+    let n_layer = model.config.n_layer;
+    if let Some(bad) = a.layers.iter().flatten().find(|&&l| l >= n_layer) {
+        return Err(CliError::input(format!(
+            "--layers {bad}: the model has layers 0..{}",
+            n_layer - 1
+        )));
+    }
+    let slots = a
+        .slots
+        .iter()
+        .flatten()
+        .map(|s| {
+            Slot::from_name(s)
+                .ok_or_else(|| CliError::input(format!("--slots: unknown slot {s:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokens = tok.encode(&a.prompt)?;
+    let options = TraceOptions {
+        per_token: a.per_token,
+        top_k: 10,
+        capture: a.dump.as_ref().map(|_| CaptureSpec {
+            slots,
+            layers: a.layers.clone(),
+        }),
+    };
+    let traced = with_threads(a.threads, || model.forward_traced_with(&tokens, &options))?;
+    if let Some(dir) = &a.dump {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::input(format!("{}: {e}", dir.display())))?;
+        for c in &traced.captured {
+            let name = match c.layer {
+                Some(l) => format!("{}-{l}.npy", c.slot.name()),
+                None => format!("{}.npy", c.slot.name()),
+            };
+            let path = dir.join(name);
+            write_npy(&path, &c.data, c.data.len() / c.width, c.width)
+                .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
+        }
+        eprintln!(
+            "wrote {} tensors to {}",
+            traced.captured.len(),
+            dir.display()
+        );
+    }
+    match a.format {
+        Format::Json => print_json(
+            &serde_json::to_value(&traced.trace).map_err(|e| CliError::other(e.to_string()))?,
+        ),
+        Format::Text => emit(&table(&traced.trace, a.layers.as_deref())),
+    }
+}
+
+/// The per-layer std table, with NaN/Inf and outliers flagged.
+fn table(t: &ForwardTrace, layers: Option<&[usize]>) -> String {
+    let median = |slot: Slot| {
+        let mut v: Vec<f64> = t
+            .layers
+            .iter()
+            .map(|l| l.get(slot).expect("layer slot").all.std)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = Slot::LAYER.iter().map(|&s| median(s)).collect();
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} tokens; std over all tokens (scope `all`), population, f64",
+        t.tokens.len()
+    );
+    let _ = write!(o, "{:>5}", "layer");
+    for s in Slot::LAYER {
+        let _ = write!(o, " {:>10}", s.name());
+    }
+    o.push('\n');
+    for (l, layer) in t.layers.iter().enumerate() {
+        if layers.is_some_and(|ls| !ls.contains(&l)) {
+            continue;
+        }
+        let _ = write!(o, "{l:>5}");
+        for (i, s) in Slot::LAYER.iter().enumerate() {
+            let st = &layer.get(*s).expect("layer slot").all;
+            let flag = if st.nan + st.inf > 0 {
+                "!"
+            } else if medians[i] > 0.0 && st.std > 8.0 * medians[i] {
+                "^"
+            } else {
+                " "
+            };
+            let _ = write!(o, " {:>9.4}{flag}", st.std);
+        }
+        o.push('\n');
+    }
+    let _ = writeln!(
+        o,
+        "final_norm std {:.4}; logits std {:.4}; top-10 {:?}",
+        t.final_norm.all.std,
+        t.logits.all.std,
+        t.logits.top_k.iter().map(|&(id, _)| id).collect::<Vec<_>>()
+    );
+    o
+}
