@@ -91,40 +91,122 @@ fn token_id(f: &GgufFile, key: &str, vocab: usize) -> Result<Option<u32>, GgufEr
     }
 }
 
+/// Everything needed to rebuild a model's tokenizer, as stored in GGUF metadata
+/// (`tokenizer.ggml.*`) or in an APR file's JSON metadata, checked on construction.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerSpec {
+    /// `tokenizer.ggml.model` (only `gpt2`, byte-level BPE, is supported).
+    pub model: String,
+    /// `tokenizer.ggml.pre`: the pre-tokenizer split.
+    pub pre: String,
+    /// The vocabulary in id order.
+    pub tokens: Vec<String>,
+    /// Merges as `"a b"`, highest priority first.
+    pub merges: Vec<String>,
+    /// GGUF token types per id (1 normal, 3 control, 4 user-defined, ...).
+    pub token_types: Vec<i32>,
+    /// BOS id.
+    pub bos: Option<u32>,
+    /// EOS, EOT and EOM ids, as given.
+    pub eos: Option<u32>,
+    /// End-of-turn id.
+    pub eot: Option<u32>,
+    /// End-of-message id.
+    pub eom: Option<u32>,
+    /// Whether BOS is prepended.
+    pub add_bos: bool,
+}
+
+impl TokenizerSpec {
+    /// Reads the tokenizer description from GGUF metadata, checking types and ids.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self, GgufError> {
+        let tokens: Vec<String> = strings(f, "tokenizer.ggml.tokens")?
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let n = tokens.len();
+        let token_types = match f.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1) as i32).collect(),
+            None => vec![1; n],
+        };
+        Ok(TokenizerSpec {
+            model: f.get_str("tokenizer.ggml.model")?.to_string(),
+            pre: f
+                .get("tokenizer.ggml.pre")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_string(),
+            merges: strings(f, "tokenizer.ggml.merges")?
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            token_types,
+            bos: token_id(f, "tokenizer.ggml.bos_token_id", n)?,
+            eos: token_id(f, "tokenizer.ggml.eos_token_id", n)?,
+            eot: token_id(f, "tokenizer.ggml.eot_token_id", n)?,
+            eom: token_id(f, "tokenizer.ggml.eom_token_id", n)?,
+            add_bos: f
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            tokens,
+        })
+    }
+}
+
 impl Tokenizer {
     /// Builds the tokenizer a GGUF file describes.
     pub fn from_gguf(f: &GgufFile) -> Result<Self, TokenizerError> {
-        let model = f.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
+        Self::from_spec(&TokenizerSpec::from_gguf(f)?)
+    }
+
+    /// Builds a tokenizer from its description.
+    pub fn from_spec(spec: &TokenizerSpec) -> Result<Self, TokenizerError> {
+        if spec.model != "gpt2" {
             return Err(TokenizerError::Unsupported(format!(
-                "tokenizer.ggml.model {model:?} (only \"gpt2\" byte-level BPE is supported)"
+                "tokenizer.ggml.model {:?} (only \"gpt2\" byte-level BPE is supported)",
+                spec.model
             )));
         }
-        let tokens = strings(f, "tokenizer.ggml.tokens")?;
-        let merges_raw = strings(f, "tokenizer.ggml.merges")?;
-        let mut merges = Vec::with_capacity(merges_raw.len());
-        for (i, m) in merges_raw.iter().enumerate() {
+        let n = spec.tokens.len();
+        for (name, id) in [
+            ("bos", spec.bos),
+            ("eos", spec.eos),
+            ("eot", spec.eot),
+            ("eom", spec.eom),
+        ] {
+            if id.is_some_and(|id| id as usize >= n) {
+                return Err(TokenizerError::Unsupported(format!(
+                    "{name} token id {id:?} is not below the vocabulary size {n}"
+                )));
+            }
+        }
+        if spec.token_types.len() != n {
+            return Err(TokenizerError::Unsupported(format!(
+                "{} token types for {n} tokens",
+                spec.token_types.len()
+            )));
+        }
+        let mut merges = Vec::with_capacity(spec.merges.len());
+        for (i, m) in spec.merges.iter().enumerate() {
             let (a, b) = m.split_once(' ').ok_or_else(|| GgufError::Metadata {
                 key: "tokenizer.ggml.merges".into(),
                 reason: format!("element {i} {m:?} is not two tokens separated by a space"),
             })?;
             merges.push((a.to_string(), b.to_string()));
         }
-        let vocab: Vocab = tokens
+        let vocab: Vocab = spec
+            .tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.to_string(), i as u32))
+            .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
             .map_err(|e| TokenizerError::Library(e.to_string()))?;
 
-        let pre = f
-            .get("tokenizer.ggml.pre")
-            .and_then(Value::as_str)
-            .unwrap_or("default")
-            .to_string();
         let split = |re: &str| -> Result<PreTokenizerWrapper, TokenizerError> {
             let pattern = SplitPattern::Regex(re.to_string());
             Ok(Split::new(pattern, SplitDelimiterBehavior::Isolated, false)
@@ -133,7 +215,7 @@ impl Tokenizer {
         };
         let byte_level =
             |regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, false, regex));
-        let pre_tok: PreTokenizerWrapper = match pre.as_str() {
+        let pre_tok: PreTokenizerWrapper = match spec.pre.as_str() {
             "gpt2" | "default" => byte_level(true),
             "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into(),
             "qwen2" => Sequence::new(vec![split(QWEN2_SPLIT)?, byte_level(false)]).into(),
@@ -150,53 +232,37 @@ impl Tokenizer {
         let mut inner = HfTokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(pre_tok));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
-
-        let types: Vec<i64> = match f.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
-            Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
-            None => vec![1; tokens.len()],
-        };
-        let special: Vec<AddedToken> = tokens
+        let special: Vec<AddedToken> = spec
+            .tokens
             .iter()
-            .zip(&types)
-            .filter(|&(_, &t)| t == TOKEN_CONTROL || t == TOKEN_USER_DEFINED)
-            .map(|(tok, _)| AddedToken::from(tok.to_string(), true).normalized(false))
+            .zip(&spec.token_types)
+            .filter(|&(_, &t)| t as i64 == TOKEN_CONTROL || t as i64 == TOKEN_USER_DEFINED)
+            .map(|(tok, _)| AddedToken::from(tok.clone(), true).normalized(false))
             .collect();
         inner.add_special_tokens(&special);
 
-        let n = tokens.len();
-        let bos = token_id(f, "tokenizer.ggml.bos_token_id", n)?;
-        let add_bos = f
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let mut end_tokens = Vec::new();
-        for key in [
-            "tokenizer.ggml.eos_token_id",
-            "tokenizer.ggml.eot_token_id",
-            "tokenizer.ggml.eom_token_id",
-        ] {
-            end_tokens.extend(token_id(f, key, n)?);
-        }
-        for (i, (tok, &t)) in tokens.iter().zip(&types).enumerate() {
-            if t == TOKEN_CONTROL && END_TEXTS.contains(tok) {
+        let mut end_tokens: Vec<u32> = [spec.eos, spec.eot, spec.eom]
+            .into_iter()
+            .flatten()
+            .collect();
+        for (i, (tok, &t)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
+            if t as i64 == TOKEN_CONTROL && END_TEXTS.contains(&tok.as_str()) {
                 end_tokens.push(i as u32);
             }
         }
         end_tokens.sort_unstable();
         end_tokens.dedup();
-        if add_bos && bos.is_none() {
-            return Err(GgufError::Metadata {
-                key: "tokenizer.ggml.bos_token_id".into(),
-                reason: "add_bos_token is true but no BOS id is given".into(),
-            }
-            .into());
+        if spec.add_bos && spec.bos.is_none() {
+            return Err(TokenizerError::Unsupported(
+                "add_bos_token is true but no BOS id is given".into(),
+            ));
         }
         Ok(Tokenizer {
             inner,
-            bos,
-            add_bos,
+            bos: spec.bos,
+            add_bos: spec.add_bos,
             end_tokens,
-            pre,
+            pre: spec.pre.clone(),
         })
     }
 
