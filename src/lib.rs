@@ -4,6 +4,7 @@
 //! text to tokens ([`tokenizer`]), the engine ([`model`]), activation traces ([`trace`]),
 //! and the command line ([`cli`]).
 
+pub mod apr;
 pub mod cli;
 pub mod fsutil;
 pub mod gguf;

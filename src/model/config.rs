@@ -5,7 +5,7 @@
 use crate::gguf::{GgufError, GgufFile};
 
 /// Supported architectures (`general.architecture`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// Llama 2/3, TinyLlama, SmolLM2: no attention biases, RoPE on adjacent pairs.
@@ -33,7 +33,7 @@ impl Arch {
 }
 
 /// Which dimensions of a head RoPE rotates together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RopeStyle {
     /// `(x[2i], x[2i+1])` (llama.cpp `LLAMA_ROPE_TYPE_NORM`).
@@ -43,7 +43,8 @@ pub enum RopeStyle {
 }
 
 /// Typed hyper-parameters of a model.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Architecture.
     pub arch: Arch,
