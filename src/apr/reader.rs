@@ -117,7 +117,7 @@ impl AprFile {
                 ),
             ));
         }
-        if index_off > data_off || data_off > len || data_off % ALIGN as u64 != 0 {
+        if index_off > data_off || data_off > len || !data_off.is_multiple_of(ALIGN as u64) {
             return Err(m(
                 "data_offset",
                 32,
@@ -218,7 +218,9 @@ impl AprFile {
                     format!("{size} bytes, but {dtype} with dims {dims:?} takes {expected:?}"),
                 ));
             }
-            if offset % ALIGN as u64 != 0 || offset.checked_add(size).is_none_or(|e| e > data_len) {
+            if !offset.is_multiple_of(ALIGN as u64)
+                || offset.checked_add(size).is_none_or(|e| e > data_len)
+            {
                 return Err(m(
                     field("offset"),
                     at,

@@ -32,7 +32,7 @@ impl AprWriter {
         let n: u64 = dims.iter().product();
         let expected = dtype
             .row_bytes(n as usize)
-            .filter(|_| row % dtype.block_size() == 0);
+            .filter(|_| row.is_multiple_of(dtype.block_size()));
         if expected != Some(data.len())
             || dims.is_empty()
             || dims.len() > 4
