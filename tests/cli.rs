@@ -168,3 +168,41 @@ fn trace_json_table_and_dump() {
     let (code, _, err) = pv(&["trace", m, "--prompt", "x", "--layers", "30"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn convert_then_trace_the_apr_file() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("pv-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let apr = dir.join("smollm2-keep.apr");
+    let (code, _, err) = pv(&[
+        "convert",
+        path.to_str().unwrap(),
+        "-o",
+        apr.to_str().unwrap(),
+        "--dtype",
+        "keep",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = pv(&[
+        "trace",
+        apr.to_str().unwrap(),
+        "--prompt",
+        "What is 2+2?",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let t: pv::trace::ForwardTrace = serde_json::from_str(&out).unwrap();
+    assert_eq!((t.engine.as_str(), t.layers.len()), ("apr", 30));
+    // A corrupted APR file is an input error naming the field.
+    let mut bytes = std::fs::read(&apr).unwrap();
+    bytes[41] ^= 0xff;
+    std::fs::write(&apr, bytes).unwrap();
+    let (code, _, err) = pv(&["trace", apr.to_str().unwrap(), "--prompt", "x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("crc32"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

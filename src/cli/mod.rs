@@ -2,6 +2,7 @@
 //! library, print text or JSON.
 
 mod bench;
+mod convert;
 mod inspect;
 mod run;
 mod tokenize;
@@ -34,6 +35,8 @@ enum Command {
     Run(run::Args),
     /// Measure prompt processing and generation speed (tokens/s).
     Bench(bench::Args),
+    /// Convert a GGUF model to the APR reference format (f32 by default).
+    Convert(convert::Args),
     /// Trace one forward pass: per-layer activation statistics down to the FFN's sub-steps.
     Trace(trace::Args),
 }
@@ -132,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Trace(a) => trace::run(a),
+        Command::Convert(a) => convert::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,9 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use super::{CliError, Format, emit, load, print_json};
-use crate::model::{Slot, with_threads};
+use crate::apr::AprFile;
+use crate::model::{AprTransformer, Slot, with_threads};
+use crate::tokenizer::Tokenizer;
 use crate::trace::{CaptureSpec, ForwardTrace, TraceOptions, TracedForward, write_npy};
 
 /// Arguments of `pv trace`.
@@ -18,7 +20,7 @@ pv trace models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'What is 2+2?' --format
 pv trace models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'What is 2+2?' --dump out --slots ffn_inner,l_out --layers 3,4"
 )]
 pub struct Args {
-    /// The GGUF model to trace.
+    /// The model to trace: GGUF (pv's quantized engine) or APR (the f32 reference engine).
     model: PathBuf,
     /// The prompt; special tokens such as <|im_start|> are parsed whole.
     #[arg(long, short)]
@@ -45,8 +47,23 @@ pub struct Args {
 
 /// Runs `pv trace`.
 pub fn run(a: Args) -> Result<(), CliError> {
-    let (model, tok) = load(&a.model)?;
-    let n_layer = model.config.n_layer;
+    let apr = std::fs::File::open(&a.model)
+        .and_then(|mut f| {
+            let mut magic = [0u8; 4];
+            std::io::Read::read_exact(&mut f, &mut magic).map(|()| &magic == crate::apr::APR_MAGIC)
+        })
+        .unwrap_or(false);
+    let (model, tok, n_layer): (Box<dyn TracedForward + Sync>, Tokenizer, usize) = if apr {
+        let file = AprFile::open(&a.model).map_err(|e| CliError::input(e.to_string()))?;
+        let m = AprTransformer::load(&file)?;
+        let tok = Tokenizer::from_spec(&m.tokenizer)?;
+        let n = m.config.n_layer;
+        (Box::new(m), tok, n)
+    } else {
+        let (m, tok) = load(&a.model)?;
+        let n = m.config.n_layer;
+        (Box::new(m), tok, n)
+    };
     if let Some(bad) = a.layers.iter().flatten().find(|&&l| l >= n_layer) {
         return Err(CliError::input(format!(
             "--layers {bad}: the model has layers 0..{}",

@@ -1,8 +1,10 @@
 //! The embedded GGUF transformer engine: typed config, zero-copy quantized weights, one
 //! forward pass per architecture family with an observer seam, and greedy generation.
 
+mod apr_reference;
 mod attention;
 mod config;
+mod convert;
 mod forward;
 pub mod ggml_math;
 pub mod kernels;
@@ -12,7 +14,9 @@ mod weights;
 
 use std::path::Path;
 
+pub use apr_reference::AprTransformer;
 pub use config::{Arch, ModelConfig, RopeStyle};
+pub use convert::{AprDtype, gguf_to_apr};
 pub use forward::{KvCache, LogitsFor};
 pub use ggml_math::Flavor;
 pub use matmul::{QuantizedActs, matmul};
@@ -44,6 +48,9 @@ pub enum ModelError {
         /// The limit.
         max: usize,
     },
+    /// An APR file is malformed or lacks what the model needs.
+    #[error(transparent)]
+    Apr(#[from] crate::apr::AprError),
     /// A forward pass was asked for no tokens.
     #[error("no tokens to evaluate")]
     EmptyInput,

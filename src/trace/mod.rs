@@ -13,7 +13,7 @@ pub use parity::{ParityError, check_parity};
 pub use stats::{ActivationStats, Scope, ScopeKind};
 pub use types::{ForwardTrace, LayerTrace, LogitsTrace, STATISTICS, SlotStats, TRACE_FORMAT};
 
-use crate::model::{Logits, ModelError, OwnedQuantizedModel, top_k};
+use crate::model::{AprTransformer, Logits, ModelError, OwnedQuantizedModel, top_k};
 
 /// The JSON Schema of [`ForwardTrace`], as committed in `schemas/forward-trace.schema.json`.
 pub fn schema_json() -> String {
@@ -69,44 +69,65 @@ pub trait TracedForward {
     ) -> Result<Traced, ModelError>;
 }
 
+/// Runs one observed pass and assembles its trace.
+fn trace_with(
+    n_layer: usize,
+    engine: &str,
+    tokens: &[u32],
+    options: &TraceOptions,
+    run: impl FnOnce(&mut TraceObserver) -> Result<Logits, ModelError>,
+) -> Result<Traced, ModelError> {
+    let mut obs = TraceObserver::new(n_layer, options.per_token, options.capture.clone());
+    let logits = run(&mut obs)?;
+    let captured = std::mem::take(&mut obs.captured);
+    let (layers, [embd, final_norm, logit_stats]) = obs
+        .finish()
+        .expect("the forward pass observes every capture point");
+    let trace = ForwardTrace {
+        format: TRACE_FORMAT.into(),
+        engine: engine.into(),
+        statistics: STATISTICS.into(),
+        tokens: tokens.to_vec(),
+        embd,
+        layers,
+        final_norm,
+        logits: LogitsTrace {
+            all: logit_stats.all,
+            last: logit_stats.last,
+            per_token: logit_stats.per_token,
+            top_k: top_k(logits.last(), options.top_k)
+                .into_iter()
+                .map(|(t, v)| (t as u32, v))
+                .collect(),
+        },
+    };
+    Ok(Traced {
+        trace,
+        logits,
+        captured,
+    })
+}
+
 impl TracedForward for OwnedQuantizedModel {
     fn forward_traced_with(
         &self,
         tokens: &[u32],
         options: &TraceOptions,
     ) -> Result<Traced, ModelError> {
-        let mut obs = TraceObserver::new(
-            self.config.n_layer,
-            options.per_token,
-            options.capture.clone(),
-        );
-        let logits = self.forward_observed(tokens, &mut obs)?;
-        let captured = std::mem::take(&mut obs.captured);
-        let (layers, [embd, final_norm, logit_stats]) = obs
-            .finish()
-            .expect("the forward pass observes every capture point");
-        let trace = ForwardTrace {
-            format: TRACE_FORMAT.into(),
-            engine: "gguf".into(),
-            statistics: STATISTICS.into(),
-            tokens: tokens.to_vec(),
-            embd,
-            layers,
-            final_norm,
-            logits: LogitsTrace {
-                all: logit_stats.all,
-                last: logit_stats.last,
-                per_token: logit_stats.per_token,
-                top_k: top_k(logits.last(), options.top_k)
-                    .into_iter()
-                    .map(|(t, v)| (t as u32, v))
-                    .collect(),
-            },
-        };
-        Ok(Traced {
-            trace,
-            logits,
-            captured,
+        trace_with(self.config.n_layer, "gguf", tokens, options, |obs| {
+            self.forward_observed(tokens, obs)
+        })
+    }
+}
+
+impl TracedForward for AprTransformer {
+    fn forward_traced_with(
+        &self,
+        tokens: &[u32],
+        options: &TraceOptions,
+    ) -> Result<Traced, ModelError> {
+        trace_with(self.config.n_layer, "apr", tokens, options, |obs| {
+            self.forward_observed(tokens, obs)
         })
     }
 }

@@ -68,6 +68,18 @@ pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> Gguf
         (format!("{arch}.context_length"), Value::U32(128)),
         (format!("{arch}.vocab_size"), Value::U32(VOCAB as u32)),
     ];
+    // A minimal byte-level vocabulary so the model is complete (and converts to APR).
+    let tokens: Vec<Value> = (0..VOCAB).map(|i| Value::String(format!("t{i}"))).collect();
+    meta.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
+    meta.push(("tokenizer.ggml.pre".into(), Value::String("gpt2".into())));
+    meta.push((
+        "tokenizer.ggml.tokens".into(),
+        Value::Array(pv::gguf::ValueType::String, tokens),
+    ));
+    meta.push((
+        "tokenizer.ggml.merges".into(),
+        Value::Array(pv::gguf::ValueType::String, vec![]),
+    ));
     if let Some(k) = drop_key {
         meta.retain(|(key, _)| !key.ends_with(k));
     }

@@ -1,0 +1,123 @@
+//! The APR reference engine against the GGUF engine: the same model through independent
+//! code (plain f32, no quantized kernels) must tell the same story.
+
+mod common;
+
+use pv::apr::AprFile;
+use pv::gguf::GgmlType;
+use pv::model::{AprDtype, AprTransformer, OwnedQuantizedModel, Slot, argmax, gguf_to_apr};
+use pv::tokenizer::Tokenizer;
+use pv::trace::{TracedForward, check_parity};
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum();
+    dot / (na.sqrt() * nb.sqrt())
+}
+
+#[test]
+fn synthetic_models_agree_across_engines_for_both_architectures() {
+    for arch in ["llama", "qwen2"] {
+        for (ty, dtype) in [
+            (GgmlType::Q8_0, AprDtype::F32),
+            (GgmlType::F16, AprDtype::F16),
+            (GgmlType::Q4_K, AprDtype::Keep),
+        ] {
+            let gguf =
+                OwnedQuantizedModel::from_mapped(common::synthetic_model(arch, ty, None)).unwrap();
+            let apr_bytes = gguf_to_apr(gguf.file(), dtype).unwrap().to_bytes();
+            let apr = AprTransformer::load(&AprFile::from_bytes(apr_bytes).unwrap()).unwrap();
+            assert_eq!(apr.config, gguf.config);
+            let tokens = [5u32, 77, 3, 140, 2, 9];
+            let (a, b) = (
+                gguf.forward(&tokens).unwrap(),
+                apr.forward(&tokens).unwrap(),
+            );
+            for t in 0..tokens.len() {
+                let c = cosine(a.row(t), b.row(t));
+                assert!(c > 0.999, "{arch} {ty} {dtype:?}: position {t} cosine {c}");
+            }
+            let (ta, tb) = (
+                gguf.forward_traced(&tokens).unwrap(),
+                apr.forward_traced(&tokens).unwrap(),
+            );
+            check_parity(&ta, &tb).unwrap();
+            assert_eq!((ta.engine.as_str(), tb.engine.as_str()), ("gguf", "apr"));
+        }
+    }
+}
+
+#[test]
+fn smollm2_apr_reference_matches_the_gguf_engine() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let gguf = OwnedQuantizedModel::open(&path).unwrap();
+    let dir = std::env::temp_dir().join(format!("pv-apr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let apr_path = dir.join("smollm2.apr");
+    gguf_to_apr(gguf.file(), AprDtype::F32)
+        .unwrap()
+        .write(&apr_path)
+        .unwrap();
+    let apr = AprTransformer::load(&AprFile::open(&apr_path).unwrap()).unwrap();
+    let tok = Tokenizer::from_spec(&apr.tokenizer).unwrap();
+    assert_eq!(
+        tok.encode("What is 2+2?").unwrap(),
+        Tokenizer::from_gguf(gguf.file())
+            .unwrap()
+            .encode("What is 2+2?")
+            .unwrap()
+    );
+
+    // Every layer's ffn_inner std (scope all) within 2%; report the worst deviation per slot.
+    let tokens = tok.encode("What is 2+2?").unwrap();
+    let (ta, tb) = (
+        gguf.forward_traced(&tokens).unwrap(),
+        apr.forward_traced(&tokens).unwrap(),
+    );
+    check_parity(&ta, &tb).unwrap();
+    for slot in Slot::LAYER {
+        let worst = ta
+            .layers
+            .iter()
+            .zip(&tb.layers)
+            .map(|(la, lb)| {
+                (lb.get(slot).unwrap().all.std / la.get(slot).unwrap().all.std - 1.0).abs()
+            })
+            .fold(0f64, f64::max);
+        eprintln!(
+            "{:>10}: max |std(apr)/std(gguf) - 1| over layers = {:.4}",
+            slot.name(),
+            worst
+        );
+        if slot == Slot::FfnInner {
+            assert!(worst < 0.02, "ffn_inner std deviates by {worst}");
+        }
+    }
+
+    // Greedy continuation of the chat prompt: the APR engine recomputes the whole sequence
+    // at every step (no KV cache), and must pick the GGUF engine's tokens.
+    let chat = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n";
+    let prompt = tok.encode(chat).unwrap();
+    let want = gguf.generate_greedy(&prompt, 16, tok.end_tokens()).unwrap();
+    let mut seq = prompt.clone();
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let next = argmax(apr.forward(&seq).unwrap().last()) as u32;
+        got.push(next);
+        seq.push(next);
+        if tok.end_tokens().contains(&next) {
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        want,
+        "APR {:?} vs GGUF {:?}",
+        tok.decode(&got),
+        tok.decode(&want)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
