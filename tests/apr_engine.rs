@@ -121,3 +121,54 @@ fn smollm2_apr_reference_matches_the_gguf_engine() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn diff_compares_every_slot_and_names_the_first_divergence() {
+    use pv::trace::{Tolerance, TraceOptions, capture_all, diff};
+    let gguf =
+        OwnedQuantizedModel::from_mapped(common::synthetic_model("llama", GgmlType::Q8_0, None))
+            .unwrap();
+    let apr = AprTransformer::load(
+        &AprFile::from_bytes(gguf_to_apr(gguf.file(), AprDtype::F32).unwrap().to_bytes()).unwrap(),
+    )
+    .unwrap();
+    let tokens = [4u32, 8, 15, 16, 23, 42];
+    let opts = TraceOptions {
+        capture: Some(capture_all()),
+        ..Default::default()
+    };
+    let a = gguf.forward_traced_with(&tokens, &opts).unwrap();
+    let b = apr.forward_traced_with(&tokens, &opts).unwrap();
+    let same = diff(&a, &a, Tolerance::default()).unwrap();
+    assert_eq!(same.slots.len(), 2 * 13 + 3);
+    assert!(
+        same.slots
+            .iter()
+            .all(|s| s.cosine > 1.0 - 1e-12 && s.max_abs_diff == 0.0 && s.nmse == 0.0)
+    );
+    assert_eq!(same.first_divergent, None);
+    assert!(same.logits.kl.iter().all(|&k| k.abs() < 1e-12));
+    let cross = diff(&a, &b, Tolerance::default()).unwrap();
+    assert_eq!(cross.engines, ("gguf".to_string(), "apr".to_string()));
+    assert_eq!(
+        cross.first_divergent,
+        None,
+        "{:?}",
+        cross.slots.iter().map(|s| s.cosine).collect::<Vec<_>>()
+    );
+    // An impossible tolerance names the very first slot whose tensors differ at all.
+    let strict = diff(
+        &a,
+        &b,
+        Tolerance {
+            max_std_deviation: 0.0,
+            min_cosine: 1.0,
+        },
+    )
+    .unwrap();
+    let first = &strict.slots[strict.first_divergent.unwrap()];
+    assert!(first.cosine < 1.0 || (first.std_ratio_all - 1.0).abs() > 0.0);
+    // Traces over different tokens are refused.
+    let other = apr.forward_traced_with(&tokens[..5], &opts).unwrap();
+    assert!(diff(&a, &other, Tolerance::default()).is_err());
+}

@@ -3,6 +3,7 @@
 
 mod bench;
 mod convert;
+mod diff;
 mod inspect;
 mod run;
 mod tokenize;
@@ -13,8 +14,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::model::{ModelError, OwnedQuantizedModel};
+use crate::apr::AprFile;
+use crate::model::{AprTransformer, ModelError, OwnedQuantizedModel};
 use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::trace::TracedForward;
 
 /// pv makes claims about a transformer's numerics falsifiable: it runs a real model through
 /// its own GGUF engine, checks contracts against what it measures, and keeps signed evidence.
@@ -35,6 +38,8 @@ enum Command {
     Run(run::Args),
     /// Measure prompt processing and generation speed (tokens/s).
     Bench(bench::Args),
+    /// Compare two models (GGUF or APR) slot by slot on the same tokens.
+    Diff(diff::Args),
     /// Convert a GGUF model to the APR reference format (f32 by default).
     Convert(convert::Args),
     /// Trace one forward pass: per-layer activation statistics down to the FFN's sub-steps.
@@ -101,6 +106,30 @@ fn load(path: &Path) -> Result<(OwnedQuantizedModel, Tokenizer), CliError> {
     Ok((model, tok))
 }
 
+/// A model either engine can trace, its tokenizer and layer count: APR files (by magic)
+/// load into the f32 reference engine, anything else into the GGUF engine.
+type Traceable = (Box<dyn TracedForward + Sync>, Tokenizer, usize);
+
+fn load_traceable(path: &Path) -> Result<Traceable, CliError> {
+    let is_apr = std::fs::File::open(path)
+        .and_then(|mut f| {
+            let mut magic = [0u8; 4];
+            std::io::Read::read_exact(&mut f, &mut magic).map(|()| &magic == crate::apr::APR_MAGIC)
+        })
+        .unwrap_or(false);
+    if is_apr {
+        let file = AprFile::open(path).map_err(|e| CliError::input(e.to_string()))?;
+        let m = AprTransformer::load(&file)?;
+        let tok = Tokenizer::from_spec(&m.tokenizer)?;
+        let n = m.config.n_layer;
+        Ok((Box::new(m), tok, n))
+    } else {
+        let (m, tok) = load(path)?;
+        let n = m.config.n_layer;
+        Ok((Box::new(m), tok, n))
+    }
+}
+
 fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
     let s = serde_json::to_string_pretty(v).map_err(|e| CliError::other(e.to_string()))?;
     emit(&(s + "\n"))
@@ -136,6 +165,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Trace(a) => trace::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Diff(a) => diff::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,11 +4,9 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use super::{CliError, Format, emit, load, print_json};
-use crate::apr::AprFile;
-use crate::model::{AprTransformer, Slot, with_threads};
-use crate::tokenizer::Tokenizer;
-use crate::trace::{CaptureSpec, ForwardTrace, TraceOptions, TracedForward, write_npy};
+use super::{CliError, Format, emit, load_traceable, print_json};
+use crate::model::{Slot, with_threads};
+use crate::trace::{CaptureSpec, ForwardTrace, TraceOptions, write_npy};
 
 /// Arguments of `pv trace`.
 #[derive(clap::Args)]
@@ -47,23 +45,7 @@ pub struct Args {
 
 /// Runs `pv trace`.
 pub fn run(a: Args) -> Result<(), CliError> {
-    let apr = std::fs::File::open(&a.model)
-        .and_then(|mut f| {
-            let mut magic = [0u8; 4];
-            std::io::Read::read_exact(&mut f, &mut magic).map(|()| &magic == crate::apr::APR_MAGIC)
-        })
-        .unwrap_or(false);
-    let (model, tok, n_layer): (Box<dyn TracedForward + Sync>, Tokenizer, usize) = if apr {
-        let file = AprFile::open(&a.model).map_err(|e| CliError::input(e.to_string()))?;
-        let m = AprTransformer::load(&file)?;
-        let tok = Tokenizer::from_spec(&m.tokenizer)?;
-        let n = m.config.n_layer;
-        (Box::new(m), tok, n)
-    } else {
-        let (m, tok) = load(&a.model)?;
-        let n = m.config.n_layer;
-        (Box::new(m), tok, n)
-    };
+    let (model, tok, n_layer) = load_traceable(&a.model)?;
     if let Some(bad) = a.layers.iter().flatten().find(|&&l| l >= n_layer) {
         return Err(CliError::input(format!(
             "--layers {bad}: the model has layers 0..{}",

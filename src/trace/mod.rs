@@ -1,24 +1,36 @@
 //! Activation statistics, the trace format, and the traced forward pass: the same forward
 //! as production with an observer that records every capture point.
 
+mod diff;
 mod npy;
 mod observer;
 mod parity;
 mod stats;
 mod types;
 
+pub use diff::{LogitsDiff, SlotDiff, Tolerance, TraceDiff, diff};
 pub use npy::{npy_bytes, write_npy};
 pub use observer::{CaptureSpec, Captured, TraceObserver};
 pub use parity::{ParityError, check_parity};
 pub use stats::{ActivationStats, Scope, ScopeKind};
 pub use types::{ForwardTrace, LayerTrace, LogitsTrace, STATISTICS, SlotStats, TRACE_FORMAT};
 
-use crate::model::{AprTransformer, Logits, ModelError, OwnedQuantizedModel, top_k};
+use crate::model::{AprTransformer, Logits, ModelError, OwnedQuantizedModel, Slot, top_k};
 
 /// The JSON Schema of [`ForwardTrace`], as committed in `schemas/forward-trace.schema.json`.
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(ForwardTrace);
     serde_json::to_string_pretty(&schema).expect("a schema serialises") + "\n"
+}
+
+/// Capture every slot of every layer (for [`diff`]).
+pub fn capture_all() -> CaptureSpec {
+    let mut slots = Slot::LAYER.to_vec();
+    slots.extend([Slot::Embd, Slot::FinalNorm, Slot::Logits]);
+    CaptureSpec {
+        slots,
+        layers: None,
+    }
 }
 
 /// Options of a traced pass.
