@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{CliError, Format, emit, print_json};
 use crate::model::{LogitsFor, NoopObserver, OwnedQuantizedModel, with_threads};
 use crate::quant::{Kernel, synth::SplitMix};
+use crate::trace::{TraceOptions, TracedForward};
 
 /// Arguments of `pv bench`.
 #[derive(clap::Args)]
@@ -30,6 +31,10 @@ pub struct Args {
     /// Timed repetitions of each test (after one warm-up).
     #[arg(long, short = 'r', default_value_t = 3)]
     repetitions: usize,
+    /// Also measure the traced forward pass against the plain one on the prompt batch
+    /// (both computing every position's logits): the cost of statistics.
+    #[arg(long)]
+    trace_overhead: bool,
     /// Output format: text or json (`pp_tokens_per_s`, `tg_tokens_per_s` and the settings).
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -90,6 +95,33 @@ pub fn run(a: Args) -> Result<(), CliError> {
             .collect::<Result<_, _>>()?;
         Ok((mean_std(&pp), mean_std(&tg)))
     })?;
+    let overhead = if a.trace_overhead {
+        Some(with_threads(threads, || -> Result<f64, CliError> {
+            let opts = TraceOptions::default();
+            let time = |traced: bool| -> Result<f64, CliError> {
+                let t = Instant::now();
+                if traced {
+                    model.forward_traced_with(&prompt, &opts)?;
+                } else {
+                    model.forward(&prompt)?;
+                }
+                Ok(t.elapsed().as_secs_f64())
+            };
+            time(false)?;
+            time(true)?;
+            // Interleaved, so drift on a shared machine hits both alike; medians.
+            let (mut plain, mut traced) = (Vec::new(), Vec::new());
+            for _ in 0..a.repetitions.max(5) {
+                plain.push(time(false)?);
+                traced.push(time(true)?);
+            }
+            plain.sort_by(f64::total_cmp);
+            traced.sort_by(f64::total_cmp);
+            Ok(traced[traced.len() / 2] / plain[plain.len() / 2])
+        })?)
+    } else {
+        None
+    };
 
     match a.format {
         Format::Json => print_json(&json!({
@@ -103,19 +135,27 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "threads": threads,
             "repetitions": a.repetitions,
             "kernel": Kernel::best().name(),
+            "trace_overhead": overhead,
         })),
-        Format::Text => emit(&format!(
-            "{} ({} threads, {} kernels, {} repetitions)\n  pp{:<4} {:>9.2} ± {:.2} tokens/s\n  tg{:<4} {:>9.2} ± {:.2} tokens/s\n",
-            a.model.display(),
-            threads,
-            Kernel::best().name(),
-            a.repetitions,
-            a.prompt_tokens,
-            pp.0,
-            pp.1,
-            a.gen_tokens,
-            tg.0,
-            tg.1
-        )),
+        Format::Text => emit(
+            &(format!(
+                "{} ({} threads, {} kernels, {} repetitions)\n  pp{:<4} {:>9.2} ± {:.2} tokens/s\n  tg{:<4} {:>9.2} ± {:.2} tokens/s\n",
+                a.model.display(),
+                threads,
+                Kernel::best().name(),
+                a.repetitions,
+                a.prompt_tokens,
+                pp.0,
+                pp.1,
+                a.gen_tokens,
+                tg.0,
+                tg.1
+            ) + &overhead.map_or(String::new(), |r| {
+                format!(
+                    "  traced/plain forward time on pp{}: {r:.3}x\n",
+                    a.prompt_tokens
+                )
+            })),
+        ),
     }
 }

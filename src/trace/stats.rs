@@ -1,11 +1,87 @@
 //! Activation statistics of one capture point over a stated sample of positions.
 //!
-//! Moments are accumulated in f64 with Welford's update; NaN and ±Inf are counted and left
-//! out of the moments; `std` is the population standard deviation. Every block records the
+//! Moments are accumulated in f64 as sums of deviations from a shift (the first finite
+//! value), which keeps the variance free of cancellation without Welford's per-element
+//! division; NaN and ±Inf are counted and left out of the moments; `std` is the population
+//! standard deviation. Every block records the
 //! positions it covers, so statistics over different samples cannot pass as comparable.
 
+use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// Elements per parallel partial sum.
+const CHUNK: usize = 1 << 14;
+
+/// Sums over one chunk of a tensor.
+#[derive(Clone, Copy)]
+struct Partial {
+    count: usize,
+    sum_d: f64,
+    sum_d2: f64,
+    sq: f64,
+    min: f64,
+    max: f64,
+    nan: usize,
+    inf: usize,
+    zeros: usize,
+}
+
+impl Default for Partial {
+    fn default() -> Self {
+        Partial {
+            count: 0,
+            sum_d: 0.0,
+            sum_d2: 0.0,
+            sq: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            nan: 0,
+            inf: 0,
+            zeros: 0,
+        }
+    }
+}
+
+impl Partial {
+    fn of(data: &[f32], shift: f64) -> Self {
+        let mut p = Partial::default();
+        for &v in data {
+            if !v.is_finite() {
+                if v.is_nan() {
+                    p.nan += 1;
+                } else {
+                    p.inf += 1;
+                }
+                continue;
+            }
+            p.zeros += usize::from(v == 0.0);
+            let x = v as f64;
+            let d = x - shift;
+            p.count += 1;
+            p.sum_d += d;
+            p.sum_d2 += d * d;
+            p.sq += x * x;
+            p.min = p.min.min(x);
+            p.max = p.max.max(x);
+        }
+        p
+    }
+
+    fn merge(a: Partial, b: Partial) -> Partial {
+        Partial {
+            count: a.count + b.count,
+            sum_d: a.sum_d + b.sum_d,
+            sum_d2: a.sum_d2 + b.sum_d2,
+            sq: a.sq + b.sq,
+            min: a.min.min(b.min),
+            max: a.max.max(b.max),
+            nan: a.nan + b.nan,
+            inf: a.inf + b.inf,
+            zeros: a.zeros + b.zeros,
+        }
+    }
+}
 
 /// Which positions a statistics block covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -65,30 +141,39 @@ impl ActivationStats {
     /// Statistics of `rows` (each `width` wide) starting at position `first`.
     pub fn of(data: &[f32], width: usize, first: usize, kind: ScopeKind) -> Self {
         let positions = data.len() / width;
-        let (mut count, mut mean, mut m2, mut sq) = (0usize, 0f64, 0f64, 0f64);
-        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-        let (mut nan, mut inf, mut zeros) = (0, 0, 0);
-        for &v in data {
-            if v.is_nan() {
-                nan += 1;
-                continue;
-            }
-            if v.is_infinite() {
-                inf += 1;
-                continue;
-            }
-            if v == 0.0 {
-                zeros += 1;
-            }
-            let x = v as f64;
-            count += 1;
-            let delta = x - mean;
-            mean += delta / count as f64;
-            m2 += delta * (x - mean);
-            sq += x * x;
-            min = min.min(x);
-            max = max.max(x);
-        }
+        let shift = data
+            .iter()
+            .find(|v| v.is_finite())
+            .map_or(0.0, |&v| v as f64);
+        // Large tensors are summed in parallel chunks, merged in chunk order, so the result
+        // does not depend on the thread count.
+        let p = data
+            .par_chunks(CHUNK)
+            .map(|c| Partial::of(c, shift))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(Partial::default(), Partial::merge);
+        let Partial {
+            count,
+            sum_d,
+            sum_d2,
+            sq,
+            min,
+            max,
+            nan,
+            inf,
+            zeros,
+        } = p;
+        let mean = if count == 0 {
+            0.0
+        } else {
+            shift + sum_d / count as f64
+        };
+        let var = if count == 0 {
+            0.0
+        } else {
+            (sum_d2 - sum_d * sum_d / count as f64).max(0.0) / count as f64
+        };
         let none = count == 0;
         ActivationStats {
             scope: Scope {
@@ -102,11 +187,7 @@ impl ActivationStats {
             min: if none { 0.0 } else { min },
             max: if none { 0.0 } else { max },
             mean,
-            std: if none {
-                0.0
-            } else {
-                (m2 / count as f64).sqrt()
-            },
+            std: var.sqrt(),
             l2: sq.sqrt(),
             nan,
             inf,
@@ -151,9 +232,26 @@ mod tests {
     }
 
     #[test]
-    fn welford_is_stable_with_a_large_offset() {
+    fn variance_is_stable_with_a_large_offset() {
         let data: Vec<f32> = (0..10000).map(|i| 1.0e4 + (i % 2) as f32).collect();
         let s = ActivationStats::of(&data, 100, 0, ScopeKind::All);
         assert!((s.std - 0.5).abs() < 1e-9, "{}", s.std);
+    }
+}
+
+#[cfg(test)]
+mod determinism {
+    use super::*;
+
+    #[test]
+    fn chunked_sums_do_not_depend_on_the_thread_count() {
+        let data: Vec<f32> = (0..200_000)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.001 - 0.3)
+            .collect();
+        let one =
+            crate::model::with_threads(1, || ActivationStats::of(&data, 1000, 0, ScopeKind::All));
+        let two =
+            crate::model::with_threads(2, || ActivationStats::of(&data, 1000, 0, ScopeKind::All));
+        assert_eq!(one, two);
     }
 }

@@ -109,7 +109,7 @@ pub struct ForwardTrace {
     pub format: String,
     /// The engine that produced the trace (`gguf` or `apr`).
     pub engine: String,
-    /// How statistics were computed: always `"f64 Welford; population std; NaN/Inf counted and excluded"`.
+    /// How statistics were computed (see [`STATISTICS`]).
     pub statistics: String,
     /// The token ids traced.
     pub tokens: Vec<u32>,
@@ -126,4 +126,4 @@ pub struct ForwardTrace {
 /// The trace format version written by this pv.
 pub const TRACE_FORMAT: &str = "pv-forward-trace/1";
 /// The statistics statement every trace carries.
-pub const STATISTICS: &str = "f64 Welford; population std; NaN/Inf counted and excluded";
+pub const STATISTICS: &str = "f64 sums of deviations from the first finite value; population std; NaN/Inf counted and excluded";
