@@ -31,6 +31,56 @@ fn validate(trace: &ForwardTrace) {
 
 /// FFN-GGUF-002's claim: traced logits equal `forward`'s bit for bit, at 1 thread and at all.
 fn assert_traced_is_plain(model: &OwnedQuantizedModel, tokens: &[u32], what: &str) {
+    for threads in [1, 0] {
+        let (plain, traced) = with_threads(threads, || {
+            (
+                model.forward(tokens).unwrap(),
+                model
+                    .forward_traced_with(tokens, &TraceOptions::default())
+                    .unwrap(),
+            )
+        });
+        assert_eq!(
+            bits(&plain.data),
+            bits(&traced.logits.data),
+            "{what} threads={threads}"
+        );
+        validate(&traced.trace);
+    }
+}
+
+#[test]
+fn committed_schema_matches_the_types() {
+    let path = common::root().join(SCHEMA);
+    if std::env::var("PV_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, schema_json()).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == schema_json(),
+        "{SCHEMA} is stale: regenerate with PV_BLESS=1 cargo test --test trace"
+    );
+}
+
+#[test]
+fn traced_logits_are_bit_identical_on_synthetic_models_of_every_weight_format() {
+    let tokens = [3u32, 1, 4, 1, 5, 9, 2, 6];
+    for arch in ["llama", "qwen2"] {
+        for ty in GgmlType::WEIGHTS {
+            let model =
+                OwnedQuantizedModel::from_mapped(common::synthetic_model(arch, ty, None)).unwrap();
+            assert_traced_is_plain(&model, &tokens, &format!("{arch} {ty}"));
+        }
+    }
+}
+
+#[test]
+fn smollm2_trace_is_complete_valid_and_bit_identical() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let model = OwnedQuantizedModel::open(&path).unwrap();
+    let tokens = [1780u32, 314, 216, 34, 27, 34, 47];
     assert_traced_is_plain(&model, &tokens, "SmolLM2");
     let t = model.forward_traced(&tokens).unwrap();
     validate(&t);
