@@ -2,10 +2,13 @@
 //!
 //! The modules follow the data path: file formats ([`gguf`]), block formats ([`quant`]),
 //! text to tokens ([`tokenizer`]), the engine ([`model`]), activation traces ([`trace`]),
-//! and the command line ([`cli`]).
+//! contracts ([`contract`]) and the checkers they name ([`checkers`]), and the command line
+//! ([`cli`]).
 
 pub mod apr;
+pub mod checkers;
 pub mod cli;
+pub mod contract;
 pub mod fsutil;
 pub mod gguf;
 pub mod model;

@@ -6,8 +6,10 @@ mod convert;
 mod diff;
 mod inspect;
 mod run;
+mod schema;
 mod tokenize;
 mod trace;
+mod validate;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -44,6 +46,10 @@ enum Command {
     Convert(convert::Args),
     /// Trace one forward pass: per-layer activation statistics down to the FFN's sub-steps.
     Trace(trace::Args),
+    /// Check contracts: YAML, the JSON Schema, then the semantic rules (stable rule ids).
+    Validate(validate::Args),
+    /// Print a published JSON Schema (contract, trace).
+    Schema(schema::Args),
 }
 
 /// Output format of reporting commands.
@@ -71,6 +77,14 @@ impl CliError {
         CliError {
             code: 2,
             message: message.into(),
+        }
+    }
+
+    /// A failure whose explanation the command has already printed (e.g. findings).
+    pub fn reported(code: u8) -> Self {
+        CliError {
+            code,
+            message: String::new(),
         }
     }
 
@@ -166,11 +180,15 @@ pub fn main() -> ExitCode {
         Command::Trace(a) => trace::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Schema(a) => schema::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            if !e.message.is_empty() {
+                eprintln!("error: {}", e.message);
+            }
             ExitCode::from(e.code)
         }
     }

@@ -1,0 +1,254 @@
+//! Contracts: strict YAML files stating equations, proof obligations and falsification
+//! tests, each test bound to a registered checker.
+//!
+//! Loading is all-or-nothing: a contract that has any error is not a contract. The same
+//! pipeline serves `pv validate` (which reports every finding) and the commands that act
+//! on contracts (which refuse a contract with findings).
+
+pub mod report;
+pub mod rules;
+pub mod schema;
+pub mod types;
+pub mod yaml;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+pub use report::{Finding, Report, Severity};
+pub use types::{Contract, FalsificationTest};
+
+/// The first line every contract carries, so editors validate it against the schema.
+pub const SCHEMA_COMMENT: &str = "# yaml-language-server: $schema=";
+
+/// A contract that passed every check, with where it came from.
+#[derive(Clone, Debug)]
+pub struct LoadedContract {
+    /// The file.
+    pub path: PathBuf,
+    /// The file as shown in messages.
+    pub display: String,
+    /// The directory references are resolved against.
+    pub dir: PathBuf,
+    /// The parsed document with positions.
+    pub doc: yaml::Located,
+    /// The typed contract.
+    pub contract: Contract,
+}
+
+/// Why contracts could not be read (as opposed to findings in them).
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    /// A path could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The contracts have findings.
+    #[error("{}", .0.text().trim_end())]
+    Invalid(Report),
+}
+
+fn io(path: &Path, source: std::io::Error) -> ContractError {
+    ContractError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The contract files under `paths`: files as given, directories searched (recursively)
+/// for `*.yaml` and `*.yml`, sorted.
+pub fn contract_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ContractError> {
+    let mut files = Vec::new();
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), ContractError> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| io(dir, e))?
+            .map(|e| e.map(|e| e.path()).map_err(|e| io(dir, e)))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, files)?;
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                files.push(p);
+            }
+        }
+        Ok(())
+    }
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| io(p, e))?;
+        if meta.is_dir() {
+            walk(p, &mut files)?;
+        } else {
+            files.push(p.clone());
+        }
+    }
+    files.dedup();
+    Ok(files)
+}
+
+/// Reads a file no larger than the YAML budget allows.
+fn read_bounded(path: &Path) -> Result<String, ContractError> {
+    let len = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
+    if len > yaml::MAX_DOCUMENT_BYTES as u64 {
+        return Err(io(
+            path,
+            std::io::Error::other(format!(
+                "{len} bytes; contracts are limited to {} bytes",
+                yaml::MAX_DOCUMENT_BYTES
+            )),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| io(path, e))
+}
+
+/// Parses and schema-checks one file: the contract, or the findings that stop it.
+fn load_one(path: &Path) -> Result<(Option<LoadedContract>, Vec<Finding>), ContractError> {
+    let display = path.display().to_string();
+    let text = read_bounded(path)?;
+    let mut findings = Vec::new();
+    let at = |rule, severity, line, column, pointer: &str, message| Finding {
+        rule,
+        severity,
+        file: display.clone(),
+        line,
+        column,
+        pointer: pointer.to_string(),
+        message,
+    };
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    match text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix(SCHEMA_COMMENT))
+    {
+        None => findings.push(at(
+            "schema-comment",
+            Severity::Warning,
+            1,
+            1,
+            "",
+            format!("the first line should be `{SCHEMA_COMMENT}<path to contract.schema.json>`"),
+        )),
+        Some(target) if !dir.join(target.trim()).is_file() => findings.push(at(
+            "schema-comment",
+            Severity::Warning,
+            1,
+            1,
+            "",
+            format!(
+                "the schema `{}` does not exist beside this file",
+                target.trim()
+            ),
+        )),
+        Some(_) => {}
+    }
+    let doc = match yaml::parse(&text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            findings.push(at(
+                e.rule,
+                Severity::Error,
+                e.pos.line,
+                e.pos.column,
+                "",
+                e.message,
+            ));
+            return Ok((None, findings));
+        }
+    };
+    let schema_findings = schema::validate(&display, &doc);
+    if !schema_findings.is_empty() {
+        findings.extend(schema_findings);
+        return Ok((None, findings));
+    }
+    match serde_json::from_value::<Contract>(doc.value.clone()) {
+        Ok(contract) => Ok((
+            Some(LoadedContract {
+                path: path.to_path_buf(),
+                display,
+                dir,
+                doc,
+                contract,
+            }),
+            findings,
+        )),
+        Err(e) => {
+            findings.push(at("schema", Severity::Error, 1, 1, "", e.to_string()));
+            Ok((None, findings))
+        }
+    }
+}
+
+/// Validates the contracts under `paths`. Sibling contracts in the same directories are
+/// loaded as context (so a `depends_on` resolves) but only the named files are reported.
+pub fn validate(paths: &[PathBuf]) -> Result<(Report, Vec<LoadedContract>), ContractError> {
+    let targets = contract_files(paths)?;
+    let dirs: BTreeSet<PathBuf> = targets
+        .iter()
+        .map(|p| p.parent().unwrap_or(Path::new(".")).to_path_buf())
+        .collect();
+    let target_set: BTreeSet<&PathBuf> = targets.iter().collect();
+    let context: Vec<PathBuf> = contract_files(&dirs.into_iter().collect::<Vec<_>>())?
+        .into_iter()
+        .filter(|p| !target_set.contains(p))
+        .collect();
+    let mut report = Report {
+        files: targets.iter().map(|p| p.display().to_string()).collect(),
+        findings: Vec::new(),
+    };
+    let mut loaded = Vec::new();
+    let mut reported = BTreeSet::new();
+    // Files are independent until the cross-contract rules: parse them in parallel, keep
+    // their order.
+    let results: Vec<_> = targets.par_iter().map(|p| load_one(p)).collect();
+    for r in results {
+        let (c, f) = r?;
+        report.findings.extend(f);
+        if let Some(c) = c {
+            reported.insert(loaded.len());
+            loaded.push(c);
+        }
+    }
+    let context: Vec<_> = context.par_iter().map(|p| load_one(p)).collect();
+    loaded.extend(
+        context
+            .into_iter()
+            .filter_map(|r| r.ok().and_then(|(c, _)| c)),
+    );
+    report.findings.extend(rules::check(&loaded, &reported));
+    report
+        .findings
+        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    let keep: Vec<LoadedContract> = loaded
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| reported.contains(i))
+        .map(|(_, c)| c)
+        .collect();
+    Ok((report, keep))
+}
+
+/// Loads every contract under `dir` for acting on them: any error in any contract refuses
+/// the lot (warnings are allowed).
+pub fn load_all(dir: &Path) -> Result<Vec<LoadedContract>, ContractError> {
+    let (report, loaded) = validate(&[dir.to_path_buf()])?;
+    if report.errors() > 0 {
+        return Err(ContractError::Invalid(report));
+    }
+    Ok(loaded)
+}
+
+/// The contract defining falsification test `test_id`, and the test.
+pub fn find_test<'a>(
+    contracts: &'a [LoadedContract],
+    test_id: &str,
+) -> Option<(&'a LoadedContract, &'a FalsificationTest)> {
+    contracts
+        .iter()
+        .find_map(|c| c.contract.test(test_id).map(|t| (c, t)))
+}

@@ -1,0 +1,267 @@
+//! The semantic rules `pv validate` applies once every file has passed the schema: ids
+//! unique across all contracts, references that resolve, no dependency cycles, and
+//! params that type-check against their checker.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::LoadedContract;
+use super::report::{Finding, Severity};
+use crate::checkers;
+
+struct Sink<'a> {
+    out: Vec<Finding>,
+    c: &'a LoadedContract,
+}
+
+impl Sink<'_> {
+    fn push(&mut self, rule: &'static str, severity: Severity, pointer: String, message: String) {
+        let pos = self.c.doc.position(&pointer);
+        self.out.push(Finding {
+            rule,
+            severity,
+            file: self.c.display.clone(),
+            line: pos.line,
+            column: pos.column,
+            pointer,
+            message,
+        });
+    }
+}
+
+/// Every id a contract defines, with its JSON pointer.
+fn ids(c: &LoadedContract) -> Vec<(String, String)> {
+    let k = &c.contract;
+    let mut v = vec![(k.metadata.id.clone(), "/metadata/id".to_string())];
+    v.extend(
+        k.proof_obligations
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.id.clone(), format!("/proof_obligations/{i}/id"))),
+    );
+    v.extend(
+        k.falsification_tests
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), format!("/falsification_tests/{i}/id"))),
+    );
+    v.extend(
+        k.implementation_stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), format!("/implementation_stages/{i}/id"))),
+    );
+    v
+}
+
+/// Applies every semantic rule to `all`; findings are reported for the contracts whose
+/// index is in `report` (the rest are context, e.g. siblings a dependency names).
+pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>) -> Vec<Finding> {
+    let mut first: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    let mut dup = Vec::new();
+    for (ci, c) in all.iter().enumerate() {
+        for (id, ptr) in ids(c) {
+            match first.get(&id) {
+                Some((fi, fptr)) => dup.push((ci, id, ptr, *fi, fptr.clone())),
+                None => {
+                    first.insert(id, (ci, ptr));
+                }
+            }
+        }
+    }
+    let contracts: BTreeMap<&str, usize> = all
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.contract.metadata.id.as_str(), i))
+        .collect();
+    let tests: BTreeSet<&str> = all
+        .iter()
+        .flat_map(|c| c.contract.falsification_tests.iter().map(|t| t.id.as_str()))
+        .collect();
+
+    let mut out = Vec::new();
+    for (ci, c) in all.iter().enumerate() {
+        if !report.contains(&ci) {
+            continue;
+        }
+        let mut s = Sink { out: Vec::new(), c };
+        for (_, id, ptr, fi, fptr) in dup.iter().filter(|d| d.0 == ci) {
+            let at = &all[*fi];
+            let pos = at.doc.position(fptr);
+            s.push(
+                "duplicate-id",
+                Severity::Error,
+                ptr.clone(),
+                format!(
+                    "id `{id}` is already defined at {}:{}:{}",
+                    at.display, pos.line, pos.column
+                ),
+            );
+        }
+        let k = &c.contract;
+        for (i, r) in k.metadata.references.iter().enumerate() {
+            let ptr = format!("/metadata/references/{i}");
+            if let Some(rest) = r
+                .strip_prefix("https://")
+                .or_else(|| r.strip_prefix("http://"))
+            {
+                if rest.is_empty() || rest.contains(char::is_whitespace) {
+                    s.push(
+                        "missing-reference",
+                        Severity::Error,
+                        ptr,
+                        format!("`{r}` is not a URL"),
+                    );
+                }
+            } else if !c.dir.join(r).exists() {
+                s.push(
+                    "missing-reference",
+                    Severity::Error,
+                    ptr,
+                    format!(
+                        "`{r}` does not exist (looked for {})",
+                        c.dir.join(r).display()
+                    ),
+                );
+            }
+        }
+        for (i, d) in k.metadata.depends_on.iter().enumerate() {
+            if !contracts.contains_key(d.as_str()) {
+                s.push(
+                    "unknown-contract",
+                    Severity::Error,
+                    format!("/metadata/depends_on/{i}"),
+                    format!(
+                        "depends_on `{d}` names no known contract; known: {}",
+                        contracts.keys().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(cycle) = cycle_from(all, &contracts, ci) {
+            s.push(
+                "dependency-cycle",
+                Severity::Error,
+                "/metadata/depends_on".into(),
+                format!("depends_on cycle: {}", cycle.join(" -> ")),
+            );
+        }
+        let obligations: BTreeSet<&str> =
+            k.proof_obligations.iter().map(|o| o.id.as_str()).collect();
+        let mut cited = BTreeSet::new();
+        for (ti, t) in k.falsification_tests.iter().enumerate() {
+            for (oi, o) in t.obligations.iter().enumerate() {
+                cited.insert(o.as_str());
+                if !obligations.contains(o.as_str()) {
+                    s.push(
+                        "unknown-obligation",
+                        Severity::Error,
+                        format!("/falsification_tests/{ti}/obligations/{oi}"),
+                        format!("obligation `{o}` is not defined in this contract"),
+                    );
+                }
+            }
+            match checkers::find(&t.checker) {
+                None => s.push(
+                    "unknown-checker",
+                    Severity::Error,
+                    format!("/falsification_tests/{ti}/checker"),
+                    format!(
+                        "`{}` is not a registered checker; registered: {}",
+                        t.checker,
+                        checkers::names()
+                    ),
+                ),
+                Some(ch) => {
+                    if let Err(e) = (ch.check_params)(&t.params) {
+                        s.push(
+                            "bad-params",
+                            Severity::Error,
+                            format!("/falsification_tests/{ti}/params"),
+                            format!("params for checker `{}`: {e}", ch.name),
+                        );
+                    }
+                }
+            }
+        }
+        for (oi, o) in k.proof_obligations.iter().enumerate() {
+            for (ei, e) in o.applies_to.iter().enumerate() {
+                if !k.equations.contains_key(e) {
+                    s.push(
+                        "unknown-equation",
+                        Severity::Error,
+                        format!("/proof_obligations/{oi}/applies_to/{ei}"),
+                        format!(
+                            "equation `{e}` is not defined in this contract; defined: {}",
+                            k.equations.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                }
+            }
+            if !cited.contains(o.id.as_str()) {
+                s.push(
+                    "untested-obligation",
+                    Severity::Warning,
+                    format!("/proof_obligations/{oi}/id"),
+                    format!("no falsification test cites obligation `{}`", o.id),
+                );
+            }
+        }
+        for (si, st) in k.implementation_stages.iter().enumerate() {
+            for (di, d) in st.discharges.iter().enumerate() {
+                if !tests.contains(d.as_str()) {
+                    s.push(
+                        "unknown-test",
+                        Severity::Error,
+                        format!("/implementation_stages/{si}/discharges/{di}"),
+                        format!(
+                            "stage `{}` discharges `{d}`, which no contract defines",
+                            st.id
+                        ),
+                    );
+                }
+            }
+        }
+        out.extend(s.out);
+    }
+    out
+}
+
+/// A depends_on cycle through contract `start`, if there is one (as a list of ids).
+fn cycle_from(
+    all: &[LoadedContract],
+    index: &BTreeMap<&str, usize>,
+    start: usize,
+) -> Option<Vec<String>> {
+    // Depth-first search with an explicit stack of (contract, next dependency to visit).
+    let mut path = vec![start];
+    let mut next = vec![0usize];
+    let mut done = BTreeSet::new();
+    while let Some(&at) = path.last() {
+        let deps = &all[at].contract.metadata.depends_on;
+        let i = next.last_mut().expect("same depth as path");
+        if *i == deps.len() {
+            done.insert(at);
+            path.pop();
+            next.pop();
+            continue;
+        }
+        let dep = &deps[*i];
+        *i += 1;
+        let Some(&d) = index.get(dep.as_str()) else {
+            continue;
+        };
+        if d == start {
+            let mut ids: Vec<String> = path
+                .iter()
+                .map(|&p| all[p].contract.metadata.id.clone())
+                .collect();
+            ids.push(all[start].contract.metadata.id.clone());
+            return Some(ids);
+        }
+        if !done.contains(&d) && !path.contains(&d) {
+            path.push(d);
+            next.push(0);
+        }
+    }
+    None
+}
