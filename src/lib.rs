@@ -9,6 +9,7 @@ pub mod apr;
 pub mod checkers;
 pub mod cli;
 pub mod contract;
+pub mod evidence;
 pub mod fsutil;
 pub mod gguf;
 pub mod model;

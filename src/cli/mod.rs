@@ -4,7 +4,10 @@
 mod bench;
 mod convert;
 mod diff;
+mod discharge;
 mod inspect;
+mod keygen;
+mod ledger;
 mod run;
 mod schema;
 mod tokenize;
@@ -48,8 +51,18 @@ enum Command {
     Trace(trace::Args),
     /// Check contracts: YAML, the JSON Schema, then the semantic rules (stable rule ids).
     Validate(validate::Args),
-    /// Print a published JSON Schema (contract, trace).
+    /// Print a published JSON Schema (contract, trace, evidence).
     Schema(schema::Args),
+    /// Run a falsification test's checker and record signed evidence of what it found.
+    Discharge(discharge::Args),
+    /// Make an Ed25519 key pair for signing evidence (public half in keys/).
+    Keygen(keygen::Args),
+    /// Check every evidence record: signature, trusted signer, hash chain, clause, files.
+    Verify(ledger::VerifyArgs),
+    /// Show each falsification test's status, computed from verified evidence.
+    Status(ledger::StatusArgs),
+    /// CI gate: fail while a required test is not DISCHARGED or any evidence is bad.
+    Gate(ledger::GateArgs),
 }
 
 /// Output format of reporting commands.
@@ -182,6 +195,11 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => diff::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Schema(a) => schema::run(a),
+        Command::Discharge(a) => discharge::run(a),
+        Command::Keygen(a) => keygen::run(a),
+        Command::Verify(a) => ledger::verify(a),
+        Command::Status(a) => ledger::status(a),
+        Command::Gate(a) => ledger::gate(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! `pv schema contract|trace`: the published JSON Schemas, as the binary knows
+//! `pv schema contract|trace|evidence`: the published JSON Schemas, as the binary knows
 //! them (the files in `schemas/` are these, committed and drift-tested).
 
 use super::{CliError, emit};
@@ -10,6 +10,8 @@ pub enum Which {
     Contract,
     /// `pv trace --format json` output.
     Trace,
+    /// Evidence records' in-toto statement (`evidence/**/NNNN.dsse.json`, payload).
+    Evidence,
 }
 
 /// Arguments of `pv schema`.
@@ -26,6 +28,7 @@ pub fn text(which: Which) -> String {
     match which {
         Which::Contract => crate::contract::schema::schema_text(),
         Which::Trace => crate::trace::schema_json(),
+        Which::Evidence => crate::evidence::schema_text(),
     }
 }
 

@@ -68,8 +68,14 @@ pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> Gguf
         (format!("{arch}.context_length"), Value::U32(128)),
         (format!("{arch}.vocab_size"), Value::U32(VOCAB as u32)),
     ];
-    // A minimal byte-level vocabulary so the model is complete (and converts to APR).
-    let tokens: Vec<Value> = (0..VOCAB).map(|i| Value::String(format!("t{i}"))).collect();
+    // A minimal byte-level vocabulary so the model is complete (and converts to APR): the
+    // printable ASCII bytes as GPT-2's byte-level alphabet spells them ('Ġ' is the space),
+    // so any ASCII prompt tokenises, then filler tokens.
+    let tokens: Vec<Value> = std::iter::once("\u{120}".to_string())
+        .chain((0x21u8..=0x7e).map(|b| (b as char).to_string()))
+        .chain((95..VOCAB).map(|i| format!("t{i}")))
+        .map(Value::String)
+        .collect();
     meta.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
     meta.push(("tokenizer.ggml.pre".into(), Value::String("gpt2".into())));
     meta.push((

