@@ -273,7 +273,7 @@ fn the_repository_gate_and_what_closes_it() {
 
     let copy = |tag: &str| {
         let d = fresh_dir(tag);
-        for sub in ["contracts", "schemas", "keys", "evidence"] {
+        for sub in ["contracts", "schemas", "keys", "evidence", "src"] {
             copy_dir(&root.join(sub), &d.join(sub));
         }
         let (code, out, err) = pv_at(&d, &["gate"]);
