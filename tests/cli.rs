@@ -2,19 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn pv(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pv"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use common::pv;
 
 #[test]
 fn malformed_model_is_exit_2_with_one_line_naming_the_field() {

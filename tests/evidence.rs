@@ -13,18 +13,11 @@ use pv::evidence::keys;
 use pv::evidence::verify::{Places, verify_all};
 use pv::gguf::GgmlType;
 
+/// `pv ARGS --root ROOT`.
 fn pv_at(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pv"))
-        .args(args)
-        .arg("--root")
-        .arg(root)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let mut all = args.to_vec();
+    all.extend(["--root", root.to_str().unwrap()]);
+    common::pv(&all)
 }
 
 fn fresh_dir(tag: &str) -> PathBuf {

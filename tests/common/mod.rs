@@ -1,7 +1,28 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs the `pv` binary in `dir` (the test's own directory when `None`): exit code, stdout,
+/// stderr.
+pub fn pv_in(dir: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pv"));
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let out = cmd.args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Runs the `pv` binary: exit code, stdout, stderr.
+pub fn pv(args: &[&str]) -> (i32, String, String) {
+    pv_in(None, args)
+}
 
 /// The repository root.
 pub fn root() -> PathBuf {
