@@ -105,6 +105,15 @@ falsification_tests:
       band: [{}, {}]
     if_fails: bisect
     required_for_gate: true
+  - id: SYN-002
+    rule: the fix cites the hypothesis
+    prediction: the cited commit names syn-v1 and SYN-001's verdict
+    obligations: [PO-SYN-001]
+    checker: fix_cites_hypothesis
+    params:
+      hypothesis_test: SYN-001
+    if_fails: amend the message
+    required_for_gate: false
 ",
             band[0], band[1]
         );
@@ -112,14 +121,22 @@ falsification_tests:
     }
 
     fn discharge(&self) -> Result<pv::evidence::discharge::Discharged, DischargeError> {
+        self.discharge_test("SYN-001", None)
+    }
+
+    fn discharge_test(
+        &self,
+        test_id: &str,
+        cite: Option<&str>,
+    ) -> Result<pv::evidence::discharge::Discharged, DischargeError> {
         discharge(
             &Layout::at(&self.root),
             &Request {
-                test_id: "SYN-001",
+                test_id,
                 models: &self.models,
                 key: Some(&self.key),
                 threads: 1,
-                cite: None,
+                cite,
                 progress: &|_| {},
             },
         )
@@ -199,6 +216,72 @@ fn the_status_machine_on_a_synthetic_model() {
     assert_eq!(v[0]["records"], 4);
     assert_eq!(v[0]["signer"], "tester");
     assert_eq!(v[0]["verdict"], "H1");
+}
+
+#[test]
+fn a_fix_must_cite_the_contract_and_the_recorded_hypothesis() {
+    let repo = SynRepo::new("cite");
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .current_dir(&repo.root)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&[
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "Fix the gate projection (syn-v1, H1)",
+    ]);
+    // No evidence of SYN-001 yet: nothing to cite.
+    let e = repo.discharge_test("SYN-002", Some("HEAD")).unwrap_err();
+    assert!(
+        e.to_string().contains("SYN-001 has no valid evidence yet"),
+        "{e}"
+    );
+    assert_eq!(repo.discharge().unwrap().outcome.verdict, "H1");
+    let d = repo.discharge_test("SYN-002", Some("HEAD")).unwrap();
+    assert!(d.outcome.passed, "{}", d.outcome.report);
+    assert_eq!(d.to, Status::Discharged);
+    assert!(d.outcome.subjects[0].name == "git:HEAD");
+    // A message citing the wrong hypothesis (or none) falsifies it.
+    git(&[
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "Fix something (syn-v1, H2)",
+    ]);
+    let d = repo.discharge_test("SYN-002", Some("HEAD")).unwrap();
+    assert!(!d.outcome.passed);
+    assert_eq!(d.outcome.measurements["cites_hypothesis"], false);
+    assert_eq!(d.to, Status::Falsified);
+    let e = repo.discharge_test("SYN-002", None).unwrap_err();
+    assert!(e.to_string().contains("--cite"), "{e}");
+}
+
+#[test]
+fn a_missing_model_is_exit_2_naming_the_file_and_how_to_get_it() {
+    let repo = SynRepo::new("missing");
+    std::fs::remove_file(repo.models.join("syn.gguf")).unwrap();
+    let key = repo.key.to_str().unwrap();
+    let models = repo.models.to_str().unwrap();
+    let (code, _, err) = pv_at(
+        &repo.root,
+        &["discharge", "SYN-001", "--models", models, "--key", key],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("syn.gguf not found") && err.contains("scripts/fetch-models.sh"),
+        "{err}"
+    );
+    assert!(!repo.root.join("evidence/syn-v1/SYN-001").exists());
 }
 
 #[test]

@@ -10,8 +10,9 @@ use super::context::{CheckError, Context, Outcome};
 use super::params::CitationParams;
 use crate::evidence::record::Subject;
 
-fn git(args: &[&str]) -> Result<String, CheckError> {
+fn git(repo: &std::path::Path, args: &[&str]) -> Result<String, CheckError> {
     let out = Command::new("git")
+        .current_dir(repo)
         .args(args)
         .output()
         .map_err(|e| CheckError::Input(format!("running git: {e}")))?;
@@ -42,10 +43,13 @@ pub fn fix_cites_hypothesis(p: &Value, ctx: &Context) -> Result<Outcome, CheckEr
     let rev = ctx.cite.ok_or_else(|| {
         CheckError::Input("this test needs --cite REV: the commit of the fix".into())
     })?;
-    let commit = git(&["rev-parse", "--verify", &format!("{rev}^{{commit}}")])?
-        .trim()
-        .to_string();
-    let message = git(&["log", "-1", "--format=%B", &commit])?;
+    let commit = git(
+        ctx.repo,
+        &["rev-parse", "--verify", &format!("{rev}^{{commit}}")],
+    )?
+    .trim()
+    .to_string();
+    let message = git(ctx.repo, &["log", "-1", "--format=%B", &commit])?;
     let hypothesis = (ctx.latest_verdict)(&p.hypothesis_test).ok_or_else(|| {
         CheckError::Input(format!(
             "{} has no valid evidence yet; discharge it first (pv discharge {})",

@@ -19,6 +19,8 @@ pub struct Context<'a> {
     pub threads: usize,
     /// The commit given with `--cite`.
     pub cite: Option<&'a str>,
+    /// The repository the commit is looked up in.
+    pub repo: &'a Path,
     /// The id of the contract being discharged.
     pub contract_id: &'a str,
     /// The verdict of the latest valid evidence of a test (for citation checks).

@@ -232,6 +232,7 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
         models: req.models,
         threads: req.threads,
         cite: req.cite,
+        repo: &layout.root,
         contract_id: &cid,
         latest_verdict: &latest_verdict,
         progress: req.progress,
