@@ -249,7 +249,7 @@ fn a_fix_must_cite_the_contract_and_the_recorded_hypothesis() {
     let d = repo.discharge_test("SYN-002", Some("HEAD")).unwrap();
     assert!(d.outcome.passed, "{}", d.outcome.report);
     assert_eq!(d.to, Status::Discharged);
-    assert!(d.outcome.subjects[0].name == "git:HEAD");
+    assert!(d.outcome.inputs[0].name == "git:HEAD");
     // A message citing the wrong hypothesis (or none) falsifies it.
     git(&[
         "commit",

@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Outcome, file_subject};
+use super::context::{CheckError, Context, Input, Outcome, file_input};
 use super::gguf::{self, check_slots, slot_width};
 use super::params::{CanonicalModel, EquationParams, StdRatioParams, TracePromptParams};
 use crate::apr::AprFile;
-use crate::evidence::record::Subject;
 use crate::gguf::GgufFile;
 use crate::model::{AprDtype, AprTransformer, Slot, gguf_to_apr, with_threads};
 use crate::trace::{CaptureSpec, TraceOptions, TracedForward, check_parity};
@@ -40,12 +39,12 @@ fn load_apr(
     ctx: &Context,
     m: &CanonicalModel,
     gguf: &Path,
-) -> Result<(AprTransformer, Subject), CheckError> {
+) -> Result<(AprTransformer, Input), CheckError> {
     let path = apr_path(ctx, m, gguf)?;
     (ctx.progress)(&format!("loading {}", path.display()));
-    let (subject, _) = file_subject(&path)?;
+    let (input, _) = file_input(&path)?;
     let file = AprFile::open(&path).map_err(|e| CheckError::Input(e.to_string()))?;
-    Ok((AprTransformer::load(&file)?, subject))
+    Ok((AprTransformer::load(&file)?, input))
 }
 
 /// FFN-GGUF-003: the APR/GGUF std ratio of one slot at one layer, in both scopes.
@@ -54,7 +53,7 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
     p.check().map_err(CheckError::Params)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
     let gguf_path = ctx.models.join(&p.model.file);
-    let (apr, apr_subject) = load_apr(ctx, &p.model, &gguf_path)?;
+    let (apr, apr_input) = load_apr(ctx, &p.model, &gguf_path)?;
     let apr_tokens = crate::tokenizer::Tokenizer::from_spec(&apr.tokenizer)?.encode(&p.prompt)?;
     (ctx.progress)(&format!(
         "tracing the GGUF engine ({} tokens)",
@@ -91,7 +90,12 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
         );
         let ratio_all = a.all.std / g.all.std;
         let ratio_last = a.last.std / g.last.std;
-        let mark = |r: f64| if (lo..=hi).contains(&r) { " " } else { "!" };
+        // `!` marks a ratio outside the band; no trailing blanks on in-band rows.
+        let mark = |r: f64, last: bool| match ((lo..=hi).contains(&r), last) {
+            (true, true) => "",
+            (true, false) => " ",
+            (false, _) => "!",
+        };
         table += &format!(
             "{:>4}{} {:>12.6} {:>12.6} {:>8.4}{} {:>12.6} {:>12.6} {:>8.4}{}\n",
             l,
@@ -99,11 +103,11 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
             g.all.std,
             a.all.std,
             ratio_all,
-            mark(ratio_all),
+            mark(ratio_all, false),
             g.last.std,
             a.last.std,
             ratio_last,
-            mark(ratio_last)
+            mark(ratio_last, true)
         );
         rows.push(json!({
             "layer": l,
@@ -148,7 +152,7 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
             "ratio_last": rl,
             "per_layer": rows,
         }),
-        subjects: vec![g.subject, apr_subject],
+        inputs: vec![g.input, apr_input],
         report,
     })
 }
@@ -157,7 +161,7 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
 pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
     let p: TracePromptParams = params(p)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
-    let (apr, subject) = load_apr(ctx, &p.model, &ctx.models.join(&p.model.file))?;
+    let (apr, input) = load_apr(ctx, &p.model, &ctx.models.join(&p.model.file))?;
     (ctx.progress)(&format!(
         "tracing the APR engine ({} tokens)",
         g.tokens.len()
@@ -182,7 +186,7 @@ pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Outcome, CheckE
         passed,
         canonical: g.canonical,
         measurements: json!({"tokens": g.tokens, "layers": t.layers.len(), "counts_per_layer": rows, "problems": problems}),
-        subjects: vec![g.subject, subject],
+        inputs: vec![g.input, input],
         report: format!(
             "{} layers x {} slots (+ embd, final_norm, logits) over {n} tokens: {}\n{}",
             t.layers.len(),
@@ -202,10 +206,10 @@ fn capture(
     p: &EquationParams,
     ctx: &Context,
     slots: &[Slot],
-) -> Result<(crate::trace::Traced, Vec<Subject>, bool), CheckError> {
+) -> Result<(crate::trace::Traced, Vec<Input>, bool), CheckError> {
     p.check().map_err(CheckError::Params)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
-    let (apr, subject) = load_apr(ctx, &p.model, &ctx.models.join(&p.model.file))?;
+    let (apr, input) = load_apr(ctx, &p.model, &ctx.models.join(&p.model.file))?;
     if let Some(&l) = p.layers.iter().find(|&&l| l >= apr.config.n_layer) {
         return Err(CheckError::Params(format!(
             "layer {l} does not exist; the model has {} layers",
@@ -224,7 +228,7 @@ fn capture(
         g.tokens.len()
     ));
     let t = with_threads(ctx.threads, || apr.forward_traced_with(&g.tokens, &opts))?;
-    Ok((t, vec![g.subject, subject], g.canonical))
+    Ok((t, vec![g.input, input], g.canonical))
 }
 
 fn tensor(t: &crate::trace::Traced, layer: usize, slot: Slot) -> &[f32] {
@@ -251,7 +255,7 @@ fn equation_outcome(
     worst: f64,
     tol: f64,
     canonical: bool,
-    subjects: Vec<Subject>,
+    inputs: Vec<Input>,
     what: &str,
 ) -> Outcome {
     let passed = worst <= tol;
@@ -261,7 +265,7 @@ fn equation_outcome(
         canonical,
         report: format!("{what}: worst relative error {worst:.3e} (tolerance {tol:e})"),
         measurements: json!({"per_layer": rows, "worst_relative_error": worst, "tolerance": tol}),
-        subjects,
+        inputs,
     }
 }
 
@@ -269,7 +273,7 @@ fn equation_outcome(
 pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
     let p: EquationParams = params(p)?;
     let slots = [Slot::FfnGate, Slot::FfnUp, Slot::FfnAct, Slot::FfnInner];
-    let (t, subjects, canonical) = capture(&p, ctx, &slots)?;
+    let (t, inputs, canonical) = capture(&p, ctx, &slots)?;
     let mut rows = Vec::new();
     let mut worst = 0f64;
     for &l in &p.layers {
@@ -298,7 +302,7 @@ pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Outcome, CheckError
         worst,
         p.tolerance,
         canonical,
-        subjects,
+        inputs,
         "ffn_act = silu(ffn_gate), ffn_inner = ffn_act * ffn_up",
     ))
 }
@@ -307,7 +311,7 @@ pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Outcome, CheckError
 pub fn ffn_down_residual(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
     let p: EquationParams = params(p)?;
     let slots = [Slot::FfnInp, Slot::FfnDown, Slot::LOut];
-    let (t, subjects, canonical) = capture(&p, ctx, &slots)?;
+    let (t, inputs, canonical) = capture(&p, ctx, &slots)?;
     let mut rows = Vec::new();
     let mut worst = 0f64;
     for &l in &p.layers {
@@ -331,7 +335,7 @@ pub fn ffn_down_residual(p: &Value, ctx: &Context) -> Result<Outcome, CheckError
         worst,
         p.tolerance,
         canonical,
-        subjects,
+        inputs,
         "l_out = ffn_inp + ffn_down",
     ))
 }

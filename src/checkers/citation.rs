@@ -6,9 +6,8 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Outcome};
+use super::context::{CheckError, Context, Input, Outcome};
 use super::params::CitationParams;
-use crate::evidence::record::Subject;
 
 fn git(repo: &std::path::Path, args: &[&str]) -> Result<String, CheckError> {
     let out = Command::new("git")
@@ -70,7 +69,7 @@ pub fn fix_cites_hypothesis(p: &Value, ctx: &Context) -> Result<Outcome, CheckEr
             "cites_contract": cites_contract,
             "cites_hypothesis": cites_hypothesis,
         }),
-        subjects: vec![Subject {
+        inputs: vec![Input {
             name: format!("git:{rev}"),
             digest: [("gitCommit".to_string(), commit.clone())].into(),
         }],

@@ -2,11 +2,11 @@
 //! verdicts, a progress reporter) and what it returns (verdict, measurements, the files
 //! it read).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::evidence::record::Subject;
 use crate::model::ModelError;
 use crate::tokenizer::TokenizerError;
 use crate::trace::ParityError;
@@ -29,6 +29,15 @@ pub struct Context<'a> {
     pub progress: &'a dyn Fn(&str),
 }
 
+/// A file (or commit) a checker read, by digest: what the evidence names as a subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// Path as given (relative to where pv runs), or `git:REV`.
+    pub name: String,
+    /// Algorithm (`sha256`, `gitCommit`) to lower-case hex digest.
+    pub digest: BTreeMap<String, String>,
+}
+
 /// What a checker found.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -41,7 +50,7 @@ pub struct Outcome {
     /// Measurements, recorded in the evidence.
     pub measurements: Value,
     /// Files (or commits) the run read.
-    pub subjects: Vec<Subject>,
+    pub inputs: Vec<Input>,
     /// A human-readable account (table) for the terminal.
     pub report: String,
 }
@@ -74,11 +83,12 @@ pub enum CheckError {
     Input(String),
 }
 
-/// A subject entry for a file: its path as given and its sha256.
-pub fn file_subject(path: &Path) -> Result<(Subject, String), CheckError> {
-    let sha = crate::evidence::sha256_file(path).map_err(|e| CheckError::Input(e.to_string()))?;
+/// The input entry for a file: its path as given and its sha256.
+pub fn file_input(path: &Path) -> Result<(Input, String), CheckError> {
+    let sha = crate::fsutil::sha256_file(path)
+        .map_err(|e| CheckError::Input(format!("{}: {e}", path.display())))?;
     Ok((
-        Subject {
+        Input {
             name: path.display().to_string(),
             digest: [("sha256".to_string(), sha.clone())].into(),
         },

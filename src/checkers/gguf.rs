@@ -3,9 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Outcome, file_subject, model_path};
+use super::context::{CheckError, Context, Input, Outcome, file_input, model_path};
 use super::params::{CanonicalModel, TracePromptParams};
-use crate::evidence::record::Subject;
 use crate::model::{OwnedQuantizedModel, Slot, with_threads};
 use crate::tokenizer::Tokenizer;
 use crate::trace::{ActivationStats, ForwardTrace, TracedForward};
@@ -19,15 +18,15 @@ pub struct Loaded {
     pub tokens: Vec<u32>,
     /// The file's digest matches the contract's.
     pub canonical: bool,
-    /// The file as an evidence subject.
-    pub subject: Subject,
+    /// The file as an evidence input.
+    pub input: Input,
 }
 
 /// Loads the test's GGUF model and tokenises the prompt once.
 pub fn load(ctx: &Context, m: &CanonicalModel, prompt: &str) -> Result<Loaded, CheckError> {
     let path = model_path(ctx, &m.file)?;
     (ctx.progress)(&format!("hashing {}", path.display()));
-    let (subject, sha) = file_subject(&path)?;
+    let (input, sha) = file_input(&path)?;
     (ctx.progress)(&format!("loading {}", path.display()));
     let model = OwnedQuantizedModel::open(&path)?;
     let tokenizer = Tokenizer::from_gguf(model.file())?;
@@ -36,7 +35,7 @@ pub fn load(ctx: &Context, m: &CanonicalModel, prompt: &str) -> Result<Loaded, C
         model,
         tokens,
         canonical: sha == m.sha256,
-        subject,
+        input,
     })
 }
 
@@ -140,7 +139,7 @@ pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Outcome, CheckEr
             "counts_per_layer": rows,
             "problems": problems,
         }),
-        subjects: vec![m.subject],
+        inputs: vec![m.input],
         report,
     })
 }
@@ -200,7 +199,7 @@ pub fn traced_logits_bit_identical(p: &Value, ctx: &Context) -> Result<Outcome, 
             "runs": runs,
             "same_bits_at_every_thread_count": thread_invariant,
         }),
-        subjects: vec![m.subject],
+        inputs: vec![m.input],
         report,
     })
 }

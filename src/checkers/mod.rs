@@ -14,7 +14,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use context::{CheckError, Context, Outcome};
+pub use context::{CheckError, Context, Input, Outcome};
 use params::{CitationParams, EquationParams, StdRatioParams, TracePromptParams};
 
 /// A registered checker.

@@ -107,7 +107,7 @@ impl Report {
         format!("{} error(s), {} warning(s)", self.errors(), self.warnings())
     }
 
-    /// `file:line:column: error[rule]: message` lines, then the summary.
+    /// `file:line:column: error[rule]: message (at /json/pointer)` lines, then the summary.
     pub fn text(&self) -> String {
         let mut s = String::new();
         for f in &self.findings {
@@ -115,8 +115,13 @@ impl Report {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
             };
+            let at = if f.pointer.is_empty() {
+                String::new()
+            } else {
+                format!(" (at {})", f.pointer)
+            };
             s += &format!(
-                "{}:{}:{}: {sev}[{}]: {}\n",
+                "{}:{}:{}: {sev}[{}]: {}{at}\n",
                 f.file, f.line, f.column, f.rule, f.message
             );
         }

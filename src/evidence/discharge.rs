@@ -269,7 +269,14 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
     let records = ledger::read_records(&dir)?;
     let sequence = records.last().map_or(1, |r| r.sequence + 1);
     let (git_commit, git_dirty) = git_state(&layout.root);
-    let mut subject = outcome.subjects.clone();
+    let mut subject: Vec<Subject> = outcome
+        .inputs
+        .iter()
+        .map(|i| Subject {
+            name: i.name.clone(),
+            digest: i.digest.clone(),
+        })
+        .collect();
     subject.push(Subject {
         name: c.display.clone(),
         digest: [("sha256".to_string(), sha256_file(&c.path)?)].into(),

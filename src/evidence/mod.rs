@@ -17,7 +17,6 @@ pub mod verify;
 use std::path::Path;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 pub use record::schema_text;
 pub use status::Status;
@@ -58,28 +57,11 @@ impl EvidenceError {
     }
 }
 
-/// Lower-case hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::fsutil::sha256_hex;
 
-/// Lower-case hex sha256 of a file, read in 1 MiB blocks.
+/// Lower-case hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, EvidenceError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| EvidenceError::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| EvidenceError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    crate::fsutil::sha256_file(path).map_err(|e| EvidenceError::io(path, e))
 }
 
 /// Canonical JSON: object keys sorted, no insignificant whitespace.
