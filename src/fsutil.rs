@@ -63,3 +63,47 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// Reads a whole file of at most `max` bytes; a larger one is an error naming both sizes,
+/// so no buffer is sized by a file nobody checked.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    if len > max {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes; the limit for this file is {max}"
+        )));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    // `take` also bounds a file that grows while it is read.
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "grew past the limit of {max} bytes while being read"
+        )));
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_reads_refuse_larger_files() {
+        let dir = std::env::temp_dir().join(format!("pv-fsutil-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        atomic_write(&p, &[7u8; 100]).unwrap();
+        assert_eq!(read_bounded(&p, 100).unwrap().len(), 100);
+        let e = read_bounded(&p, 99).unwrap_err();
+        assert!(e.to_string().contains("100 bytes"), "{e}");
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            sha256_hex(&[7u8; 100]),
+            "streamed and in-memory digests agree"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

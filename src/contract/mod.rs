@@ -71,7 +71,9 @@ pub fn contract_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ContractError> 
             .collect::<Result<_, _>>()?;
         entries.sort();
         for p in entries {
-            if p.is_dir() {
+            // Symlinked directories are not followed: a link cycle must not loop forever.
+            let is_link = std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink());
+            if p.is_dir() && !is_link {
                 walk(&p, files)?;
             } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
                 files.push(p);
@@ -93,17 +95,17 @@ pub fn contract_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ContractError> 
 
 /// Reads a file no larger than the YAML budget allows.
 fn read_bounded(path: &Path) -> Result<String, ContractError> {
-    let len = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
-    if len > yaml::MAX_DOCUMENT_BYTES as u64 {
-        return Err(io(
+    let bytes = crate::fsutil::read_bounded(path, yaml::MAX_DOCUMENT_BYTES as u64)
+        .map_err(|e| io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        io(
             path,
             std::io::Error::other(format!(
-                "{len} bytes; contracts are limited to {} bytes",
-                yaml::MAX_DOCUMENT_BYTES
+                "not UTF-8 at byte {}",
+                e.utf8_error().valid_up_to()
             )),
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| io(path, e))
+        )
+    })
 }
 
 /// Parses and schema-checks one file: the contract, or the findings that stop it.

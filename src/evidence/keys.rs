@@ -89,9 +89,19 @@ pub fn keygen(name: &str, private: &Path, keys_dir: &Path) -> Result<PathBuf, Ev
     Ok(public)
 }
 
+/// Key files are one short line.
+fn read_small(path: &Path) -> Result<String, EvidenceError> {
+    let bytes = crate::fsutil::read_bounded(path, 4096).map_err(|e| EvidenceError::io(path, e))?;
+    String::from_utf8(bytes).map_err(|_| EvidenceError::Malformed {
+        file: path.display().to_string(),
+        at: "line 1".into(),
+        reason: "not UTF-8 text".into(),
+    })
+}
+
 /// Reads a private key file.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, EvidenceError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvidenceError::io(path, e))?;
+    let text = read_small(path)?;
     let mut lines = text.lines();
     let bad = |line: usize, why: &str| EvidenceError::Malformed {
         file: path.display().to_string(),
@@ -134,7 +144,7 @@ pub fn trusted_keys(keys_dir: &Path) -> Result<Vec<TrustedKey>, EvidenceError> {
 }
 
 fn read_public(path: &Path) -> Result<TrustedKey, EvidenceError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvidenceError::io(path, e))?;
+    let text = read_small(path)?;
     let bad = |why: &str| EvidenceError::Malformed {
         file: path.display().to_string(),
         at: "line 1".into(),
@@ -158,4 +168,34 @@ fn read_public(path: &Path) -> Result<TrustedKey, EvidenceError> {
         id: super::dsse::key_id(&key),
         key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_public_key_names_its_file() {
+        let dir = std::env::temp_dir().join(format!("pv-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bad.pub"), "ed25519 not-base64 bad\n").unwrap();
+        let e = trusted_keys(&dir).unwrap_err().to_string();
+        assert!(e.contains("bad.pub") && e.contains("line 1"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn keygen_never_overwrites_and_round_trips() {
+        let dir = std::env::temp_dir().join(format!("pv-keygen-{}", std::process::id()));
+        let private = dir.join("private/k.key");
+        let public = keygen("k", &private, &dir.join("keys")).unwrap();
+        let key = load_signing_key(&private).unwrap();
+        let trusted = trusted_keys(&dir.join("keys")).unwrap();
+        assert_eq!(trusted[0].key, key.verifying_key());
+        assert_eq!(trusted[0].name, "k");
+        assert!(public.ends_with("keys/k.pub"));
+        assert!(keygen("k", &private, &dir.join("keys")).is_err());
+        assert!(keygen("../evil", &dir.join("e.key"), &dir.join("keys")).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

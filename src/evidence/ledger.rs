@@ -87,17 +87,8 @@ pub fn read_records(dir: &Path) -> Result<Vec<StoredRecord>, EvidenceError> {
         else {
             continue;
         };
-        let len = std::fs::metadata(&path)
-            .map_err(|e| EvidenceError::io(&path, e))?
-            .len();
-        if len > MAX_RECORD_BYTES {
-            return Err(EvidenceError::Malformed {
-                file: path.display().to_string(),
-                at: "size".into(),
-                reason: format!("{len} bytes; records are limited to {MAX_RECORD_BYTES}"),
-            });
-        }
-        let bytes = std::fs::read(&path).map_err(|e| EvidenceError::io(&path, e))?;
+        let bytes = crate::fsutil::read_bounded(&path, MAX_RECORD_BYTES)
+            .map_err(|e| EvidenceError::io(&path, e))?;
         out.push(StoredRecord {
             sequence: seq,
             sha256: sha256_hex(&bytes),
@@ -112,7 +103,7 @@ pub fn read_records(dir: &Path) -> Result<Vec<StoredRecord>, EvidenceError> {
 /// Reads `head.json` (`None` if absent).
 pub fn read_head(dir: &Path) -> Result<Option<Head>, EvidenceError> {
     let path = dir.join("head.json");
-    match std::fs::read(&path) {
+    match crate::fsutil::read_bounded(&path, 4096) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
             .map_err(|e| EvidenceError::Malformed {
