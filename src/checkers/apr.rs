@@ -124,11 +124,10 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
     let h1 = (lo..=hi).contains(&ra) && (lo..=hi).contains(&rl);
     let verdict = if h1 { "H1" } else { "H2" };
     let report = format!(
-        "{} std ratio APR/GGUF per layer, scopes all ({} tokens) and last ({}, position {}); band [{lo}, {hi}]\n{table}\
+        "{} std ratio APR/GGUF per layer, scopes all ({} tokens) and last (1 token, position {}); band [{lo}, {hi}]\n{table}\
          layer {}: ratio(all) = {ra:.4}, ratio(last) = {rl:.4} -> {verdict}: {}",
         p.slot.name(),
         tg.tokens.len(),
-        "1 token",
         tg.tokens.len() - 1,
         p.layer,
         if h1 {

@@ -99,12 +99,10 @@ pub enum DischargeError {
     #[error("the evidence of {0} is invalid; fix it before discharging again:\n  {1}")]
     InvalidChain(String, String),
     /// The transition table refuses this outcome.
-    #[error("refused: {from} -> ? on a {kind} run; {why}")]
+    #[error("refused, nothing recorded: {why}")]
     Refused {
         /// Current status.
         from: Status,
-        /// `passing non-canonical`.
-        kind: String,
         /// Explanation.
         why: String,
     },
@@ -260,10 +258,10 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
     let from = current.status;
     let to = from.after(outcome.passed, outcome.canonical).ok_or_else(|| DischargeError::Refused {
         from,
-        kind: "passing, non-canonical-model".into(),
         why: format!(
-            "a pass on a model other than {} cannot change a {from} test; run on the canonical model",
-            test.params["model"]["file"]
+            "{} is {from}; a pass on a model that is not the contract's canonical one (by sha256) \
+             cannot change that. Run it on the canonical model.",
+            test.id
         ),
     })?;
     let records = ledger::read_records(&dir)?;
