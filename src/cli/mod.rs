@@ -27,7 +27,21 @@ use crate::trace::TracedForward;
 /// pv makes claims about a transformer's numerics falsifiable: it runs a real model through
 /// its own GGUF engine, checks contracts against what it measures, and keeps signed evidence.
 #[derive(Parser)]
-#[command(name = "pv", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "pv",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "\
+Typical use, from the repository root:
+  pv validate                    check contracts/ (schema and semantic rules)
+  pv discharge FFN-GGUF-003      run a falsification test on models/, record signed evidence
+  pv status                      each test's status, computed from verified evidence
+  pv gate                        CI: block unless required tests are DISCHARGED
+
+Engine tools: trace, diff, convert, inspect, tokenize, run, bench."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,6 +49,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a falsification test's checker and record signed evidence of what it found.
+    Discharge(discharge::Args),
+    /// Check contracts: YAML, the JSON Schema, then the semantic rules (stable rule ids).
+    Validate(validate::Args),
+    /// Show each falsification test's status, computed from verified evidence.
+    Status(ledger::StatusArgs),
+    /// Check every evidence record: signature, trusted signer, hash chain, clause, files.
+    Verify(ledger::VerifyArgs),
+    /// CI gate: fail while a required test is not DISCHARGED or any evidence is bad.
+    Gate(ledger::GateArgs),
+    /// Make an Ed25519 key pair for signing evidence (public half in keys/).
+    Keygen(keygen::Args),
+    /// Print a published JSON Schema (contract, trace, evidence).
+    Schema(schema::Args),
+    /// Trace one forward pass: per-layer activation statistics down to the FFN's sub-steps.
+    Trace(trace::Args),
+    /// Compare two models (GGUF or APR) slot by slot on the same tokens.
+    Diff(diff::Args),
+    /// Convert a GGUF model to the APR reference format (f32 by default).
+    Convert(convert::Args),
     /// Show a GGUF model's architecture, hyper-parameters, tokenizer and tensor table.
     Inspect(inspect::Args),
     /// Turn text into the model's token ids (special tokens such as <|im_start|> stay whole).
@@ -43,26 +77,6 @@ enum Command {
     Run(run::Args),
     /// Measure prompt processing and generation speed (tokens/s).
     Bench(bench::Args),
-    /// Compare two models (GGUF or APR) slot by slot on the same tokens.
-    Diff(diff::Args),
-    /// Convert a GGUF model to the APR reference format (f32 by default).
-    Convert(convert::Args),
-    /// Trace one forward pass: per-layer activation statistics down to the FFN's sub-steps.
-    Trace(trace::Args),
-    /// Check contracts: YAML, the JSON Schema, then the semantic rules (stable rule ids).
-    Validate(validate::Args),
-    /// Print a published JSON Schema (contract, trace, evidence).
-    Schema(schema::Args),
-    /// Run a falsification test's checker and record signed evidence of what it found.
-    Discharge(discharge::Args),
-    /// Make an Ed25519 key pair for signing evidence (public half in keys/).
-    Keygen(keygen::Args),
-    /// Check every evidence record: signature, trusted signer, hash chain, clause, files.
-    Verify(ledger::VerifyArgs),
-    /// Show each falsification test's status, computed from verified evidence.
-    Status(ledger::StatusArgs),
-    /// CI gate: fail while a required test is not DISCHARGED or any evidence is bad.
-    Gate(ledger::GateArgs),
 }
 
 /// Output format of reporting commands.
