@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Outcome, file_input};
+use super::context::{CheckError, Context, Input, Outcome, file_input, pass_fail};
 use super::gguf::{self, check_slots, slot_width};
 use super::params::{CanonicalModel, EquationParams, StdRatioParams, TracePromptParams};
 use crate::apr::AprFile;
@@ -181,7 +181,7 @@ pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Outcome, CheckE
     }
     let passed = problems.is_empty() && t.layers.len() == c.n_layer;
     Ok(Outcome {
-        verdict: if passed { "PASS" } else { "FAIL" }.into(),
+        verdict: pass_fail(passed),
         passed,
         canonical: g.canonical,
         measurements: json!({"tokens": g.tokens, "layers": t.layers.len(), "counts_per_layer": rows, "problems": problems}),
@@ -259,7 +259,7 @@ fn equation_outcome(
 ) -> Outcome {
     let passed = worst <= tol;
     Outcome {
-        verdict: if passed { "PASS" } else { "FAIL" }.into(),
+        verdict: pass_fail(passed),
         passed,
         canonical,
         report: format!("{what}: worst relative error {worst:.3e} (tolerance {tol:e})"),

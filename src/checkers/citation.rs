@@ -6,7 +6,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Outcome};
+use super::context::{CheckError, Context, Input, Outcome, pass_fail};
 use super::params::CitationParams;
 
 fn git(repo: &std::path::Path, args: &[&str]) -> Result<String, CheckError> {
@@ -59,7 +59,7 @@ pub fn fix_cites_hypothesis(p: &Value, ctx: &Context) -> Result<Outcome, CheckEr
     let cites_hypothesis = cites(&message, &hypothesis);
     let passed = cites_contract && cites_hypothesis;
     Ok(Outcome {
-        verdict: if passed { "PASS" } else { "FAIL" }.into(),
+        verdict: pass_fail(passed),
         passed,
         canonical: true,
         measurements: json!({

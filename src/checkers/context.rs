@@ -55,6 +55,11 @@ pub struct Outcome {
     pub report: String,
 }
 
+/// The verdict of a checker without hypotheses: `PASS` or `FAIL`.
+pub fn pass_fail(passed: bool) -> String {
+    if passed { "PASS" } else { "FAIL" }.into()
+}
+
 /// Why a checker could not reach a verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Outcome, file_input, model_path};
+use super::context::{CheckError, Context, Input, Outcome, file_input, model_path, pass_fail};
 use super::params::{CanonicalModel, TracePromptParams};
 use crate::model::{OwnedQuantizedModel, Slot, with_threads};
 use crate::tokenizer::Tokenizer;
@@ -128,7 +128,7 @@ pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Outcome, CheckEr
         problems.join("\n")
     );
     Ok(Outcome {
-        verdict: if passed { "PASS" } else { "FAIL" }.into(),
+        verdict: pass_fail(passed),
         passed,
         canonical: m.canonical,
         measurements: json!({
@@ -191,7 +191,7 @@ pub fn traced_logits_bit_identical(p: &Value, ctx: &Context) -> Result<Outcome, 
         .collect::<Vec<_>>()
         .join("\n");
     Ok(Outcome {
-        verdict: if passed { "PASS" } else { "FAIL" }.into(),
+        verdict: pass_fail(passed),
         passed,
         canonical: m.canonical,
         measurements: json!({
