@@ -7,10 +7,10 @@ use std::time::SystemTime;
 use super::keys::{self, TrustedKey};
 use super::record::{PREDICATE_TYPE, Predicate, STATEMENT_TYPE, Statement, Subject, this_host};
 use super::status::Status;
-use super::verify::{Places, TestReport, verify_all};
+use super::verify::{Places, TestReport, verify_test};
 use super::{EvidenceError, clause_sha256, dsse, ledger, sha256_file};
 use crate::checkers::{self, CheckError, Context, Outcome};
-use crate::contract::{self, ContractError, LoadedContract};
+use crate::contract::{self, ContractError, FalsificationTest, LoadedContract};
 
 /// Where a discharge reads and writes.
 #[derive(Clone, Debug)]
@@ -187,21 +187,17 @@ fn signing_key(layout: &Layout, given: Option<&Path>) -> Result<Signer, Evidence
 }
 
 fn test_report(
-    contracts: &[LoadedContract],
+    c: &LoadedContract,
+    test: &FalsificationTest,
     layout: &Layout,
     trusted: &[TrustedKey],
-    contract_id: &str,
-    test_id: &str,
-) -> Result<Option<TestReport>, EvidenceError> {
+) -> Result<TestReport, EvidenceError> {
     let places = Places {
         root: &layout.root,
         evidence: &layout.evidence,
         trusted,
     };
-    let v = verify_all(contracts, &places)?;
-    Ok(v.tests
-        .into_iter()
-        .find(|t| t.contract_id == contract_id && t.test_id == test_id))
+    verify_test(c, test, &places)
 }
 
 /// Runs the checker of `req.test_id` and records the result.
@@ -222,8 +218,8 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
 
     // Earlier verdicts, for checkers that depend on them (citations).
     let latest_verdict = |tid: &str| -> Option<String> {
-        let (c, _) = contract::find_test(&contracts, tid)?;
-        let r = test_report(&contracts, layout, &trusted, &c.contract.metadata.id, tid).ok()??;
+        let (c, t) = contract::find_test(&contracts, tid)?;
+        let r = test_report(c, t, layout, &trusted).ok()?;
         r.valid().then(|| r.verdict.clone()).flatten()
     };
     let ctx = Context {
@@ -243,8 +239,7 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
     let _lock = ledger::lock(&layout.evidence)?;
     let dir = ledger::test_dir(&layout.evidence, &cid, &test.id);
     ledger::repair_head(&dir, &ledger::read_records(&dir)?)?;
-    let current =
-        test_report(&contracts, layout, &trusted, &cid, &test.id)?.expect("the test exists");
+    let current = test_report(c, test, layout, &trusted)?;
     if !current.valid() {
         let mut problems = current.problems.clone();
         for r in &current.records {

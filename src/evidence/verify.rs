@@ -126,7 +126,8 @@ pub fn verify_all(
     Ok(Verification { tests, orphans })
 }
 
-fn verify_test(
+/// Verifies the records of one test of contract `c`.
+pub fn verify_test(
     c: &LoadedContract,
     t: &crate::contract::FalsificationTest,
     places: &Places,
