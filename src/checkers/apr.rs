@@ -5,17 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Outcome, file_input, pass_fail};
+use super::context::{CheckError, Context, Input, Outcome, file_input, pass_fail, typed_params};
 use super::gguf::{self, check_slots, slot_width};
 use super::params::{CanonicalModel, EquationParams, StdRatioParams, TracePromptParams};
 use crate::apr::AprFile;
 use crate::gguf::GgufFile;
 use crate::model::{AprDtype, AprTransformer, Slot, gguf_to_apr, with_threads};
 use crate::trace::{CaptureSpec, TraceOptions, TracedForward, check_parity};
-
-fn params<P: serde::de::DeserializeOwned>(v: &Value) -> Result<P, CheckError> {
-    P::deserialize(v).map_err(|e| CheckError::Params(e.to_string()))
-}
 
 /// The APR sibling of the test's GGUF model, converted (f32, atomically) when absent.
 fn apr_path(ctx: &Context, m: &CanonicalModel, gguf: &Path) -> Result<PathBuf, CheckError> {
@@ -49,7 +45,7 @@ fn load_apr(
 
 /// FFN-GGUF-003: the APR/GGUF std ratio of one slot at one layer, in both scopes.
 pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
-    let p: StdRatioParams = params(p)?;
+    let p: StdRatioParams = typed_params(p)?;
     p.check().map_err(CheckError::Params)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
     let gguf_path = ctx.models.join(&p.model.file);
@@ -158,7 +154,7 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
 
 /// FFN-APR-001: the APR trace has every pre-existing slot and every sub-FFN slot.
 pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
-    let p: TracePromptParams = params(p)?;
+    let p: TracePromptParams = typed_params(p)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
     let (apr, input) = load_apr(ctx, &p.model, &ctx.models.join(&p.model.file))?;
     (ctx.progress)(&format!(
@@ -270,7 +266,7 @@ fn equation_outcome(
 
 /// FFN-APR-002: `ffn_act = silu(ffn_gate)` and `ffn_inner = ffn_act * ffn_up`.
 pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
-    let p: EquationParams = params(p)?;
+    let p: EquationParams = typed_params(p)?;
     let slots = [Slot::FfnGate, Slot::FfnUp, Slot::FfnAct, Slot::FfnInner];
     let (t, inputs, canonical) = capture(&p, ctx, &slots)?;
     let mut rows = Vec::new();
@@ -308,7 +304,7 @@ pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Outcome, CheckError
 
 /// FFN-APR-003: `l_out = ffn_inp + ffn_down` (ffn_down is taken before the residual add).
 pub fn ffn_down_residual(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
-    let p: EquationParams = params(p)?;
+    let p: EquationParams = typed_params(p)?;
     let slots = [Slot::FfnInp, Slot::FfnDown, Slot::LOut];
     let (t, inputs, canonical) = capture(&p, ctx, &slots)?;
     let mut rows = Vec::new();

@@ -3,10 +3,9 @@
 
 use std::process::Command;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Outcome, pass_fail};
+use super::context::{CheckError, Context, Input, Outcome, pass_fail, typed_params};
 use super::params::CitationParams;
 
 fn git(repo: &std::path::Path, args: &[&str]) -> Result<String, CheckError> {
@@ -37,8 +36,7 @@ fn cites(text: &str, word: &str) -> bool {
 
 /// Runs the citation check on the commit given with `--cite`.
 pub fn fix_cites_hypothesis(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
-    let p: CitationParams =
-        CitationParams::deserialize(p).map_err(|e| CheckError::Params(e.to_string()))?;
+    let p: CitationParams = typed_params(p)?;
     let rev = ctx.cite.ok_or_else(|| {
         CheckError::Input("this test needs --cite REV: the commit of the fix".into())
     })?;

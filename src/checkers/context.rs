@@ -55,6 +55,11 @@ pub struct Outcome {
     pub report: String,
 }
 
+/// A contract's params as checker `P`'s typed parameters.
+pub fn typed_params<P: serde::de::DeserializeOwned>(v: &Value) -> Result<P, CheckError> {
+    P::deserialize(v).map_err(|e| CheckError::Params(e.to_string()))
+}
+
 /// The verdict of a checker without hypotheses: `PASS` or `FAIL`.
 pub fn pass_fail(passed: bool) -> String {
     if passed { "PASS" } else { "FAIL" }.into()

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Outcome, file_input, model_path, pass_fail};
+use super::context::{
+    CheckError, Context, Input, Outcome, file_input, model_path, pass_fail, typed_params,
+};
 use super::params::{CanonicalModel, TracePromptParams};
 use crate::model::{OwnedQuantizedModel, Slot, with_threads};
 use crate::tokenizer::Tokenizer;
@@ -37,10 +39,6 @@ pub fn load(ctx: &Context, m: &CanonicalModel, prompt: &str) -> Result<Loaded, C
         canonical: sha == m.sha256,
         input,
     })
-}
-
-fn params<P: serde::de::DeserializeOwned>(v: &Value) -> Result<P, CheckError> {
-    P::deserialize(v).map_err(|e| CheckError::Params(e.to_string()))
 }
 
 /// Checks that a slot's `all` scope covers `tokens x width` finite values.
@@ -104,7 +102,7 @@ pub fn check_slots(
 
 /// FFN-GGUF-001: `forward_traced` fills every sub-FFN slot of every layer.
 pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
-    let p: TracePromptParams = params(p)?;
+    let p: TracePromptParams = typed_params(p)?;
     let m = load(ctx, &p.model, &p.prompt)?;
     let cfg = &m.model.config;
     (ctx.progress)(&format!(
@@ -146,7 +144,7 @@ pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Outcome, CheckEr
 
 /// FFN-GGUF-002: traced logits equal `forward`'s bit for bit, at 1 thread and at all.
 pub fn traced_logits_bit_identical(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
-    let p: TracePromptParams = params(p)?;
+    let p: TracePromptParams = typed_params(p)?;
     let m = load(ctx, &p.model, &p.prompt)?;
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut runs = Vec::new();
