@@ -38,12 +38,17 @@ fn thousand_contracts(c: &mut Criterion) {
             .collect();
         std::fs::write(contracts.join(format!("c{i:04}.yaml")), text).unwrap();
     }
-    let (report, _) = pv::contract::validate(std::slice::from_ref(&contracts)).unwrap();
+    let (report, _) =
+        pv::contract::validate(std::slice::from_ref(&contracts), std::path::Path::new("."))
+            .unwrap();
     assert_eq!(report.errors(), 0, "{}", report.text());
     let mut g = c.benchmark_group("validate");
     g.sample_size(10);
     g.bench_function("1000_contracts", |b| {
-        b.iter(|| pv::contract::validate(std::slice::from_ref(&contracts)).unwrap())
+        b.iter(|| {
+            pv::contract::validate(std::slice::from_ref(&contracts), std::path::Path::new("."))
+                .unwrap()
+        })
     });
     g.finish();
     std::fs::remove_dir_all(&dir).ok();

@@ -12,6 +12,7 @@ pub mod contract;
 pub mod evidence;
 pub mod fsutil;
 pub mod gguf;
+pub mod gitrepo;
 pub mod model;
 pub mod quant;
 pub mod tokenizer;

@@ -208,6 +208,7 @@ fn contract() -> impl Strategy<Value = Contract> {
                     authors,
                     references: vec!["https://example.org/x".into()],
                     depends_on: vec![],
+                    covers: vec!["Cargo.toml".into()],
                 },
                 equations: eqs
                     .into_iter()
@@ -239,6 +240,7 @@ fn contract() -> impl Strategy<Value = Contract> {
                     params: serde_json::json!({"hypothesis_test": tid.clone()}),
                     if_fails: "x".into(),
                     required_for_gate: gate,
+                    covers: None,
                 }],
                 implementation_stages: vec![ImplementationStage {
                     id: format!("M-{tid}"),
@@ -269,7 +271,7 @@ proptest! {
         );
         let file = dir.join("c.yaml");
         std::fs::write(&file, &yaml).unwrap();
-        let (report, loaded) = pv::contract::validate(std::slice::from_ref(&file)).unwrap();
+        let (report, loaded) = pv::contract::validate(std::slice::from_ref(&file), std::path::Path::new(".")).unwrap();
         prop_assert_eq!(report.findings.len(), 0, "{}\n{}", report.text(), yaml);
         prop_assert_eq!(&loaded[0].contract, &c);
     }

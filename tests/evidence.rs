@@ -4,14 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::repo::{SynRepo, b64d as base64_decode, b64e as base64_encode, copy_dir, fresh_dir};
 use pv::evidence::Status;
-use pv::evidence::discharge::{DischargeError, Layout, Request, discharge};
+use pv::evidence::discharge::DischargeError;
 use pv::evidence::keys;
 use pv::evidence::verify::{Places, verify_all};
-use pv::gguf::GgmlType;
 
 /// `pv ARGS --root ROOT`.
 fn pv_at(root: &Path, args: &[&str]) -> (i32, String, String) {
@@ -20,143 +20,12 @@ fn pv_at(root: &Path, args: &[&str]) -> (i32, String, String) {
     common::pv(&all)
 }
 
-fn fresh_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pv-evidence-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
-}
-
-/// A repository with one contract whose only test is the APR/GGUF std ratio on a
-/// synthetic two-layer llama model, a key pair, and no evidence.
-struct SynRepo {
-    root: PathBuf,
-    models: PathBuf,
-    key: PathBuf,
-    sha: String,
-}
-
-impl SynRepo {
-    fn new(tag: &str) -> Self {
-        let root = fresh_dir(tag);
-        let models = root.join("models");
-        std::fs::create_dir_all(&models).unwrap();
-        let gguf = common::synthetic_model("llama", GgmlType::Q8_0, None);
-        std::fs::write(models.join("syn.gguf"), gguf.bytes()).unwrap();
-        let sha = pv::evidence::sha256_file(&models.join("syn.gguf")).unwrap();
-        std::fs::create_dir_all(root.join("schemas")).unwrap();
-        std::fs::write(
-            root.join("schemas/contract.schema.json"),
-            pv::contract::schema::schema_text(),
-        )
-        .unwrap();
-        let key = root.join("private/tester.key");
-        keys::keygen("tester", &key, &root.join("keys")).unwrap();
-        let repo = SynRepo {
-            root,
-            models,
-            key,
-            sha,
-        };
-        repo.contract(&repo.sha.clone(), [0.5, 2.0]);
-        repo
-    }
-
-    fn contract(&self, sha: &str, band: [f64; 2]) {
-        std::fs::create_dir_all(self.root.join("contracts")).unwrap();
-        let text = format!(
-            "# yaml-language-server: $schema=../schemas/contract.schema.json
-metadata:
-  id: syn-v1
-  version: 1.0.0
-  title: Synthetic
-  description: The std ratio on a synthetic model.
-  status: ACTIVE
-  created: 2026-11-25
-  authors: [tests]
-proof_obligations:
-  - id: PO-SYN-001
-    type: bound
-    property: APR and GGUF agree up to quantization.
-falsification_tests:
-  - id: SYN-001
-    rule: ratio in band
-    prediction: H1
-    obligations: [PO-SYN-001]
-    checker: apr_gguf_std_ratio
-    params:
-      model: {{file: syn.gguf, sha256: {sha}}}
-      prompt: What is 2+2?
-      layer: 1
-      slot: ffn_inner
-      band: [{}, {}]
-    if_fails: bisect
-    required_for_gate: true
-  - id: SYN-002
-    rule: the fix cites the hypothesis
-    prediction: the cited commit names syn-v1 and SYN-001's verdict
-    obligations: [PO-SYN-001]
-    checker: fix_cites_hypothesis
-    params:
-      hypothesis_test: SYN-001
-    if_fails: amend the message
-    required_for_gate: false
-",
-            band[0], band[1]
-        );
-        std::fs::write(self.root.join("contracts/syn-v1.yaml"), text).unwrap();
-    }
-
-    fn discharge(&self) -> Result<pv::evidence::discharge::Discharged, DischargeError> {
-        self.discharge_test("SYN-001", None)
-    }
-
-    fn discharge_test(
-        &self,
-        test_id: &str,
-        cite: Option<&str>,
-    ) -> Result<pv::evidence::discharge::Discharged, DischargeError> {
-        discharge(
-            &Layout::at(&self.root),
-            &Request {
-                test_id,
-                models: &self.models,
-                key: Some(&self.key),
-                threads: 1,
-                cite,
-                progress: &|_| {},
-            },
-        )
-    }
-
-    fn gate(&self) -> (i32, String) {
-        let (code, out, err) = pv_at(&self.root, &["gate"]);
-        (code, out + &err)
-    }
-}
-
 #[test]
 fn the_status_machine_on_a_synthetic_model() {
     let repo = SynRepo::new("machine");
-    let (code, out) = repo.gate();
+    let (code, out) = repo.gate(&[]);
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("status PENDING; required_for_gate needs DISCHARGED"),
-        "{out}"
-    );
+    assert!(out.contains("no evidence (status PENDING)"), "{out}");
 
     // A pass on a model that is not the canonical one (the digest differs).
     let other = "ab".repeat(32);
@@ -168,7 +37,7 @@ fn the_status_machine_on_a_synthetic_model() {
         (d.from, d.to),
         (Status::Pending, Status::AlgorithmLevelDischarged)
     );
-    assert_eq!(repo.gate().0, 1);
+    assert_eq!(repo.gate(&[]).0, 1);
 
     // The canonical model: the clause changed (the digest), so the record before is stale
     // history, and the new one discharges.
@@ -178,7 +47,7 @@ fn the_status_machine_on_a_synthetic_model() {
         (d.from, d.to),
         (Status::AlgorithmLevelDischarged, Status::Discharged)
     );
-    let (code, out) = repo.gate();
+    let (code, out) = repo.gate(&[]);
     assert_eq!(code, 0, "{out}");
 
     // A band that excludes the measured ratio: H2, falsified, and the gate blocks.
@@ -186,7 +55,7 @@ fn the_status_machine_on_a_synthetic_model() {
     let d = repo.discharge().unwrap();
     assert_eq!(d.outcome.verdict, "H2");
     assert_eq!((d.from, d.to), (Status::Discharged, Status::Falsified));
-    let (code, out) = repo.gate();
+    let (code, out) = repo.gate(&[]);
     assert_eq!(code, 1);
     assert!(out.contains("status FALSIFIED"), "{out}");
 
@@ -206,7 +75,7 @@ fn the_status_machine_on_a_synthetic_model() {
     repo.contract(&repo.sha, [0.5, 2.0]);
     let d = repo.discharge().unwrap();
     assert_eq!((d.from, d.to), (Status::Falsified, Status::Discharged));
-    assert_eq!(repo.gate().0, 0);
+    assert_eq!(repo.gate(&[]).0, 0);
 
     // pv status reports what the chain says: four records, DISCHARGED, signer tester.
     let (code, out, _) = pv_at(&repo.root, &["status", "--format", "json"]);
@@ -304,71 +173,190 @@ fn concurrent_discharges_keep_one_unbroken_chain() {
     assert!(out.contains("2 record(s) checked; 0 problem(s)"), "{out}");
 }
 
-#[test]
-fn an_interrupted_discharge_leaves_no_partial_record() {
-    let repo = SynRepo::new("interrupted");
-    repo.discharge().unwrap();
-    let dir = repo.root.join("evidence/syn-v1/SYN-001");
-    // Killed while writing: only atomic_write's temporary file exists, half written.
-    std::fs::write(
-        dir.join(".0002.dsse.json.4242.tmp"),
-        b"{\"payload\": \"eyJf",
+/// `pv discharge SYN-001` as a process, killed (aborted) at `moment` when given.
+fn discharge_killed_at(repo: &SynRepo, moment: Option<&str>) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pv"));
+    cmd.args(["discharge", "SYN-001", "--threads", "1", "--root"])
+        .arg(&repo.root)
+        .arg("--models")
+        .arg(&repo.models)
+        .arg("--key")
+        .arg(&repo.key);
+    if let Some(m) = moment {
+        cmd.env("PV_CRASH_AT", m);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
-    .unwrap();
-    let (code, out, _) = pv_at(&repo.root, &["verify"]);
-    assert_eq!(code, 0, "a temporary file is not a record: {out}");
-    // Killed between the record and head.json: verify says so, the next discharge repairs
-    // the head and continues the chain.
-    let head = std::fs::read(dir.join("head.json")).unwrap();
-    repo.discharge().unwrap();
-    std::fs::write(dir.join("head.json"), head).unwrap();
-    let (code, out, _) = pv_at(&repo.root, &["verify"]);
-    assert_eq!(code, 1);
-    assert!(out.contains("head.json names record 1"), "{out}");
-    let d = repo.discharge().unwrap();
-    assert!(d.record.ends_with("0003.dsse.json"));
-    let (code, out, _) = pv_at(&repo.root, &["verify"]);
-    assert_eq!(code, 0, "{out}");
 }
 
-/// The repository's committed evidence: `pv gate` is open on it, and closes, saying why,
-/// when a record is deleted, tampered with, signed by an unknown key, or its clause edited.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A discharge killed at each moment of its write leaves a ledger that verifies, or one
+/// that reports an interrupted discharge with the command that completes it; the next
+/// discharge (or `--complete`) completes it, and no temporary file survives it.
+#[test]
+fn kills_at_every_moment_of_a_discharge_leave_a_ledger_that_verifies_or_says_how_to_complete() {
+    let repo = SynRepo::new("killed");
+    let dir = repo.root.join("evidence/syn-v1/SYN-001");
+    assert_eq!(discharge_killed_at(&repo, None).0, 0);
+
+    // Killed with the record only in its temporary file: not evidence; verify is clean and
+    // notes the leftover; the next discharge removes it and takes the next number.
+    let (code, _) = discharge_killed_at(&repo, Some("record-temp"));
+    assert_ne!(code, 0, "the process was aborted");
+    assert!(
+        files_in(&dir).iter().any(|f| f.ends_with(".tmp")),
+        "{:?}",
+        files_in(&dir)
+    );
+    let (code, out, _) = repo.pv(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("temporary file of an interrupted write"),
+        "{out}"
+    );
+    assert_eq!(discharge_killed_at(&repo, None).0, 0);
+    assert_eq!(
+        files_in(&dir),
+        ["0001.dsse.json", "0002.dsse.json", "head.json"]
+    );
+
+    // Killed between the record and its head: an interrupted discharge, named with the
+    // command that completes it, blocking the gate; the next discharge completes it first.
+    let (code, _) = discharge_killed_at(&repo, Some("record"));
+    assert_ne!(code, 0);
+    let (code, out, _) = repo.pv(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("interrupted discharge: record 3 was written but head.json does not name it yet; complete it with `pv discharge SYN-001 --complete`"),
+        "{out}"
+    );
+    let (_, out, _) = repo.pv(&["status"]);
+    assert!(out.contains("DISCHARGED (INTERRUPTED)"), "{out}");
+    let (code, out) = repo.gate(&[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("[ledger-complete]"), "{out}");
+    let (code, out) = discharge_killed_at(&repo, None);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("completed an interrupted discharge: head.json now names record 3"),
+        "{out}"
+    );
+    assert!(out.contains("0004.dsse.json"), "{out}");
+    assert_eq!(repo.pv(&["verify"]).0, 0);
+
+    // Killed while replacing the head: the record is in place, the new head only in a
+    // temporary file. `--complete` signs the head and removes the leftover, running nothing.
+    let (code, _) = discharge_killed_at(&repo, Some("head-temp"));
+    assert_ne!(code, 0);
+    let (code, out, _) = repo.pv(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("record 5 was written but head.json does not name it yet"),
+        "{out}"
+    );
+    let (code, out, _) = repo.pv(&[
+        "discharge",
+        "SYN-001",
+        "--complete",
+        "--key",
+        repo.key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("head.json now names record 5"), "{out}");
+    assert_eq!(
+        files_in(&dir),
+        [
+            "0001.dsse.json",
+            "0002.dsse.json",
+            "0003.dsse.json",
+            "0004.dsse.json",
+            "0005.dsse.json",
+            "head.json"
+        ]
+    );
+    let (code, out, _) = repo.pv(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("5 record(s) checked; 0 problem(s)"), "{out}");
+}
+
+/// The repository as committed at HEAD (not the working tree, whose ledger the README's
+/// main job may have extended), in a fresh directory, with the models linked in.
+fn committed_tree(tag: &str) -> std::path::PathBuf {
+    let root = common::root();
+    let d = fresh_dir(tag);
+    let archive = Command::new("git")
+        .current_dir(&root)
+        .args(["archive", "--format=tar", "HEAD"])
+        .output()
+        .unwrap();
+    assert!(archive.status.success(), "git archive HEAD");
+    let mut tar = Command::new("tar")
+        .current_dir(&d)
+        .args(["-xf", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    tar.stdin
+        .take()
+        .unwrap()
+        .write_all(&archive.stdout)
+        .unwrap();
+    assert!(tar.wait().unwrap().success());
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(root.join("models"), d.join("models")).unwrap();
+    d
+}
+
+/// The repository's committed evidence: `pv gate` (re-checking what the committed code
+/// made stale) is open on it, and closes, saying why, when a record is deleted, tampered
+/// with, signed by an unknown key, or its clause edited.
 #[test]
 fn the_repository_gate_and_what_closes_it() {
-    let root = common::root();
-    let (code, out, err) = pv_at(&root, &["gate"]);
+    if common::smollm2().is_none() {
+        return;
+    }
+    let copy = |tag: &str| committed_tree(tag);
+    let d = copy("repo-open");
+    let (code, out, err) = pv_at(
+        &d,
+        &[
+            "gate",
+            "--discharge-stale",
+            "--models",
+            d.join("models").to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{out}{err}");
     for t in ["FFN-GGUF-001", "FFN-GGUF-002", "FFN-GGUF-003"] {
         assert!(
-            out.contains(&format!(
-                "ok      trace-ffn-sub-block-gguf-v1/{t}: DISCHARGED"
-            )),
+            out.contains(&format!("ok      trace-ffn-sub-block-gguf-v1/{t}: ")),
             "{out}"
         );
     }
-
-    let copy = |tag: &str| {
-        let d = fresh_dir(tag);
-        for sub in ["contracts", "schemas", "keys", "evidence", "src"] {
-            copy_dir(&root.join(sub), &d.join(sub));
-        }
-        let (code, out, err) = pv_at(&d, &["gate"]);
-        assert_eq!(code, 0, "the copy starts open: {out}{err}");
-        d
-    };
     let rec = "evidence/trace-ffn-sub-block-gguf-v1/FFN-GGUF-003/0001.dsse.json";
 
-    let d = copy("deleted");
+    let d = copy("repo-deleted");
     std::fs::remove_file(d.join(rec)).unwrap();
     let (code, out, _) = pv_at(&d, &["gate"]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("FFN-GGUF-003: invalid evidence: head.json names record 1")
-            && out.contains("deleted"),
+        out.contains("BLOCKED evidence/trace-ffn-sub-block-gguf-v1/FFN-GGUF-003/0002.dsse.json: invalid record: sequence gap: expected record 1, found 2"),
         "{out}"
     );
 
-    let d = copy("tampered");
+    let d = copy("repo-tampered");
     let text = std::fs::read_to_string(d.join(rec)).unwrap();
     let mut env: serde_json::Value = serde_json::from_str(&text).unwrap();
     let payload = env["payload"].as_str().unwrap().to_string();
@@ -380,12 +368,14 @@ fn the_repository_gate_and_what_closes_it() {
     let (code, out, _) = pv_at(&d, &["gate", "--format", "github"]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("::error title=pv gate FFN-GGUF-003::")
-            && out.contains("signature does not verify"),
+        out.contains(&format!(
+            "::error file={},title=pv gate evidence-intact::",
+            rec.replace(':', "%3A")
+        )) && out.contains("signature does not verify"),
         "{out}"
     );
 
-    let d = copy("untrusted");
+    let d = copy("repo-untrusted");
     for e in std::fs::read_dir(d.join("keys")).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
@@ -393,34 +383,28 @@ fn the_repository_gate_and_what_closes_it() {
     let (code, out, _) = pv_at(&d, &["gate", "--format", "junit"]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("<failure") && out.contains("which is not in keys/ (untrusted)"),
+        out.contains("<failure") && out.contains("which is not a trusted key (untrusted)"),
         "{out}"
     );
 
-    let d = copy("clause");
+    let d = copy("repo-clause");
     let c = d.join("contracts/trace-ffn-sub-block-gguf-v1.yaml");
     let text = std::fs::read_to_string(&c).unwrap();
     std::fs::write(&c, text.replace("      layer: 3\n", "      layer: 4\n")).unwrap();
     let (code, out, _) = pv_at(&d, &["gate", "--format", "json"]);
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let t = v["tests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["test_id"] == "FFN-GGUF-003")
-        .unwrap();
-    assert!(t["reasons"][0].as_str().unwrap().contains("STALE"), "{t}");
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(b)
+    let blocks = v["blocks"].as_array().unwrap();
+    assert!(
+        blocks.iter().any(
+            |b| b["subject"] == "trace-ffn-sub-block-gguf-v1/FFN-GGUF-003"
+                && b["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("the clause of FFN-GGUF-003 changed")
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -428,7 +412,7 @@ fn every_flipped_byte_makes_verification_fail() {
     let repo = SynRepo::new("flip");
     let d = repo.discharge().unwrap();
     let original = std::fs::read(&d.record).unwrap();
-    let contracts = pv::contract::load_all(&repo.root.join("contracts")).unwrap();
+    let contracts = pv::contract::load_all(&repo.root.join("contracts"), &repo.root).unwrap();
     let trusted = keys::trusted_keys(&repo.root.join("keys")).unwrap();
     let evidence = repo.root.join("evidence");
     let places = Places {
@@ -451,67 +435,78 @@ fn every_flipped_byte_makes_verification_fail() {
     assert!(ok(&verify_all(&contracts, &places).unwrap()));
 }
 
+/// Runs the securesystemslib interop script on `records` with the keys in `keys_dir`: its
+/// exit code and output.
+fn sslib_verify(records: &[std::path::PathBuf], keys_dir: &Path) -> (bool, String) {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg(common::root().join("tests/interop/verify_dsse.py"))
+        .arg(keys_dir)
+        .args(records)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// securesystemslib (the in-toto reference implementation's signing library, from PyPI)
+/// verifies the committed records and heads, and a fresh record with its head, with its own
+/// DSSE envelope and key classes reading pv's PEM keys; and rejects an edited record.
 #[test]
-fn an_independent_dsse_implementation_verifies_pv_records() {
+fn securesystemslib_verifies_pv_records_and_heads() {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
-        .args(["-c", "import cryptography"])
+        .args([
+            "-c",
+            "import securesystemslib.dsse, securesystemslib.signer",
+        ])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "Python `cryptography` is required under CI (scripts/test.sh installs it)"
+            "Python `securesystemslib` is required under CI (scripts/test.sh installs it)"
         );
-        eprintln!("skipping: no Python `cryptography`");
+        eprintln!("skipping: no Python `securesystemslib`");
         return;
     }
-    let root = common::root();
-    let script = root.join("tests/interop/verify_dsse.py");
-    let mut records = Vec::new();
-    for c in std::fs::read_dir(root.join("evidence")).unwrap() {
+    let d = committed_tree("interop-committed");
+    let mut files = Vec::new();
+    for c in std::fs::read_dir(d.join("evidence")).unwrap() {
         let c = c.unwrap().path();
         if !c.is_dir() {
             continue;
         }
         for t in std::fs::read_dir(c).unwrap() {
-            records.push(t.unwrap().path().join("0001.dsse.json"));
+            for f in std::fs::read_dir(t.unwrap().path()).unwrap() {
+                files.push(f.unwrap().path());
+            }
         }
     }
-    assert!(records.len() >= 3, "{records:?}");
+    files.sort();
+    assert!(files.len() >= 12, "{files:?}");
+    let (ok, out) = sslib_verify(&files, &d.join("keys"));
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        files.len(),
+        "{out}"
+    );
+
     let repo = SynRepo::new("interop");
     let fresh = repo.discharge().unwrap().record;
-    let cases = records
-        .iter()
-        .map(|r| (r.clone(), root.join("keys")))
-        .chain([(fresh.clone(), repo.root.join("keys"))]);
-    for (rec, keys_dir) in cases {
-        let out = Command::new(&python)
-            .arg(&script)
-            .arg(&rec)
-            .arg(&keys_dir)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && text.starts_with("ok "),
-            "{}: {text}{}",
-            rec.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let head = fresh.parent().unwrap().join("head.json");
+    let (ok, out) = sslib_verify(&[fresh.clone(), head], &repo.root.join("keys"));
+    assert!(ok, "{out}");
     // And it rejects a record whose payload was changed.
     let mut env: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&fresh).unwrap()).unwrap();
     let body = String::from_utf8(base64_decode(env["payload"].as_str().unwrap())).unwrap();
     env["payload"] = base64_encode(body.replace("\"H1\"", "\"H2\"").as_bytes()).into();
     std::fs::write(&fresh, serde_json::to_vec(&env).unwrap()).unwrap();
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(&fresh)
-        .arg(repo.root.join("keys"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let (ok, out) = sslib_verify(&[fresh], &repo.root.join("keys"));
+    assert!(!ok, "{out}");
 }
 
 #[test]
@@ -554,6 +549,7 @@ fn the_main_job_discharges_ffn_gguf_003_on_smollm2() {
     for sub in ["contracts", "schemas", "src"] {
         copy_dir(&root.join(sub), &d.join(sub));
     }
+    std::fs::copy(root.join("Cargo.lock"), d.join("Cargo.lock")).unwrap();
     let models = d.join("models");
     std::fs::create_dir_all(&models).unwrap();
     std::fs::copy(&model, models.join(model.file_name().unwrap())).unwrap();

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Outcome, file_input, pass_fail, typed_params};
-use super::gguf::{self, check_slots, slot_width};
+use super::context::{CheckError, Context, Input, Measured, file_input, typed_params};
+use super::gguf::{self, count_problems, slot_counts, slot_width};
+use super::judge::{Judged, Judgement, agrees, arr, flag, num, text, uint};
 use super::params::{CanonicalModel, EquationParams, StdRatioParams, TracePromptParams};
 use crate::apr::AprFile;
 use crate::gguf::GgufFile;
@@ -43,8 +44,9 @@ fn load_apr(
     Ok((AprTransformer::load(&file)?, input))
 }
 
-/// FFN-GGUF-003: the APR/GGUF std ratio of one slot at one layer, in both scopes.
-pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
+/// FFN-GGUF-003: both engines traced on the same tokens; per layer, the std of one slot in
+/// both scopes.
+pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: StdRatioParams = typed_params(p)?;
     p.check().map_err(CheckError::Params)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
@@ -69,73 +71,22 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
             tg.layers.len()
         )));
     }
-    let [lo, hi] = p.band;
     let mut rows = Vec::new();
-    let mut table = format!(
-        "{:>5} {:>12} {:>12} {:>8}   {:>12} {:>12} {:>8}\n",
-        "layer", "gguf std", "apr std", "ratio", "gguf last", "apr last", "ratio"
-    );
     for (l, (la, lg)) in ta.layers.iter().zip(&tg.layers).enumerate() {
+        let missing = || CheckError::Params(format!("slot {} is not per-layer", p.slot.name()));
         let (a, g) = (
-            la.get(p.slot).ok_or_else(|| {
-                CheckError::Params(format!("slot {} is not per-layer", p.slot.name()))
-            })?,
-            lg.get(p.slot).ok_or_else(|| {
-                CheckError::Params(format!("slot {} is not per-layer", p.slot.name()))
-            })?,
-        );
-        let ratio_all = a.all.std / g.all.std;
-        let ratio_last = a.last.std / g.last.std;
-        // `!` marks a ratio outside the band; no trailing blanks on in-band rows.
-        let mark = |r: f64, last: bool| match ((lo..=hi).contains(&r), last) {
-            (true, true) => "",
-            (true, false) => " ",
-            (false, _) => "!",
-        };
-        table += &format!(
-            "{:>4}{} {:>12.6} {:>12.6} {:>8.4}{} {:>12.6} {:>12.6} {:>8.4}{}\n",
-            l,
-            if l == p.layer { "*" } else { " " },
-            g.all.std,
-            a.all.std,
-            ratio_all,
-            mark(ratio_all, false),
-            g.last.std,
-            a.last.std,
-            ratio_last,
-            mark(ratio_last, true)
+            la.get(p.slot).ok_or_else(missing)?,
+            lg.get(p.slot).ok_or_else(missing)?,
         );
         rows.push(json!({
             "layer": l,
-            "gguf_std_all": g.all.std, "apr_std_all": a.all.std, "ratio_all": ratio_all,
-            "gguf_std_last": g.last.std, "apr_std_last": a.last.std, "ratio_last": ratio_last,
+            "gguf_std_all": g.all.std, "apr_std_all": a.all.std, "ratio_all": a.all.std / g.all.std,
+            "gguf_std_last": g.last.std, "apr_std_last": a.last.std, "ratio_last": a.last.std / g.last.std,
             "scope_all": g.all.scope, "scope_last": g.last.scope,
         }));
     }
     let at = &rows[p.layer];
-    let (ra, rl) = (
-        at["ratio_all"].as_f64().unwrap_or(f64::NAN),
-        at["ratio_last"].as_f64().unwrap_or(f64::NAN),
-    );
-    let h1 = (lo..=hi).contains(&ra) && (lo..=hi).contains(&rl);
-    let verdict = if h1 { "H1" } else { "H2" };
-    let report = format!(
-        "{} std ratio APR/GGUF per layer, scopes all ({} tokens) and last (1 token, position {}); band [{lo}, {hi}]\n{table}\
-         layer {}: ratio(all) = {ra:.4}, ratio(last) = {rl:.4} -> {verdict}: {}",
-        p.slot.name(),
-        tg.tokens.len(),
-        tg.tokens.len() - 1,
-        p.layer,
-        if h1 {
-            "the paths differ by quantization only (normal model behaviour)"
-        } else {
-            "outside the band: a bug on one path; bisect with pv diff"
-        }
-    );
-    Ok(Outcome {
-        verdict: verdict.into(),
-        passed: h1,
-        canonical: g.canonical,
+    Ok(Measured {
         measurements: json!({
             "tokens": g.tokens,
             "apr_tokenizer_agrees": apr_tokens == g.tokens,
@@ -143,17 +94,108 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
             "slot": p.slot,
             "layer": p.layer,
             "band": p.band,
-            "ratio_all": ra,
-            "ratio_last": rl,
+            "ratio_all": at["ratio_all"],
+            "ratio_last": at["ratio_last"],
             "per_layer": rows,
         }),
         inputs: vec![g.input, apr_input],
+    })
+}
+
+/// FFN-GGUF-003's judge: the ratios at the params' layer, recomputed from the recorded
+/// stds, inside the band in both scopes (H1) or not (H2); and the per-layer table.
+pub fn judge_std_ratio(j: &Judged) -> Result<Judgement, String> {
+    let p: StdRatioParams = serde_json::from_value(j.params.clone()).map_err(|e| e.to_string())?;
+    let m = j.measurements;
+    let [lo, hi] = p.band;
+    let rows = arr(m, "/per_layer")?;
+    if p.layer >= rows.len() {
+        return Err(format!(
+            "layer {} is not among the {} recorded",
+            p.layer,
+            rows.len()
+        ));
+    }
+    if text(m, "/slot")? != p.slot.name() || uint(m, "/layer")? != p.layer as u64 {
+        return Err("the recorded slot or layer is not the params'".into());
+    }
+    let n = arr(m, "/tokens")?.len();
+    let mut table = format!(
+        "{:>5} {:>12} {:>12} {:>8}   {:>12} {:>12} {:>8}\n",
+        "layer", "gguf std", "apr std", "ratio", "gguf last", "apr last", "ratio"
+    );
+    let inside = |r: f64| (lo..=hi).contains(&r);
+    let (mut ra, mut rl) = (f64::NAN, f64::NAN);
+    for (i, row) in rows.iter().enumerate() {
+        if uint(row, "/layer")? != i as u64 {
+            return Err(format!("per_layer/{i} is not layer {i}"));
+        }
+        let (ga, aa, gl, al) = (
+            num(row, "/gguf_std_all")?,
+            num(row, "/apr_std_all")?,
+            num(row, "/gguf_std_last")?,
+            num(row, "/apr_std_last")?,
+        );
+        let (r_all, r_last) = (aa / ga, al / gl);
+        agrees(
+            &format!("layer {i} ratio_all"),
+            num(row, "/ratio_all")?,
+            r_all,
+        )?;
+        agrees(
+            &format!("layer {i} ratio_last"),
+            num(row, "/ratio_last")?,
+            r_last,
+        )?;
+        if i == p.layer {
+            (ra, rl) = (r_all, r_last);
+        }
+        // `!` marks a ratio outside the band; no trailing blanks on in-band rows.
+        let mark = |r: f64, last: bool| match (inside(r), last) {
+            (true, true) => "",
+            (true, false) => " ",
+            (false, _) => "!",
+        };
+        table += &format!(
+            "{:>4}{} {:>12.6} {:>12.6} {:>8.4}{} {:>12.6} {:>12.6} {:>8.4}{}\n",
+            i,
+            if i == p.layer { "*" } else { " " },
+            ga,
+            aa,
+            r_all,
+            mark(r_all, false),
+            gl,
+            al,
+            r_last,
+            mark(r_last, true)
+        );
+    }
+    agrees("ratio_all", num(m, "/ratio_all")?, ra)?;
+    agrees("ratio_last", num(m, "/ratio_last")?, rl)?;
+    let h1 = inside(ra) && inside(rl);
+    let verdict = if h1 { "H1" } else { "H2" };
+    let report = format!(
+        "{} std ratio APR/GGUF per layer, scopes all ({n} tokens) and last (1 token, position {}); band [{lo}, {hi}]\n{table}\
+         layer {}: ratio(all) = {ra:.4}, ratio(last) = {rl:.4} -> {verdict}: {}",
+        p.slot.name(),
+        n.saturating_sub(1),
+        p.layer,
+        if h1 {
+            "the paths differ by quantization only (normal model behaviour)"
+        } else {
+            "outside the band: a bug on one path; bisect with pv diff"
+        }
+    );
+    Ok(Judgement {
+        verdict: verdict.into(),
+        passed: h1,
         report,
     })
 }
 
-/// FFN-APR-001: the APR trace has every pre-existing slot and every sub-FFN slot.
-pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
+/// FFN-APR-001: the APR engine's trace, counting every per-layer slot and the three global
+/// ones.
+pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: TracePromptParams = typed_params(p)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
     let (apr, input) = load_apr(ctx, &p.model, &ctx.models.join(&p.model.file))?;
@@ -163,37 +205,71 @@ pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Outcome, CheckE
     ));
     let t = with_threads(ctx.threads, || apr.forward_traced(&g.tokens))?;
     let c = &apr.config;
-    let (d, ff, kv) = (c.n_embd, c.n_ff, c.n_head_kv * c.head_dim);
-    let (rows, mut problems) = check_slots(&t, &Slot::LAYER, |s| slot_width(s, d, ff, kv));
-    let n = g.tokens.len();
-    for (name, s, w) in [
-        ("embd", &t.embd.all, d),
-        ("final_norm", &t.final_norm.all, d),
-        ("logits", &t.logits.all, c.vocab_size),
-    ] {
-        if let Err(e) = gguf::slot_filled(s, n, w) {
-            problems.push(format!("{name}: {e}"));
+    Ok(Measured {
+        measurements: json!({
+            "tokens": g.tokens,
+            "layers": t.layers.len(),
+            "expected_layers": c.n_layer,
+            "widths": {"d_model": c.n_embd, "d_ff": c.n_ff, "kv": c.n_head_kv * c.head_dim, "vocab": c.vocab_size},
+            "counts_per_layer": slot_counts(&t, &Slot::LAYER),
+            "globals": {
+                "embd": t.embd.all.count,
+                "final_norm": t.final_norm.all.count,
+                "logits": t.logits.all.count,
+            },
+        }),
+        inputs: vec![g.input, input],
+    })
+}
+
+/// FFN-APR-001's judge: every slot present in every layer with `tokens x width` finite
+/// values (and embd, final_norm, logits likewise). Records made before widths were
+/// recorded are judged on presence and on the problems they list.
+pub fn judge_fields_superset(j: &Judged) -> Result<Judgement, String> {
+    let m = j.measurements;
+    let n = arr(m, "/tokens")?.len() as u64;
+    let widths = m.get("widths");
+    let w = |k: &str| -> Result<Option<u64>, String> {
+        widths.map(|_| uint(m, &format!("/widths/{k}"))).transpose()
+    };
+    let (d, ff, kv, vocab) = (w("d_model")?, w("d_ff")?, w("kv")?, w("vocab")?);
+    let mut problems = count_problems(m, &Slot::LAYER, |s| {
+        Ok(d.zip(ff)
+            .zip(kv)
+            .map(|((d, ff), kv)| slot_width(s, d as usize, ff as usize, kv as usize) as u64))
+    })?;
+    if let (Some(d), Some(v)) = (d, vocab) {
+        for (name, width) in [("embd", d), ("final_norm", d), ("logits", v)] {
+            let got = uint(m, &format!("/globals/{name}"))?;
+            if got != n * width {
+                problems.push(format!("{name}: {got} finite values of {}", n * width));
+            }
+        }
+        let expected = uint(m, "/expected_layers")?;
+        if uint(m, "/layers")? != expected || arr(m, "/counts_per_layer")?.len() as u64 != expected
+        {
+            problems.push(format!(
+                "the model has {expected} layers; not all were traced"
+            ));
+        }
+    } else {
+        for p in arr(m, "/problems")? {
+            problems.push(p.as_str().unwrap_or("a recorded problem").to_string());
         }
     }
-    let passed = problems.is_empty() && t.layers.len() == c.n_layer;
-    Ok(Outcome {
-        verdict: pass_fail(passed),
-        passed,
-        canonical: g.canonical,
-        measurements: json!({"tokens": g.tokens, "layers": t.layers.len(), "counts_per_layer": rows, "problems": problems}),
-        inputs: vec![g.input, input],
-        report: format!(
-            "{} layers x {} slots (+ embd, final_norm, logits) over {n} tokens: {}\n{}",
-            t.layers.len(),
-            Slot::LAYER.len(),
-            if passed {
-                "all present and filled"
-            } else {
-                "PROBLEMS"
-            },
-            problems.join("\n")
-        ),
-    })
+    let passed = problems.is_empty();
+    let report = format!(
+        "{} layers x {} slots (+ embd, final_norm, logits) over {n} tokens: {}\n{}",
+        uint(m, "/layers")?,
+        Slot::LAYER.len(),
+        if passed {
+            "all present and filled"
+        } else {
+            "PROBLEMS"
+        },
+        problems.join("\n")
+    );
+    Ok(Judgement::pass_fail(passed, report))
 }
 
 /// Captures `slots` at the params' layers on the APR engine.
@@ -201,7 +277,7 @@ fn capture(
     p: &EquationParams,
     ctx: &Context,
     slots: &[Slot],
-) -> Result<(crate::trace::Traced, Vec<Input>, bool), CheckError> {
+) -> Result<(crate::trace::Traced, Vec<Input>), CheckError> {
     p.check().map_err(CheckError::Params)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
     let (apr, input) = load_apr(ctx, &p.model, &ctx.models.join(&p.model.file))?;
@@ -223,7 +299,7 @@ fn capture(
         g.tokens.len()
     ));
     let t = with_threads(ctx.threads, || apr.forward_traced_with(&g.tokens, &opts))?;
-    Ok((t, vec![g.input, input], g.canonical))
+    Ok((t, vec![g.input, input]))
 }
 
 fn tensor(t: &crate::trace::Traced, layer: usize, slot: Slot) -> &[f32] {
@@ -245,30 +321,56 @@ fn rel_err(got: &[f32], want: impl Iterator<Item = f64>) -> f64 {
         / scale
 }
 
-fn equation_outcome(
-    rows: Vec<Value>,
-    worst: f64,
-    tol: f64,
-    canonical: bool,
-    inputs: Vec<Input>,
-    what: &str,
-) -> Outcome {
-    let passed = worst <= tol;
-    Outcome {
-        verdict: pass_fail(passed),
-        passed,
-        canonical,
-        report: format!("{what}: worst relative error {worst:.3e} (tolerance {tol:e})"),
-        measurements: json!({"per_layer": rows, "worst_relative_error": worst, "tolerance": tol}),
-        inputs,
+/// Judges an equation checker's rows: every layer of the params captured, each of the
+/// named errors at most the params' tolerance; the recorded worst error agrees.
+fn judge_equations(j: &Judged, errors: &[&str], what: &str) -> Result<Judgement, String> {
+    let p: EquationParams = serde_json::from_value(j.params.clone()).map_err(|e| e.to_string())?;
+    let m = j.measurements;
+    let rows = arr(m, "/per_layer")?;
+    let layers: Vec<u64> = rows
+        .iter()
+        .map(|r| uint(r, "/layer"))
+        .collect::<Result<_, _>>()?;
+    if layers != p.layers.iter().map(|&l| l as u64).collect::<Vec<_>>() {
+        return Err(format!(
+            "recorded layers {layers:?} are not the params' {:?}",
+            p.layers
+        ));
     }
+    let mut worst = 0f64;
+    for r in rows {
+        let e = if flag(r, "/captured")? {
+            errors
+                .iter()
+                .map(|k| num(r, &format!("/{k}")))
+                .try_fold(0f64, |w, e| {
+                    e.map(|e| if e.is_nan() { f64::INFINITY } else { w.max(e) })
+                })?
+        } else {
+            f64::INFINITY
+        };
+        worst = worst.max(e);
+    }
+    let recorded = num(m, "/worst_relative_error")?;
+    if !(recorded.is_nan() && worst.is_infinite()) {
+        agrees("worst_relative_error", recorded, worst)?;
+    }
+    let passed = worst <= p.tolerance;
+    Ok(Judgement::pass_fail(
+        passed,
+        format!(
+            "{what}: worst relative error {worst:.3e} (tolerance {:e})",
+            p.tolerance
+        ),
+    ))
 }
 
-/// FFN-APR-002: `ffn_act = silu(ffn_gate)` and `ffn_inner = ffn_act * ffn_up`.
-pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
+/// FFN-APR-002: captures gate, up, act and inner; per layer, how far act is from
+/// silu(gate) and inner from act * up.
+pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: EquationParams = typed_params(p)?;
     let slots = [Slot::FfnGate, Slot::FfnUp, Slot::FfnAct, Slot::FfnInner];
-    let (t, inputs, canonical) = capture(&p, ctx, &slots)?;
+    let (t, inputs) = capture(&p, ctx, &slots)?;
     let mut rows = Vec::new();
     let mut worst = 0f64;
     for &l in &p.layers {
@@ -284,29 +386,34 @@ pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Outcome, CheckError
         let complete = [gate, up, act, inner]
             .iter()
             .all(|x| !x.is_empty() && x.len() == gate.len());
-        let e = if complete {
+        worst = worst.max(if complete {
             e_act.max(e_inner)
         } else {
             f64::INFINITY
-        };
-        worst = worst.max(e);
+        });
         rows.push(json!({"layer": l, "silu_gate_rel_err": e_act, "swiglu_inner_rel_err": e_inner, "captured": complete}));
     }
-    Ok(equation_outcome(
-        rows,
-        worst,
-        p.tolerance,
-        canonical,
+    Ok(Measured {
+        measurements: json!({"per_layer": rows, "worst_relative_error": worst, "tolerance": p.tolerance}),
         inputs,
-        "ffn_act = silu(ffn_gate), ffn_inner = ffn_act * ffn_up",
-    ))
+    })
 }
 
-/// FFN-APR-003: `l_out = ffn_inp + ffn_down` (ffn_down is taken before the residual add).
-pub fn ffn_down_residual(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
+/// FFN-APR-002's judge.
+pub fn judge_sub_ffn_equations(j: &Judged) -> Result<Judgement, String> {
+    judge_equations(
+        j,
+        &["silu_gate_rel_err", "swiglu_inner_rel_err"],
+        "ffn_act = silu(ffn_gate), ffn_inner = ffn_act * ffn_up",
+    )
+}
+
+/// FFN-APR-003: captures ffn_inp, ffn_down and l_out; per layer, how far l_out is from
+/// ffn_inp + ffn_down.
+pub fn ffn_down_residual(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: EquationParams = typed_params(p)?;
     let slots = [Slot::FfnInp, Slot::FfnDown, Slot::LOut];
-    let (t, inputs, canonical) = capture(&p, ctx, &slots)?;
+    let (t, inputs) = capture(&p, ctx, &slots)?;
     let mut rows = Vec::new();
     let mut worst = 0f64;
     for &l in &p.layers {
@@ -325,12 +432,13 @@ pub fn ffn_down_residual(p: &Value, ctx: &Context) -> Result<Outcome, CheckError
         worst = worst.max(e);
         rows.push(json!({"layer": l, "residual_rel_err": e, "captured": complete}));
     }
-    Ok(equation_outcome(
-        rows,
-        worst,
-        p.tolerance,
-        canonical,
+    Ok(Measured {
+        measurements: json!({"per_layer": rows, "worst_relative_error": worst, "tolerance": p.tolerance}),
         inputs,
-        "l_out = ffn_inp + ffn_down",
-    ))
+    })
+}
+
+/// FFN-APR-003's judge.
+pub fn judge_ffn_down_residual(j: &Judged) -> Result<Judgement, String> {
+    judge_equations(j, &["residual_rel_err"], "l_out = ffn_inp + ffn_down")
 }

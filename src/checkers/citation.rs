@@ -5,8 +5,10 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Outcome, pass_fail, typed_params};
+use super::context::{CheckError, Context, Input, Measured, typed_params};
+use super::judge::{Judged, Judgement, flag, text};
 use super::params::CitationParams;
+use crate::fsutil::short;
 
 fn git(repo: &std::path::Path, args: &[&str]) -> Result<String, CheckError> {
     let out = Command::new("git")
@@ -34,8 +36,9 @@ fn cites(text: &str, word: &str) -> bool {
     })
 }
 
-/// Runs the citation check on the commit given with `--cite`.
-pub fn fix_cites_hypothesis(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
+/// Reads the commit given with `--cite`: its message, and the hypothesis the latest valid
+/// evidence of the bisecting test recorded.
+pub fn fix_cites_hypothesis(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: CitationParams = typed_params(p)?;
     let rev = ctx.cite.ok_or_else(|| {
         CheckError::Input("this test needs --cite REV: the commit of the fix".into())
@@ -53,34 +56,56 @@ pub fn fix_cites_hypothesis(p: &Value, ctx: &Context) -> Result<Outcome, CheckEr
             p.hypothesis_test, p.hypothesis_test
         ))
     })?;
-    let cites_contract = cites(&message, ctx.contract_id);
-    let cites_hypothesis = cites(&message, &hypothesis);
-    let passed = cites_contract && cites_hypothesis;
-    Ok(Outcome {
-        verdict: pass_fail(passed),
-        passed,
-        canonical: true,
+    Ok(Measured {
         measurements: json!({
             "commit": commit,
+            "message": message,
             "hypothesis_test": p.hypothesis_test,
             "hypothesis": hypothesis,
-            "cites_contract": cites_contract,
-            "cites_hypothesis": cites_hypothesis,
+            "cites_contract": cites(&message, ctx.contract_id),
+            "cites_hypothesis": cites(&message, &hypothesis),
         }),
         inputs: vec![Input {
             name: format!("git:{rev}"),
             digest: [("gitCommit".to_string(), commit.clone())].into(),
         }],
-        report: format!(
-            "commit {}: cites {}: {}; cites {} (latest {} verdict): {}",
-            &commit[..commit.len().min(12)],
-            ctx.contract_id,
-            if cites_contract { "yes" } else { "no" },
-            hypothesis,
-            p.hypothesis_test,
-            if cites_hypothesis { "yes" } else { "no" }
-        ),
     })
+}
+
+/// The citation judge: the recorded message names the contract and the recorded
+/// hypothesis, each as a whole word.
+pub fn judge(j: &Judged) -> Result<Judgement, String> {
+    let m = j.measurements;
+    let (commit, message, hypothesis) = (
+        text(m, "/commit")?,
+        text(m, "/message")?,
+        text(m, "/hypothesis")?,
+    );
+    let cites_contract = cites(message, j.contract_id);
+    let cites_hypothesis = cites(message, hypothesis);
+    for (k, v) in [
+        ("cites_contract", cites_contract),
+        ("cites_hypothesis", cites_hypothesis),
+    ] {
+        if flag(m, &format!("/{k}"))? != v {
+            return Err(format!(
+                "{k} is recorded as {} but the message gives {v}",
+                !v
+            ));
+        }
+    }
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    Ok(Judgement::pass_fail(
+        cites_contract && cites_hypothesis,
+        format!(
+            "commit {}: cites {}: {}; cites {hypothesis} (latest {} verdict): {}",
+            short(commit, 12),
+            j.contract_id,
+            yes(cites_contract),
+            text(m, "/hypothesis_test")?,
+            yes(cites_hypothesis)
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -38,7 +38,16 @@ pub struct Input {
     pub digest: BTreeMap<String, String>,
 }
 
-/// What a checker found.
+/// What a checker's `measure` returns: numbers and the files it read, no verdict.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    /// Measurements, recorded in the evidence and judged.
+    pub measurements: Value,
+    /// Files (or commits) the run read.
+    pub inputs: Vec<Input>,
+}
+
+/// What a checker found: its measurements and what its judge made of them.
 #[derive(Clone, Debug)]
 pub struct Outcome {
     /// `PASS`/`FAIL`, or a hypothesis (`H1`/`H2`).
@@ -58,11 +67,6 @@ pub struct Outcome {
 /// A contract's params as checker `P`'s typed parameters.
 pub fn typed_params<P: serde::de::DeserializeOwned>(v: &Value) -> Result<P, CheckError> {
     P::deserialize(v).map_err(|e| CheckError::Params(e.to_string()))
-}
-
-/// The verdict of a checker without hypotheses: `PASS` or `FAIL`.
-pub fn pass_fail(passed: bool) -> String {
-    if passed { "PASS" } else { "FAIL" }.into()
 }
 
 /// Why a checker could not reach a verdict.
@@ -91,6 +95,9 @@ pub enum CheckError {
     /// Any other input problem (APR file, digest, git).
     #[error("{0}")]
     Input(String),
+    /// The judge refused the measurements (a checker bug: they should always be judgeable).
+    #[error("measurements cannot be judged: {0}")]
+    Judge(String),
 }
 
 /// The input entry for a file: its path as given and its sha256.

@@ -3,23 +3,19 @@
 
 use serde_json::{Value, json};
 
-use super::context::{
-    CheckError, Context, Input, Outcome, file_input, model_path, pass_fail, typed_params,
-};
+use super::context::{CheckError, Context, Input, Measured, file_input, model_path, typed_params};
+use super::judge::{Judged, Judgement, arr, uint};
 use super::params::{CanonicalModel, TracePromptParams};
 use crate::model::{OwnedQuantizedModel, Slot, with_threads};
 use crate::tokenizer::Tokenizer;
-use crate::trace::{ActivationStats, ForwardTrace, TracedForward};
+use crate::trace::{ForwardTrace, TracedForward};
 
-/// The GGUF model of a test, its tokenizer, the prompt's tokens, and whether it is the
-/// canonical file.
+/// The GGUF model of a test, its tokenizer, the prompt's tokens, and the file as an input.
 pub struct Loaded {
     /// The engine.
     pub model: OwnedQuantizedModel,
     /// The prompt's token ids.
     pub tokens: Vec<u32>,
-    /// The file's digest matches the contract's.
-    pub canonical: bool,
     /// The file as an evidence input.
     pub input: Input,
 }
@@ -28,7 +24,7 @@ pub struct Loaded {
 pub fn load(ctx: &Context, m: &CanonicalModel, prompt: &str) -> Result<Loaded, CheckError> {
     let path = model_path(ctx, &m.file)?;
     (ctx.progress)(&format!("hashing {}", path.display()));
-    let (input, sha) = file_input(&path)?;
+    let (input, _) = file_input(&path)?;
     (ctx.progress)(&format!("loading {}", path.display()));
     let model = OwnedQuantizedModel::open(&path)?;
     let tokenizer = Tokenizer::from_gguf(model.file())?;
@@ -36,27 +32,66 @@ pub fn load(ctx: &Context, m: &CanonicalModel, prompt: &str) -> Result<Loaded, C
     Ok(Loaded {
         model,
         tokens,
-        canonical: sha == m.sha256,
         input,
     })
 }
 
-/// Checks that a slot's `all` scope covers `tokens x width` finite values.
-pub fn slot_filled(s: &ActivationStats, tokens: usize, width: usize) -> Result<(), String> {
-    let want = tokens * width;
-    if s.scope.elements != want {
-        return Err(format!(
-            "covers {} values, expected {want}",
-            s.scope.elements
-        ));
+/// Per layer, the finite-value count of each of `slots` (`"missing"` where a layer lacks
+/// one): what the slot checkers record.
+pub fn slot_counts(trace: &ForwardTrace, slots: &[Slot]) -> Vec<Value> {
+    trace
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let mut row = serde_json::Map::new();
+            row.insert("layer".into(), json!(l));
+            for &s in slots {
+                let v = layer
+                    .get(s)
+                    .map_or(json!("missing"), |st| json!(st.all.count));
+                row.insert(s.name().into(), v);
+            }
+            Value::Object(row)
+        })
+        .collect()
+}
+
+/// Judges recorded slot counts: every layer has every slot of `slots` with exactly
+/// `tokens x width(slot)` finite values; the problems found, one line each.
+pub fn count_problems(
+    m: &Value,
+    slots: &[Slot],
+    width: impl Fn(Slot) -> Result<Option<u64>, String>,
+) -> Result<Vec<String>, String> {
+    let n = arr(m, "/tokens")?.len() as u64;
+    let mut problems = Vec::new();
+    for (i, row) in arr(m, "/counts_per_layer")?.iter().enumerate() {
+        let l = uint(row, "/layer")?;
+        if l != i as u64 {
+            return Err(format!("counts_per_layer/{i} is layer {l}"));
+        }
+        for &s in slots {
+            let Some(v) = row.get(s.name()) else {
+                problems.push(format!("layer {l} {}: missing", s.name()));
+                continue;
+            };
+            let Some(count) = v.as_u64() else {
+                problems.push(format!("layer {l} {}: {v}", s.name()));
+                continue;
+            };
+            if let Some(w) = width(s)? {
+                let want = n * w;
+                if count != want {
+                    problems.push(format!(
+                        "layer {l} {}: {count} finite values of {want}",
+                        s.name()
+                    ));
+                }
+            }
+        }
     }
-    if s.nan + s.inf > 0 {
-        return Err(format!("{} NaN and {} Inf", s.nan, s.inf));
-    }
-    if s.count != want {
-        return Err(format!("{} finite values of {want}", s.count));
-    }
-    Ok(())
+    Ok(problems)
 }
 
 /// Width of a slot for a model of embedding width `d`, FFN width `ff` and K/V width `kv`.
@@ -68,40 +103,8 @@ pub fn slot_width(slot: Slot, d: usize, ff: usize, kv: usize) -> usize {
     }
 }
 
-/// Every given slot of every layer of `trace` filled; the problems found, per layer.
-pub fn check_slots(
-    trace: &ForwardTrace,
-    slots: &[Slot],
-    widths: impl Fn(Slot) -> usize,
-) -> (Vec<Value>, Vec<String>) {
-    let n = trace.tokens.len();
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
-    for (l, layer) in trace.layers.iter().enumerate() {
-        let mut row = serde_json::Map::new();
-        row.insert("layer".into(), json!(l));
-        for &s in slots {
-            let verdict = match layer.get(s) {
-                None => Err("missing".to_string()),
-                Some(st) => slot_filled(&st.all, n, widths(s)),
-            };
-            match verdict {
-                Ok(()) => {
-                    row.insert(s.name().into(), json!(layer.get(s).map(|x| x.all.count)));
-                }
-                Err(e) => {
-                    problems.push(format!("layer {l} {}: {e}", s.name()));
-                    row.insert(s.name().into(), json!(e));
-                }
-            }
-        }
-        rows.push(Value::Object(row));
-    }
-    (rows, problems)
-}
-
-/// FFN-GGUF-001: `forward_traced` fills every sub-FFN slot of every layer.
-pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
+/// FFN-GGUF-001: `forward_traced` on the GGUF model, counting each sub-FFN slot's values.
+pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: TracePromptParams = typed_params(p)?;
     let m = load(ctx, &p.model, &p.prompt)?;
     let cfg = &m.model.config;
@@ -110,14 +113,37 @@ pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Outcome, CheckEr
         m.tokens.len()
     ));
     let trace = with_threads(ctx.threads, || m.model.forward_traced(&m.tokens))?;
-    let (d, ff, kv) = (cfg.n_embd, cfg.n_ff, cfg.n_head_kv * cfg.head_dim);
-    let (rows, problems) = check_slots(&trace, &Slot::FFN, |s| slot_width(s, d, ff, kv));
-    let passed = problems.is_empty() && trace.layers.len() == cfg.n_layer;
+    Ok(Measured {
+        measurements: json!({
+            "tokens": m.tokens,
+            "layers": trace.layers.len(),
+            "expected_layers": cfg.n_layer,
+            "widths": {"d_model": cfg.n_embd, "d_ff": cfg.n_ff},
+            "counts_per_layer": slot_counts(&trace, &Slot::FFN),
+        }),
+        inputs: vec![m.input],
+    })
+}
+
+/// FFN-GGUF-001's judge: every layer, every sub-FFN slot, `tokens x width` finite values.
+pub fn judge_slots_filled(j: &Judged) -> Result<Judgement, String> {
+    let m = j.measurements;
+    let (d, ff) = (uint(m, "/widths/d_model")?, uint(m, "/widths/d_ff")?);
+    let mut problems = count_problems(m, &Slot::FFN, |s| {
+        Ok(Some(slot_width(s, d as usize, ff as usize, 0) as u64))
+    })?;
+    let (layers, expected) = (uint(m, "/layers")?, uint(m, "/expected_layers")?);
+    let rows = arr(m, "/counts_per_layer")?.len() as u64;
+    if layers != expected || rows != expected {
+        problems.push(format!(
+            "{layers} layers traced ({rows} counted), the model has {expected}"
+        ));
+    }
+    let passed = problems.is_empty();
     let report = format!(
-        "{} layers x {} sub-FFN slots over {} tokens: {}\n{}",
-        trace.layers.len(),
+        "{layers} layers x {} sub-FFN slots over {} tokens: {}\n{}",
         Slot::FFN.len(),
-        m.tokens.len(),
+        arr(m, "/tokens")?.len(),
         if passed {
             "all filled, no NaN/Inf"
         } else {
@@ -125,25 +151,11 @@ pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Outcome, CheckEr
         },
         problems.join("\n")
     );
-    Ok(Outcome {
-        verdict: pass_fail(passed),
-        passed,
-        canonical: m.canonical,
-        measurements: json!({
-            "tokens": m.tokens,
-            "layers": trace.layers.len(),
-            "expected_layers": cfg.n_layer,
-            "widths": {"d_model": d, "d_ff": ff},
-            "counts_per_layer": rows,
-            "problems": problems,
-        }),
-        inputs: vec![m.input],
-        report,
-    })
+    Ok(Judgement::pass_fail(passed, report))
 }
 
-/// FFN-GGUF-002: traced logits equal `forward`'s bit for bit, at 1 thread and at all.
-pub fn traced_logits_bit_identical(p: &Value, ctx: &Context) -> Result<Outcome, CheckError> {
+/// FFN-GGUF-002: forward and forward_traced at 1 thread and at all, logits compared bit by bit.
+pub fn traced_logits_bit_identical(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: TracePromptParams = typed_params(p)?;
     let m = load(ctx, &p.model, &p.prompt)?;
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -176,28 +188,32 @@ pub fn traced_logits_bit_identical(p: &Value, ctx: &Context) -> Result<Outcome, 
         }));
         bits_by_threads.push(plain.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     }
-    let passed = runs.iter().all(|r| r["differing_bits"] == 0);
-    let thread_invariant = bits_by_threads.windows(2).all(|w| w[0] == w[1]);
-    let report = runs
-        .iter()
-        .map(|r| {
-            format!(
-                "{} thread(s): {} logits over {} positions, {} differ",
-                r["threads"], r["logits_compared"], r["positions"], r["differing_bits"]
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    Ok(Outcome {
-        verdict: pass_fail(passed),
-        passed,
-        canonical: m.canonical,
+    Ok(Measured {
         measurements: json!({
             "tokens": m.tokens,
             "runs": runs,
-            "same_bits_at_every_thread_count": thread_invariant,
+            "same_bits_at_every_thread_count": bits_by_threads.windows(2).all(|w| w[0] == w[1]),
         }),
         inputs: vec![m.input],
-        report,
     })
+}
+
+/// FFN-GGUF-002's judge: some logits compared in every run, none differing.
+pub fn judge_bit_identical(j: &Judged) -> Result<Judgement, String> {
+    let runs = arr(j.measurements, "/runs")?;
+    let mut passed = !runs.is_empty();
+    let mut lines = Vec::new();
+    for r in runs {
+        let (threads, compared, positions, differ) = (
+            uint(r, "/threads")?,
+            uint(r, "/logits_compared")?,
+            uint(r, "/positions")?,
+            uint(r, "/differing_bits")?,
+        );
+        passed &= differ == 0 && compared > 0;
+        lines.push(format!(
+            "{threads} thread(s): {compared} logits over {positions} positions, {differ} differ"
+        ));
+    }
+    Ok(Judgement::pass_fail(passed, lines.join("\n")))
 }

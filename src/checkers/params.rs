@@ -110,3 +110,130 @@ impl EquationParams {
         Ok(())
     }
 }
+
+/// How a change of a gate-required test's params moves what it checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// Strictly harder to pass (a narrower band, a smaller tolerance, more layers).
+    Tightened,
+    /// Something else is measured (a prompt, a layer, a slot): not comparable.
+    Changed,
+    /// Easier to pass, or on another model.
+    Weakened,
+}
+
+/// One parameter that differs between two versions of a test.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ParamChange {
+    /// The param (`band`, `model`, ...).
+    pub field: String,
+    /// Its old value (`null` when added).
+    pub from: serde_json::Value,
+    /// Its new value (`null` when removed).
+    pub to: serde_json::Value,
+    /// What the change does to the test.
+    pub effect: Effect,
+    /// In words (`band widened`, `model re-pinned`).
+    pub what: String,
+}
+
+fn pair(v: &serde_json::Value) -> Option<[f64; 2]> {
+    let a = v.as_array()?;
+    match a.as_slice() {
+        [lo, hi] => Some([lo.as_f64()?, hi.as_f64()?]),
+        _ => None,
+    }
+}
+
+/// The params that differ between `old` and `new`, each classified. The classification is
+/// by field meaning, the same in every checker's params: `model` (a re-pin weakens), `band`
+/// (`[low, high]`: inside the old band tightens, anything else widens), `tolerance` (smaller
+/// tightens), `layers` (a superset tightens, dropping any weakens); any other difference
+/// changes what is measured.
+pub fn compare_params(old: &serde_json::Value, new: &serde_json::Value) -> Vec<ParamChange> {
+    use serde_json::Value;
+    let empty = serde_json::Map::new();
+    let (o, n) = (
+        old.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::new();
+    for k in keys {
+        let (a, b) = (
+            o.get(k).cloned().unwrap_or(Value::Null),
+            n.get(k).cloned().unwrap_or(Value::Null),
+        );
+        if a == b {
+            continue;
+        }
+        let (effect, what) = match k.as_str() {
+            "model" => (Effect::Weakened, "model re-pinned".to_string()),
+            "band" => match (pair(&a), pair(&b)) {
+                (Some([ol, oh]), Some([nl, nh])) if nl >= ol && nh <= oh => {
+                    (Effect::Tightened, "band narrowed".into())
+                }
+                _ => (Effect::Weakened, "band widened or moved".into()),
+            },
+            "tolerance" => match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) if y < x => (Effect::Tightened, "tolerance tightened".into()),
+                _ => (Effect::Weakened, "tolerance widened".into()),
+            },
+            "layers" => {
+                let set = |v: &Value| -> Vec<Value> { v.as_array().cloned().unwrap_or_default() };
+                let (sa, sb) = (set(&a), set(&b));
+                if sa.iter().all(|x| sb.contains(x)) {
+                    (Effect::Tightened, "layers added".into())
+                } else {
+                    (Effect::Weakened, "layers dropped".into())
+                }
+            }
+            other => (Effect::Changed, format!("{other} changed")),
+        };
+        out.push(ParamChange {
+            field: k.clone(),
+            from: a,
+            to: b,
+            effect,
+            what,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn param_changes_are_classified_by_meaning() {
+        let old = json!({"model": {"file": "a.gguf", "sha256": "1"}, "band": [0.5, 2.0], "tolerance": 1e-6, "layers": [0, 3], "prompt": "x"});
+        let effect = |new: serde_json::Value| {
+            let c = compare_params(&old, &new);
+            assert_eq!(c.len(), 1, "{c:?}");
+            c[0].effect
+        };
+        let with = |k: &str, v: serde_json::Value| {
+            let mut n = old.clone();
+            n[k] = v;
+            n
+        };
+        assert_eq!(effect(with("band", json!([0.9, 1.1]))), Effect::Tightened);
+        assert_eq!(effect(with("band", json!([0.1, 10.0]))), Effect::Weakened);
+        assert_eq!(effect(with("band", json!([0.4, 1.0]))), Effect::Weakened);
+        assert_eq!(effect(with("tolerance", json!(1e-7))), Effect::Tightened);
+        assert_eq!(effect(with("tolerance", json!(1e-3))), Effect::Weakened);
+        assert_eq!(effect(with("layers", json!([0, 3, 5]))), Effect::Tightened);
+        assert_eq!(effect(with("layers", json!([0]))), Effect::Weakened);
+        assert_eq!(
+            effect(with("model", json!({"file": "a.gguf", "sha256": "2"}))),
+            Effect::Weakened
+        );
+        assert_eq!(effect(with("prompt", json!("y"))), Effect::Changed);
+        assert!(compare_params(&old, &old).is_empty());
+    }
+}

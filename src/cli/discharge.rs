@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::{CliError, Format, emit, print_json};
-use crate::evidence::discharge::{DischargeError, Layout, Request, discharge};
+use crate::evidence::discharge::{DischargeError, Layout, Request, complete, discharge};
 
 /// Arguments of `pv discharge`.
 #[derive(clap::Args)]
@@ -22,11 +22,16 @@ model, matched by sha256); FALSIFIED when the prediction fails.
 For FFN-GGUF-003 the APR file is made from the GGUF one (pv convert, f32) when absent. \
 Without --key, your default key is used, and created (with keys/NAME.pub) if there is none.
 
+The record binds the sha256 of every file the contract's `covers` patterns match, and \
+head.json is re-signed to name it. A discharge killed between the two is completed by the \
+next one, or by --complete (which runs no checker).
+
 Exit status: 0 passed and recorded, 1 falsified (recorded) or refused, 2 bad input.
 
 Examples:
   pv discharge FFN-GGUF-003 --models models
-  pv discharge FFN-GGUF-004 --cite HEAD")]
+  pv discharge FFN-GGUF-004 --cite HEAD
+  pv discharge FFN-GGUF-003 --complete")]
 pub struct Args {
     /// The falsification test (e.g. FFN-GGUF-003).
     test: String,
@@ -42,6 +47,10 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
+    /// Only complete an interrupted discharge (sign head.json for a record whose head was
+    /// never written, remove leftover temporary files); run no checker.
+    #[arg(long)]
+    complete: bool,
     /// The repository root (contracts/, evidence/, keys/ beneath it).
     #[arg(long, default_value = ".")]
     root: PathBuf,
@@ -72,6 +81,18 @@ pub fn run(a: Args) -> Result<(), CliError> {
     bar.enable_steady_tick(Duration::from_millis(120));
     let progress = |m: &str| bar.set_message(m.to_string());
     let layout = Layout::at(&a.root);
+    if a.complete {
+        bar.finish_and_clear();
+        let done = complete(&layout, &a.test, a.key.as_deref()).map_err(|e| match e {
+            DischargeError::Evidence(crate::evidence::EvidenceError::Usage(_))
+            | DischargeError::InvalidChain(..) => CliError::other(e.to_string()),
+            _ => CliError::input(e.to_string()),
+        })?;
+        return emit(&match done {
+            Some(seq) => format!("{}: head.json now names record {seq}, signed\n", a.test),
+            None => format!("{}: nothing to complete\n", a.test),
+        });
+    }
     let req = Request {
         test_id: &a.test,
         models: &a.models,
@@ -94,6 +115,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
             private.display(),
             public.display()
         );
+    }
+    if let Some(seq) = d.completed {
+        eprintln!("completed an interrupted discharge: head.json now names record {seq}");
     }
     let o = &d.outcome;
     match a.format {

@@ -8,6 +8,7 @@ mod discharge;
 mod inspect;
 mod keygen;
 mod ledger;
+mod measure;
 mod run;
 mod schema;
 mod tokenize;
@@ -39,6 +40,8 @@ Typical use, from the repository root:
   pv discharge FFN-GGUF-003      run a falsification test on models/, record signed evidence
   pv status                      each test's status, computed from verified evidence
   pv gate                        CI: block unless required tests are DISCHARGED
+  pv gate --base origin/main --discharge-stale
+                                 the same, trusting the target branch, re-checking what went stale
 
 Engine tools: trace, diff, convert, inspect, tokenize, run, bench."
 )]
@@ -57,12 +60,14 @@ enum Command {
     Status(ledger::StatusArgs),
     /// Check every evidence record: signature, trusted signer, hash chain, clause, files.
     Verify(ledger::VerifyArgs),
-    /// CI gate: fail while a required test is not DISCHARGED or any evidence is bad.
+    /// CI gate: block while a required test is not DISCHARGED by fresh evidence, or evidence is bad.
     Gate(ledger::GateArgs),
     /// Make an Ed25519 key pair for signing evidence (public half in keys/).
     Keygen(keygen::Args),
     /// Print a published JSON Schema (contract, trace, evidence).
     Schema(schema::Args),
+    /// Run one checker's measurement and print it as JSON (the engine side of `pv gate --engine`).
+    Measure(measure::Args),
     /// Trace one forward pass: per-layer activation statistics down to the FFN's sub-steps.
     Trace(trace::Args),
     /// Compare two models (GGUF or APR) slot by slot on the same tokens.
@@ -209,6 +214,7 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => diff::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Schema(a) => schema::run(a),
+        Command::Measure(a) => measure::run(a),
         Command::Discharge(a) => discharge::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Verify(a) => ledger::verify(a),

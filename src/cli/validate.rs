@@ -25,7 +25,8 @@ pub enum ValidateFormat {
 Checks, in order: YAML (duplicate keys, size/depth/alias budget), the JSON Schema \
 (schemas/contract.schema.json: every error, with its path), then the semantic rules: \
 unique ids across contracts, references that resolve, no depends_on cycle, registered \
-checkers with params that type-check. Every finding carries a stable rule id.
+checkers with params that type-check, covers patterns that compile and match files (and \
+are present for every gate-required test of an ACTIVE contract). Every finding carries a stable rule id.
 
 Exit status: 0 clean (warnings allowed), 1 findings, 2 usage or I/O error.
 
@@ -36,6 +37,9 @@ pub struct Args {
     /// Contract files or directories (searched for *.yaml, *.yml).
     #[arg(default_value = "contracts")]
     paths: Vec<PathBuf>,
+    /// The repository root `covers` patterns are relative to.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: ValidateFormat,
@@ -43,7 +47,7 @@ pub struct Args {
 
 /// Runs `pv validate`.
 pub fn run(a: Args) -> Result<(), CliError> {
-    let (report, _) = contract::validate(&a.paths).map_err(|e| match e {
+    let (report, _) = contract::validate(&a.paths, &a.root).map_err(|e| match e {
         ContractError::Io { .. } => CliError::input(e.to_string()),
         ContractError::Invalid(_) => CliError::other(e.to_string()),
     })?;

@@ -5,6 +5,7 @@
 //! pipeline serves `pv validate` (which reports every finding) and the commands that act
 //! on contracts (which refuse a contract with findings).
 
+pub mod covers;
 pub mod report;
 pub mod rules;
 pub mod schema;
@@ -149,27 +150,8 @@ fn load_one(path: &Path) -> Result<(Option<LoadedContract>, Vec<Finding>), Contr
         )),
         Some(_) => {}
     }
-    let doc = match yaml::parse(&text) {
-        Ok(doc) => doc,
-        Err(e) => {
-            findings.push(at(
-                e.rule,
-                Severity::Error,
-                e.pos.line,
-                e.pos.column,
-                "",
-                e.message,
-            ));
-            return Ok((None, findings));
-        }
-    };
-    let schema_findings = schema::validate(&display, &doc);
-    if !schema_findings.is_empty() {
-        findings.extend(schema_findings);
-        return Ok((None, findings));
-    }
-    match serde_json::from_value::<Contract>(doc.value.clone()) {
-        Ok(contract) => Ok((
+    match parse_located(&display, &text) {
+        Ok((doc, contract)) => Ok((
             Some(LoadedContract {
                 path: path.to_path_buf(),
                 display,
@@ -179,16 +161,50 @@ fn load_one(path: &Path) -> Result<(Option<LoadedContract>, Vec<Finding>), Contr
             }),
             findings,
         )),
-        Err(e) => {
-            findings.push(at("schema", Severity::Error, 1, 1, "", e.to_string()));
+        Err(f) => {
+            findings.extend(f);
             Ok((None, findings))
         }
     }
 }
 
+/// YAML (under the budget), the schema, then the types: the contract with its positions, or
+/// the findings that stop it. No file-system rule is applied.
+fn parse_located(display: &str, text: &str) -> Result<(yaml::Located, Contract), Vec<Finding>> {
+    let at = |rule, line, column, message| Finding {
+        rule,
+        severity: Severity::Error,
+        file: display.to_string(),
+        line,
+        column,
+        pointer: String::new(),
+        message,
+    };
+    let doc =
+        yaml::parse(text).map_err(|e| vec![at(e.rule, e.pos.line, e.pos.column, e.message)])?;
+    let schema_findings = schema::validate(display, &doc);
+    if !schema_findings.is_empty() {
+        return Err(schema_findings);
+    }
+    match serde_json::from_value::<Contract>(doc.value.clone()) {
+        Ok(contract) => Ok((doc, contract)),
+        Err(e) => Err(vec![at("schema", 1, 1, e.to_string())]),
+    }
+}
+
+/// Parses a contract held in memory (e.g. read from a git commit), with the same YAML
+/// budget, schema and types as a file, but none of the rules that look at other files.
+pub fn parse_text(display: &str, text: &str) -> Result<Contract, Vec<Finding>> {
+    parse_located(display, text).map(|(_, c)| c)
+}
+
 /// Validates the contracts under `paths`. Sibling contracts in the same directories are
 /// loaded as context (so a `depends_on` resolves) but only the named files are reported.
-pub fn validate(paths: &[PathBuf]) -> Result<(Report, Vec<LoadedContract>), ContractError> {
+/// `covers` patterns are resolved against the repository root `root`.
+pub fn validate(
+    paths: &[PathBuf],
+    root: &Path,
+) -> Result<(Report, Vec<LoadedContract>), ContractError> {
     let targets = contract_files(paths)?;
     let dirs: BTreeSet<PathBuf> = targets
         .iter()
@@ -222,7 +238,9 @@ pub fn validate(paths: &[PathBuf]) -> Result<(Report, Vec<LoadedContract>), Cont
             .into_iter()
             .filter_map(|r| r.ok().and_then(|(c, _)| c)),
     );
-    report.findings.extend(rules::check(&loaded, &reported));
+    report
+        .findings
+        .extend(rules::check(&loaded, &reported, root));
     report
         .findings
         .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
@@ -236,9 +254,9 @@ pub fn validate(paths: &[PathBuf]) -> Result<(Report, Vec<LoadedContract>), Cont
 }
 
 /// Loads every contract under `dir` for acting on them: any error in any contract refuses
-/// the lot (warnings are allowed).
-pub fn load_all(dir: &Path) -> Result<Vec<LoadedContract>, ContractError> {
-    let (report, loaded) = validate(&[dir.to_path_buf()])?;
+/// the lot (warnings are allowed). `root` is the repository root `covers` is relative to.
+pub fn load_all(dir: &Path, root: &Path) -> Result<Vec<LoadedContract>, ContractError> {
+    let (report, loaded) = validate(&[dir.to_path_buf()], root)?;
     if report.errors() > 0 {
         return Err(ContractError::Invalid(report));
     }

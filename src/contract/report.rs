@@ -76,7 +76,30 @@ pub const RULES: &[(&str, &str)] = &[
         "untested-obligation",
         "no falsification test cites this obligation",
     ),
+    (
+        "bad-covers",
+        "a covers pattern is not a relative glob starting with a literal name, or cannot be read",
+    ),
+    (
+        "uncovered-required-test",
+        "a gate-required test of an ACTIVE contract has no covers: its evidence could never go stale",
+    ),
+    ("covers-nothing", "a covers pattern matches no file"),
 ];
+
+/// Text escaped for the message of a GitHub Actions workflow command (`::error ...::MESSAGE`):
+/// `%`, CR and LF, as the runner decodes them.
+pub fn gh_message(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Text escaped for a property of a workflow command (`file=`, `title=`): the message
+/// escapes plus `:` and `,`, which end a property.
+pub fn gh_property(s: &str) -> String {
+    gh_message(s).replace(':', "%3A").replace(',', "%2C")
+}
 
 /// The outcome of one validation run.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -179,12 +202,7 @@ impl Report {
 
     /// GitHub Actions workflow commands (annotations), then the summary.
     pub fn github(&self) -> String {
-        let esc = |s: &str| {
-            s.replace('%', "%25")
-                .replace('\r', "%0D")
-                .replace('\n', "%0A")
-        };
-        let prop = |s: &str| esc(s).replace(':', "%3A").replace(',', "%2C");
+        let (esc, prop) = (gh_message, gh_property);
         let mut s = String::new();
         for f in &self.findings {
             let kind = match f.severity {

@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::path::Path;
+
 use super::LoadedContract;
+use super::covers::Covers;
 use super::report::{Finding, Severity};
 use crate::checkers;
 
@@ -54,8 +57,9 @@ fn ids(c: &LoadedContract) -> Vec<(String, String)> {
 }
 
 /// Applies every semantic rule to `all`; findings are reported for the contracts whose
-/// index is in `report` (the rest are context, e.g. siblings a dependency names).
-pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>) -> Vec<Finding> {
+/// index is in `report` (the rest are context, e.g. siblings a dependency names). `covers`
+/// patterns are resolved against the repository root `root`.
+pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>, root: &Path) -> Vec<Finding> {
     let mut first: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let mut dup = Vec::new();
     for (ci, c) in all.iter().enumerate() {
@@ -79,6 +83,7 @@ pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>) -> Vec<Finding> {
         .collect();
 
     let mut out = Vec::new();
+    let mut matched = BTreeMap::new();
     for (ci, c) in all.iter().enumerate() {
         if !report.contains(&ci) {
             continue;
@@ -206,6 +211,7 @@ pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>) -> Vec<Finding> {
                 );
             }
         }
+        check_covers(&mut s, root, &mut matched);
         for (si, st) in k.implementation_stages.iter().enumerate() {
             for (di, d) in st.discharges.iter().enumerate() {
                 if !tests.contains(d.as_str()) {
@@ -224,6 +230,74 @@ pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>) -> Vec<Finding> {
         out.extend(s.out);
     }
     out
+}
+
+/// `covers`: patterns that compile and match something; every gate-required test of an
+/// ACTIVE contract says what code it exercises (else its evidence could never go stale).
+/// `matched` remembers, per pattern, whether it matched anything (or why it could not be
+/// resolved), so each pattern walks the tree once per run however many contracts use it.
+fn check_covers(s: &mut Sink, root: &Path, matched: &mut BTreeMap<String, Result<bool, String>>) {
+    let k = &s.c.contract;
+    let mut lists = vec![("/metadata/covers".to_string(), &k.metadata.covers)];
+    for (ti, t) in k.falsification_tests.iter().enumerate() {
+        if let Some(c) = &t.covers {
+            lists.push((format!("/falsification_tests/{ti}/covers"), c));
+        }
+        if k.enforced() && t.required_for_gate && k.covers_of(t).is_empty() {
+            s.push(
+                "uncovered-required-test",
+                Severity::Error,
+                format!("/falsification_tests/{ti}/required_for_gate"),
+                format!(
+                    "{} is required for the gate but no `covers` says which code it exercises \
+                     (metadata.covers or the test's own), so its evidence would never go stale",
+                    t.id
+                ),
+            );
+        }
+    }
+    for (ptr, list) in lists {
+        for (i, p) in list.iter().enumerate() {
+            let one = match Covers::new(std::slice::from_ref(p)) {
+                Ok(c) => c,
+                Err(e) => {
+                    s.push(
+                        "bad-covers",
+                        Severity::Error,
+                        format!("{ptr}/{i}"),
+                        e.to_string(),
+                    );
+                    continue;
+                }
+            };
+            let found = matched
+                .entry(p.clone())
+                .or_insert_with(|| {
+                    one.files(root)
+                        .map(|f| !f.files.is_empty())
+                        .map_err(|e| e.to_string())
+                })
+                .clone();
+            match found {
+                Ok(false) => s.push(
+                    "covers-nothing",
+                    Severity::Warning,
+                    format!("{ptr}/{i}"),
+                    format!(
+                        "covers pattern `{p}` matches no file under {} (patterns are relative to the repository root)",
+                        root.display()
+                    ),
+                ),
+                Ok(true) => {}
+                Err(e) => s.push(
+                    "bad-covers",
+                    Severity::Error,
+                    format!("{ptr}/{i}"),
+                    format!("covers pattern `{p}`: {e}"),
+                ),
+            }
+        }
+    }
 }
 
 /// A depends_on cycle through contract `start`, if there is one (as a list of ids).

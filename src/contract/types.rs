@@ -73,6 +73,14 @@ pub struct Metadata {
     /// Ids of contracts this one builds on (checked to exist, without cycles).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// The code this contract's tests exercise: path globs relative to the repository root
+    /// (`src/model/**`, `Cargo.lock`; `*` stays within a path component, `**` crosses them;
+    /// each starts with a literal name). Every evidence record binds the sha256 of each file
+    /// they match; when one changes, appears or disappears, the record is STALE. Required
+    /// for a gate-required test of an ACTIVE contract.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[A-Za-z0-9_][^\\]*$")))]
+    pub covers: Vec<String>,
 }
 
 /// An equation the implementation computes.
@@ -173,6 +181,10 @@ pub struct FalsificationTest {
     pub if_fails: String,
     /// Whether `pv gate` blocks until this test is discharged.
     pub required_for_gate: bool,
+    /// The code this test exercises, replacing the contract's `covers` for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), inner(regex(pattern = r"^[A-Za-z0-9_][^\\]*$")))]
+    pub covers: Option<Vec<String>>,
 }
 
 /// A milestone of the implementation.
@@ -193,5 +205,16 @@ impl Contract {
     /// The falsification test with this id.
     pub fn test(&self, id: &str) -> Option<&FalsificationTest> {
         self.falsification_tests.iter().find(|t| t.id == id)
+    }
+
+    /// The `covers` list that applies to `test`: its own, else the contract's.
+    pub fn covers_of<'a>(&'a self, test: &'a FalsificationTest) -> &'a [String] {
+        test.covers.as_deref().unwrap_or(&self.metadata.covers)
+    }
+
+    /// Whether `pv gate` enforces this contract: only ACTIVE ones are (PROPOSED is written
+    /// but not yet enforced; RETIRED is history).
+    pub fn enforced(&self) -> bool {
+        self.metadata.status == ContractStatus::Active
     }
 }

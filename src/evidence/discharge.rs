@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::keys::{self, TrustedKey};
-use super::record::{PREDICATE_TYPE, Predicate, STATEMENT_TYPE, Statement, Subject, this_host};
+use super::record::{
+    CodeBinding, PREDICATE_TYPE, Predicate, STATEMENT_TYPE, Statement, Subject, this_host,
+};
 use super::status::Status;
 use super::verify::{Places, TestReport, verify_test};
-use super::{EvidenceError, clause_sha256, dsse, ledger, sha256_file};
+use super::{EvidenceError, clause_sha256, dsse, head, ledger, sha256_file};
 use crate::checkers::{self, CheckError, Context, Outcome};
+use crate::contract::covers::Covers;
 use crate::contract::{self, ContractError, FalsificationTest, LoadedContract};
 
 /// Where a discharge reads and writes.
@@ -78,6 +81,8 @@ pub struct Discharged {
     pub signer: String,
     /// A key pair created for this run (private key, public key).
     pub created_key: Option<(PathBuf, PathBuf)>,
+    /// An interrupted discharge's record whose head this run signed before appending.
+    pub completed: Option<u64>,
 }
 
 /// Why a discharge did not produce a record.
@@ -128,8 +133,6 @@ fn git_state(root: &Path) -> (String, bool) {
     (commit, dirty)
 }
 
-/// The signing key: the given file, or the default key (created, with its public half in
-/// `keys/`, when there is none). The public half must be (or become) a trusted key.
 /// A signing key, its trusted name, and the key pair created for it (if one was).
 type Signer = (
     ed25519_dalek::SigningKey,
@@ -137,6 +140,8 @@ type Signer = (
     Option<(PathBuf, PathBuf)>,
 );
 
+/// The signing key: the given file, or the default key (created, with its public half in
+/// `keys/`, when there is none). The public half must be (or become) a trusted key.
 fn signing_key(layout: &Layout, given: Option<&Path>) -> Result<Signer, EvidenceError> {
     let (path, name, mut created) = match given {
         Some(p) => {
@@ -164,26 +169,29 @@ fn signing_key(layout: &Layout, given: Option<&Path>) -> Result<Signer, Evidence
         return Ok((key, t.name.clone(), created));
     }
     // A private key whose public half is not yet in keys/: publish it under its name.
-    let public = layout.keys.join(format!("{name}.pub"));
-    if public.exists() {
+    if layout.keys.join(format!("{name}.pub")).exists() {
         return Err(EvidenceError::Usage(format!(
             "{} holds a different key than {}; pass --key with the matching private key",
-            public.display(),
+            layout.keys.join(format!("{name}.pub")).display(),
             path.display()
         )));
     }
-    std::fs::create_dir_all(&layout.keys).map_err(|e| EvidenceError::io(&layout.keys, e))?;
-    let line = format!(
-        "ed25519 {} {name}\n",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            key.verifying_key().as_bytes()
-        )
-    );
-    crate::fsutil::atomic_write(&public, line.as_bytes())
-        .map_err(|e| EvidenceError::io(&public, e))?;
+    let public = keys::publish(&name, &key.verifying_key(), &layout.keys)?;
     created.get_or_insert((path, public));
     Ok((key, name, created))
+}
+
+/// The code a test exercises, bound now: its covers and the digest of every file they match.
+pub fn bind_code(root: &Path, covers: &[String]) -> Result<CodeBinding, EvidenceError> {
+    let files = Covers::new(covers)
+        .map_err(|e| EvidenceError::Usage(e.to_string()))?
+        .files(root)
+        .map_err(|e| EvidenceError::io(root, e))?;
+    Ok(CodeBinding {
+        covers: covers.to_vec(),
+        sha256: files.sha256(),
+        files: files.files,
+    })
 }
 
 fn test_report(
@@ -200,16 +208,83 @@ fn test_report(
     verify_test(c, test, &places)
 }
 
-/// Runs the checker of `req.test_id` and records the result.
-pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, DischargeError> {
-    let contracts = contract::load_all(&layout.contracts)?;
-    let (c, test) = contract::find_test(&contracts, req.test_id).ok_or_else(|| {
+/// Finds a test by id among `contracts`, or says which exist.
+fn find<'a>(
+    contracts: &'a [LoadedContract],
+    test_id: &str,
+) -> Result<(&'a LoadedContract, &'a FalsificationTest), DischargeError> {
+    contract::find_test(contracts, test_id).ok_or_else(|| {
         let known: Vec<&str> = contracts
             .iter()
             .flat_map(|c| c.contract.falsification_tests.iter().map(|t| t.id.as_str()))
             .collect();
-        DischargeError::UnknownTest(req.test_id.into(), known.join(", "))
-    })?;
+        DischargeError::UnknownTest(test_id.into(), known.join(", "))
+    })
+}
+
+/// With the lock held: removes leftover temporary files, signs the head of an interrupted
+/// discharge (or an unsigned head naming the last record), and returns the test's
+/// verified chain. The record a completed head names is returned too.
+fn settle(
+    c: &LoadedContract,
+    test: &FalsificationTest,
+    layout: &Layout,
+    key: &ed25519_dalek::SigningKey,
+    signer: &str,
+) -> Result<(TestReport, Option<u64>), DischargeError> {
+    let cid = &c.contract.metadata.id;
+    let dir = ledger::test_dir(&layout.evidence, cid, &test.id);
+    ledger::remove_leftovers(&dir)?;
+    let trusted = keys::trusted_keys(&layout.keys)?;
+    let mut report = test_report(c, test, layout, &trusted)?;
+    let unsigned_head = report.unsigned_head
+        && report.problems.len() == 1
+        && report.records.iter().all(|r| r.problems.is_empty());
+    let mut completed = None;
+    if report.interrupted.is_some() || unsigned_head {
+        let last = report
+            .records
+            .last()
+            .expect("a head to complete names a record");
+        ledger::write_head(
+            &dir,
+            &head::sign(cid, &test.id, last.sequence, &last.sha256, signer, key),
+        )?;
+        completed = Some(last.sequence);
+        report = test_report(c, test, layout, &trusted)?;
+    }
+    if !report.valid() {
+        let mut problems = report.problems.clone();
+        for r in &report.records {
+            problems.extend(r.problems.iter().map(|p| format!("{}: {p}", r.path)));
+        }
+        return Err(DischargeError::InvalidChain(
+            test.id.clone(),
+            problems.join("\n  "),
+        ));
+    }
+    Ok((report, completed))
+}
+
+/// `pv discharge TEST --complete`: completes an interrupted discharge (signs the head for a
+/// record whose head was never written, or an unsigned head of an earlier pv) and removes
+/// leftover temporary files, running no checker. Returns the record the head now names.
+pub fn complete(
+    layout: &Layout,
+    test_id: &str,
+    key: Option<&Path>,
+) -> Result<Option<u64>, DischargeError> {
+    let contracts = contract::load_all(&layout.contracts, &layout.root)?;
+    let (c, test) = find(&contracts, test_id)?;
+    let (key, signer, _) = signing_key(layout, key)?;
+    let _lock = ledger::lock(&layout.evidence)?;
+    Ok(settle(c, test, layout, &key, &signer)?.1)
+}
+
+/// Runs the checker of `req.test_id` and records the result.
+pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, DischargeError> {
+    let contracts = contract::load_all(&layout.contracts, &layout.root)?;
+    let (c, test) = find(&contracts, req.test_id)?;
     let cid = c.contract.metadata.id.clone();
     let checker =
         checkers::find(&test.checker).expect("validated contracts name registered checkers");
@@ -231,25 +306,16 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
         latest_verdict: &latest_verdict,
         progress: req.progress,
     };
+    (req.progress)("hashing the covered code");
+    let code = bind_code(&layout.root, c.contract.covers_of(test))?;
     let started_at = now();
-    let outcome = (checker.run)(&test.params, &ctx)?;
+    let outcome = checkers::run(checker, &test.params, &ctx)?;
     let finished_at = now();
 
     (req.progress)("signing and recording");
     let _lock = ledger::lock(&layout.evidence)?;
     let dir = ledger::test_dir(&layout.evidence, &cid, &test.id);
-    ledger::repair_head(&dir, &ledger::read_records(&dir)?)?;
-    let current = test_report(c, test, layout, &trusted)?;
-    if !current.valid() {
-        let mut problems = current.problems.clone();
-        for r in &current.records {
-            problems.extend(r.problems.iter().map(|p| format!("{}: {p}", r.path)));
-        }
-        return Err(DischargeError::InvalidChain(
-            test.id.clone(),
-            problems.join("\n  "),
-        ));
-    }
+    let (current, completed) = settle(c, test, layout, &key, &signer)?;
     let from = current.status;
     let to = from.after(outcome.passed, outcome.canonical).ok_or_else(|| DischargeError::Refused {
         from,
@@ -259,8 +325,8 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
             test.id
         ),
     })?;
-    let records = ledger::read_records(&dir)?;
-    let sequence = records.last().map_or(1, |r| r.sequence + 1);
+    let last = current.records.last();
+    let sequence = last.map_or(1, |r| r.sequence + 1);
     let (git_commit, git_dirty) = git_state(&layout.root);
     let mut subject: Vec<Subject> = outcome
         .inputs
@@ -293,7 +359,7 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
             from_status: from,
             to_status: to,
             sequence,
-            previous_record_sha256: records.last().map(|r| r.sha256.clone()),
+            previous_record_sha256: last.map(|r| r.sha256.clone()),
             pv_version: env!("CARGO_PKG_VERSION").into(),
             git_commit,
             git_dirty,
@@ -301,12 +367,15 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
             started_at,
             finished_at,
             signer: signer.clone(),
+            code: Some(code),
         },
     };
     let body = serde_json::to_vec(&statement).expect("a statement serialises");
     let envelope = dsse::sign(&body, &key);
     let text = serde_json::to_string_pretty(&envelope).expect("an envelope serialises") + "\n";
-    let record = ledger::append(&dir, sequence, text.as_bytes())?;
+    let record = ledger::append(&dir, sequence, text.as_bytes(), |sha| {
+        head::sign(&cid, &test.id, sequence, sha, &signer, &key)
+    })?;
     Ok(Discharged {
         contract_id: cid,
         outcome,
@@ -315,5 +384,6 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
         record,
         signer,
         created_key,
+        completed,
     })
 }

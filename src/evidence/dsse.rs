@@ -50,12 +50,20 @@ pub fn key_id(key: &VerifyingKey) -> String {
     super::sha256_hex(key.as_bytes())
 }
 
-/// Wraps `body` in an envelope signed by `key`.
+/// The payload type of a signed ledger head (checkpoint).
+pub const HEAD_PAYLOAD_TYPE: &str = "application/vnd.pv.ledger-head+json";
+
+/// Wraps an in-toto statement `body` in an envelope signed by `key`.
 pub fn sign(body: &[u8], key: &SigningKey) -> Envelope {
-    let sig = key.sign(&pae(PAYLOAD_TYPE, body));
+    sign_typed(PAYLOAD_TYPE, body, key)
+}
+
+/// Wraps `body` of type `payload_type` in an envelope signed by `key`.
+pub fn sign_typed(payload_type: &str, body: &[u8], key: &SigningKey) -> Envelope {
+    let sig = key.sign(&pae(payload_type, body));
     Envelope {
         payload: STANDARD.encode(body),
-        payload_type: PAYLOAD_TYPE.into(),
+        payload_type: payload_type.into(),
         signatures: vec![EnvelopeSignature {
             keyid: key_id(&key.verifying_key()),
             sig: STANDARD.encode(sig.to_bytes()),
@@ -66,9 +74,9 @@ pub fn sign(body: &[u8], key: &SigningKey) -> Envelope {
 /// Why an envelope did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DsseError {
-    /// The payload type is not an in-toto statement.
-    #[error("payloadType is {0:?}, expected {PAYLOAD_TYPE:?}")]
-    PayloadType(String),
+    /// The payload type is not the one expected.
+    #[error("payloadType is {0:?}, expected {1:?}")]
+    PayloadType(String, String),
     /// Base64 that does not decode.
     #[error("{field} is not valid base64")]
     Base64 {
@@ -79,21 +87,34 @@ pub enum DsseError {
     #[error("expected exactly one signature, found {0}")]
     SignatureCount(usize),
     /// The signer is not among the trusted keys.
-    #[error("signed by key {0}, which is not in keys/ (untrusted)")]
+    #[error("signed by key {}, which is not a trusted key (untrusted)", crate::fsutil::short(.0, 64))]
     Untrusted(String),
     /// The signature does not check.
-    #[error("signature does not verify against key {0}")]
+    #[error("signature does not verify against key {}", crate::fsutil::short(.0, 64))]
     BadSignature(String),
 }
 
-/// Checks the envelope's signature against the trusted keys and returns the body and the
-/// signer's key id.
+/// Checks an in-toto envelope's signature against the trusted keys and returns the body
+/// and the signer's key id.
 pub fn verify<'k>(
     env: &Envelope,
     trusted: impl IntoIterator<Item = &'k VerifyingKey>,
 ) -> Result<(Vec<u8>, String), DsseError> {
-    if env.payload_type != PAYLOAD_TYPE {
-        return Err(DsseError::PayloadType(env.payload_type.clone()));
+    verify_typed(env, PAYLOAD_TYPE, trusted)
+}
+
+/// Checks the envelope is of `payload_type` and signed by one of the trusted keys; returns
+/// the body and the signer's key id.
+pub fn verify_typed<'k>(
+    env: &Envelope,
+    payload_type: &str,
+    trusted: impl IntoIterator<Item = &'k VerifyingKey>,
+) -> Result<(Vec<u8>, String), DsseError> {
+    if env.payload_type != payload_type {
+        return Err(DsseError::PayloadType(
+            env.payload_type.clone(),
+            payload_type.into(),
+        ));
     }
     let body = STANDARD
         .decode(&env.payload)

@@ -2,16 +2,26 @@
 //! from them.
 //!
 //! A record is a DSSE envelope ([`dsse`]) around an in-toto statement ([`record`]), signed
-//! with Ed25519 by a key in `keys/` ([`keys`]), stored atomically under a lock in
-//! `evidence/<contract>/<test>/` ([`ledger`]). Statuses are replayed from verified records
-//! through a fixed transition table ([`status`]), never written by hand ([`verify`]).
+//! with Ed25519 by a trusted key ([`keys`]), bound to the code its test covers, stored
+//! atomically under a lock in `evidence/<contract>/<test>/` with a signed head ([`ledger`],
+//! [`head`]). Statuses are replayed from verified records through a fixed transition table
+//! ([`status`]), and every claim a record makes is re-derived ([`verify`]). Trust comes from
+//! the working tree or a base commit ([`trust`]); what blocks is a [`policy`] of small rules
+//! over the ledger, the changes against the base ([`changes`]) and fresh re-checks
+//! ([`recheck`]), put together by [`gate`].
 
+pub mod changes;
 pub mod discharge;
 pub mod dsse;
+pub mod gate;
+pub mod head;
 pub mod keys;
 pub mod ledger;
+pub mod policy;
+pub mod recheck;
 pub mod record;
 pub mod status;
+pub mod trust;
 pub mod verify;
 
 use std::path::Path;

@@ -106,6 +106,24 @@ pub struct Predicate {
     pub finished_at: String,
     /// Name of the signing key (as in `keys/NAME.pub`).
     pub signer: String,
+    /// The code the run exercised: the test's `covers` and the sha256 of every file they
+    /// matched. Absent in records made before pv bound evidence to code (always STALE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeBinding>,
+}
+
+/// The covered code a record speaks for: once any of these files changes, appears or
+/// disappears, the record is STALE.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBinding {
+    /// The `covers` patterns in force (the test's, else its contract's).
+    pub covers: Vec<String>,
+    /// sha256 over the set: of the lines `<sha256>  <path>` sorted by path, as `sha256sum`
+    /// prints them.
+    pub sha256: String,
+    /// Each covered file (relative path) and the sha256 of its contents.
+    pub files: BTreeMap<String, String>,
 }
 
 /// The evidence schema, as committed in `schemas/evidence.schema.json`.

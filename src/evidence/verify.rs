@@ -1,18 +1,31 @@
-//! Verification of the evidence directory against the contracts, the trusted keys and
-//! the files on disk, and the statuses replayed from it.
+//! Verification of the evidence directory against the contracts, the trusted keys and the
+//! files on disk, and the statuses replayed from it.
+//!
+//! For every record: the DSSE signature by a trusted key; the statement's type, names and
+//! numbering; the hash chain; the status transition; the verdict and `passed` re-derived
+//! by the checker's judge from the recorded params and measurements, and `canonical` from
+//! the model subject's digest and the pinned sha256; the clause it was made under; the code
+//! it bound (STALE once a covered file changed). For the chain: the signed head names the
+//! last record (or lags by exactly one: an interrupted discharge). Every file is hashed at
+//! most once per run.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::dsse::{self, Envelope};
+use super::head::{self, HeadState};
 use super::keys::TrustedKey;
 use super::ledger::{self, StoredRecord};
 use super::record::{PREDICATE_TYPE, STATEMENT_TYPE, Statement};
 use super::status::Status;
-use super::{EvidenceError, clause_sha256, sha256_file};
-use crate::contract::LoadedContract;
+use super::{EvidenceError, clause_sha256};
+use crate::checkers::{self, Judged};
+use crate::contract::covers::{Covers, changed_files, tree_sha256};
+use crate::contract::{FalsificationTest, LoadedContract};
+use crate::fsutil::short;
 
 /// What verification found about one record.
 #[derive(Clone, Debug, Serialize)]
@@ -21,10 +34,13 @@ pub struct RecordReport {
     pub path: String,
     /// Its sequence number.
     pub sequence: u64,
+    /// sha256 of the file.
+    pub sha256: String,
     /// Problems that make it invalid (empty when valid).
     pub problems: Vec<String>,
-    /// Its clause digest differs from the current contract's.
-    pub stale: bool,
+    /// Why it no longer speaks for the test as it is now (empty when fresh): the clause
+    /// changed, or covered files did.
+    pub stale: Vec<String>,
     /// Remarks that do not invalidate it.
     pub notes: Vec<String>,
     /// The verified statement (when the signature checked and the body parsed).
@@ -34,6 +50,15 @@ pub struct RecordReport {
     pub signer: Option<String>,
 }
 
+/// A discharge that wrote its record but not the head naming it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Interrupted {
+    /// The record the head does not name yet.
+    pub sequence: u64,
+    /// Its file.
+    pub record: String,
+}
+
 /// The evidence of one falsification test.
 #[derive(Clone, Debug, Serialize)]
 pub struct TestReport {
@@ -41,9 +66,9 @@ pub struct TestReport {
     pub contract_id: String,
     /// The test's id.
     pub test_id: String,
-    /// Whether `pv gate` requires it discharged.
+    /// Whether the contract says `pv gate` requires it discharged.
     pub required_for_gate: bool,
-    /// Whether the contract is enforced (not RETIRED).
+    /// Whether the contract is enforced (ACTIVE).
     pub enforced: bool,
     /// Status replayed from the valid records (up to the first invalid one).
     pub status: Status,
@@ -53,10 +78,17 @@ pub struct TestReport {
     pub date: Option<String>,
     /// Who signed the latest valid record.
     pub signer: Option<String>,
-    /// The latest record is stale (the clause changed since).
-    pub stale: bool,
-    /// Problems with the chain as a whole (head, numbering).
+    /// Why the latest record is stale (empty when it is fresh or there is none).
+    pub stale: Vec<String>,
+    /// Problems with the chain as a whole (head, numbering, stray files).
     pub problems: Vec<String>,
+    /// A discharge interrupted between its record and its head.
+    pub interrupted: Option<Interrupted>,
+    /// head.json is the unsigned form earlier versions of pv wrote, naming the last record
+    /// (reported as a problem; `pv discharge TEST --complete` signs it).
+    pub unsigned_head: bool,
+    /// Temporary files of interrupted writes (removed by the next discharge).
+    pub leftovers: Vec<String>,
     /// Each record.
     pub records: Vec<RecordReport>,
 }
@@ -75,6 +107,11 @@ impl TestReport {
             .filter_map(|r| r.statement.as_ref())
             .last()
     }
+
+    /// `contract/test`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.contract_id, self.test_id)
+    }
 }
 
 /// The whole verification: one report per test, plus evidence that belongs to no test.
@@ -84,6 +121,17 @@ pub struct Verification {
     pub tests: Vec<TestReport>,
     /// Evidence directories that match no contract test.
     pub orphans: Vec<String>,
+    /// How many distinct files were hashed.
+    pub files_hashed: usize,
+}
+
+impl Verification {
+    /// The report of a test.
+    pub fn test(&self, contract_id: &str, test_id: &str) -> Option<&TestReport> {
+        self.tests
+            .iter()
+            .find(|t| t.contract_id == contract_id && t.test_id == test_id)
+    }
 }
 
 /// Where verification looks.
@@ -96,259 +144,543 @@ pub struct Places<'a> {
     pub trusted: &'a [TrustedKey],
 }
 
+/// The clause and covers a test's records are held to (the contract's own, or, in
+/// `pv gate --base`, the trusted one).
+#[derive(Clone, Copy)]
+pub struct Clause<'a> {
+    /// The test as the trusted contract states it.
+    pub test: &'a FalsificationTest,
+    /// Its `covers` in force.
+    pub covers: &'a [String],
+}
+
+/// Relative path to sha256, for the files a `covers` list matches.
+type FileDigests = BTreeMap<String, String>;
+
+/// Verification state for one run: the places, and caches so that each file is hashed and
+/// each `covers` list resolved once however many records name them.
+pub struct Verifier<'a> {
+    places: &'a Places<'a>,
+    hashes: RefCell<HashMap<PathBuf, Result<String, String>>>,
+    covered: RefCell<HashMap<Vec<String>, Result<FileDigests, String>>>,
+    hashed: Cell<usize>,
+}
+
+impl<'a> Verifier<'a> {
+    /// A verifier over `places`.
+    pub fn new(places: &'a Places<'a>) -> Self {
+        Verifier {
+            places,
+            hashes: RefCell::default(),
+            covered: RefCell::default(),
+            hashed: Cell::new(0),
+        }
+    }
+
+    /// The root record subjects and covers are relative to.
+    pub fn root(&self) -> &Path {
+        self.places.root
+    }
+
+    /// The trusted keys.
+    pub fn trusted(&self) -> &[TrustedKey] {
+        self.places.trusted
+    }
+
+    /// How many distinct files this verifier hashed so far.
+    pub fn files_hashed(&self) -> usize {
+        self.hashed.get()
+    }
+
+    /// sha256 of a regular file, once per run (`Err(NotFound)` kept as "not on disk").
+    pub fn file_sha256(&self, path: &Path) -> Result<String, String> {
+        if let Some(r) = self.hashes.borrow().get(path) {
+            return r.clone();
+        }
+        let r = match crate::fsutil::sha256_file(path) {
+            Ok(d) => {
+                self.hashed.set(self.hashed.get() + 1);
+                Ok(d)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("not on disk".into()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.hashes
+            .borrow_mut()
+            .insert(path.to_path_buf(), r.clone());
+        r
+    }
+
+    /// The files `covers` matches now, with their digests, once per run.
+    pub fn covered_now(&self, covers: &[String]) -> Result<FileDigests, String> {
+        if let Some(r) = self.covered.borrow().get(covers) {
+            return r.clone();
+        }
+        let r = Covers::new(covers)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.files(self.places.root).map_err(|e| e.to_string()))
+            .map(|f| {
+                self.hashed.set(self.hashed.get() + f.files.len());
+                f.files
+            });
+        self.covered.borrow_mut().insert(covers.to_vec(), r.clone());
+        r
+    }
+
+    /// Verifies every record of every test of `contracts`.
+    pub fn verify_all(&self, contracts: &[LoadedContract]) -> Result<Verification, EvidenceError> {
+        let mut tests = Vec::new();
+        let mut known = BTreeSet::new();
+        for c in contracts {
+            for t in &c.contract.falsification_tests {
+                known.insert((c.contract.metadata.id.clone(), t.id.clone()));
+                tests.push(self.verify_test(c, t, None)?);
+            }
+        }
+        Ok(Verification {
+            tests,
+            orphans: orphans(self.places.evidence, &known),
+            files_hashed: self.hashed.get(),
+        })
+    }
+
+    /// Verifies the records of test `t` of contract `c`, holding them to `clause` (the
+    /// contract's own when `None`).
+    pub fn verify_test(
+        &self,
+        c: &LoadedContract,
+        t: &FalsificationTest,
+        clause: Option<Clause>,
+    ) -> Result<TestReport, EvidenceError> {
+        let cid = &c.contract.metadata.id;
+        let clause = clause.unwrap_or(Clause {
+            test: t,
+            covers: c.contract.covers_of(t),
+        });
+        let dir = ledger::test_dir(self.places.evidence, cid, &t.id);
+        let stored = ledger::read_test_dir(&dir)?;
+        let mut problems: Vec<String> = stored
+            .strays
+            .iter()
+            .map(|(p, why)| format!("unexpected file {}: {why}", p.display()))
+            .collect();
+        let ctx = RecordContext {
+            contract: c,
+            test_id: &t.id,
+            clause,
+            clause_sha256: clause_sha256(clause.test),
+        };
+        let mut status = Status::Pending;
+        let mut records = Vec::new();
+        let mut prev: Option<&StoredRecord> = None;
+        let mut broken = false;
+        for (i, r) in stored.records.iter().enumerate() {
+            let mut rep = self.check_record(r, i as u64 + 1, prev, status, &ctx);
+            if broken && rep.problems.is_empty() {
+                rep.notes
+                    .push("follows an invalid record; not counted".into());
+            }
+            if rep.problems.is_empty() && !broken {
+                if let Some(s) = &rep.statement {
+                    status = s.predicate.to_status;
+                }
+            } else {
+                broken = true;
+            }
+            records.push(rep);
+            prev = Some(r);
+        }
+        let head = match &stored.head {
+            None => HeadState::Missing,
+            Some(Err(e)) => HeadState::Bad(e.clone()),
+            Some(Ok(bytes)) => head::parse(bytes, cid, &t.id, self.places.trusted),
+        };
+        let interrupted = chain_head(&head, &stored.records, &records, &t.id, &mut problems);
+        let unsigned_head = matches!(&head, HeadState::Unsigned { sequence, sha256 }
+            if stored.records.last().is_some_and(|l| (l.sequence, &l.sha256) == (*sequence, sha256)));
+        let mut report = TestReport {
+            contract_id: cid.clone(),
+            test_id: t.id.clone(),
+            required_for_gate: t.required_for_gate,
+            enforced: c.contract.enforced(),
+            status,
+            verdict: None,
+            date: None,
+            signer: None,
+            stale: records.last().map(|r| r.stale.clone()).unwrap_or_default(),
+            problems,
+            interrupted,
+            unsigned_head,
+            leftovers: stored
+                .leftovers
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            records,
+        };
+        if let Some(p) = report.latest().map(|s| s.predicate.clone()) {
+            report.verdict = Some(p.verdict);
+            report.date = Some(p.finished_at);
+            report.signer = Some(p.signer);
+        }
+        Ok(report)
+    }
+
+    fn check_record(
+        &self,
+        r: &StoredRecord,
+        expected_seq: u64,
+        prev: Option<&StoredRecord>,
+        status: Status,
+        ctx: &RecordContext,
+    ) -> RecordReport {
+        let mut rep = RecordReport {
+            path: r.path.display().to_string(),
+            sequence: r.sequence,
+            sha256: r.sha256.clone(),
+            problems: Vec::new(),
+            stale: Vec::new(),
+            notes: Vec::new(),
+            statement: None,
+            signer: None,
+        };
+        if let Some(why) = &r.unreadable {
+            rep.problems.push(format!("unreadable: {why}"));
+            return rep;
+        }
+        if r.sequence != expected_seq {
+            rep.problems.push(format!(
+                "sequence gap: expected record {expected_seq}, found {} (a record was deleted or renumbered?)",
+                r.sequence
+            ));
+        }
+        let env: Envelope = match serde_json::from_slice(&r.bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                rep.problems.push(format!(
+                    "not a DSSE envelope (line {} column {}): {e}",
+                    e.line(),
+                    e.column()
+                ));
+                return rep;
+            }
+        };
+        let (body, keyid) = match dsse::verify(&env, self.places.trusted.iter().map(|k| &k.key)) {
+            Ok(v) => v,
+            Err(e) => {
+                rep.problems.push(e.to_string());
+                return rep;
+            }
+        };
+        let signer = self
+            .places
+            .trusted
+            .iter()
+            .find(|k| k.id == keyid)
+            .map(|k| k.name.clone());
+        rep.signer = signer.clone();
+        let st: Statement = match serde_json::from_slice(&body) {
+            Ok(s) => s,
+            Err(e) => {
+                rep.problems
+                    .push(format!("signed body is not a pv statement: {e}"));
+                return rep;
+            }
+        };
+        let p = &st.predicate;
+        let test_id = ctx.test_id;
+        let cid = &ctx.contract.contract.metadata.id;
+        let mut bad = |m: String| rep.problems.push(m);
+        if st.type_ != STATEMENT_TYPE || st.predicate_type != PREDICATE_TYPE {
+            bad(format!(
+                "statement type {:?} / predicate type {:?} are not pv evidence",
+                short(&st.type_, 80),
+                short(&st.predicate_type, 80)
+            ));
+        }
+        if &p.contract_id != cid || p.test_id != test_id {
+            bad(format!(
+                "record is for {}/{} but is filed under {cid}/{test_id}",
+                short(&p.contract_id, 80),
+                short(&p.test_id, 80)
+            ));
+        }
+        if p.sequence != r.sequence {
+            bad(format!(
+                "record says sequence {} but its file is number {}",
+                p.sequence, r.sequence
+            ));
+        }
+        let want_prev = prev.map(|p| p.sha256.clone());
+        if p.previous_record_sha256 != want_prev {
+            bad(format!(
+                "hash chain broken: previous_record_sha256 is {:?}, the previous record's sha256 is {:?}",
+                p.previous_record_sha256.as_deref().map(|s| short(s, 64)),
+                want_prev
+            ));
+        }
+        if p.from_status != status {
+            bad(format!(
+                "from_status {} but the chain before it gives {status}",
+                p.from_status
+            ));
+        }
+        if p.from_status.after(p.passed, p.canonical) != Some(p.to_status) {
+            bad(format!(
+                "{} -> {} is not a transition for passed={}, canonical={}",
+                p.from_status, p.to_status, p.passed, p.canonical
+            ));
+        }
+        if signer.as_deref() != Some(p.signer.as_str()) {
+            bad(format!(
+                "record names signer {:?} but was signed by {:?}",
+                short(&p.signer, 64),
+                signer
+            ));
+        }
+        // The claims, re-derived: the verdict and `passed` by the checker's own judge from
+        // the recorded params and measurements; `canonical` from the model subject's digest
+        // and the pin in those params.
+        match checkers::find(&p.checker) {
+            None => bad(format!(
+                "checker {:?} is not registered",
+                short(&p.checker, 80)
+            )),
+            Some(ch) => match (ch.judge)(&Judged {
+                contract_id: &p.contract_id,
+                params: &p.params,
+                measurements: &p.measurements,
+            }) {
+                Err(e) => bad(format!("its measurements cannot be judged: {e}")),
+                Ok(j) if j.verdict != p.verdict || j.passed != p.passed => bad(format!(
+                    "it records verdict {} (passed={}) but its measurements give {} (passed={})",
+                    short(&p.verdict, 40),
+                    p.passed,
+                    j.verdict,
+                    j.passed
+                )),
+                Ok(_) => {}
+            },
+        }
+        let subject_digest = |file: &str| {
+            st.subject
+                .iter()
+                .find(|s| Path::new(&s.name).file_name().is_some_and(|n| n == file))
+                .and_then(|s| s.digest.get("sha256").cloned())
+        };
+        let canonical = checkers::canonical(&p.params, subject_digest);
+        if canonical != p.canonical {
+            bad(format!(
+                "it records canonical={} but its model subject's sha256 {} the pinned one",
+                p.canonical,
+                if canonical { "equals" } else { "is not" }
+            ));
+        }
+        // The clause: a record made under the clause in force must carry its checker and params.
+        let clause = ctx.clause;
+        if p.clause_sha256 == ctx.clause_sha256 {
+            if p.checker != clause.test.checker || p.params != clause.test.params {
+                bad(
+                    "it claims the current clause's digest but records another checker or params"
+                        .into(),
+                );
+            }
+        } else {
+            rep.stale.push(format!(
+                "the clause of {test_id} changed since this record (clause sha256 {}…, now {}…)",
+                short(&p.clause_sha256, 12),
+                short(&ctx.clause_sha256, 12)
+            ));
+        }
+        match &p.code {
+            None => rep.stale.push(
+                "it binds no code (made before pv bound evidence to the files a contract covers)"
+                    .into(),
+            ),
+            Some(code) => {
+                if tree_sha256(&code.files) != code.sha256 {
+                    rep.problems
+                        .push("its code digest is not the digest of the files it lists".into());
+                }
+                if code.covers != clause.covers {
+                    rep.stale.push(format!(
+                        "covers changed since this record ({:?}, now {:?})",
+                        code.covers, clause.covers
+                    ));
+                } else {
+                    match self.covered_now(clause.covers) {
+                        Err(e) => rep.problems.push(format!("covered files: {e}")),
+                        Ok(now) => {
+                            let changed = changed_files(&code.files, &now);
+                            if !changed.is_empty() {
+                                let shown: Vec<&str> =
+                                    changed.iter().take(8).map(String::as_str).collect();
+                                rep.stale.push(format!(
+                                    "covered code changed since this record: {}{}",
+                                    shown.join(", "),
+                                    if changed.len() > 8 {
+                                        format!(" and {} more", changed.len() - 8)
+                                    } else {
+                                        String::new()
+                                    }
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Subject files present on disk: a different file under the same name is worth a
+        // note (the record still speaks for the one it measured, by digest).
+        for s in &st.subject {
+            let Some(want) = s.digest.get("sha256") else {
+                continue;
+            };
+            match self.file_sha256(&self.places.root.join(&s.name)) {
+                Ok(got) if &got == want => {}
+                Ok(_) if s.name == p.contract_file => rep.notes.push(format!(
+                    "contract file {} changed since this record{}",
+                    s.name,
+                    if rep.stale.is_empty() {
+                        " (not this test's clause)"
+                    } else {
+                        ""
+                    }
+                )),
+                Ok(got) => rep.notes.push(format!(
+                    "subject {} on disk has sha256 {}…, the record measured {}…",
+                    short(&s.name, 200),
+                    short(&got, 12),
+                    short(want, 12)
+                )),
+                Err(e) => rep.notes.push(format!(
+                    "subject {}: {e}; digest not checked",
+                    short(&s.name, 200)
+                )),
+            }
+        }
+        rep.statement = Some(st);
+        rep
+    }
+}
+
+/// What a record is checked against.
+struct RecordContext<'a> {
+    contract: &'a LoadedContract,
+    test_id: &'a str,
+    clause: Clause<'a>,
+    clause_sha256: String,
+}
+
+/// Checks the head against the records: whole, interrupted (head lagging by exactly one
+/// valid record), or broken (a problem).
+fn chain_head(
+    head: &HeadState,
+    stored: &[StoredRecord],
+    records: &[RecordReport],
+    test_id: &str,
+    problems: &mut Vec<String>,
+) -> Option<Interrupted> {
+    let last = stored.last();
+    let last_valid = records.last().is_some_and(|r| r.problems.is_empty());
+    let interrupted = |l: &StoredRecord| Interrupted {
+        sequence: l.sequence,
+        record: l.path.display().to_string(),
+    };
+    match (head, last) {
+        (HeadState::Missing, None) => None,
+        (HeadState::Missing, Some(l)) if stored.len() == 1 && last_valid => Some(interrupted(l)),
+        (HeadState::Missing, Some(l)) => {
+            problems.push(format!(
+                "record {} exists but head.json is missing",
+                l.sequence
+            ));
+            None
+        }
+        (HeadState::Bad(why), _) => {
+            problems.push(why.clone());
+            None
+        }
+        (HeadState::Unsigned { sequence, sha256 }, Some(l))
+            if (*sequence, sha256) == (l.sequence, &l.sha256) =>
+        {
+            problems.push(format!(
+                "head.json is unsigned (written by an earlier pv), so it proves nothing; sign it with `pv discharge {test_id} --complete`"
+            ));
+            None
+        }
+        (HeadState::Unsigned { sequence, .. }, _) => {
+            problems.push(format!(
+                "head.json (unsigned) names record {sequence}, which is not the last record"
+            ));
+            None
+        }
+        (HeadState::Signed(c), None) => {
+            problems.push(format!(
+                "head.json names record {} but there are no records (deleted?)",
+                c.sequence
+            ));
+            None
+        }
+        (HeadState::Signed(c), Some(l))
+            if (c.sequence, &c.record_sha256) == (l.sequence, &l.sha256) =>
+        {
+            None
+        }
+        (HeadState::Signed(c), Some(l))
+            if l.sequence == c.sequence + 1
+                && stored.len() >= 2
+                && stored[stored.len() - 2].sequence == c.sequence
+                && stored[stored.len() - 2].sha256 == c.record_sha256
+                && last_valid =>
+        {
+            Some(interrupted(l))
+        }
+        (HeadState::Signed(c), Some(l)) => {
+            problems.push(format!(
+                "head.json names record {} (sha256 {}…) but the last record is {} (sha256 {}…): a record was deleted, replaced or added by hand",
+                c.sequence,
+                short(&c.record_sha256, 12),
+                l.sequence,
+                short(&l.sha256, 12)
+            ));
+            None
+        }
+    }
+}
+
+/// Evidence directories under `evidence` for no known test (symbolic links not followed).
+pub fn orphans(evidence: &Path, known: &BTreeSet<(String, String)>) -> Vec<String> {
+    let mut out = Vec::new();
+    let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if let Ok(dirs) = std::fs::read_dir(evidence) {
+        for d in dirs.flatten().filter(|d| is_dir(&d.path())) {
+            let cid = d.file_name().to_string_lossy().into_owned();
+            for t in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                let tid = t.file_name().to_string_lossy().into_owned();
+                if !known.contains(&(cid.clone(), tid)) {
+                    out.push(t.path().display().to_string());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Verifies every record of every test of `contracts`.
 pub fn verify_all(
     contracts: &[LoadedContract],
     places: &Places,
 ) -> Result<Verification, EvidenceError> {
-    let mut tests = Vec::new();
-    let mut known = BTreeSet::new();
-    for c in contracts {
-        let cid = &c.contract.metadata.id;
-        for t in &c.contract.falsification_tests {
-            known.insert((cid.clone(), t.id.clone()));
-            tests.push(verify_test(c, t, places)?);
-        }
-    }
-    let mut orphans = Vec::new();
-    if let Ok(dirs) = std::fs::read_dir(places.evidence) {
-        for d in dirs.flatten().filter(|d| d.path().is_dir()) {
-            let cid = d.file_name().to_string_lossy().into_owned();
-            for t in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
-                let tid = t.file_name().to_string_lossy().into_owned();
-                if !known.contains(&(cid.clone(), tid.clone())) {
-                    orphans.push(format!("{}", t.path().display()));
-                }
-            }
-        }
-    }
-    orphans.sort();
-    Ok(Verification { tests, orphans })
+    Verifier::new(places).verify_all(contracts)
 }
 
 /// Verifies the records of one test of contract `c`.
 pub fn verify_test(
     c: &LoadedContract,
-    t: &crate::contract::FalsificationTest,
+    t: &FalsificationTest,
     places: &Places,
 ) -> Result<TestReport, EvidenceError> {
-    let cid = &c.contract.metadata.id;
-    let dir = ledger::test_dir(places.evidence, cid, &t.id);
-    let stored = ledger::read_records(&dir)?;
-    let clause = clause_sha256(t);
-    let mut problems = Vec::new();
-    let head = match ledger::read_head(&dir) {
-        Ok(h) => h,
-        Err(e) => {
-            problems.push(e.to_string());
-            None
-        }
-    };
-    match (stored.last(), &head) {
-        (None, Some(h)) => problems.push(format!(
-            "head.json names record {} but there are no records (deleted?)",
-            h.sequence
-        )),
-        (Some(last), None) => problems.push(format!(
-            "record {} exists but head.json is missing",
-            last.sequence
-        )),
-        (Some(last), Some(h)) if (last.sequence, &last.sha256) != (h.sequence, &h.sha256) => {
-            problems.push(format!(
-                "head.json names record {} (sha256 {}…) but the last record is {} (sha256 {}…): a record was deleted, replaced or added by hand",
-                h.sequence,
-                &h.sha256[..h.sha256.len().min(12)],
-                last.sequence,
-                &last.sha256[..12]
-            ))
-        }
-        _ => {}
-    }
-    let mut status = Status::Pending;
-    let mut records = Vec::new();
-    let mut prev: Option<&StoredRecord> = None;
-    let mut broken = false;
-    for (i, r) in stored.iter().enumerate() {
-        let mut rep = check_record(r, i as u64 + 1, prev, status, c, &t.id, &clause, places);
-        if broken && rep.problems.is_empty() {
-            rep.notes
-                .push("follows an invalid record; not counted".into());
-        }
-        if rep.problems.is_empty() && !broken {
-            if let Some(s) = &rep.statement {
-                status = s.predicate.to_status;
-            }
-        } else {
-            broken = true;
-        }
-        records.push(rep);
-        prev = Some(r);
-    }
-    let mut report = TestReport {
-        contract_id: cid.clone(),
-        test_id: t.id.clone(),
-        required_for_gate: t.required_for_gate,
-        enforced: c.contract.metadata.status != crate::contract::types::ContractStatus::Retired,
-        status,
-        verdict: None,
-        date: None,
-        signer: None,
-        stale: records.last().is_some_and(|r| r.stale),
-        problems,
-        records,
-    };
-    if let Some(p) = report.latest().map(|s| s.predicate.clone()) {
-        report.verdict = Some(p.verdict);
-        report.date = Some(p.finished_at);
-        report.signer = Some(p.signer);
-    }
-    Ok(report)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_record(
-    r: &StoredRecord,
-    expected_seq: u64,
-    prev: Option<&StoredRecord>,
-    status: Status,
-    c: &LoadedContract,
-    test_id: &str,
-    clause: &str,
-    places: &Places,
-) -> RecordReport {
-    let mut rep = RecordReport {
-        path: r.path.display().to_string(),
-        sequence: r.sequence,
-        problems: Vec::new(),
-        stale: false,
-        notes: Vec::new(),
-        statement: None,
-        signer: None,
-    };
-    if r.sequence != expected_seq {
-        rep.problems.push(format!(
-            "sequence gap: expected record {expected_seq}, found {} (a record was deleted?)",
-            r.sequence
-        ));
-    }
-    let env: Envelope = match serde_json::from_slice(&r.bytes) {
-        Ok(e) => e,
-        Err(e) => {
-            rep.problems.push(format!(
-                "not a DSSE envelope (line {} column {}): {e}",
-                e.line(),
-                e.column()
-            ));
-            return rep;
-        }
-    };
-    let (body, keyid) = match dsse::verify(&env, places.trusted.iter().map(|k| &k.key)) {
-        Ok(v) => v,
-        Err(e) => {
-            rep.problems.push(e.to_string());
-            return rep;
-        }
-    };
-    let signer = places
-        .trusted
-        .iter()
-        .find(|k| k.id == keyid)
-        .map(|k| k.name.clone());
-    rep.signer = signer.clone();
-    let st: Statement = match serde_json::from_slice(&body) {
-        Ok(s) => s,
-        Err(e) => {
-            rep.problems
-                .push(format!("signed body is not a pv statement: {e}"));
-            return rep;
-        }
-    };
-    let p = &st.predicate;
-    let mut bad = |m: String| rep.problems.push(m);
-    if st.type_ != STATEMENT_TYPE || st.predicate_type != PREDICATE_TYPE {
-        bad(format!(
-            "statement type {:?} / predicate type {:?} are not pv evidence",
-            st.type_, st.predicate_type
-        ));
-    }
-    if p.contract_id != c.contract.metadata.id || p.test_id != test_id {
-        bad(format!(
-            "record is for {}/{} but is filed under {}/{test_id}",
-            p.contract_id, p.test_id, c.contract.metadata.id
-        ));
-    }
-    if p.sequence != r.sequence {
-        bad(format!(
-            "record says sequence {} but its file is number {}",
-            p.sequence, r.sequence
-        ));
-    }
-    let want_prev = prev.map(|p| p.sha256.clone());
-    if p.previous_record_sha256 != want_prev {
-        bad(format!(
-            "hash chain broken: previous_record_sha256 is {:?}, the previous record's sha256 is {:?}",
-            p.previous_record_sha256, want_prev
-        ));
-    }
-    if p.from_status != status {
-        bad(format!(
-            "from_status {} but the chain before it gives {status}",
-            p.from_status
-        ));
-    }
-    if p.from_status.after(p.passed, p.canonical) != Some(p.to_status) {
-        bad(format!(
-            "{} -> {} is not a transition for passed={}, canonical={}",
-            p.from_status, p.to_status, p.passed, p.canonical
-        ));
-    }
-    if signer.as_deref() != Some(p.signer.as_str()) {
-        bad(format!(
-            "record names signer {:?} but was signed by {:?}",
-            p.signer, signer
-        ));
-    }
-    if p.clause_sha256 != clause {
-        rep.stale = true;
-        rep.notes.push(format!(
-            "STALE: the clause of {test_id} changed since this record (clause sha256 {}…, now {}…)",
-            &p.clause_sha256[..p.clause_sha256.len().min(12)],
-            &clause[..12]
-        ));
-    }
-    for s in &st.subject {
-        let (Some(want), path) = (s.digest.get("sha256"), places.root.join(&s.name)) else {
-            continue;
-        };
-        if !path.is_file() {
-            rep.notes.push(format!(
-                "subject {} is not on disk; digest not checked",
-                s.name
-            ));
-            continue;
-        }
-        match sha256_file(&path) {
-            Ok(got) if &got == want => {}
-            // The contract file changes whenever any of its tests does; the clause digest
-            // (above) is what decides whether this record still speaks for its test.
-            Ok(_) if s.name == p.contract_file => rep.notes.push(format!(
-                "contract file {} changed since this record{}",
-                s.name,
-                if rep.stale {
-                    ""
-                } else {
-                    " (not this test's clause)"
-                }
-            )),
-            Ok(got) => rep.problems.push(format!(
-                "subject {} has sha256 {}… on disk, the record says {}…",
-                s.name,
-                &got[..12],
-                &want[..want.len().min(12)]
-            )),
-            Err(e) => rep.problems.push(e.to_string()),
-        }
-    }
-    rep.statement = Some(st);
-    rep
+    Verifier::new(places).verify_test(c, t, None)
 }

@@ -153,3 +153,5 @@ pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> Gguf
         .unwrap();
     GgufFile::from_bytes(w.to_bytes()).unwrap()
 }
+
+pub mod repo;

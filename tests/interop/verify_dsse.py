@@ -1,55 +1,70 @@
-"""Verifies a pv evidence record with an independent DSSE + Ed25519 implementation.
+"""Verifies pv evidence files with securesystemslib, the in-toto reference implementation's
+signing library (PyPI), not with pv and not with hand-written cryptography.
 
-Usage: verify_dsse.py RECORD KEYS_DIR
+Usage: verify_dsse.py KEYS_DIR FILE...
 
-Uses only the Python standard library and `cryptography` (PyPI), not pv: it rebuilds the
-DSSE v1 pre-authentication encoding, checks the Ed25519 signature against the public keys
-in KEYS_DIR (files `ed25519 <base64> <name>`), and checks the payload is an in-toto
-Statement v1 with sha256 subjects. Prints `ok <keyname>` and exits 0, or exits 1.
+KEYS_DIR holds pv's public keys (`*.pub`, PEM SubjectPublicKeyInfo). Each FILE is a record
+(`NNNN.dsse.json`, an in-toto Statement v1) or a signed head (`head.json`), both DSSE
+envelopes. securesystemslib's `Envelope.from_dict` reads the envelope and `Envelope.verify`
+checks the signature over the DSSE PAE with `SSlibKey` objects made from the PEM files. The
+key ids are pv's (hex sha256 of the raw 32-byte key); DSSE treats a key id as a hint, so
+they are passed to securesystemslib as given. Prints `ok <file> <keyname>` per file and
+exits 0, or names the first failure and exits 1.
 """
 
-import base64
 import hashlib
 import json
 import pathlib
 import sys
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives import serialization
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey
+
+STATEMENT = "application/vnd.in-toto+json"
+HEAD = "application/vnd.pv.ledger-head+json"
 
 
-def pae(payload_type: bytes, body: bytes) -> bytes:
-    return b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type, len(body), body)
+def load_keys(keys_dir: pathlib.Path) -> dict:
+    keys = {}
+    for pub in sorted(keys_dir.glob("*.pub")):
+        crypto_key = serialization.load_pem_public_key(pub.read_bytes())
+        raw = crypto_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        keyid = hashlib.sha256(raw).hexdigest()
+        keys[keyid] = (pub.stem, SSlibKey.from_crypto(crypto_key, keyid=keyid, scheme="ed25519"))
+    return keys
+
+
+def check(path: pathlib.Path, keys: dict) -> str:
+    envelope = Envelope.from_dict(json.loads(path.read_bytes()))
+    accepted = envelope.verify([k for _, k in keys.values()], 1)
+    (keyid,) = accepted.keys()
+    body = json.loads(envelope.payload)
+    if envelope.payload_type == STATEMENT:
+        assert body["_type"] == "https://in-toto.io/Statement/v1", body["_type"]
+        assert body["predicateType"] == "https://pv.dev/evidence/v1", body["predicateType"]
+        assert body["subject"], "no subjects"
+        for s in body["subject"]:
+            for alg, digest in s["digest"].items():
+                assert alg in ("sha256", "gitCommit"), alg
+                assert len(digest) in (40, 64) and int(digest, 16) >= 0, digest
+    elif envelope.payload_type == HEAD:
+        assert body["_type"] == "https://pv.dev/ledger-head/v1", body["_type"]
+        assert len(body["record_sha256"]) == 64
+    else:
+        raise AssertionError(f"unexpected payloadType {envelope.payload_type}")
+    return keys[keyid][0]
 
 
 def main() -> int:
-    record, keys_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    env = json.loads(record.read_bytes())
-    if env["payloadType"] != "application/vnd.in-toto+json":
-        print("wrong payloadType", env["payloadType"])
-        return 1
-    body = base64.b64decode(env["payload"], validate=True)
-    keys = {}
-    for pub in sorted(keys_dir.glob("*.pub")):
-        kind, b64, *_ = pub.read_text().split()
-        assert kind == "ed25519"
-        raw = base64.b64decode(b64, validate=True)
-        keys[hashlib.sha256(raw).hexdigest()] = (pub.stem, Ed25519PublicKey.from_public_bytes(raw))
-    (sig,) = env["signatures"]
-    name, key = keys[sig["keyid"]]
-    try:
-        key.verify(base64.b64decode(sig["sig"], validate=True), pae(env["payloadType"].encode(), body))
-    except InvalidSignature:
-        print("bad signature")
-        return 1
-    st = json.loads(body)
-    assert st["_type"] == "https://in-toto.io/Statement/v1", st["_type"]
-    assert st["subject"], "no subjects"
-    for s in st["subject"]:
-        for alg, digest in s["digest"].items():
-            assert alg in ("sha256", "gitCommit"), alg
-            assert len(digest) in (40, 64) and int(digest, 16) >= 0, digest
-    print("ok", name)
+    keys = load_keys(pathlib.Path(sys.argv[1]))
+    for f in map(pathlib.Path, sys.argv[2:]):
+        try:
+            name = check(f, keys)
+        except Exception as e:  # report which file failed, and how
+            print(f"FAILED {f}: {type(e).__name__}: {e}")
+            return 1
+        print("ok", f, name)
     return 0
 
 
