@@ -353,8 +353,14 @@ fn the_repository_gate_and_what_closes_it() {
     assert_eq!(code, 1);
     assert!(
         out.contains("BLOCKED evidence/trace-ffn-sub-block-gguf-v1/FFN-GGUF-003/0002.dsse.json: invalid record: sequence gap: expected record 1, found 2"),
-        "{out}"
+        "paths are shown relative to the root: {out}"
     );
+    // Deleting the latest record instead: the signed head names what is gone.
+    let d = copy("repo-deleted-latest");
+    std::fs::remove_file(d.join(rec.replace("0001", "0002"))).unwrap();
+    let (code, out, _) = pv_at(&d, &["gate"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("head.json names record 2 (sha256"), "{out}");
 
     let d = copy("repo-tampered");
     let text = std::fs::read_to_string(d.join(rec)).unwrap();

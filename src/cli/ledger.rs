@@ -103,6 +103,7 @@ pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
             "tests": v.tests,
             "orphans": v.orphans,
             "ledger_changes": g.ledger_changes,
+            "contract_changes": g.contract_changes,
             "records": n,
             "stale_tests": stale,
             "files_hashed": v.files_hashed,

@@ -150,11 +150,7 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
     let (contract_changes, ledger_changes) = match base {
         None => (Vec::new(), Vec::new()),
         Some(b) => (
-            if gate {
-                changes::contract_changes(b, &contracts, &layout.root)
-            } else {
-                Vec::new()
-            },
+            changes::contract_changes(b, &contracts, &layout.root),
             changes::ledger_changes(b, &layout.root),
         ),
     };

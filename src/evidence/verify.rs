@@ -187,6 +187,14 @@ impl<'a> Verifier<'a> {
         self.places.trusted
     }
 
+    /// `p` relative to the root, as reports show it (GitHub annotations need it so).
+    pub fn show(&self, p: &Path) -> String {
+        p.strip_prefix(self.places.root)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    }
+
     /// How many distinct files this verifier hashed so far.
     pub fn files_hashed(&self) -> usize {
         self.hashed.get()
@@ -262,7 +270,7 @@ impl<'a> Verifier<'a> {
         let mut problems: Vec<String> = stored
             .strays
             .iter()
-            .map(|(p, why)| format!("unexpected file {}: {why}", p.display()))
+            .map(|(p, why)| format!("unexpected file {}: {why}", self.show(p)))
             .collect();
         let ctx = RecordContext {
             contract: c,
@@ -295,7 +303,13 @@ impl<'a> Verifier<'a> {
             Some(Err(e)) => HeadState::Bad(e.clone()),
             Some(Ok(bytes)) => head::parse(bytes, cid, &t.id, self.places.trusted),
         };
-        let interrupted = chain_head(&head, &stored.records, &records, &t.id, &mut problems);
+        let interrupted =
+            chain_head(&head, &stored.records, &records, &t.id, &mut problems).map(|i| {
+                Interrupted {
+                    record: self.show(Path::new(&i.record)),
+                    ..i
+                }
+            });
         let unsigned_head = matches!(&head, HeadState::Unsigned { sequence, sha256 }
             if stored.records.last().is_some_and(|l| (l.sequence, &l.sha256) == (*sequence, sha256)));
         let mut report = TestReport {
@@ -311,11 +325,7 @@ impl<'a> Verifier<'a> {
             problems,
             interrupted,
             unsigned_head,
-            leftovers: stored
-                .leftovers
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
+            leftovers: stored.leftovers.iter().map(|p| self.show(p)).collect(),
             records,
         };
         if let Some(p) = report.latest().map(|s| s.predicate.clone()) {
@@ -335,7 +345,7 @@ impl<'a> Verifier<'a> {
         ctx: &RecordContext,
     ) -> RecordReport {
         let mut rep = RecordReport {
-            path: r.path.display().to_string(),
+            path: self.show(&r.path),
             sequence: r.sequence,
             sha256: r.sha256.clone(),
             problems: Vec::new(),
