@@ -38,30 +38,35 @@ pub fn ledger_changes(base: &Base, root: &Path) -> Vec<LedgerChange> {
     if base_records.is_empty() {
         return Vec::new();
     }
-    // Where each record of the tree is, by digest, to tell a renumbering from a removal.
-    let mut here: BTreeMap<String, String> = BTreeMap::new();
-    for dir in walk_dirs(&root.join("evidence"), 2) {
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.to_string_lossy().ends_with(".dsse.json")
-                && let Ok(b) = read_bounded(&p, MAX_RECORD_BYTES)
-            {
-                let rel = p
-                    .strip_prefix(root)
-                    .unwrap_or(&p)
-                    .to_string_lossy()
-                    .into_owned();
-                here.insert(sha256_hex(&b), rel);
+    // Where each record of the tree is, by digest, to tell a renumbering from a removal;
+    // read only if some base record is missing.
+    let mut here: Option<BTreeMap<String, String>> = None;
+    let mut index = || -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        for dir in walk_dirs(&root.join("evidence"), 2) {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.to_string_lossy().ends_with(".dsse.json")
+                    && let Ok(b) = read_bounded(&p, MAX_RECORD_BYTES)
+                {
+                    let rel = p
+                        .strip_prefix(root)
+                        .unwrap_or(&p)
+                        .to_string_lossy()
+                        .into_owned();
+                    m.insert(sha256_hex(&b), rel);
+                }
             }
         }
-    }
+        m
+    };
     let mut out = Vec::new();
     for (path, bytes) in base_records {
         let what = match read_bounded(&root.join(path), MAX_RECORD_BYTES) {
             Ok(now) if now == bytes => continue,
             Ok(_) => "edited (its bytes differ from the base's)".to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match here.get(&sha256_hex(bytes)) {
+                match here.get_or_insert_with(&mut index).get(&sha256_hex(bytes)) {
                     Some(to) => format!("renumbered or moved to {to}"),
                     None => "removed".to_string(),
                 }

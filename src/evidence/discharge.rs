@@ -181,6 +181,14 @@ fn signing_key(layout: &Layout, given: Option<&Path>) -> Result<Signer, Evidence
     Ok((key, name, created))
 }
 
+/// A subject's name as records keep it: relative to the repository root when it is under
+/// it (as when pv runs there), so the record can be checked from any checkout.
+fn relative_to(root: &Path, name: &str) -> String {
+    Path::new(name)
+        .strip_prefix(root)
+        .map_or_else(|_| name.to_string(), |p| p.display().to_string())
+}
+
 /// The code a test exercises, bound now: its covers and the digest of every file they match.
 pub fn bind_code(root: &Path, covers: &[String]) -> Result<CodeBinding, EvidenceError> {
     let files = Covers::new(covers)
@@ -332,12 +340,13 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
         .inputs
         .iter()
         .map(|i| Subject {
-            name: i.name.clone(),
+            name: relative_to(&layout.root, &i.name),
             digest: i.digest.clone(),
         })
         .collect();
+    let contract_file = relative_to(&layout.root, &c.display);
     subject.push(Subject {
-        name: c.display.clone(),
+        name: contract_file.clone(),
         digest: [("sha256".to_string(), sha256_file(&c.path)?)].into(),
     });
     let statement = Statement {
@@ -347,7 +356,7 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
         predicate: Predicate {
             contract_id: cid.clone(),
             contract_version: c.contract.metadata.version.clone(),
-            contract_file: c.display.clone(),
+            contract_file,
             test_id: test.id.clone(),
             clause_sha256: clause_sha256(test),
             checker: checker.name.into(),

@@ -87,7 +87,7 @@ pub struct GateReport {
 /// The clause a test is held to, and whether the gate requires it: with a base, a test
 /// the base requires stays required, under the base's clause, when the tree weakens or
 /// changes it and the change is not accepted.
-struct Judgement<'a> {
+struct Terms<'a> {
     clause: Clause<'a>,
     required: Option<String>,
 }
@@ -98,7 +98,7 @@ fn clause_for<'a>(
     base: Option<&'a Base>,
     changes: &[ContractChange],
     accept: bool,
-) -> Judgement<'a> {
+) -> Terms<'a> {
     let head = Clause {
         test: t,
         covers: c.contract.covers_of(t),
@@ -110,7 +110,7 @@ fn clause_for<'a>(
         .and_then(|b| b.contract(cid))
         .and_then(|bc| bc.test(&t.id).map(|bt| (bc, bt)));
     let Some((bc, bt)) = base_test.filter(|(bc, bt)| bc.enforced() && bt.required_for_gate) else {
-        return Judgement {
+        return Terms {
             clause: head,
             required: head_required,
         };
@@ -122,7 +122,7 @@ fn clause_for<'a>(
                 && ch.test_id.as_deref().is_none_or(|x| x == t.id)
         });
     if blocked {
-        Judgement {
+        Terms {
             clause: Clause {
                 test: bt,
                 covers: bc.covers_of(bt),
@@ -130,7 +130,7 @@ fn clause_for<'a>(
             required: Some("required at the base; judged under the base's clause".into()),
         }
     } else {
-        Judgement {
+        Terms {
             clause: head,
             required: head_required.or_else(|| (!accept).then(|| "required at the base".into())),
         }

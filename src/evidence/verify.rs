@@ -546,6 +546,13 @@ impl<'a> Verifier<'a> {
             let Some(want) = s.digest.get("sha256") else {
                 continue;
             };
+            if !inside_root(&s.name) {
+                rep.notes.push(format!(
+                    "subject {} is not a path inside the repository; digest not checked",
+                    short(&s.name, 200)
+                ));
+                continue;
+            }
             match self.file_sha256(&self.places.root.join(&s.name)) {
                 Ok(got) if &got == want => {}
                 Ok(_) if s.name == p.contract_file => rep.notes.push(format!(
@@ -572,6 +579,19 @@ impl<'a> Verifier<'a> {
         rep.statement = Some(st);
         rep
     }
+}
+
+/// Whether a subject name is a relative path that stays inside the root (no `..`, no
+/// root or prefix): only such files are hashed, whatever a record names.
+fn inside_root(name: &str) -> bool {
+    let p = Path::new(name);
+    p.components().next().is_some()
+        && p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
 }
 
 /// What a record is checked against.
