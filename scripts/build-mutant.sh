@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/build-mutant.sh NAME (a patch in tests/mutants/)}
+case "$name" in *[!a-z0-9-]*) echo "error: mutant names are lower-case letters, digits and -" >&2; exit 2 ;; esac
 patchfile=tests/mutants/$name.patch
 [ -f "$patchfile" ] || { echo "error: no $patchfile" >&2; exit 2; }
 src=target/mutants/$name
@@ -16,16 +17,18 @@ rm -rf "$src"
 mkdir -p "$src"
 cp -r Cargo.toml Cargo.lock src benches "$src/"
 patch --quiet -p1 -d "$src" < "$patchfile"
-# Its own package and binary name, so nothing of the real build is overwritten.
+# Its own package, library and binary name per mutant, so nothing of the real build (or of
+# another mutant) is overwritten or reused: cargo keys a package's artifacts by its name.
 python3 - "$src" "$name" <<'PY'
-import re, sys, pathlib
+import sys, pathlib
 src, name = pathlib.Path(sys.argv[1]), sys.argv[2]
 toml = (src / "Cargo.toml").read_text()
-toml = toml.replace('[package]\nname = "pv"', '[package]\nname = "pv-mutant"', 1)
+toml = toml.replace('[package]\nname = "pv"', f'[package]\nname = "pv-mutant-{name}"', 1)
 toml = toml.replace('[[bin]]\nname = "pv"', f'[[bin]]\nname = "pv-mutant-{name}"', 1)
 (src / "Cargo.toml").write_text(toml)
 main = src / "src/main.rs"
-main.write_text(main.read_text().replace("pv::cli::main()", "pv_mutant::cli::main()"))
+lib = "pv_mutant_" + name.replace("-", "_")
+main.write_text(main.read_text().replace("pv::cli::main()", f"{lib}::cli::main()"))
 PY
 CARGO_TARGET_DIR="$PWD/target" cargo build --release --quiet \
   --manifest-path "$src/Cargo.toml" --bin "pv-mutant-$name"
