@@ -443,6 +443,20 @@ fn github(g: &GateReport) -> String {
             gh_message(&c.what)
         );
     }
+    for f in &g.fresh {
+        s += &format!(
+            "::notice title={}::{}\n",
+            gh_property(&format!("pv gate re-checked {}", f.test_id)),
+            gh_message(&format!(
+                "{}/{}: {} (measured by {}, judged here{})",
+                f.contract_id,
+                f.test_id,
+                f.verdict.as_deref().unwrap_or("no verdict"),
+                f.measured_by,
+                if f.canonical { ", canonical model" } else { "" }
+            ))
+        );
+    }
     for b in &g.blocks {
         let file = if b.subject.contains('/') && b.subject.ends_with(".json") {
             format!("file={},", gh_property(&b.subject))
