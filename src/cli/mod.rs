@@ -58,7 +58,7 @@ enum Command {
     Validate(validate::Args),
     /// Show each falsification test's status, computed from verified evidence.
     Status(ledger::StatusArgs),
-    /// Check every evidence record: signature, trusted signer, hash chain, clause, files.
+    /// Check every evidence record: trusted signature, chain and signed head, re-derived verdict, staleness.
     Verify(ledger::VerifyArgs),
     /// CI gate: block while a required test is not DISCHARGED by fresh evidence, or evidence is bad.
     Gate(ledger::GateArgs),

@@ -10,6 +10,7 @@ use super::changes::{self, ContractChange, LedgerChange};
 use super::discharge::Layout;
 use super::policy::{Block, Facts, Policy, Required};
 use super::recheck::{self, Fresh, Recheck, ScratchKey};
+use super::record::CodeBinding;
 use super::trust::{Base, Trust, TrustSummary};
 use super::verify::{Clause, Places, Verification, Verifier};
 use super::{EvidenceError, Status};
@@ -204,11 +205,20 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
             };
             let due = t.valid() && (t.records.is_empty() || !t.stale.is_empty());
             if due {
+                // The verifier has just hashed these files; bind the re-check to that.
+                let files = verifier
+                    .covered_now(clause.covers)
+                    .map_err(EvidenceError::Usage)?;
+                let code = CodeBinding {
+                    covers: clause.covers.to_vec(),
+                    sha256: crate::contract::covers::tree_sha256(&files),
+                    files,
+                };
                 fresh.push(recheck::recheck(
                     &layout.root,
                     cid,
                     clause.test,
-                    clause.covers,
+                    code,
                     r,
                     &key,
                 )?);

@@ -16,8 +16,9 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::discharge::bind_code;
-use super::record::{PREDICATE_TYPE, Predicate, STATEMENT_TYPE, Statement, Subject, this_host};
+use super::record::{
+    CodeBinding, PREDICATE_TYPE, Predicate, STATEMENT_TYPE, Statement, Subject, this_host,
+};
 use super::status::Status;
 use super::{EvidenceError, clause_sha256, dsse, head, keys, ledger};
 use crate::checkers::{self, CheckError, Context, Input, Judged};
@@ -141,13 +142,14 @@ fn failed(cid: &str, test: &FalsificationTest, by: &str, e: String) -> Fresh {
     }
 }
 
-/// Runs `test` (the trusted clause) and judges it; records the result in the scratch
-/// ledger. A missing model is an error (bad input), any other failure a result that blocks.
+/// Runs `test` (the trusted clause) and judges it; records the result, bound to `code`
+/// (the covered files as they are now), in the scratch ledger. A missing model is an error
+/// (bad input), any other failure a result that blocks.
 pub fn recheck(
     root: &Path,
     cid: &str,
     test: &FalsificationTest,
-    covers: &[String],
+    code: CodeBinding,
     r: &Recheck,
     key: &ScratchKey,
 ) -> Result<Fresh, EvidenceError> {
@@ -271,7 +273,7 @@ pub fn recheck(
             finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 .to_string(),
             signer: key.name.clone(),
-            code: Some(bind_code(root, covers)?),
+            code: Some(code),
         },
     };
     let body = serde_json::to_vec(&statement).expect("a statement serialises");

@@ -129,9 +129,16 @@ impl Trust {
                 rev: Some(b.snapshot.rev.clone()),
                 commit: Some(b.snapshot.commit.clone()),
                 text: format!(
-                    "trust comes from base {} (commit {}), read from git: signers are its keys/ ({}), its records must all be here unchanged, its contracts may not be weakened",
-                    b.snapshot.rev,
-                    crate::fsutil::short(&b.snapshot.commit, 12),
+                    "trust comes from base {}, read from git: signers are its keys/ ({}), its records must all be here unchanged, its contracts may not be weakened",
+                    if b.snapshot.commit.starts_with(&b.snapshot.rev) {
+                        crate::fsutil::short(&b.snapshot.commit, 12)
+                    } else {
+                        format!(
+                            "{} (commit {})",
+                            b.snapshot.rev,
+                            crate::fsutil::short(&b.snapshot.commit, 12)
+                        )
+                    },
                     if keys.is_empty() {
                         "none".into()
                     } else {

@@ -448,106 +448,85 @@ impl<'a> Verifier<'a> {
                 signer
             ));
         }
-        // The claims, re-derived: the verdict and `passed` by the checker's own judge from
-        // the recorded params and measurements; `canonical` from the model subject's digest
-        // and the pin in those params.
-        match checkers::find(&p.checker) {
-            None => bad(format!(
-                "checker {:?} is not registered",
-                short(&p.checker, 80)
-            )),
-            Some(ch) => match (ch.judge)(&Judged {
-                contract_id: &p.contract_id,
-                params: &p.params,
-                measurements: &p.measurements,
-            }) {
-                Err(e) => bad(format!("its measurements cannot be judged: {e}")),
-                Ok(j) if j.verdict != p.verdict || j.passed != p.passed => bad(format!(
-                    "it records verdict {} (passed={}) but its measurements give {} (passed={})",
-                    short(&p.verdict, 40),
-                    p.passed,
-                    j.verdict,
-                    j.passed
-                )),
-                Ok(_) => {}
-            },
-        }
-        let subject_digest = |file: &str| {
-            st.subject
-                .iter()
-                .find(|s| Path::new(&s.name).file_name().is_some_and(|n| n == file))
-                .and_then(|s| s.digest.get("sha256").cloned())
-        };
-        let canonical = checkers::canonical(&p.params, subject_digest);
-        if canonical != p.canonical {
-            bad(format!(
-                "it records canonical={} but its model subject's sha256 {} the pinned one",
-                p.canonical,
-                if canonical { "equals" } else { "is not" }
-            ));
-        }
-        // The clause: a record made under the clause in force must carry its checker and params.
-        let clause = ctx.clause;
+        rep.problems.extend(rederive(&st));
+        let (stale, problems) = self.staleness(&st, ctx);
+        rep.stale = stale;
+        rep.problems.extend(problems);
+        rep.notes
+            .extend(self.subject_notes(&st, !rep.stale.is_empty()));
+        rep.statement = Some(st);
+        rep
+    }
+    /// Whether the record still speaks for the test as it is: its clause is the one in
+    /// force (and then it must carry that clause's checker and params), and the covered
+    /// files are those it bound. Returns why it is stale, and any problem found.
+    fn staleness(&self, st: &Statement, ctx: &RecordContext) -> (Vec<String>, Vec<String>) {
+        let p = &st.predicate;
+        let (clause, test_id) = (ctx.clause, ctx.test_id);
+        let (mut stale, mut problems) = (Vec::new(), Vec::new());
         if p.clause_sha256 == ctx.clause_sha256 {
             if p.checker != clause.test.checker || p.params != clause.test.params {
-                bad(
+                problems.push(
                     "it claims the current clause's digest but records another checker or params"
                         .into(),
                 );
             }
         } else {
-            rep.stale.push(format!(
+            stale.push(format!(
                 "the clause of {test_id} changed since this record (clause sha256 {}…, now {}…)",
                 short(&p.clause_sha256, 12),
                 short(&ctx.clause_sha256, 12)
             ));
         }
-        match &p.code {
-            None => rep.stale.push(
+        let Some(code) = &p.code else {
+            stale.push(
                 "it binds no code (made before pv bound evidence to the files a contract covers)"
                     .into(),
-            ),
-            Some(code) => {
-                if tree_sha256(&code.files) != code.sha256 {
-                    rep.problems
-                        .push("its code digest is not the digest of the files it lists".into());
-                }
-                if code.covers != clause.covers {
-                    rep.stale.push(format!(
-                        "covers changed since this record ({:?}, now {:?})",
-                        code.covers, clause.covers
-                    ));
-                } else {
-                    match self.covered_now(clause.covers) {
-                        Err(e) => rep.problems.push(format!("covered files: {e}")),
-                        Ok(now) => {
-                            let changed = changed_files(&code.files, &now);
-                            if !changed.is_empty() {
-                                let shown: Vec<&str> =
-                                    changed.iter().take(8).map(String::as_str).collect();
-                                rep.stale.push(format!(
-                                    "covered code changed since this record: {}{}",
-                                    shown.join(", "),
-                                    if changed.len() > 8 {
-                                        format!(" and {} more", changed.len() - 8)
-                                    } else {
-                                        String::new()
-                                    }
-                                ));
-                            }
+            );
+            return (stale, problems);
+        };
+        if tree_sha256(&code.files) != code.sha256 {
+            problems.push("its code digest is not the digest of the files it lists".into());
+        }
+        if code.covers != clause.covers {
+            stale.push(format!(
+                "covers changed since this record ({:?}, now {:?})",
+                code.covers, clause.covers
+            ));
+            return (stale, problems);
+        }
+        match self.covered_now(clause.covers) {
+            Err(e) => problems.push(format!("covered files: {e}")),
+            Ok(now) => {
+                let changed = changed_files(&code.files, &now);
+                if !changed.is_empty() {
+                    let shown: Vec<&str> = changed.iter().take(8).map(String::as_str).collect();
+                    stale.push(format!(
+                        "covered code changed since this record: {}{}",
+                        shown.join(", "),
+                        if changed.len() > 8 {
+                            format!(" and {} more", changed.len() - 8)
+                        } else {
+                            String::new()
                         }
-                    }
+                    ));
                 }
             }
         }
-        // Subject files present on disk: a different file under the same name is worth a
-        // note (the record still speaks for the one it measured, by digest).
+        (stale, problems)
+    }
+
+    /// Notes on subject files inside the repository whose bytes on disk are not the ones
+    /// measured (the record still speaks for those, by digest).
+    fn subject_notes(&self, st: &Statement, stale: bool) -> Vec<String> {
+        let p = &st.predicate;
+        let mut notes = Vec::new();
         for s in &st.subject {
             let Some(want) = s.digest.get("sha256") else {
                 continue;
             };
             if !inside_root(&s.name) {
-                rep.notes.push(format!(
+                notes.push(format!(
                     "subject {} is not a path inside the repository; digest not checked",
                     short(&s.name, 200)
                 ));
@@ -555,30 +534,73 @@ impl<'a> Verifier<'a> {
             }
             match self.file_sha256(&self.places.root.join(&s.name)) {
                 Ok(got) if &got == want => {}
-                Ok(_) if s.name == p.contract_file => rep.notes.push(format!(
+                Ok(_) if s.name == p.contract_file => notes.push(format!(
                     "contract file {} changed since this record{}",
                     s.name,
-                    if rep.stale.is_empty() {
-                        " (not this test's clause)"
-                    } else {
+                    if stale {
                         ""
+                    } else {
+                        " (not this test's clause)"
                     }
                 )),
-                Ok(got) => rep.notes.push(format!(
+                Ok(got) => notes.push(format!(
                     "subject {} on disk has sha256 {}…, the record measured {}…",
                     short(&s.name, 200),
                     short(&got, 12),
                     short(want, 12)
                 )),
-                Err(e) => rep.notes.push(format!(
+                Err(e) => notes.push(format!(
                     "subject {}: {e}; digest not checked",
                     short(&s.name, 200)
                 )),
             }
         }
-        rep.statement = Some(st);
-        rep
+        notes
     }
+}
+
+/// The claims a record makes, re-derived: its verdict and `passed` by the checker's own
+/// judge from the recorded params and measurements, and `canonical` from the model
+/// subject's digest and the pin in those params. The disagreements found.
+fn rederive(st: &Statement) -> Vec<String> {
+    let p = &st.predicate;
+    let mut problems = Vec::new();
+    match checkers::find(&p.checker) {
+        None => problems.push(format!(
+            "checker {:?} is not registered",
+            short(&p.checker, 80)
+        )),
+        Some(ch) => match (ch.judge)(&Judged {
+            contract_id: &p.contract_id,
+            params: &p.params,
+            measurements: &p.measurements,
+        }) {
+            Err(e) => problems.push(format!("its measurements cannot be judged: {e}")),
+            Ok(j) if j.verdict != p.verdict || j.passed != p.passed => problems.push(format!(
+                "it records verdict {} (passed={}) but its measurements give {} (passed={})",
+                short(&p.verdict, 40),
+                p.passed,
+                j.verdict,
+                j.passed
+            )),
+            Ok(_) => {}
+        },
+    }
+    let subject_digest = |file: &str| {
+        st.subject
+            .iter()
+            .find(|s| Path::new(&s.name).file_name().is_some_and(|n| n == file))
+            .and_then(|s| s.digest.get("sha256").cloned())
+    };
+    let canonical = checkers::canonical(&p.params, subject_digest);
+    if canonical != p.canonical {
+        problems.push(format!(
+            "it records canonical={} but its model subject's sha256 {} the pinned one",
+            p.canonical,
+            if canonical { "equals" } else { "is not" }
+        ));
+    }
+    problems
 }
 
 /// Whether a subject name is a relative path that stays inside the root (no `..`, no
