@@ -194,3 +194,52 @@ fn convert_then_trace_the_apr_file() {
     assert!(err.contains("crc32"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `pv diff` is usable in CI: exit 0 when every slot is within tolerance, 1 when one is not
+/// (naming its slot and plain layer number), 2 for bad input.
+#[test]
+fn diff_exit_codes_and_the_first_divergent_slot() {
+    let dir = std::env::temp_dir().join(format!("pv-cli-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gguf = dir.join("syn.gguf");
+    let model = common::synthetic_model("llama", pv::gguf::GgmlType::Q8_0, None);
+    std::fs::write(&gguf, model.bytes()).unwrap();
+    let apr = dir.join("syn.apr");
+    let (code, _, err) = pv(&[
+        "convert",
+        gguf.to_str().unwrap(),
+        "-o",
+        apr.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (a, b) = (gguf.to_str().unwrap(), apr.to_str().unwrap());
+    let (code, out, _) = pv(&["diff", a, b, "--prompt", "What is 2+2?"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("every slot within tolerance"), "{out}");
+    let (code, out, _) = pv(&[
+        "diff",
+        a,
+        b,
+        "--prompt",
+        "What is 2+2?",
+        "--min-cosine",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("first slot outside tolerance: ")
+            && (last.contains(" at layer ") || last.ends_with(" (once per pass)")),
+        "{last}"
+    );
+    assert!(!out.contains("Some("), "{out}");
+    let (code, _, _) = pv(&[
+        "diff",
+        a,
+        dir.join("none.apr").to_str().unwrap(),
+        "--prompt",
+        "x",
+    ]);
+    assert_eq!(code, 2);
+    std::fs::remove_dir_all(&dir).ok();
+}

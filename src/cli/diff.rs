@@ -11,7 +11,8 @@ use crate::trace::{Tolerance, TraceOptions, capture_all, diff};
 /// Arguments of `pv diff`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Both models run on model A's token ids. Ratios are B/A.\n\nExample:\n  \
+    after_help = "Both models run on model A's token ids. Ratios are B/A.\n\nExit status: 0 every \
+slot within tolerance, 1 some slot outside it (the first is named), 2 bad input.\n\nExample:\n  \
 pv convert models/SmolLM2-135M-Instruct.Q4_1.gguf -o models/SmolLM2-135M-Instruct.Q4_1.apr\n  \
 pv diff models/SmolLM2-135M-Instruct.Q4_1.gguf models/SmolLM2-135M-Instruct.Q4_1.apr --prompt 'What is 2+2?'"
 )]
@@ -62,7 +63,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
     let report = diff(&ta?, &tb?, tolerance).map_err(|e| CliError::input(e.to_string()))?;
     match a.format {
         Format::Json => {
-            print_json(&serde_json::to_value(&report).map_err(|e| CliError::other(e.to_string()))?)
+            print_json(&serde_json::to_value(&report).map_err(|e| CliError::other(e.to_string()))?)?
         }
         Format::Text => {
             let mut o = String::new();
@@ -111,9 +112,10 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     let s = &report.slots[i];
                     let _ = writeln!(
                         o,
-                        "first slot outside tolerance: {} at layer {:?}",
+                        "first slot outside tolerance: {} {}",
                         s.slot.name(),
                         s.layer
+                            .map_or("(once per pass)".to_string(), |l| format!("at layer {l}"))
                     );
                 }
                 None => {
@@ -124,7 +126,11 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     );
                 }
             }
-            emit(&o)
+            emit(&o)?;
         }
     }
+    if report.first_divergent.is_some() {
+        return Err(CliError::reported(1));
+    }
+    Ok(())
 }
