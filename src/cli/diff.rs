@@ -33,6 +33,11 @@ pub struct Args {
     /// Output format: text (a table) or json.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+    /// Inject a fault into model A's pass at one capture point, e.g. ffn_down@20:scale=1.05
+    /// (kinds: scale=F, zero-channel=N, zero-fraction=F, swap-channels=A,B, negate,
+    /// drop-residual): does the comparison point at it?
+    #[arg(long, value_name = "SLOT@LAYER:KIND")]
+    fault: Option<crate::model::Fault>,
     /// Worker threads (0 = all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
@@ -50,9 +55,13 @@ pub fn run(a: Args) -> Result<(), CliError> {
         capture: Some(capture_all()),
         ..Default::default()
     };
+    let faulty = TraceOptions {
+        fault: a.fault,
+        ..opts.clone()
+    };
     let (ta, tb) = with_threads(a.threads, || {
         (
-            ma.forward_traced_with(&tokens, &opts),
+            ma.forward_traced_with(&tokens, &faulty),
             mb.forward_traced_with(&tokens, &opts),
         )
     });

@@ -38,6 +38,10 @@ pub struct Args {
     /// Slots to dump, e.g. ffn_inner,l_out (names as in the trace).
     #[arg(long, value_delimiter = ',', requires = "dump")]
     slots: Option<Vec<String>>,
+    /// Inject a fault at one capture point, e.g. ffn_down@20:scale=1.05 (kinds: scale=F,
+    /// zero-channel=N, zero-fraction=F, swap-channels=A,B, negate, drop-residual).
+    #[arg(long, value_name = "SLOT@LAYER:KIND")]
+    fault: Option<crate::model::Fault>,
     /// Worker threads (0 = all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
@@ -69,6 +73,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             slots,
             layers: a.layers.clone(),
         }),
+        fault: a.fault,
     };
     let traced = with_threads(a.threads, || model.forward_traced_with(&tokens, &options))?;
     if let Some(dir) = &a.dump {

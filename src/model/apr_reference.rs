@@ -174,46 +174,46 @@ impl AprTransformer {
             }
             x[t * d..(t + 1) * d].copy_from_slice(&self.token_embd.data[tok * d..(tok + 1) * d]);
         }
-        obs.observe(None, Slot::Embd, &x, d);
+        obs.capture(None, Slot::Embd, &mut x, d);
 
         let mut xb = vec![0f32; n * d];
         for (l, w) in self.layers.iter().enumerate() {
             let at = Some(l);
             rmsnorm(&mut xb, &x, &w.attn_norm, c.rms_eps);
-            obs.observe(at, Slot::AttnNorm, &xb, d);
+            obs.capture(at, Slot::AttnNorm, &mut xb, d);
             let mut q = matmul(&xb, &w.wq, w.bq.as_deref());
             let mut k = matmul(&xb, &w.wk, w.bk.as_deref());
-            let v = matmul(&xb, &w.wv, w.bv.as_deref());
-            obs.observe(at, Slot::Q, &q, d);
-            obs.observe(at, Slot::K, &k, kv);
-            obs.observe(at, Slot::V, &v, kv);
+            let mut v = matmul(&xb, &w.wv, w.bv.as_deref());
+            obs.capture(at, Slot::Q, &mut q, d);
+            obs.capture(at, Slot::K, &mut k, kv);
+            obs.capture(at, Slot::V, &mut v, kv);
             rope(&mut q, d, c);
             rope(&mut k, kv, c);
             let att = attention(&q, &k, &v, n, c);
-            let attn_out = matmul(&att, &w.wo, None);
-            obs.observe(at, Slot::AttnOut, &attn_out, d);
+            let mut attn_out = matmul(&att, &w.wo, None);
+            obs.capture(at, Slot::AttnOut, &mut attn_out, d);
             x.iter_mut().zip(&attn_out).for_each(|(a, b)| *a += b);
-            obs.observe(at, Slot::FfnInp, &x, d);
+            obs.capture(at, Slot::FfnInp, &mut x, d);
 
             rmsnorm(&mut xb, &x, &w.ffn_norm, c.rms_eps);
-            obs.observe(at, Slot::FfnNorm, &xb, d);
-            let gate = matmul(&xb, &w.ffn_gate, None);
-            let up = matmul(&xb, &w.ffn_up, None);
-            obs.observe(at, Slot::FfnGate, &gate, ff);
-            obs.observe(at, Slot::FfnUp, &up, ff);
-            let act: Vec<f32> = gate.iter().map(|&g| g / (1.0 + (-g).exp())).collect();
-            let inner: Vec<f32> = act.iter().zip(&up).map(|(a, u)| a * u).collect();
-            obs.observe(at, Slot::FfnAct, &act, ff);
-            obs.observe(at, Slot::FfnInner, &inner, ff);
-            let down = matmul(&inner, &w.ffn_down, None);
-            obs.observe(at, Slot::FfnDown, &down, d);
+            obs.capture(at, Slot::FfnNorm, &mut xb, d);
+            let mut gate = matmul(&xb, &w.ffn_gate, None);
+            let mut up = matmul(&xb, &w.ffn_up, None);
+            obs.capture(at, Slot::FfnGate, &mut gate, ff);
+            obs.capture(at, Slot::FfnUp, &mut up, ff);
+            let mut act: Vec<f32> = gate.iter().map(|&g| g / (1.0 + (-g).exp())).collect();
+            let mut inner: Vec<f32> = act.iter().zip(&up).map(|(a, u)| a * u).collect();
+            obs.capture(at, Slot::FfnAct, &mut act, ff);
+            obs.capture(at, Slot::FfnInner, &mut inner, ff);
+            let mut down = matmul(&inner, &w.ffn_down, None);
+            obs.capture(at, Slot::FfnDown, &mut down, d);
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
-            obs.observe(at, Slot::LOut, &x, d);
+            obs.capture(at, Slot::LOut, &mut x, d);
         }
         rmsnorm(&mut xb, &x, &self.output_norm, c.rms_eps);
-        obs.observe(None, Slot::FinalNorm, &xb, d);
-        let logits = matmul(&xb, self.output.as_ref().unwrap_or(&self.token_embd), None);
-        obs.observe(None, Slot::Logits, &logits, c.vocab_size);
+        obs.capture(None, Slot::FinalNorm, &mut xb, d);
+        let mut logits = matmul(&xb, self.output.as_ref().unwrap_or(&self.token_embd), None);
+        obs.capture(None, Slot::Logits, &mut logits, c.vocab_size);
         Ok(Logits {
             vocab: c.vocab_size,
             data: logits,

@@ -182,7 +182,7 @@ impl OwnedQuantizedModel {
             crate::quant::dequantize_row(w.token_embd.ty, row, &mut b.x[t * d..(t + 1) * d])
                 .expect("shape checked at load");
         }
-        obs.observe(None, Slot::Embd, &b.x, d);
+        obs.capture(None, Slot::Embd, &mut b.x, d);
 
         let half = cfg.rope_dim / 2;
         let mut cos = vec![0f32; n * half];
@@ -204,7 +204,7 @@ impl OwnedQuantizedModel {
         for (l, lw) in w.layers.iter().enumerate() {
             let at = Some(l);
             rmsnorm_rows(&mut b.xb, &b.x, &lw.attn_norm, cfg.rms_eps);
-            obs.observe(at, Slot::AttnNorm, &b.xb, d);
+            obs.capture(at, Slot::AttnNorm, &mut b.xb, d);
 
             b.qx.new_input();
             project_all(
@@ -224,9 +224,9 @@ impl OwnedQuantizedModel {
                         .for_each(|r| add_assign(r, bias));
                 }
             }
-            obs.observe(at, Slot::Q, &b.q, d);
-            obs.observe(at, Slot::K, &b.k, kv);
-            obs.observe(at, Slot::V, &b.v, kv);
+            obs.capture(at, Slot::Q, &mut b.q, d);
+            obs.capture(at, Slot::K, &mut b.k, kv);
+            obs.capture(at, Slot::V, &mut b.v, kv);
 
             for t in 0..n {
                 let (c, s) = (
@@ -251,12 +251,12 @@ impl OwnedQuantizedModel {
             );
             b.qx.new_input();
             project(&mut b.attn_out, &b.att, d, &lw.wo, &mut b.qx, file);
-            obs.observe(at, Slot::AttnOut, &b.attn_out, d);
+            obs.capture(at, Slot::AttnOut, &mut b.attn_out, d);
             add_assign(&mut b.x, &b.attn_out);
-            obs.observe(at, Slot::FfnInp, &b.x, d);
+            obs.capture(at, Slot::FfnInp, &mut b.x, d);
 
             rmsnorm_rows(&mut b.xb, &b.x, &lw.ffn_norm, cfg.rms_eps);
-            obs.observe(at, Slot::FfnNorm, &b.xb, d);
+            obs.capture(at, Slot::FfnNorm, &mut b.xb, d);
             b.qx.new_input();
             project_all(
                 [(&mut b.gate, &lw.ffn_gate), (&mut b.up, &lw.ffn_up)],
@@ -265,18 +265,18 @@ impl OwnedQuantizedModel {
                 &mut b.qx,
                 file,
             );
-            obs.observe(at, Slot::FfnGate, &b.gate, ff);
-            obs.observe(at, Slot::FfnUp, &b.up, ff);
+            obs.capture(at, Slot::FfnGate, &mut b.gate, ff);
+            obs.capture(at, Slot::FfnUp, &mut b.up, ff);
             b.act.resize(n * ff, 0.0);
             b.inner.resize(n * ff, 0.0);
             swiglu(&mut b.act, &mut b.inner, &b.gate, &b.up, self.flavor);
-            obs.observe(at, Slot::FfnAct, &b.act, ff);
-            obs.observe(at, Slot::FfnInner, &b.inner, ff);
+            obs.capture(at, Slot::FfnAct, &mut b.act, ff);
+            obs.capture(at, Slot::FfnInner, &mut b.inner, ff);
             b.qx.new_input();
             project(&mut b.down, &b.inner, ff, &lw.ffn_down, &mut b.qx, file);
-            obs.observe(at, Slot::FfnDown, &b.down, d);
+            obs.capture(at, Slot::FfnDown, &mut b.down, d);
             add_assign(&mut b.x, &b.down);
-            obs.observe(at, Slot::LOut, &b.x, d);
+            obs.capture(at, Slot::LOut, &mut b.x, d);
         }
         cache.len += n;
 
@@ -286,10 +286,10 @@ impl OwnedQuantizedModel {
         };
         b.xb.truncate(rows.len());
         rmsnorm_rows(&mut b.xb, rows, &w.output_norm, cfg.rms_eps);
-        obs.observe(None, Slot::FinalNorm, &b.xb, d);
+        obs.capture(None, Slot::FinalNorm, &mut b.xb, d);
         b.qx.new_input();
         project(&mut b.logits, &b.xb, d, &w.output, &mut b.qx, file);
-        obs.observe(None, Slot::Logits, &b.logits, cfg.vocab_size);
+        obs.capture(None, Slot::Logits, &mut b.logits, cfg.vocab_size);
         Ok(b.logits)
     }
 }

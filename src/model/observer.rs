@@ -111,10 +111,28 @@ impl Slot {
 }
 
 /// Receives every intermediate of a forward pass.
+///
+/// The engines call [`Observer::capture`] at each capture point: [`Observer::perturb`] may
+/// change the buffer (a fault injected to measure what the contracts and `pv diff` detect;
+/// the rest of the pass computes on the changed values), then [`Observer::observe`] sees
+/// it. Both default to nothing, so production compiles to the bare arithmetic.
 pub trait Observer {
     /// `data` holds `data.len() / width` token rows of `width` values, for `layer` (or `None`
     /// for the once-per-pass slots). Rows are the tokens of this call, in order.
     fn observe(&mut self, layer: Option<usize>, slot: Slot, data: &[f32], width: usize);
+
+    /// May change the buffer at a capture point before it is observed and used further.
+    /// `ffn_act` is computed together with `ffn_inner`, so changing it changes only what is
+    /// observed.
+    #[inline(always)]
+    fn perturb(&mut self, _layer: Option<usize>, _slot: Slot, _data: &mut [f32], _width: usize) {}
+
+    /// `perturb`, then `observe`: what an engine calls at each capture point.
+    #[inline(always)]
+    fn capture(&mut self, layer: Option<usize>, slot: Slot, data: &mut [f32], width: usize) {
+        self.perturb(layer, slot, data, width);
+        self.observe(layer, slot, data, width);
+    }
 }
 
 /// The production observer: does nothing and costs nothing.

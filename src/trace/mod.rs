@@ -15,7 +15,9 @@ pub use parity::{ParityError, check_parity};
 pub use stats::{ActivationStats, Scope, ScopeKind};
 pub use types::{ForwardTrace, LayerTrace, LogitsTrace, STATISTICS, SlotStats, TRACE_FORMAT};
 
-use crate::model::{AprTransformer, Logits, ModelError, OwnedQuantizedModel, Slot, top_k};
+use crate::model::{
+    AprTransformer, Fault, Faulty, Logits, ModelError, OwnedQuantizedModel, Slot, top_k,
+};
 
 /// The JSON Schema of [`ForwardTrace`], as committed in `schemas/forward-trace.schema.json`.
 pub fn schema_json() -> String {
@@ -42,6 +44,8 @@ pub struct TraceOptions {
     pub top_k: usize,
     /// Tensors to keep whole.
     pub capture: Option<CaptureSpec>,
+    /// A fault injected at one capture point (to measure what comparisons detect).
+    pub fault: Option<Fault>,
 }
 
 impl Default for TraceOptions {
@@ -50,6 +54,7 @@ impl Default for TraceOptions {
             per_token: false,
             top_k: 10,
             capture: None,
+            fault: None,
         }
     }
 }
@@ -87,10 +92,10 @@ fn trace_with(
     engine: &str,
     tokens: &[u32],
     options: &TraceOptions,
-    run: impl FnOnce(&mut TraceObserver) -> Result<Logits, ModelError>,
+    run: impl FnOnce(&mut Faulty<'_, TraceObserver>) -> Result<Logits, ModelError>,
 ) -> Result<Traced, ModelError> {
     let mut obs = TraceObserver::new(n_layer, options.per_token, options.capture.clone());
-    let logits = run(&mut obs)?;
+    let logits = run(&mut Faulty::new(options.fault, &mut obs))?;
     let captured = std::mem::take(&mut obs.captured);
     let (layers, [embd, final_norm, logit_stats]) = obs
         .finish()
