@@ -417,3 +417,31 @@ fn a_pull_request_that_swaps_gate_and_up_is_blocked_with_h2() {
     );
     assert!(Path::new(&d.join("target/pv-gate/summary.json")).exists());
 }
+
+/// Every deliberate bug in tests/mutants still applies to the source as it is: a patch
+/// whose context drifted would otherwise only fail when scripts/test.sh builds the mutant.
+#[test]
+fn every_mutant_patch_applies_to_the_current_source() {
+    let root = common::root();
+    let mut n = 0;
+    for e in std::fs::read_dir(root.join("tests/mutants")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "patch") {
+            continue;
+        }
+        n += 1;
+        let out = std::process::Command::new("patch")
+            .current_dir(&root)
+            .args(["--dry-run", "--quiet", "-p1", "-i"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} no longer applies; regenerate it against the current source: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert!(n >= 1, "no mutants found");
+}
