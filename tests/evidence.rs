@@ -357,10 +357,19 @@ fn the_repository_gate_and_what_closes_it() {
     );
     // Deleting the latest record instead: the signed head names what is gone.
     let d = copy("repo-deleted-latest");
-    std::fs::remove_file(d.join(rec.replace("0001", "0002"))).unwrap();
+    let dir = d.join("evidence/trace-ffn-sub-block-gguf-v1/FFN-GGUF-003");
+    let latest = pv::evidence::ledger::read_records(&dir)
+        .unwrap()
+        .last()
+        .unwrap()
+        .sequence;
+    std::fs::remove_file(dir.join(pv::evidence::ledger::record_name(latest))).unwrap();
     let (code, out, _) = pv_at(&d, &["gate"]);
     assert_eq!(code, 1);
-    assert!(out.contains("head.json names record 2 (sha256"), "{out}");
+    assert!(
+        out.contains(&format!("head.json names record {latest} (sha256")),
+        "{out}"
+    );
 
     let d = copy("repo-tampered");
     let text = std::fs::read_to_string(d.join(rec)).unwrap();
