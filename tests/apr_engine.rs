@@ -125,13 +125,7 @@ fn smollm2_apr_reference_matches_the_gguf_engine() {
 #[test]
 fn diff_compares_every_slot_and_names_the_first_divergence() {
     use pv::trace::{Tolerance, TraceOptions, capture_all, diff};
-    let gguf =
-        OwnedQuantizedModel::from_mapped(common::synthetic_model("llama", GgmlType::Q8_0, None))
-            .unwrap();
-    let apr = AprTransformer::load(
-        &AprFile::from_bytes(gguf_to_apr(gguf.file(), AprDtype::F32).unwrap().to_bytes()).unwrap(),
-    )
-    .unwrap();
+    let (gguf, apr) = common::synthetic_pair("llama", GgmlType::Q8_0);
     let tokens = [4u32, 8, 15, 16, 23, 42];
     let opts = TraceOptions {
         capture: Some(capture_all()),

@@ -5,9 +5,8 @@
 
 mod common;
 
-use pv::apr::AprFile;
 use pv::gguf::GgmlType;
-use pv::model::{AprDtype, AprTransformer, Fault, OwnedQuantizedModel, Slot, gguf_to_apr};
+use pv::model::{Fault, OwnedQuantizedModel, Slot};
 use pv::trace::{TraceOptions, Traced, TracedForward, capture_all};
 
 fn traced(m: &dyn TracedForward, fault: Option<Fault>) -> Traced {
@@ -37,13 +36,7 @@ fn first_difference(a: &Traced, b: &Traced) -> Option<(Option<usize>, Slot)> {
 
 #[test]
 fn a_fault_changes_its_capture_point_first_in_both_engines() {
-    let gguf =
-        OwnedQuantizedModel::from_mapped(common::synthetic_model("llama", GgmlType::Q8_0, None))
-            .unwrap();
-    let apr = AprTransformer::load(
-        &AprFile::from_bytes(gguf_to_apr(gguf.file(), AprDtype::F32).unwrap().to_bytes()).unwrap(),
-    )
-    .unwrap();
+    let (gguf, apr) = common::synthetic_pair("llama", GgmlType::Q8_0);
     for engine in [&gguf as &dyn TracedForward, &apr] {
         let clean = traced(engine, None);
         assert_eq!(first_difference(&clean, &traced(engine, None)), None);

@@ -2,9 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::{CliError, Format, emit, print_json};
@@ -74,11 +72,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
     } else {
         a.threads
     };
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed}] {msg}").expect("a valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let bar = super::spinner();
     let progress = |m: &str| bar.set_message(m.to_string());
     let layout = Layout::at(&a.root);
     if a.complete {

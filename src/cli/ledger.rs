@@ -1,12 +1,8 @@
 //! `pv verify`, `pv status` and `pv gate`: what the evidence proves. The decisions are made
 //! in the library ([`crate::evidence::gate`]); this file parses arguments and renders.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use std::path::PathBuf;
 
 use super::{CliError, Format, emit, print_json};
 use crate::contract::report::{gh_message, gh_property};
@@ -337,14 +333,7 @@ fn text(g: &GateReport) -> String {
             s += "  nothing was stale or missing\n";
         }
         for f in &g.fresh {
-            s += &format!(
-                "  {}/{}: {} (measured by {}, judged here{})\n",
-                f.contract_id,
-                f.test_id,
-                f.verdict.as_deref().unwrap_or("no verdict"),
-                f.measured_by,
-                if f.canonical { ", canonical model" } else { "" }
-            );
+            s += &format!("  {}\n", f.summary());
         }
     }
     for t in g.tests.iter().filter(|t| t.required) {
@@ -447,14 +436,7 @@ fn github(g: &GateReport) -> String {
         s += &format!(
             "::notice title={}::{}\n",
             gh_property(&format!("pv gate re-checked {}", f.test_id)),
-            gh_message(&format!(
-                "{}/{}: {} (measured by {}, judged here{})",
-                f.contract_id,
-                f.test_id,
-                f.verdict.as_deref().unwrap_or("no verdict"),
-                f.measured_by,
-                if f.canonical { ", canonical model" } else { "" }
-            ))
+            gh_message(&f.summary())
         );
     }
     for b in &g.blocks {
@@ -486,16 +468,7 @@ pub fn gate(a: GateArgs) -> Result<(), CliError> {
     } else {
         a.threads
     };
-    let bar = if std::io::stderr().is_terminal() {
-        let b = ProgressBar::new_spinner();
-        b.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed}] {msg}").expect("a valid template"),
-        );
-        b.enable_steady_tick(Duration::from_millis(120));
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = super::spinner();
     let progress = |m: &str| bar.set_message(m.to_string());
     let scratch = a
         .scratch

@@ -176,6 +176,21 @@ fn load_traceable(path: &Path) -> Result<Traceable, CliError> {
     }
 }
 
+/// A spinner on stderr for long work, hidden when stderr is not a terminal.
+fn spinner() -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+            .expect("a valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
 fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
     let s = serde_json::to_string_pretty(v).map_err(|e| CliError::other(e.to_string()))?;
     emit(&(s + "\n"))

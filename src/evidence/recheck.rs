@@ -71,6 +71,22 @@ pub struct Fresh {
 }
 
 impl Fresh {
+    /// One line: the test, its verdict, who measured, and that this process judged.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}/{}: {} (measured by {}, judged here{})",
+            self.contract_id,
+            self.test_id,
+            self.verdict.as_deref().unwrap_or("no verdict"),
+            self.measured_by,
+            if self.canonical {
+                ", canonical model"
+            } else {
+                ""
+            }
+        )
+    }
+
     /// Whether this result lets the gate count the test as discharged.
     pub fn discharges(&self) -> bool {
         self.error.is_none() && self.passed && self.canonical

@@ -154,4 +154,20 @@ pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> Gguf
     GgufFile::from_bytes(w.to_bytes()).unwrap()
 }
 
+/// The synthetic `arch` model in format `ty` in both engines: pv's GGUF engine, and the
+/// f32 APR reference engine on its conversion.
+pub fn synthetic_pair(
+    arch: &str,
+    ty: GgmlType,
+) -> (pv::model::OwnedQuantizedModel, pv::model::AprTransformer) {
+    let gguf =
+        pv::model::OwnedQuantizedModel::from_mapped(synthetic_model(arch, ty, None)).unwrap();
+    let apr_bytes = pv::model::gguf_to_apr(gguf.file(), pv::model::AprDtype::F32)
+        .unwrap()
+        .to_bytes();
+    let apr =
+        pv::model::AprTransformer::load(&pv::apr::AprFile::from_bytes(apr_bytes).unwrap()).unwrap();
+    (gguf, apr)
+}
+
 pub mod repo;
