@@ -42,6 +42,13 @@ fn not_regular(t: &FileType) -> std::io::Error {
     )
 }
 
+/// Reads a regular file as UTF-8 text (see [`open_regular`]).
+pub fn read_to_string(path: &Path) -> std::io::Result<String> {
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut open_regular(path)?, &mut s)?;
+    Ok(s)
+}
+
 /// Opens `path` for reading if, and only if, it is a regular file (symbolic links are
 /// followed). The type is checked before the open, the open does not block (so a FIFO
 /// swapped in after the check cannot hang it), and the type is checked again on the open

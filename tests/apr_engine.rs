@@ -124,7 +124,7 @@ fn smollm2_apr_reference_matches_the_gguf_engine() {
 
 #[test]
 fn diff_compares_every_slot_and_names_the_first_divergence() {
-    use pv::trace::{Tolerance, TraceOptions, capture_all, diff};
+    use pv::trace::{Metric, Thresholds, TraceOptions, capture_all, diff};
     let (gguf, apr) = common::synthetic_pair("llama", GgmlType::Q8_0);
     let tokens = [4u32, 8, 15, 16, 23, 42];
     let opts = TraceOptions {
@@ -133,8 +133,8 @@ fn diff_compares_every_slot_and_names_the_first_divergence() {
     };
     let a = gguf.forward_traced_with(&tokens, &opts).unwrap();
     let b = apr.forward_traced_with(&tokens, &opts).unwrap();
-    let same = diff(&a, &a, Tolerance::default()).unwrap();
-    assert_eq!(same.slots.len(), 2 * 13 + 3);
+    let same = diff(&a, &a, &Thresholds::coarse()).unwrap();
+    assert_eq!(same.slots.len(), 2 * 15 + 3);
     assert!(
         same.slots
             .iter()
@@ -142,7 +142,7 @@ fn diff_compares_every_slot_and_names_the_first_divergence() {
     );
     assert_eq!(same.first_divergent, None);
     assert!(same.logits.kl.iter().all(|&k| k.abs() < 1e-12));
-    let cross = diff(&a, &b, Tolerance::default()).unwrap();
+    let cross = diff(&a, &b, &Thresholds::coarse()).unwrap();
     assert_eq!(cross.engines, ("gguf".to_string(), "apr".to_string()));
     assert_eq!(
         cross.first_divergent,
@@ -154,15 +154,12 @@ fn diff_compares_every_slot_and_names_the_first_divergence() {
     let strict = diff(
         &a,
         &b,
-        Tolerance {
-            max_std_deviation: 0.0,
-            min_cosine: 1.0,
-        },
+        &Thresholds::uniform(&[(Metric::StdRatio, 0.0), (Metric::CosineGap, 0.0)]),
     )
     .unwrap();
     let first = &strict.slots[strict.first_divergent.unwrap()];
     assert!(first.cosine < 1.0 || (first.std_ratio_all - 1.0).abs() > 0.0);
     // Traces over different tokens are refused.
     let other = apr.forward_traced_with(&tokens[..5], &opts).unwrap();
-    assert!(diff(&a, &other, Tolerance::default()).is_err());
+    assert!(diff(&a, &other, &Thresholds::coarse()).is_err());
 }

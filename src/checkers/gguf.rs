@@ -73,6 +73,10 @@ pub fn count_problems(
         }
         for &s in slots {
             let Some(v) = row.get(s.name()) else {
+                if Slot::ADDED_LATER.contains(&s) {
+                    // A record made before this slot was traced.
+                    continue;
+                }
                 problems.push(format!("layer {l} {}: missing", s.name()));
                 continue;
             };
@@ -98,7 +102,7 @@ pub fn count_problems(
 pub fn slot_width(slot: Slot, d: usize, ff: usize, kv: usize) -> usize {
     match slot {
         Slot::FfnGate | Slot::FfnUp | Slot::FfnAct | Slot::FfnInner => ff,
-        Slot::K | Slot::V => kv,
+        Slot::K | Slot::KRope | Slot::V => kv,
         _ => d,
     }
 }

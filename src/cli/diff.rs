@@ -1,35 +1,54 @@
 //! `pv diff A B --prompt TEXT`: two models traced on the same token ids, compared slot by
-//! slot in execution order; names the first slot outside the tolerance.
+//! slot in execution order against limits (coarse by default, or a calibrated table); names
+//! the first slot outside them, and the metric and channel that put it there.
 
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{CliError, Format, emit, load_traceable, print_json};
 use crate::model::with_threads;
-use crate::trace::{Tolerance, TraceOptions, capture_all, diff};
+use crate::trace::{CompareMode, Metric, Thresholds, TraceDiff, compare_models, judge_set};
 
 /// Arguments of `pv diff`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Both models run on model A's token ids. Ratios are B/A.\n\nExit status: 0 every \
-slot within tolerance, 1 some slot outside it (the first is named), 2 bad input.\n\nExample:\n  \
+    after_help = "Both models run on model A's token ids. Ratios are B/A.\n\nLimits: without \
+--thresholds, |std ratio - 1| <= --max-std-deviation and cosine >= --min-cosine everywhere \
+(coarse). With --thresholds FILE, the calibrated table of `pv calibrate` (or the `thresholds` \
+of a contract test), per slot, layer and metric: gain, per-channel std and error, and the rest.\n\n\
+Exit status: 0 every slot within its limits, 1 some slot outside them (the first is named), \
+2 bad input.\n\nExample:\n  \
 pv convert models/SmolLM2-135M-Instruct.Q4_1.gguf -o models/SmolLM2-135M-Instruct.Q4_1.apr\n  \
-pv diff models/SmolLM2-135M-Instruct.Q4_1.gguf models/SmolLM2-135M-Instruct.Q4_1.apr --prompt 'What is 2+2?'"
+pv diff models/SmolLM2-135M-Instruct.Q4_1.gguf models/SmolLM2-135M-Instruct.Q4_1.apr --prompt 'What is 2+2?'\n  \
+pv diff A.gguf A.apr -p 'What is 2+2?' --thresholds contracts/forward-parity-v1.yaml --fault q@3:zero-channel=7"
 )]
 pub struct Args {
     /// Model A (GGUF or APR).
     a: PathBuf,
     /// Model B (GGUF or APR).
     b: PathBuf,
-    /// The prompt, tokenized by model A.
-    #[arg(long, short)]
-    prompt: String,
-    /// Largest allowed |std(B)/std(A) - 1| in either scope.
+    /// The prompt, tokenized by model A. Repeat it (or use --prompts) to judge several: the
+    /// gain bands are then judged on the mean over them, which is sqrt(n) times tighter.
+    #[arg(long, short, required_unless_present = "prompts")]
+    prompt: Vec<String>,
+    /// A file of prompts, one a line (as for `pv calibrate`).
+    #[arg(long, value_name = "FILE")]
+    prompts: Option<PathBuf>,
+    /// Coarse limit: largest allowed |std(B)/std(A) - 1| in either scope.
     #[arg(long, default_value_t = 0.05)]
     max_std_deviation: f64,
-    /// Smallest allowed cosine similarity of the full tensors.
+    /// Coarse limit: smallest allowed cosine similarity of the full tensors.
     #[arg(long, default_value_t = 0.99)]
     min_cosine: f64,
+    /// Calibrated limits: a YAML table (`pv calibrate -o`), or a contract whose
+    /// `trace_agreement` test carries one.
+    #[arg(long, value_name = "FILE")]
+    thresholds: Option<PathBuf>,
+    /// Run each layer of A on B's input to that layer (B's embd and previous l_out), so each
+    /// layer shows its own error, not what it inherited; the first layer out of limits is
+    /// where the fault is.
+    #[arg(long)]
+    local: bool,
     /// Output format: text (a table) or json.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -43,103 +62,206 @@ pub struct Args {
     threads: usize,
 }
 
+/// Reads a limits table: a bare table, or the first `trace_agreement` test of a contract.
+pub fn read_thresholds(path: &Path) -> Result<Thresholds, CliError> {
+    let text = crate::fsutil::read_to_string(path)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    crate::contract::thresholds_from_yaml(&text)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))
+}
+
 /// Runs `pv diff`.
 pub fn run(a: Args) -> Result<(), CliError> {
-    let (ma, tok, _) = load_traceable(&a.a)?;
+    let (ma, tok, n_layer) = load_traceable(&a.a)?;
     let (mb, tok_b, _) = load_traceable(&a.b)?;
-    let tokens = tok.encode(&a.prompt)?;
-    if tok_b.encode(&a.prompt)? != tokens {
-        eprintln!("note: model B tokenizes the prompt differently; both run on model A's ids");
+    let mut prompts = a.prompt.clone();
+    if let Some(p) = &a.prompts {
+        prompts.extend(super::calibrate::read_prompts(p)?);
     }
-    let opts = TraceOptions {
-        capture: Some(capture_all()),
-        ..Default::default()
-    };
-    let faulty = TraceOptions {
-        fault: a.fault,
-        ..opts.clone()
-    };
-    let (ta, tb) = with_threads(a.threads, || {
-        (
-            ma.forward_traced_with(&tokens, &faulty),
-            mb.forward_traced_with(&tokens, &opts),
-        )
-    });
-    let tolerance = Tolerance {
-        max_std_deviation: a.max_std_deviation,
-        min_cosine: a.min_cosine,
-    };
-    let report = diff(&ta?, &tb?, tolerance).map_err(|e| CliError::input(e.to_string()))?;
-    match a.format {
-        Format::Json => {
-            print_json(&serde_json::to_value(&report).map_err(|e| CliError::other(e.to_string()))?)?
+    let mut token_lists = Vec::new();
+    for p in &prompts {
+        let tokens = tok.encode(p)?;
+        if tok_b.encode(p)? != tokens {
+            eprintln!("note: model B tokenizes {p:?} differently; both run on model A's ids");
         }
-        Format::Text => {
+        token_lists.push(tokens);
+    }
+    let limits = match &a.thresholds {
+        Some(p) => {
+            let t = read_thresholds(p)?;
+            let problems = t.problems(Some(n_layer));
+            if !problems.is_empty() {
+                return Err(CliError::input(format!(
+                    "{}: {}",
+                    p.display(),
+                    problems.join("; ")
+                )));
+            }
+            t
+        }
+        None => Thresholds::uniform(&[
+            (Metric::StdRatio, a.max_std_deviation),
+            (Metric::CosineGap, 1.0 - a.min_cosine),
+        ]),
+    };
+    if a.thresholds.is_some() && a.local != limits.local {
+        return Err(CliError::input(if limits.local {
+            "the --thresholds table is for layer-local comparison: add --local"
+        } else {
+            "the --thresholds table is for end-to-end comparison: drop --local"
+        }));
+    }
+    let mode = if a.local {
+        CompareMode::Local
+    } else {
+        CompareMode::EndToEnd
+    };
+    let reports = token_lists
+        .iter()
+        .map(|tokens| {
+            with_threads(a.threads, || {
+                compare_models(&*ma, &*mb, tokens, a.fault, mode, &limits)
+            })
+            .map_err(|e| CliError::input(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let violations = judge_set(&reports, &limits);
+    let report = &reports[0];
+    match a.format {
+        Format::Json if reports.len() == 1 => {
+            print_json(&serde_json::to_value(report).map_err(|e| CliError::other(e.to_string()))?)?
+        }
+        Format::Json => print_json(&serde_json::json!({
+            "prompts": prompts,
+            "diffs": reports,
+            "violations": violations,
+        }))?,
+        Format::Text if reports.len() > 1 => {
             let mut o = String::new();
-            let _ = writeln!(
-                o,
-                "A = {} ({}), B = {} ({}), {} tokens",
-                a.a.display(),
-                report.engines.0,
-                a.b.display(),
-                report.engines.1,
-                report.tokens.len()
-            );
-            let _ = writeln!(
-                o,
-                "{:>5} {:>10} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}",
-                "layer", "slot", "std all", "std last", "cosine", "sqnr dB", "nmse", "max|diff|"
-            );
-            for (i, s) in report.slots.iter().enumerate() {
-                let mark = if Some(i) == report.first_divergent {
-                    "  <- first outside tolerance"
-                } else {
-                    ""
-                };
-                let layer = s.layer.map_or("-".to_string(), |l| l.to_string());
+            for (p, r) in prompts.iter().zip(&reports) {
+                let first = r.first_divergent.map_or("within limits".to_string(), |i| {
+                    format!("first outside limits: {}", r.slots[i].place())
+                });
                 let _ = writeln!(
                     o,
-                    "{layer:>5} {:>10} {:>9.4} {:>9.4} {:>9.6} {:>8.2} {:>10.3e} {:>10.4}{mark}",
-                    s.slot.name(),
-                    s.std_ratio_all,
-                    s.std_ratio_last,
-                    s.cosine,
-                    s.sqnr_db,
-                    s.nmse,
-                    s.max_abs_diff
+                    "{:>44}: {first}",
+                    format!("{:?}", crate::fsutil::short(p, 40))
                 );
             }
-            let agree = report.logits.top1_agree.iter().filter(|&&x| x).count();
-            let max_kl = report.logits.kl.iter().copied().fold(0f64, f64::max);
-            let _ = writeln!(
-                o,
-                "logits: top-1 agrees at {agree}/{} positions; KL(A||B) max {max_kl:.3e} nats",
-                report.logits.kl.len()
-            );
-            match report.first_divergent {
-                Some(i) => {
-                    let s = &report.slots[i];
+            match violations.first() {
+                Some(v) => {
+                    let first = v.index;
                     let _ = writeln!(
                         o,
-                        "first slot outside tolerance: {} {}",
-                        s.slot.name(),
-                        s.layer
-                            .map_or("(once per pass)".to_string(), |l| format!("at layer {l}"))
+                        "over all {} prompts, first slot outside limits: {}",
+                        reports.len(),
+                        report.slots[first].place()
                     );
+                    for v in violations.iter().filter(|v| v.index == first) {
+                        let on = v
+                            .prompt
+                            .map_or("mean of all".to_string(), |p| format!("prompt {}", p + 1));
+                        let _ = writeln!(o, "  {v} [{on}]");
+                    }
                 }
                 None => {
                     let _ = writeln!(
                         o,
-                        "every slot within tolerance (|std ratio - 1| <= {}, cosine >= {})",
-                        tolerance.max_std_deviation, tolerance.min_cosine
+                        "over all {} prompts, every slot within limits",
+                        reports.len()
                     );
                 }
             }
             emit(&o)?;
         }
+        Format::Text => {
+            let mut o = format!(
+                "A = {} ({}), B = {} ({}), {} tokens{}\n",
+                a.a.display(),
+                report.engines.0,
+                a.b.display(),
+                report.engines.1,
+                report.tokens.len(),
+                if a.local {
+                    ", each layer of A on B's input (local error)"
+                } else {
+                    ""
+                }
+            );
+            o.push_str(&table(report));
+            o.push_str(&verdict(report, a.thresholds.is_some()));
+            emit(&o)?;
+        }
     }
-    if report.first_divergent.is_some() {
+    if !violations.is_empty() {
         return Err(CliError::reported(1));
     }
     Ok(())
+}
+
+/// The per-slot table, the first divergent slot marked.
+pub fn table(report: &TraceDiff) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:>5} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9} {:>16}",
+        "layer", "slot", "std all", "std last", "cosine", "sqnr dB", "gain", "worst channel"
+    );
+    for (i, s) in report.slots.iter().enumerate() {
+        let mark = if Some(i) == report.first_divergent {
+            "  <- first outside limits"
+        } else {
+            ""
+        };
+        let layer = s.layer.map_or("-".to_string(), |l| l.to_string());
+        let (err, ch) = s.channels.err;
+        let _ = writeln!(
+            o,
+            "{layer:>5} {:>10} {:>9.4} {:>9.4} {:>9.6} {:>8.2} {:>9.5} {:>9.3} (#{ch:<4}){mark}",
+            s.slot.name(),
+            s.std_ratio_all,
+            s.std_ratio_last,
+            s.cosine,
+            s.sqnr_db,
+            s.gain,
+            err,
+        );
+    }
+    o
+}
+
+/// The logits line and the verdict.
+pub fn verdict(report: &TraceDiff, calibrated: bool) -> String {
+    let mut o = String::new();
+    let agree = report.logits.top1_agree.iter().filter(|&&x| x).count();
+    let max_kl = report.logits.kl.iter().copied().fold(0f64, f64::max);
+    let _ = writeln!(
+        o,
+        "logits: top-1 agrees at {agree}/{} positions; KL(A||B) max {max_kl:.3e} nats",
+        report.logits.kl.len()
+    );
+    match report.first_divergent {
+        Some(i) => {
+            let _ = writeln!(o, "first slot outside limits: {}", report.slots[i].place());
+            for v in report.first_violations() {
+                let _ = writeln!(o, "  {v}");
+            }
+            let later = report.violations.iter().filter(|v| v.index != i).count();
+            if later > 0 {
+                let _ = writeln!(o, "  ({later} more violations downstream)");
+            }
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "every slot within {} limits",
+                if calibrated {
+                    "its calibrated"
+                } else {
+                    "the coarse"
+                }
+            );
+        }
+    }
+    o
 }

@@ -2,6 +2,7 @@
 //! library, print text or JSON.
 
 mod bench;
+mod calibrate;
 mod convert;
 mod diff;
 mod discharge;
@@ -72,6 +73,8 @@ enum Command {
     Trace(trace::Args),
     /// Compare two models (GGUF or APR) slot by slot on the same tokens.
     Diff(diff::Args),
+    /// Derive per-slot, per-layer limits for `pv diff` from an intact GGUF/APR pair's noise.
+    Calibrate(calibrate::Args),
     /// Convert a GGUF model to the APR reference format (f32 by default).
     Convert(convert::Args),
     /// Show a GGUF model's architecture, hyper-parameters, tokenizer and tensor table.
@@ -227,6 +230,7 @@ pub fn main() -> ExitCode {
         Command::Trace(a) => trace::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Schema(a) => schema::run(a),
         Command::Measure(a) => measure::run(a),

@@ -74,6 +74,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             layers: a.layers.clone(),
         }),
         fault: a.fault,
+        inputs: None,
     };
     let traced = with_threads(a.threads, || model.forward_traced_with(&tokens, &options))?;
     if let Some(dir) = &a.dump {

@@ -198,6 +198,25 @@ pub fn parse_text(display: &str, text: &str) -> Result<Contract, Vec<Finding>> {
     parse_located(display, text).map(|(_, c)| c)
 }
 
+/// A limits table from YAML text: the `thresholds` of the first `trace_agreement` test of a
+/// contract, or a bare table (`pv calibrate -o`).
+pub fn thresholds_from_yaml(text: &str) -> Result<crate::trace::Thresholds, String> {
+    let doc =
+        yaml::parse(text).map_err(|e| format!("{}:{}: {}", e.pos.line, e.pos.column, e.message))?;
+    let table = match doc.value.get("falsification_tests") {
+        Some(tests) => tests
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t.get("checker").and_then(|c| c.as_str()) == Some("trace_agreement"))
+            .and_then(|t| t.pointer("/params/thresholds"))
+            .ok_or("the contract has no trace_agreement test with thresholds")?
+            .clone(),
+        None => doc.value,
+    };
+    serde_json::from_value(table).map_err(|e| format!("limits table: {e}"))
+}
+
 /// Validates the contracts under `paths`. Sibling contracts in the same directories are
 /// loaded as context (so a `depends_on` resolves) but only the named files are reported.
 /// `covers` patterns are resolved against the repository root `root`.

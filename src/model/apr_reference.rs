@@ -189,6 +189,8 @@ impl AprTransformer {
             obs.capture(at, Slot::V, &mut v, kv);
             rope(&mut q, d, c);
             rope(&mut k, kv, c);
+            obs.capture(at, Slot::QRope, &mut q, d);
+            obs.capture(at, Slot::KRope, &mut k, kv);
             let att = attention(&q, &k, &v, n, c);
             let mut attn_out = matmul(&att, &w.wo, None);
             obs.capture(at, Slot::AttnOut, &mut attn_out, d);

@@ -236,6 +236,8 @@ impl OwnedQuantizedModel {
                 rope_row(&mut b.q[t * d..(t + 1) * d], cfg.head_dim, c, s, halves);
                 rope_row(&mut b.k[t * kv..(t + 1) * kv], cfg.head_dim, c, s, halves);
             }
+            obs.capture(at, Slot::QRope, &mut b.q, d);
+            obs.capture(at, Slot::KRope, &mut b.k, kv);
             cache.k[l].extend(b.k.iter().map(|&x| round_f16(x)));
             cache.v[l].extend(b.v.iter().map(|&x| round_f16(x)));
 

@@ -22,7 +22,7 @@ pub use fault::{Fault, FaultKind, Faulty};
 pub use forward::{KvCache, LogitsFor};
 pub use ggml_math::Flavor;
 pub use matmul::{QuantizedActs, matmul};
-pub use observer::{NoopObserver, Observer, Slot};
+pub use observer::{LayerInputs, NoopObserver, Observer, Slot, Substituting};
 pub use weights::{LayerWeights, ModelWeights, QMatrix};
 
 use crate::gguf::{GgufError, GgufFile};

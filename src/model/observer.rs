@@ -28,6 +28,10 @@ pub enum Slot {
     K,
     /// Value projection, after bias.
     V,
+    /// Query after RoPE (what attention reads).
+    QRope,
+    /// Key after RoPE (what the KV cache stores).
+    KRope,
     /// Attention output after the output projection.
     AttnOut,
     /// Residual stream after attention (input of the FFN block).
@@ -54,11 +58,13 @@ pub enum Slot {
 
 impl Slot {
     /// Per-layer capture points in execution order.
-    pub const LAYER: [Slot; 13] = [
+    pub const LAYER: [Slot; 15] = [
         Slot::AttnNorm,
         Slot::Q,
         Slot::K,
         Slot::V,
+        Slot::QRope,
+        Slot::KRope,
         Slot::AttnOut,
         Slot::FfnInp,
         Slot::FfnNorm,
@@ -79,6 +85,9 @@ impl Slot {
         Slot::FfnDown,
     ];
 
+    /// Slots added after the first trace format: records made before them lack them.
+    pub const ADDED_LATER: [Slot; 2] = [Slot::QRope, Slot::KRope];
+
     /// The name used in JSON, CLI tables and docs.
     pub fn name(self) -> &'static str {
         match self {
@@ -87,6 +96,8 @@ impl Slot {
             Slot::Q => "q",
             Slot::K => "k",
             Slot::V => "v",
+            Slot::QRope => "q_rope",
+            Slot::KRope => "k_rope",
             Slot::AttnOut => "attn_out",
             Slot::FfnInp => "ffn_inp",
             Slot::FfnNorm => "ffn_norm",
@@ -141,4 +152,56 @@ pub struct NoopObserver;
 impl Observer for NoopObserver {
     #[inline(always)]
     fn observe(&mut self, _: Option<usize>, _: Slot, _: &[f32], _: usize) {}
+}
+
+/// The residual stream entering each layer of a reference pass: the token embeddings, and
+/// every layer's output (the last one feeds the final norm).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerInputs {
+    /// `embd`, tokens x width.
+    pub embd: Vec<f32>,
+    /// `l_out` of each layer, tokens x width.
+    pub l_out: Vec<Vec<f32>>,
+}
+
+/// Runs each layer on another pass's input: after `inner` has seen a layer's own output
+/// (`embd`, `l_out`), the stream is replaced by the reference's, so the next layer computes
+/// on exactly what the reference's layer did. What `inner` records per layer is then that
+/// layer's local error, not the error it inherited.
+pub struct Substituting<'a, O: Observer> {
+    inputs: Option<&'a LayerInputs>,
+    inner: &'a mut O,
+}
+
+impl<'a, O: Observer> Substituting<'a, O> {
+    /// Wraps `inner`; with `None` it changes nothing.
+    pub fn new(inputs: Option<&'a LayerInputs>, inner: &'a mut O) -> Self {
+        Substituting { inputs, inner }
+    }
+}
+
+impl<O: Observer> Observer for Substituting<'_, O> {
+    fn observe(&mut self, layer: Option<usize>, slot: Slot, data: &[f32], width: usize) {
+        self.inner.observe(layer, slot, data, width);
+    }
+
+    fn perturb(&mut self, layer: Option<usize>, slot: Slot, data: &mut [f32], width: usize) {
+        self.inner.perturb(layer, slot, data, width);
+    }
+
+    fn capture(&mut self, layer: Option<usize>, slot: Slot, data: &mut [f32], width: usize) {
+        self.inner.capture(layer, slot, data, width);
+        let Some(inputs) = self.inputs else {
+            return;
+        };
+        let with = match (slot, layer) {
+            (Slot::Embd, None) => Some(&inputs.embd),
+            (Slot::LOut, Some(l)) => inputs.l_out.get(l),
+            _ => None,
+        };
+        // Passes over other tokens are left alone (the caller compares equal tokens).
+        if let Some(w) = with.filter(|w| w.len() == data.len()) {
+            data.copy_from_slice(w);
+        }
+    }
 }

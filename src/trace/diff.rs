@@ -2,11 +2,101 @@
 //! ratios in both scopes, and from full captures cosine, SQNR, NMSE and max |diff|; for the
 //! logits also KL divergence and top-1 agreement per position.
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
+use super::Traced;
+use super::limits::{Bound, Thresholds};
 use super::parity::{ParityError, check_parity};
-use super::{Captured, Traced};
 use crate::model::{Logits, Slot, argmax};
+
+/// How far B is from A at one capture point, each as a deviation from perfect agreement
+/// (0), so that every limit is an upper bound and a margin multiplies it.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// 1 - cosine similarity of the whole tensors.
+    CosineGap,
+    /// Largest |std(B)/std(A) - 1| of the two scopes (all tokens, last token).
+    StdRatio,
+    /// |<a,b>/<a,a> - 1|: B's least-squares scale against A, minus one. Quantization noise
+    /// is uncorrelated with the signal, so this sees a 1% scale that std ratios drown.
+    Gain,
+    /// Normalised mean squared error, sum((a-b)^2) / sum(a^2) (SQNR = -10 log10 of it).
+    Nmse,
+    /// Largest |a - b|.
+    MaxAbs,
+    /// Per output channel (feature), over the tokens: the largest |ln(std_b / std_a)|, each
+    /// std padded by a tenth of the median channel std so that near-constant channels do
+    /// not dominate. A zeroed or rescaled channel stands out.
+    ChannelStd,
+    /// Per output channel: the largest |a_j - b_j| / (|b_j| + a tenth of the median |b_j|).
+    /// A zeroed, negated or swapped channel gives about 1 or more.
+    ChannelErr,
+    /// Per output channel: 1 - the smallest cosine of a channel's values over the tokens,
+    /// over the channels whose norm is at least a tenth of the median.
+    ChannelCosineGap,
+}
+
+impl Metric {
+    /// Every metric, in report order.
+    pub const ALL: [Metric; 8] = [
+        Metric::CosineGap,
+        Metric::StdRatio,
+        Metric::Gain,
+        Metric::Nmse,
+        Metric::MaxAbs,
+        Metric::ChannelStd,
+        Metric::ChannelErr,
+        Metric::ChannelCosineGap,
+    ];
+
+    /// The name used in contracts and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::CosineGap => "cosine_gap",
+            Metric::StdRatio => "std_ratio",
+            Metric::Gain => "gain",
+            Metric::Nmse => "nmse",
+            Metric::MaxAbs => "max_abs",
+            Metric::ChannelStd => "channel_std",
+            Metric::ChannelErr => "channel_err",
+            Metric::ChannelCosineGap => "channel_cosine_gap",
+        }
+    }
+
+    /// Whether the metric looks at single output channels (and so names one).
+    pub fn per_channel(self) -> bool {
+        matches!(
+            self,
+            Metric::ChannelStd | Metric::ChannelErr | Metric::ChannelCosineGap
+        )
+    }
+}
+
+/// The worst output channel of a slot under each per-channel metric.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChannelDiff {
+    /// Largest padded |ln(std_b / std_a)| and its channel.
+    pub std: (f64, usize),
+    /// Largest padded relative error and its channel.
+    pub err: (f64, usize),
+    /// Largest 1 - cosine over the channels that carry signal, and its channel.
+    pub cosine_gap: (f64, usize),
+}
 
 /// Element-wise comparison of one capture point.
 #[derive(Clone, Debug, Serialize)]
@@ -27,6 +117,48 @@ pub struct SlotDiff {
     pub nmse: f64,
     /// Largest |a - b|.
     pub max_abs_diff: f64,
+    /// <a,b> / <a,a>: B's least-squares scale against A.
+    pub gain: f64,
+    /// The worst channels.
+    pub channels: ChannelDiff,
+}
+
+impl SlotDiff {
+    /// The deviation under `m`, and the channel it comes from for per-channel metrics.
+    pub fn deviation(&self, m: Metric) -> (f64, Option<usize>) {
+        let ch = |(v, c): (f64, usize)| (v, Some(c));
+        match m {
+            Metric::CosineGap => (1.0 - self.cosine, None),
+            Metric::StdRatio => (
+                (self.std_ratio_all - 1.0)
+                    .abs()
+                    .max((self.std_ratio_last - 1.0).abs()),
+                None,
+            ),
+            Metric::Gain => ((self.gain - 1.0).abs(), None),
+            Metric::Nmse => (self.nmse, None),
+            Metric::MaxAbs => (self.max_abs_diff, None),
+            Metric::ChannelStd => ch(self.channels.std),
+            Metric::ChannelErr => ch(self.channels.err),
+            Metric::ChannelCosineGap => ch(self.channels.cosine_gap),
+        }
+    }
+
+    /// The signed deviation under `m` (gain - 1 for the gain; the deviation otherwise).
+    pub fn signed(&self, m: Metric) -> f64 {
+        match m {
+            Metric::Gain => self.gain - 1.0,
+            _ => self.deviation(m).0,
+        }
+    }
+
+    /// `layer N slot` or `slot` for the once-per-pass slots.
+    pub fn place(&self) -> String {
+        match self.layer {
+            Some(l) => format!("{} at layer {l}", self.slot.name()),
+            None => self.slot.name().to_string(),
+        }
+    }
 }
 
 /// Per-position comparison of the logits.
@@ -38,21 +170,57 @@ pub struct LogitsDiff {
     pub top1_agree: Vec<bool>,
 }
 
-/// Tolerances that decide the first divergent slot.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Tolerance {
-    /// Largest allowed |std ratio - 1| (either scope).
-    pub max_std_deviation: f64,
-    /// Smallest allowed cosine similarity.
-    pub min_cosine: f64,
+/// One metric of one slot outside its limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct Violation {
+    /// Index into [`TraceDiff::slots`].
+    pub index: usize,
+    /// Layer, or `None` for once-per-pass slots.
+    pub layer: Option<usize>,
+    /// Capture point.
+    pub slot: Slot,
+    /// The metric.
+    pub metric: Metric,
+    /// The prompt (index into the set judged), or `None` for a band judged on the mean
+    /// over every prompt.
+    pub prompt: Option<usize>,
+    /// The deviation (for a band: the mean signed deviation).
+    pub value: f64,
+    /// The upper bound, or the band's half-width.
+    pub limit: f64,
+    /// The band's centre.
+    pub center: Option<f64>,
+    /// The worst channel, for per-channel metrics.
+    pub channel: Option<usize>,
 }
 
-impl Default for Tolerance {
-    fn default() -> Self {
-        Tolerance {
-            max_std_deviation: 0.05,
-            min_cosine: 0.99,
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = match self.layer {
+            Some(l) => format!("{} at layer {l}", self.slot.name()),
+            None => self.slot.name().to_string(),
+        };
+        match self.center {
+            Some(c) => write!(
+                f,
+                "{at}: {} - 1 = {:+.4e}, outside {:+.4e} ± {:.4e}",
+                self.metric.name(),
+                self.value,
+                c,
+                self.limit
+            )?,
+            None => write!(
+                f,
+                "{at}: {} {:.4e} > {:.4e}",
+                self.metric.name(),
+                self.value,
+                self.limit
+            )?,
         }
+        if let Some(c) = self.channel {
+            write!(f, " (channel {c})")?;
+        }
+        Ok(())
     }
 }
 
@@ -63,19 +231,91 @@ pub struct TraceDiff {
     pub engines: (String, String),
     /// Tokens traced.
     pub tokens: Vec<u32>,
-    /// Tolerances applied.
-    pub tolerance: Tolerance,
     /// Every capture point in execution order.
     pub slots: Vec<SlotDiff>,
     /// The logits.
     pub logits: LogitsDiff,
-    /// Index into `slots` of the first capture point outside the tolerance.
+    /// Every metric outside its limit on this prompt alone, in execution order.
+    pub violations: Vec<Violation>,
+    /// Index into `slots` of the first capture point outside the limits.
     pub first_divergent: Option<usize>,
 }
 
-fn compare(a: &Captured, b: &Captured) -> (f64, f64, f64, f64) {
+impl TraceDiff {
+    /// Judges this prompt alone against `limits`, replacing earlier violations.
+    pub fn judge(&mut self, limits: &Thresholds) {
+        self.violations = judge_set(std::slice::from_ref(self), limits);
+        self.first_divergent = self.violations.first().map(|v| v.index);
+    }
+
+    /// The violations at the first divergent slot.
+    pub fn first_violations(&self) -> impl Iterator<Item = &Violation> {
+        let first = self.first_divergent;
+        self.violations
+            .iter()
+            .filter(move |v| Some(v.index) == first)
+    }
+}
+
+/// Judges comparisons of the same two models on several prompts (equal layer and slot
+/// lists): upper bounds on each prompt, gain bands on the mean over all of them. Violations
+/// come in execution order of the slots.
+pub fn judge_set(diffs: &[TraceDiff], limits: &Thresholds) -> Vec<Violation> {
+    let Some(first) = diffs.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (index, s) in first.slots.iter().enumerate() {
+        fn at<'a>(d: &'a TraceDiff, index: usize, s: &SlotDiff) -> Option<&'a SlotDiff> {
+            d.slots
+                .get(index)
+                .filter(|x| (x.slot, x.layer) == (s.slot, s.layer))
+        }
+        for (metric, bound) in limits.limits(s.slot, s.layer) {
+            let v = |prompt, value, limit, center, channel| Violation {
+                index,
+                layer: s.layer,
+                slot: s.slot,
+                metric,
+                prompt,
+                value,
+                limit,
+                center,
+                channel,
+            };
+            match bound {
+                Bound::Max(limit) => {
+                    for (p, d) in diffs.iter().enumerate() {
+                        let (value, channel) =
+                            at(d, index, s).map_or((f64::NAN, None), |x| x.deviation(metric));
+                        // NaN never passes.
+                        if !(value <= limit) {
+                            out.push(v(Some(p), value, limit, None, channel));
+                        }
+                    }
+                }
+                Bound::Band { mean, sd } => {
+                    let sum: f64 = diffs
+                        .iter()
+                        .map(|d| at(d, index, s).map_or(f64::NAN, |x| x.signed(metric)))
+                        .sum();
+                    let m = sum / diffs.len() as f64;
+                    let width = limits.band_width(sd, diffs.len());
+                    if !((m - mean).abs() <= width) {
+                        let prompt = (diffs.len() == 1).then_some(0);
+                        out.push(v(prompt, m, width, Some(mean), None));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whole-tensor figures: cosine, SQNR dB, NMSE, max |diff|, gain.
+fn compare(a: &[f32], b: &[f32]) -> (f64, f64, f64, f64, f64) {
     let (mut dot, mut na, mut nb, mut err, mut max) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    for (&x, &y) in a.data.iter().zip(&b.data) {
+    for (&x, &y) in a.iter().zip(b) {
         let (x, y) = (x as f64, y as f64);
         dot += x * y;
         na += x * x;
@@ -88,7 +328,81 @@ fn compare(a: &Captured, b: &Captured) -> (f64, f64, f64, f64) {
     } else {
         dot / (na.sqrt() * nb.sqrt())
     };
-    (cosine, 10.0 * (na / err).log10(), err / na, max)
+    let gain = if na == 0.0 {
+        f64::from(u8::from(nb == 0.0))
+    } else {
+        dot / na
+    };
+    (cosine, 10.0 * (na / err).log10(), err / na, max, gain)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    *v.select_nth_unstable_by(mid, f64::total_cmp).1
+}
+
+fn worst(values: impl Iterator<Item = f64>) -> (f64, usize) {
+    values.enumerate().fold((0.0, 0), |(w, wi), (i, v)| {
+        // NaN counts as worst.
+        if v > w || (v.is_nan() && !w.is_nan()) {
+            (v, i)
+        } else {
+            (w, wi)
+        }
+    })
+}
+
+/// The per-channel figures of two `tokens x width` tensors.
+fn channels(a: &[f32], b: &[f32], width: usize) -> ChannelDiff {
+    let n = (a.len() / width.max(1)) as f64;
+    // Per channel: sum a, sum a^2, sum b, sum b^2, sum ab, sum (a-b)^2.
+    let mut acc = vec![[0f64; 6]; width];
+    for (ra, rb) in a.chunks_exact(width).zip(b.chunks_exact(width)) {
+        for ((c, &x), &y) in acc.iter_mut().zip(ra).zip(rb) {
+            let (x, y) = (x as f64, y as f64);
+            c[0] += x;
+            c[1] += x * x;
+            c[2] += y;
+            c[3] += y * y;
+            c[4] += x * y;
+            c[5] += (x - y) * (x - y);
+        }
+    }
+    let std = |s: f64, s2: f64| (s2 / n - (s / n) * (s / n)).max(0.0).sqrt();
+    let std_a: Vec<f64> = acc.iter().map(|c| std(c[0], c[1])).collect();
+    let std_b: Vec<f64> = acc.iter().map(|c| std(c[2], c[3])).collect();
+    let norm_b: Vec<f64> = acc.iter().map(|c| c[3].sqrt()).collect();
+    let pad_std = 0.1 * median(std_b.clone());
+    let pad_norm = 0.1 * median(norm_b.clone());
+    let std_dev = std_a.iter().zip(&std_b).map(|(&sa, &sb)| {
+        if sa == sb {
+            0.0
+        } else {
+            ((sb + pad_std) / (sa + pad_std)).ln().abs()
+        }
+    });
+    let err = acc
+        .iter()
+        .zip(&norm_b)
+        .map(|(c, &nb)| c[5].sqrt() / (nb + pad_norm).max(f64::MIN_POSITIVE));
+    let cos_gap = acc.iter().map(|c| {
+        let (na, nb) = (c[1].sqrt(), c[3].sqrt());
+        if na.max(nb) < pad_norm || c[5] == 0.0 {
+            0.0
+        } else if na == 0.0 || nb == 0.0 {
+            1.0
+        } else {
+            1.0 - c[4] / (na * nb)
+        }
+    });
+    ChannelDiff {
+        std: worst(std_dev),
+        err: worst(err),
+        cosine_gap: worst(cos_gap),
+    }
 }
 
 fn log_softmax(x: &[f32]) -> Vec<f64> {
@@ -110,9 +424,9 @@ fn logits_diff(a: &Logits, b: &Logits) -> LogitsDiff {
     }
 }
 
-/// Compares two traced passes that captured every slot whole. Refuses (with the parity
-/// error) traces whose tokens, layers or scopes differ.
-pub fn diff(a: &Traced, b: &Traced, tolerance: Tolerance) -> Result<TraceDiff, ParityError> {
+/// Compares two traced passes that captured every slot whole, and judges them against
+/// `limits`. Refuses (with the parity error) traces whose tokens, layers or scopes differ.
+pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, ParityError> {
     check_parity(&a.trace, &b.trace)?;
     let mut slots = Vec::new();
     for (ca, cb) in a.captured.iter().zip(&b.captured) {
@@ -130,7 +444,7 @@ pub fn diff(a: &Traced, b: &Traced, tolerance: Tolerance) -> Result<TraceDiff, P
             },
         };
         let (sa, sb) = (stats(a), stats(b));
-        let (cosine, sqnr_db, nmse, max_abs_diff) = compare(ca, cb);
+        let (cosine, sqnr_db, nmse, max_abs_diff, gain) = compare(&ca.data, &cb.data);
         slots.push(SlotDiff {
             layer: ca.layer,
             slot: ca.slot,
@@ -140,19 +454,18 @@ pub fn diff(a: &Traced, b: &Traced, tolerance: Tolerance) -> Result<TraceDiff, P
             sqnr_db,
             nmse,
             max_abs_diff,
+            gain,
+            channels: channels(&ca.data, &cb.data, ca.width),
         });
     }
-    let first_divergent = slots.iter().position(|s| {
-        (s.std_ratio_all - 1.0).abs() > tolerance.max_std_deviation
-            || (s.std_ratio_last - 1.0).abs() > tolerance.max_std_deviation
-            || s.cosine < tolerance.min_cosine
-    });
-    Ok(TraceDiff {
+    let mut d = TraceDiff {
         engines: (a.trace.engine.clone(), b.trace.engine.clone()),
         tokens: a.trace.tokens.clone(),
-        tolerance,
         slots,
         logits: logits_diff(&a.logits, &b.logits),
-        first_divergent,
-    })
+        violations: Vec::new(),
+        first_divergent: None,
+    };
+    d.judge(limits);
+    Ok(d)
 }

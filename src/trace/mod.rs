@@ -2,21 +2,26 @@
 //! as production with an observer that records every capture point.
 
 mod diff;
+mod limits;
 mod npy;
 mod observer;
 mod parity;
 mod stats;
 mod types;
 
-pub use diff::{LogitsDiff, SlotDiff, Tolerance, TraceDiff, diff};
+pub use diff::{ChannelDiff, LogitsDiff, Metric, SlotDiff, TraceDiff, Violation, diff, judge_set};
+pub use limits::{Bound, Calibration, Limit, Thresholds, Values, calibrate};
 pub use npy::{npy_bytes, write_npy};
 pub use observer::{CaptureSpec, Captured, TraceObserver};
 pub use parity::{ParityError, check_parity};
 pub use stats::{ActivationStats, Scope, ScopeKind};
 pub use types::{ForwardTrace, LayerTrace, LogitsTrace, STATISTICS, SlotStats, TRACE_FORMAT};
 
+use std::sync::Arc;
+
 use crate::model::{
-    AprTransformer, Fault, Faulty, Logits, ModelError, OwnedQuantizedModel, Slot, top_k,
+    AprTransformer, Fault, Faulty, LayerInputs, Logits, ModelError, OwnedQuantizedModel, Slot,
+    Substituting, top_k,
 };
 
 /// The JSON Schema of [`ForwardTrace`], as committed in `schemas/forward-trace.schema.json`.
@@ -35,6 +40,78 @@ pub fn capture_all() -> CaptureSpec {
     }
 }
 
+/// How two models are compared layer by layer.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareMode {
+    /// Both passes run end to end: a layer's figures include the error it inherited.
+    #[default]
+    EndToEnd,
+    /// Each layer of A runs on B's input to that layer: a layer's figures are its own error.
+    Local,
+}
+
+/// Traces `tokens` on both models, capturing every slot (a fault, if any, goes into A's
+/// pass), and compares them against `limits`, end to end or layer-local.
+pub fn compare_models(
+    a: &dyn TracedForward,
+    b: &dyn TracedForward,
+    tokens: &[u32],
+    fault: Option<Fault>,
+    mode: CompareMode,
+    limits: &Thresholds,
+) -> Result<TraceDiff, CompareError> {
+    let opts = TraceOptions {
+        capture: Some(capture_all()),
+        ..Default::default()
+    };
+    let tb = b.forward_traced_with(tokens, &opts)?;
+    let inputs = (mode == CompareMode::Local).then(|| Arc::new(layer_inputs(&tb.captured)));
+    let ta = a.forward_traced_with(
+        tokens,
+        &TraceOptions {
+            fault,
+            inputs,
+            ..opts.clone()
+        },
+    )?;
+    Ok(diff(&ta, &tb, limits)?)
+}
+
+/// The residual stream entering each layer, from a pass that captured `embd` and `l_out`.
+pub fn layer_inputs(captured: &[Captured]) -> LayerInputs {
+    let mut inputs = LayerInputs::default();
+    for c in captured {
+        match (c.slot, c.layer) {
+            (Slot::Embd, None) => inputs.embd = c.data.clone(),
+            (Slot::LOut, Some(_)) => inputs.l_out.push(c.data.clone()),
+            _ => {}
+        }
+    }
+    inputs
+}
+
+/// Why two models could not be compared.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// A pass failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The traces do not line up.
+    #[error(transparent)]
+    Parity(#[from] ParityError),
+}
+
 /// Options of a traced pass.
 #[derive(Clone, Debug)]
 pub struct TraceOptions {
@@ -46,6 +123,9 @@ pub struct TraceOptions {
     pub capture: Option<CaptureSpec>,
     /// A fault injected at one capture point (to measure what comparisons detect).
     pub fault: Option<Fault>,
+    /// Run each layer on these inputs (a reference pass's residual stream) instead of the
+    /// previous layer's output: the trace then shows each layer's local error.
+    pub inputs: Option<Arc<LayerInputs>>,
 }
 
 impl Default for TraceOptions {
@@ -55,6 +135,7 @@ impl Default for TraceOptions {
             top_k: 10,
             capture: None,
             fault: None,
+            inputs: None,
         }
     }
 }
@@ -92,10 +173,14 @@ fn trace_with(
     engine: &str,
     tokens: &[u32],
     options: &TraceOptions,
-    run: impl FnOnce(&mut Faulty<'_, TraceObserver>) -> Result<Logits, ModelError>,
+    run: impl FnOnce(&mut Substituting<'_, Faulty<'_, TraceObserver>>) -> Result<Logits, ModelError>,
 ) -> Result<Traced, ModelError> {
     let mut obs = TraceObserver::new(n_layer, options.per_token, options.capture.clone());
-    let logits = run(&mut Faulty::new(options.fault, &mut obs))?;
+    let mut faulty = Faulty::new(options.fault, &mut obs);
+    let logits = run(&mut Substituting::new(
+        options.inputs.as_deref(),
+        &mut faulty,
+    ))?;
     let captured = std::mem::take(&mut obs.captured);
     let (layers, [embd, final_norm, logit_stats]) = obs
         .finish()

@@ -35,7 +35,7 @@ pub struct TraceObserver {
     per_token: bool,
     capture: Option<CaptureSpec>,
     /// Per layer, per slot of [`Slot::LAYER`].
-    layers: Vec<[Option<SlotStats>; 13]>,
+    layers: Vec<[Option<SlotStats>; 15]>,
     /// `embd`, `final_norm`, `logits`.
     once: [Option<SlotStats>; 3],
     /// Kept tensors.
@@ -80,6 +80,8 @@ impl TraceObserver {
                     q,
                     k,
                     v,
+                    q_rope,
+                    k_rope,
                     attn_out,
                     ffn_inp,
                     ffn_norm,
@@ -95,6 +97,8 @@ impl TraceObserver {
                     q: q?,
                     k: k?,
                     v: v?,
+                    q_rope: q_rope?,
+                    k_rope: k_rope?,
                     attn_out: attn_out?,
                     ffn_inp: ffn_inp?,
                     ffn_norm: ffn_norm?,

@@ -33,6 +33,10 @@ pub struct LayerTrace {
     pub k: SlotStats,
     /// Value projection (after bias).
     pub v: SlotStats,
+    /// Query after RoPE.
+    pub q_rope: SlotStats,
+    /// Key after RoPE.
+    pub k_rope: SlotStats,
     /// Attention output after the output projection.
     pub attn_out: SlotStats,
     /// Residual stream after attention.
@@ -61,6 +65,8 @@ impl LayerTrace {
             Slot::Q => &self.q,
             Slot::K => &self.k,
             Slot::V => &self.v,
+            Slot::QRope => &self.q_rope,
+            Slot::KRope => &self.k_rope,
             Slot::AttnOut => &self.attn_out,
             Slot::FfnInp => &self.ffn_inp,
             Slot::FfnNorm => &self.ffn_norm,
@@ -124,6 +130,6 @@ pub struct ForwardTrace {
 }
 
 /// The trace format version written by this pv.
-pub const TRACE_FORMAT: &str = "pv-forward-trace/1";
+pub const TRACE_FORMAT: &str = "pv-forward-trace/2";
 /// The statistics statement every trace carries.
 pub const STATISTICS: &str = "f64 sums of deviations from the first finite value; population std; NaN/Inf counted and excluded";

@@ -1,0 +1,204 @@
+//! `pv calibrate A B --prompts FILE`: limits per slot, layer and metric from the noise of an
+//! intact pair (the same model as GGUF and as APR), and the false alarms those limits raise
+//! on prompts they were not derived from.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use super::{CliError, Format, emit, load_traceable, print_json, spinner};
+use crate::model::with_threads;
+use crate::trace::{
+    Calibration, CompareMode, Metric, Thresholds, TraceDiff, calibrate, compare_models,
+};
+
+/// Arguments of `pv calibrate`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Each limit is max(margin x the worst deviation over the calibration \
+prompts, floor), per slot, layer and metric, rounded up to three digits. With --check, the \
+limits are applied to other prompts: any slot outside them there is a false alarm (exit 1).\n\n\
+Prompt files hold one prompt a line (\\n for a newline inside one; blank lines and lines \
+starting with # are skipped).\n\nExample:\n  \
+pv calibrate models/SmolLM2-135M-Instruct.Q4_1.gguf models/SmolLM2-135M-Instruct.Q4_1.apr \\\n    \
+--local --prompts tests/fixtures/prompts/calibration.txt --check tests/fixtures/prompts/heldout.txt -o limits.yaml"
+)]
+pub struct Args {
+    /// Model A (the engine under test, e.g. GGUF).
+    a: PathBuf,
+    /// Model B (the reference, e.g. its APR conversion).
+    b: PathBuf,
+    /// Calibration prompts.
+    #[arg(long, value_name = "FILE")]
+    prompts: PathBuf,
+    /// Held-out prompts to count false alarms on.
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
+    /// Calibrate layer-local errors (each layer of A on B's input; for `pv diff --local`).
+    #[arg(long)]
+    local: bool,
+    /// Multiplier on the worst intact deviation.
+    #[arg(long, default_value_t = 2.0)]
+    margin: f64,
+    /// Width of the gain bands, in standard deviations of the intact gain.
+    #[arg(long, default_value_t = 6.0)]
+    band_k: f64,
+    /// Smallest limit.
+    #[arg(long, default_value_t = 1e-6)]
+    floor: f64,
+    /// Metrics to calibrate (default: gain, cosine_gap, channel_std, channel_err).
+    #[arg(long = "metric", value_enum)]
+    metrics: Vec<Metric>,
+    /// Write the table as YAML here (otherwise to stdout in text format).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Output format of the report.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    /// Worker threads (0 = all cores).
+    #[arg(long, short = 't', default_value_t = 0)]
+    threads: usize,
+}
+
+/// The metrics calibrated when none are named.
+pub const DEFAULT_METRICS: [Metric; 4] = [
+    Metric::Gain,
+    Metric::CosineGap,
+    Metric::ChannelStd,
+    Metric::ChannelErr,
+];
+
+/// Reads a prompt file.
+pub fn read_prompts(path: &std::path::Path) -> Result<Vec<String>, CliError> {
+    let text = crate::fsutil::read_to_string(path)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    let prompts: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.replace("\\n", "\n"))
+        .collect();
+    if prompts.is_empty() {
+        return Err(CliError::input(format!("{}: no prompts", path.display())));
+    }
+    Ok(prompts)
+}
+
+/// Runs `pv calibrate`.
+pub fn run(a: Args) -> Result<(), CliError> {
+    if !(a.margin.is_finite() && a.margin >= 1.0) || !(a.floor.is_finite() && a.floor >= 0.0) {
+        return Err(CliError::input("--margin must be >= 1 and --floor >= 0"));
+    }
+    let (ma, tok, n_layer) = load_traceable(&a.a)?;
+    let (mb, _, _) = load_traceable(&a.b)?;
+    let how = Calibration {
+        margin: a.margin,
+        band_k: a.band_k,
+        floor: a.floor,
+        metrics: if a.metrics.is_empty() {
+            DEFAULT_METRICS.to_vec()
+        } else {
+            a.metrics.clone()
+        },
+    };
+    let mode = if a.local {
+        CompareMode::Local
+    } else {
+        CompareMode::EndToEnd
+    };
+    let bar = spinner();
+    let run_set = |prompts: &[String], limits: &Thresholds| -> Result<Vec<TraceDiff>, CliError> {
+        prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                bar.set_message(format!("prompt {}/{}", i + 1, prompts.len()));
+                let tokens = tok.encode(p)?;
+                with_threads(a.threads, || {
+                    compare_models(&*ma, &*mb, &tokens, None, mode, limits)
+                })
+                .map_err(|e| CliError::input(e.to_string()))
+            })
+            .collect()
+    };
+    let prompts = read_prompts(&a.prompts)?;
+    let intact = run_set(&prompts, &Thresholds::default())?;
+    let table = calibrate(&intact, a.local, &how);
+    let held = match &a.check {
+        Some(p) => {
+            let held = read_prompts(p)?;
+            let diffs = run_set(&held, &table)?;
+            Some(held.into_iter().zip(diffs).collect::<Vec<_>>())
+        }
+        None => None,
+    };
+    bar.finish_and_clear();
+    let alarms: usize = held
+        .iter()
+        .flatten()
+        .map(|(_, d)| usize::from(d.first_divergent.is_some()))
+        .sum();
+    let yaml = format!(
+        "# pv calibrate{}: {} vs {}, {} layers, {} calibration prompts, margin {}, floor {:e}\n{}",
+        if a.local { " --local" } else { "" },
+        a.a.display(),
+        a.b.display(),
+        n_layer,
+        prompts.len(),
+        a.margin,
+        a.floor,
+        table.to_yaml(0)
+    );
+    if let Some(out) = &a.output {
+        crate::fsutil::atomic_write(out, yaml.as_bytes())
+            .map_err(|e| CliError::other(format!("{}: {e}", out.display())))?;
+    }
+    match a.format {
+        Format::Json => print_json(&serde_json::json!({
+            "calibration": how,
+            "prompts": prompts,
+            "thresholds": table,
+            "check": held.as_ref().map(|h| h.iter().map(|(p, d)| serde_json::json!({
+                "prompt": p,
+                "violations": d.violations,
+            })).collect::<Vec<_>>()),
+        }))?,
+        Format::Text => {
+            let mut o = String::new();
+            if a.output.is_none() {
+                o.push_str(&yaml);
+            }
+            let _ = writeln!(
+                o,
+                "calibrated {} metrics over {} prompts (margin {}, floor {:e})",
+                how.metrics.len(),
+                prompts.len(),
+                a.margin,
+                a.floor
+            );
+            if let Some(held) = &held {
+                for (p, d) in held {
+                    let status = match d.first_divergent {
+                        None => "ok".to_string(),
+                        Some(_) => format!(
+                            "FALSE ALARM: {}",
+                            d.first_violations()
+                                .map(|v| v.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                    };
+                    let _ = writeln!(o, "  held-out {:?}: {status}", crate::fsutil::short(p, 40));
+                }
+                let _ = writeln!(
+                    o,
+                    "false alarms: {alarms} of {} held-out prompts",
+                    held.len()
+                );
+            }
+            emit(&o)?;
+        }
+    }
+    if alarms > 0 {
+        return Err(CliError::reported(1));
+    }
+    Ok(())
+}

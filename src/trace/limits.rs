@@ -1,0 +1,423 @@
+//! Limits on how far two traces of one model may part, per capture point and layer, and
+//! their calibration from the quantization noise of an intact pair.
+//!
+//! A GGUF model and its APR conversion differ by quantization only, and how much depends on
+//! the slot and the layer: a single global tolerance is either too wide for the quiet slots
+//! (a 3% scale passes) or too tight for the loud ones (intact prompts raise alarms). So the
+//! limits are a table, `slot -> metric -> limit` (one number, or one per layer), derived by
+//! [`calibrate`] as the worst deviation seen on calibration prompts times a stated margin.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::diff::{Metric, TraceDiff};
+use crate::model::Slot;
+
+/// Per-layer values, or one value for every layer (and for the once-per-pass slots).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Values {
+    /// Every layer.
+    Every(f64),
+    /// One per layer (index = layer).
+    PerLayer(Vec<f64>),
+}
+
+impl Values {
+    fn at(&self, layer: Option<usize>) -> Option<f64> {
+        match (self, layer) {
+            (Values::Every(v), _) => Some(*v),
+            (Values::PerLayer(v), Some(l)) => v.get(l).copied(),
+            (Values::PerLayer(_), None) => None,
+        }
+    }
+
+    fn all(&self) -> &[f64] {
+        match self {
+            Values::Every(v) => std::slice::from_ref(v),
+            Values::PerLayer(v) => v,
+        }
+    }
+}
+
+/// The limit of one metric at one slot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Limit {
+    /// An upper bound on the deviation of each prompt.
+    Max(Values),
+    /// A band for a signed metric (the gain): its mean over the prompts compared must lie
+    /// within `mean ± band_k x sd x sqrt(1/n + 1/calibration_prompts)`, n the number of
+    /// prompts. Quantization biases the gain of some slots by a steady amount, so the band
+    /// is centred on the intact mean; several prompts narrow it by sqrt(n).
+    Band {
+        /// Intact mean of (gain - 1).
+        mean: Values,
+        /// Intact standard deviation of (gain - 1) across prompts.
+        sd: Values,
+    },
+}
+
+/// A limit resolved for one slot and layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Bound {
+    /// deviation <= this.
+    Max(f64),
+    /// |mean signed deviation - mean| <= band_k x sd x sqrt(1/n + 1/calibration_prompts).
+    Band {
+        /// Centre.
+        mean: f64,
+        /// Spread of one prompt.
+        sd: f64,
+    },
+}
+
+/// Limits per slot and metric, for one way of comparing (end to end or layer-local). A slot
+/// or metric that is absent is not judged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Whether the limits are for layer-local comparison (`pv diff --local`).
+    #[serde(default)]
+    pub local: bool,
+    /// Width of gain bands in standard deviations.
+    #[serde(default = "default_k")]
+    pub band_k: f64,
+    /// Prompts the bands' means and spreads were measured on.
+    #[serde(default = "one")]
+    pub calibration_prompts: usize,
+    /// Per slot, per metric.
+    pub slots: BTreeMap<Slot, BTreeMap<Metric, Limit>>,
+}
+
+fn default_k() -> f64 {
+    6.0
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            local: false,
+            band_k: default_k(),
+            calibration_prompts: 1,
+            slots: BTreeMap::new(),
+        }
+    }
+}
+
+impl Thresholds {
+    /// The same upper bounds for every slot and layer.
+    pub fn uniform(limits: &[(Metric, f64)]) -> Self {
+        let per: BTreeMap<Metric, Limit> = limits
+            .iter()
+            .map(|&(m, v)| (m, Limit::Max(Values::Every(v))))
+            .collect();
+        Thresholds {
+            slots: Slot::LAYER
+                .into_iter()
+                .chain([Slot::Embd, Slot::FinalNorm, Slot::Logits])
+                .map(|s| (s, per.clone()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// pv diff's default when no calibrated table is given: |std ratio - 1| <= 5% and
+    /// cosine >= 0.99 everywhere.
+    pub fn coarse() -> Self {
+        Thresholds::uniform(&[(Metric::StdRatio, 0.05), (Metric::CosineGap, 0.01)])
+    }
+
+    /// The limits that apply to `slot` at `layer`.
+    pub fn limits(&self, slot: Slot, layer: Option<usize>) -> Vec<(Metric, Bound)> {
+        let Some(m) = self.slots.get(&slot) else {
+            return Vec::new();
+        };
+        m.iter()
+            .filter_map(|(&metric, l)| {
+                let b = match l {
+                    Limit::Max(v) => Bound::Max(v.at(layer)?),
+                    Limit::Band { mean, sd } => Bound::Band {
+                        mean: mean.at(layer)?,
+                        sd: sd.at(layer)?,
+                    },
+                };
+                Some((metric, b))
+            })
+            .collect()
+    }
+
+    /// Half-width of a band of spread `sd` for a mean over `n` prompts.
+    pub fn band_width(&self, sd: f64, n: usize) -> f64 {
+        let n = n.max(1) as f64;
+        let nc = self.calibration_prompts.max(1) as f64;
+        self.band_k * sd * (1.0 / n + 1.0 / nc).sqrt()
+    }
+
+    /// Problems with the table for a model of `n_layer` layers: per-layer lists of another
+    /// length, per-layer lists on once-per-pass slots, bands on metrics that are not signed,
+    /// limits that are negative or not finite.
+    pub fn problems(&self, n_layer: Option<usize>) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(self.band_k.is_finite() && self.band_k > 0.0) {
+            out.push(format!("band_k {} is not a positive number", self.band_k));
+        }
+        if self.calibration_prompts == 0 {
+            out.push("calibration_prompts is 0".into());
+        }
+        for (slot, metrics) in &self.slots {
+            let per_layer = Slot::LAYER.contains(slot);
+            for (m, l) in metrics {
+                let at = format!("{}.{}", slot.name(), m.name());
+                let parts: Vec<(&str, &Values)> = match l {
+                    Limit::Max(v) => vec![("", v)],
+                    Limit::Band { mean, sd } => {
+                        if *m != Metric::Gain {
+                            out.push(format!("{at}: only gain takes a band"));
+                        }
+                        vec![(".mean", mean), (".sd", sd)]
+                    }
+                };
+                for (part, v) in parts {
+                    if let Values::PerLayer(list) = v {
+                        if !per_layer {
+                            out.push(format!("{at}{part}: a once-per-pass slot takes one value"));
+                        } else if let Some(n) = n_layer.filter(|&n| n != list.len()) {
+                            out.push(format!("{at}{part}: {} values for {n} layers", list.len()));
+                        }
+                    }
+                    let signed = part == ".mean";
+                    if let Some(x) = v
+                        .all()
+                        .iter()
+                        .find(|x| !x.is_finite() || (!signed && **x < 0.0))
+                    {
+                        out.push(format!(
+                            "{at}{part}: {x} is not a finite number{}",
+                            if signed { "" } else { " >= 0" }
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The table as block YAML, each line indented by `indent` spaces, one flow list per
+    /// metric (what `pv calibrate` writes and a contract's `thresholds:` holds).
+    pub fn to_yaml(&self, indent: usize) -> String {
+        let pad = " ".repeat(indent);
+        let list = |v: &Values| match v {
+            Values::Every(x) => format!("{x:e}"),
+            Values::PerLayer(v) => format!(
+                "[{}]",
+                v.iter()
+                    .map(|x| format!("{x:e}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mut o = format!(
+            "{pad}local: {}\n{pad}band_k: {}\n{pad}calibration_prompts: {}\n{pad}slots:\n",
+            self.local, self.band_k, self.calibration_prompts
+        );
+        for (slot, metrics) in &self.slots {
+            o.push_str(&format!("{pad}  {}:\n", slot.name()));
+            for (m, l) in metrics {
+                match l {
+                    Limit::Max(v) => o.push_str(&format!("{pad}    {}: {}\n", m.name(), list(v))),
+                    Limit::Band { mean, sd } => {
+                        o.push_str(&format!("{pad}    {}:\n", m.name()));
+                        o.push_str(&format!("{pad}      mean: {}\n", list(mean)));
+                        o.push_str(&format!("{pad}      sd: {}\n", list(sd)));
+                    }
+                }
+            }
+        }
+        o
+    }
+}
+
+/// How [`calibrate`] turns the intact pair's noise into limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Each upper bound is the worst deviation seen over the calibration prompts times this.
+    pub margin: f64,
+    /// Gain bands are this many standard deviations wide (see [`Limit::Band`]).
+    pub band_k: f64,
+    /// No limit (or spread) is below this: a slot both engines compute identically would
+    /// otherwise get a limit of 0.
+    pub floor: f64,
+    /// The metrics calibrated (the gain as a band, the others as upper bounds).
+    pub metrics: Vec<Metric>,
+}
+
+/// Limits from intact comparisons (the same two models on several prompts, compared the
+/// same way, end to end or layer-local): for every slot, layer and metric,
+/// `max(margin x worst deviation, floor)`, and for the gain the mean and spread of its
+/// signed deviation. Values are rounded outward to three significant digits so the table
+/// reads well in a contract.
+pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresholds {
+    // (slot, metric) -> layer -> deviations over the prompts.
+    let mut seen: BTreeMap<(Slot, Metric), BTreeMap<Option<usize>, Vec<f64>>> = BTreeMap::new();
+    for d in intact {
+        for s in &d.slots {
+            for &m in &how.metrics {
+                let v = if m == Metric::Gain {
+                    s.gain - 1.0
+                } else {
+                    s.deviation(m).0
+                };
+                let v = if v.is_nan() { f64::INFINITY } else { v };
+                seen.entry((s.slot, m))
+                    .or_default()
+                    .entry(s.layer)
+                    .or_default()
+                    .push(v);
+            }
+        }
+    }
+    let mut t = Thresholds {
+        local,
+        band_k: how.band_k,
+        calibration_prompts: intact.len(),
+        slots: BTreeMap::new(),
+    };
+    for ((slot, m), per) in seen {
+        let values = |f: &dyn Fn(&[f64]) -> f64| {
+            if Slot::LAYER.contains(&slot) {
+                Values::PerLayer(per.values().map(|v| f(v)).collect())
+            } else {
+                Values::Every(per.values().map(|v| f(v)).fold(f64::NEG_INFINITY, f64::max))
+            }
+        };
+        let l = if m == Metric::Gain {
+            Limit::Band {
+                mean: values(&|v| round_signed(mean(v))),
+                sd: values(&|v| round_up(sd(v).max(how.floor))),
+            }
+        } else {
+            Limit::Max(values(&|v| {
+                round_up((v.iter().copied().fold(0.0, f64::max) * how.margin).max(how.floor))
+            }))
+        };
+        t.slots.entry(slot).or_default().insert(m, l);
+    }
+    t
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Sample standard deviation (0 for fewer than two values).
+fn sd(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+/// `v` rounded up to three significant digits.
+fn round_up(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let e = v.abs().log10().floor() - 2.0;
+    let scale = 10f64.powf(e);
+    let r = (v / scale).ceil() * scale;
+    // Printing may leave digits past the third; parse the short form back.
+    format!("{r:.3e}").parse().unwrap_or(r)
+}
+
+/// `v` to three significant digits (a centre, so to the nearest).
+fn round_signed(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    format!("{v:.2e}").parse().unwrap_or(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_goes_up_to_three_digits() {
+        assert_eq!(round_up(0.0012341), 0.00124);
+        assert_eq!(round_up(1.0), 1.0);
+        assert_eq!(round_up(123456.0), 124000.0);
+        assert!(round_up(3.0001e-7) >= 3.0001e-7);
+    }
+
+    #[test]
+    fn limits_lookup_and_problems() {
+        let mut t = Thresholds::coarse();
+        assert_eq!(
+            t.limits(Slot::Q, Some(3)),
+            vec![
+                (Metric::CosineGap, Bound::Max(0.01)),
+                (Metric::StdRatio, Bound::Max(0.05))
+            ]
+        );
+        let per = |v: Vec<f64>| Values::PerLayer(v);
+        t.slots.get_mut(&Slot::Q).unwrap().insert(
+            Metric::Gain,
+            Limit::Band {
+                mean: per(vec![0.1, -0.2]),
+                sd: per(vec![0.01, 0.02]),
+            },
+        );
+        assert_eq!(
+            t.limits(Slot::Q, Some(1))[2],
+            (
+                Metric::Gain,
+                Bound::Band {
+                    mean: -0.2,
+                    sd: 0.02
+                }
+            )
+        );
+        assert_eq!(
+            t.limits(Slot::Q, Some(2)).len(),
+            2,
+            "no limit past the list"
+        );
+        assert_eq!(t.problems(Some(2)), Vec::<String>::new());
+        assert_eq!(
+            t.problems(Some(3)),
+            vec![
+                "q.gain.mean: 2 values for 3 layers",
+                "q.gain.sd: 2 values for 3 layers"
+            ]
+        );
+        t.slots
+            .get_mut(&Slot::Logits)
+            .unwrap()
+            .insert(Metric::Nmse, Limit::Max(per(vec![0.1])));
+        t.slots
+            .get_mut(&Slot::Embd)
+            .unwrap()
+            .insert(Metric::Nmse, Limit::Max(Values::Every(-1.0)));
+        // Round trip through YAML text.
+        let back: Thresholds = serde_saphyr::from_str(&t.to_yaml(0)).unwrap();
+        assert_eq!(back, t);
+        let p = t.problems(Some(2));
+        assert!(
+            p.iter().any(|p| p.contains("logits.nmse: a once-per-pass")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.contains("embd.nmse: -1 is not")),
+            "{p:?}"
+        );
+    }
+}
