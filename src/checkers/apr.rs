@@ -32,7 +32,7 @@ fn apr_path(ctx: &Context, m: &CanonicalModel, gguf: &Path) -> Result<PathBuf, C
 }
 
 /// Loads the APR engine of the test's model.
-fn load_apr(
+pub(super) fn load_apr(
     ctx: &Context,
     m: &CanonicalModel,
     gguf: &Path,

@@ -27,6 +27,9 @@ pub struct Context<'a> {
     pub latest_verdict: &'a dyn Fn(&str) -> Option<String>,
     /// Reports a slow step starting (shown as progress on a terminal).
     pub progress: &'a dyn Fn(&str),
+    /// A fault injected into the engine under test (the test suite's fault matrix; pv's
+    /// commands never set one).
+    pub fault: Option<crate::model::Fault>,
 }
 
 /// A file (or commit) a checker read, by digest: what the evidence names as a subject.

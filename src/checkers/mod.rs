@@ -17,6 +17,7 @@ mod citation;
 pub mod context;
 mod gguf;
 pub mod judge;
+mod parity;
 pub mod params;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -26,7 +27,10 @@ use serde_json::Value;
 
 pub use context::{CheckError, Context, Input, Measured, Outcome};
 pub use judge::{Judged, Judgement};
-use params::{CanonicalModel, CitationParams, EquationParams, StdRatioParams, TracePromptParams};
+use params::{
+    CanonicalModel, CitationParams, DecodeParams, EquationParams, LogitsAgreementParams,
+    StdRatioParams, TraceAgreementParams, TracePromptParams,
+};
 pub use params::{Effect, ParamChange, compare_params};
 
 /// A registered checker.
@@ -116,6 +120,30 @@ pub static REGISTRY: &[Checker] = &[
         check_params: |v| parse::<EquationParams>(v)?.check(),
         measure: apr::ffn_down_residual,
         judge: apr::judge_ffn_down_residual,
+    },
+    Checker {
+        name: "trace_agreement",
+        summary: "two engines on several prompts, every slot of every layer within a calibrated limits table (layer-local or end to end); names the first slot, metric and channel outside it",
+        params_schema: schema_of::<TraceAgreementParams>,
+        check_params: |v| parse::<TraceAgreementParams>(v)?.check(),
+        measure: parity::trace_agreement,
+        judge: parity::judge_trace_agreement,
+    },
+    Checker {
+        name: "logits_agreement",
+        summary: "two engines' logits at every position of several prompts: KL bound, top-1 agreement rate, tested argmax within the reference's top-k",
+        params_schema: schema_of::<LogitsAgreementParams>,
+        check_params: |v| parse::<LogitsAgreementParams>(v)?.check(),
+        measure: parity::logits_agreement,
+        judge: parity::judge_logits_agreement,
+    },
+    Checker {
+        name: "decode_consistency",
+        summary: "greedy steps through the GGUF engine's KV cache against the whole prefix recomputed and against the APR engine, step by step",
+        params_schema: schema_of::<DecodeParams>,
+        check_params: |v| parse::<DecodeParams>(v)?.check(),
+        measure: parity::decode_consistency,
+        judge: parity::judge_decode_consistency,
     },
 ];
 

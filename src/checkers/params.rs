@@ -85,6 +85,164 @@ pub struct EquationParams {
     pub tolerance: f64,
 }
 
+/// Labels a generic checker gives its two outcomes (data, so a contract names its own
+/// hypotheses).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Verdicts {
+    /// The verdict when every limit holds.
+    #[schemars(length(min = 1))]
+    pub pass: String,
+    /// The verdict when any limit is broken.
+    #[schemars(length(min = 1))]
+    pub fail: String,
+}
+
+impl Default for Verdicts {
+    fn default() -> Self {
+        Verdicts {
+            pass: "PASS".into(),
+            fail: "FAIL".into(),
+        }
+    }
+}
+
+/// An engine that runs a test's model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// pv's GGUF engine on the model file (llama.cpp's arithmetic).
+    Gguf,
+    /// The plain-f32 APR engine on the model's APR conversion (`pv convert`, beside it).
+    Apr,
+}
+
+/// `trace_agreement`: engine `a` against engine `b` on every prompt, every slot and layer
+/// compared against a calibrated table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceAgreementParams {
+    /// The model.
+    pub model: CanonicalModel,
+    /// The engine under test and the reference, e.g. `[gguf, apr]`.
+    pub sides: [Engine; 2],
+    /// The prompts (each tokenised with the model's tokenizer).
+    #[schemars(length(min = 1))]
+    pub prompts: Vec<String>,
+    /// `local`: each layer of `a` runs on `b`'s input to it, so a layer's figures are its
+    /// own error; `end_to_end`: both passes run whole.
+    pub mode: crate::trace::CompareMode,
+    /// The limits (`pv calibrate`), for the same mode.
+    pub thresholds: crate::trace::Thresholds,
+    /// What to call a pass and a failure.
+    #[serde(default)]
+    pub verdicts: Verdicts,
+}
+
+/// `logits_agreement`: the output distributions of two engines, position by position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogitsAgreementParams {
+    /// The model.
+    pub model: CanonicalModel,
+    /// The engine under test and the reference.
+    pub sides: [Engine; 2],
+    /// The prompts.
+    #[schemars(length(min = 1))]
+    pub prompts: Vec<String>,
+    /// Largest KL(b || a) at any position, in nats.
+    pub max_kl: f64,
+    /// Smallest fraction of positions (over all prompts) where the argmaxes agree.
+    pub min_top1: f64,
+    /// At every position, `a`'s argmax is among `b`'s `top_k` largest logits.
+    #[schemars(range(min = 1))]
+    pub top_k: usize,
+    /// What to call a pass and a failure.
+    #[serde(default)]
+    pub verdicts: Verdicts,
+}
+
+/// `decode_consistency`: greedy steps through the GGUF engine's KV cache against a full
+/// recomputation of each prefix, and against the reference engine, step by step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeParams {
+    /// The model.
+    pub model: CanonicalModel,
+    /// The prompts.
+    #[schemars(length(min = 1))]
+    pub prompts: Vec<String>,
+    /// Greedy steps after each prompt.
+    #[schemars(range(min = 1))]
+    pub steps: usize,
+    /// Largest KL(recomputed || cached) at any step, in nats.
+    pub max_kl_recompute: f64,
+    /// Smallest fraction of steps where the cached and recomputed argmaxes agree (a
+    /// near-tie may flip: one row sums in another order than a batch).
+    pub min_top1_recompute: f64,
+    /// Largest KL(reference || cached) at any step, in nats.
+    pub max_kl_reference: f64,
+    /// Smallest fraction of steps where the reference's argmax is the cached one.
+    pub min_top1_reference: f64,
+    /// What to call a pass and a failure.
+    #[serde(default)]
+    pub verdicts: Verdicts,
+}
+
+impl TraceAgreementParams {
+    /// Checks what the schema cannot say.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sides[0] == self.sides[1] {
+            return Err("sides: the two engines must differ".into());
+        }
+        if self.thresholds.local != (self.mode == crate::trace::CompareMode::Local) {
+            return Err("thresholds: calibrated for another mode (thresholds.local)".into());
+        }
+        let problems = self.thresholds.problems(None);
+        if !problems.is_empty() {
+            return Err(format!("thresholds: {}", problems.join("; ")));
+        }
+        Ok(())
+    }
+}
+
+fn fraction(what: &str, v: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{what} must be in [0, 1], got {v}"))
+    }
+}
+
+fn nonneg(what: &str, v: f64) -> Result<(), String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{what} must be a finite number >= 0, got {v}"))
+    }
+}
+
+impl LogitsAgreementParams {
+    /// Checks what the schema cannot say.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sides[0] == self.sides[1] {
+            return Err("sides: the two engines must differ".into());
+        }
+        nonneg("max_kl", self.max_kl)?;
+        fraction("min_top1", self.min_top1)
+    }
+}
+
+impl DecodeParams {
+    /// Checks what the schema cannot say.
+    pub fn check(&self) -> Result<(), String> {
+        nonneg("max_kl_recompute", self.max_kl_recompute)?;
+        nonneg("max_kl_reference", self.max_kl_reference)?;
+        fraction("min_top1_recompute", self.min_top1_recompute)?;
+        fraction("min_top1_reference", self.min_top1_reference)
+    }
+}
+
 impl StdRatioParams {
     /// Checks what the schema cannot say.
     pub fn check(&self) -> Result<(), String> {

@@ -66,6 +66,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         contract_id: &a.contract,
         latest_verdict: &none,
         progress: &|_| {},
+        fault: None,
     };
     let m =
         (checker.measure)(&params, &ctx).map_err(|e: CheckError| CliError::input(e.to_string()))?;

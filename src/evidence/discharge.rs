@@ -313,6 +313,7 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
         contract_id: &cid,
         latest_verdict: &latest_verdict,
         progress: req.progress,
+        fault: None,
     };
     (req.progress)("hashing the covered code");
     let code = bind_code(&layout.root, c.contract.covers_of(test))?;

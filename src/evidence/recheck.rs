@@ -196,6 +196,7 @@ pub fn recheck(
                 contract_id: cid,
                 latest_verdict: &none,
                 progress: r.progress,
+                fault: None,
             };
             match (checker.measure)(&test.params, &ctx) {
                 Ok(m) => Ok((

@@ -25,6 +25,10 @@ pub enum FaultKind {
     /// The skip connection dropped: at `ffn_inp` the residual stream becomes the attention
     /// output alone; at `l_out`, the FFN's output alone.
     DropResidual,
+    /// Decode steps only (`k_rope`): each token fed after the prompt stores the previous
+    /// position's key instead of its own, a KV cache written one position late. Prompt
+    /// passes are untouched, so only a comparison of decode steps can see it.
+    StaleKey,
 }
 
 /// A fault at one capture point of one layer (`None`: a once-per-pass slot).
@@ -86,6 +90,7 @@ impl std::fmt::Display for Fault {
             FaultKind::SwapChannels(a, b) => write!(f, ":swap-channels={a},{b}"),
             FaultKind::Negate => write!(f, ":negate"),
             FaultKind::DropResidual => write!(f, ":drop-residual"),
+            FaultKind::StaleKey => write!(f, ":stale-key"),
         }
     }
 }
@@ -99,7 +104,8 @@ impl FromStr for Fault {
         let usage = || {
             format!(
                 "fault {s:?}: expected SLOT[@LAYER]:KIND[=VALUE] with KIND one of scale=F, \
-                 zero-channel=N, zero-fraction=F, swap-channels=A,B, negate, drop-residual"
+                 zero-channel=N, zero-fraction=F, swap-channels=A,B, negate, drop-residual, \
+                 stale-key"
             )
         };
         let (place, what) = s.split_once(':').ok_or_else(usage)?;
@@ -141,6 +147,8 @@ impl FromStr for Fault {
             "drop-residual" if value.is_empty() && matches!(slot, Slot::FfnInp | Slot::LOut) => {
                 FaultKind::DropResidual
             }
+            "stale-key" if value.is_empty() && slot == Slot::KRope => FaultKind::StaleKey,
+            "stale-key" => return Err(format!("fault {s:?}: stale-key applies at k_rope")),
             "drop-residual" => {
                 return Err(format!(
                     "fault {s:?}: drop-residual applies at ffn_inp or l_out"
@@ -158,6 +166,8 @@ pub struct Faulty<'a, O: Observer> {
     fault: Option<Fault>,
     inner: &'a mut O,
     stash: Vec<f32>,
+    /// Forward calls seen (each starts at `embd`): 1 is the prompt, later ones decode.
+    calls: usize,
 }
 
 impl<'a, O: Observer> Faulty<'a, O> {
@@ -167,6 +177,7 @@ impl<'a, O: Observer> Faulty<'a, O> {
             fault,
             inner,
             stash: Vec::new(),
+            calls: 0,
         }
     }
 }
@@ -178,10 +189,29 @@ impl<O: Observer> Observer for Faulty<'_, O> {
 
     fn perturb(&mut self, layer: Option<usize>, slot: Slot, data: &mut [f32], width: usize) {
         self.inner.perturb(layer, slot, data, width);
+        if slot == Slot::Embd {
+            self.calls += 1;
+        }
         let Some(f) = self.fault else {
             return;
         };
         if f.layer != layer {
+            return;
+        }
+        if f.kind == FaultKind::StaleKey {
+            if f.slot == slot && data.len() >= width {
+                // Keep this call's last key for the next call, then (decode calls only)
+                // write the previous position's key over each new one, in order.
+                let last = data[data.len() - width..].to_vec();
+                if self.calls > 1 && self.stash.len() == width {
+                    for r in data.chunks_exact_mut(width) {
+                        let own = r.to_vec();
+                        r.copy_from_slice(&self.stash);
+                        self.stash = own;
+                    }
+                }
+                self.stash = last;
+            }
             return;
         }
         if f.residual_source() == Some(slot) {
@@ -205,6 +235,7 @@ mod tests {
             "q@3:zero-channel=7",
             "ffn_up@0:swap-channels=3,9",
             "ffn_inp@3:drop-residual",
+            "k_rope@2:stale-key",
             "logits:negate",
             "attn_out@1:zero-fraction=0.03",
         ] {
@@ -219,6 +250,7 @@ mod tests {
             "nope@1:negate",
             "ffn_down@1",
             "ffn_down@1:zero-fraction=2",
+            "k@1:stale-key",
         ] {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");
         }

@@ -177,6 +177,26 @@ impl OwnedQuantizedModel {
         })
     }
 
+    /// Greedy decoding with an observer on every pass: evaluates `prompt`, then feeds the
+    /// argmax back `n` times through the KV cache, one token a pass. Returns the tokens fed
+    /// and the logits that chose each, plus the logits after the last one (`n + 1` rows).
+    pub fn decode_greedy_observed<O: Observer>(
+        &self,
+        prompt: &[u32],
+        n: usize,
+        obs: &mut O,
+    ) -> Result<(Vec<u32>, Vec<Vec<f32>>), ModelError> {
+        let mut cache = self.new_cache();
+        let mut rows = vec![self.forward_with_cache(prompt, &mut cache, LogitsFor::Last, obs)?];
+        let mut fed = Vec::with_capacity(n);
+        for _ in 0..n {
+            let next = argmax(rows.last().expect("one row")) as u32;
+            fed.push(next);
+            rows.push(self.forward_with_cache(&[next], &mut cache, LogitsFor::Last, obs)?);
+        }
+        Ok((fed, rows))
+    }
+
     /// Greedy generation: evaluates `prompt`, then takes the argmax token `n` times (stopping
     /// after any token in `stop`), feeding each back through the KV cache one at a time.
     pub fn generate_greedy(

@@ -2,6 +2,8 @@
 //! ratios in both scopes, and from full captures cosine, SQNR, NMSE and max |diff|; for the
 //! logits also KL divergence and top-1 agreement per position.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -257,20 +259,94 @@ impl TraceDiff {
     }
 }
 
-/// Judges comparisons of the same two models on several prompts (equal layer and slot
-/// lists): upper bounds on each prompt, gain bands on the mean over all of them. Violations
-/// come in execution order of the slots.
-pub fn judge_set(diffs: &[TraceDiff], limits: &Thresholds) -> Vec<Violation> {
-    let Some(first) = diffs.first() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (index, s) in first.slots.iter().enumerate() {
-        fn at<'a>(d: &'a TraceDiff, index: usize, s: &SlotDiff) -> Option<&'a SlotDiff> {
-            d.slots
-                .get(index)
-                .filter(|x| (x.slot, x.layer) == (s.slot, s.layer))
+/// The worst value of one metric over a set of prompts, and where it was.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Worst {
+    /// The deviation.
+    pub value: f64,
+    /// Index of the prompt.
+    pub prompt: usize,
+    /// The channel, for per-channel metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<usize>,
+}
+
+/// One capture point over a set of prompts: what the limits judge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SlotSummary {
+    /// Layer, or `None` for once-per-pass slots.
+    pub layer: Option<usize>,
+    /// Capture point.
+    pub slot: Slot,
+    /// Mean of (gain - 1) over the prompts.
+    pub gain_mean: f64,
+    /// The worst deviation of every metric over the prompts.
+    pub worst: BTreeMap<Metric, Worst>,
+}
+
+/// Comparisons of the same two models on several prompts, reduced to what is judged: per
+/// slot, the worst of each metric and the mean gain. This is what evidence records keep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SetSummary {
+    /// How many prompts.
+    pub prompts: usize,
+    /// Every capture point, in execution order.
+    pub slots: Vec<SlotSummary>,
+}
+
+/// Reduces comparisons of the same two models (equal slot lists) to a [`SetSummary`].
+pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
+    let mut slots: Vec<SlotSummary> = Vec::new();
+    for (p, d) in diffs.iter().enumerate() {
+        for (i, s) in d.slots.iter().enumerate() {
+            if p == 0 {
+                slots.push(SlotSummary {
+                    layer: s.layer,
+                    slot: s.slot,
+                    gain_mean: 0.0,
+                    worst: BTreeMap::new(),
+                });
+            }
+            let Some(row) = slots.get_mut(i).filter(|r| (r.slot, r.layer) == (s.slot, s.layer))
+            else {
+                continue;
+            };
+            row.gain_mean += (s.gain - 1.0) / diffs.len() as f64;
+            for m in Metric::ALL {
+                let (value, channel) = s.deviation(m);
+                let value = if value.is_nan() { f64::INFINITY } else { value };
+                let w = row.worst.entry(m).or_insert(Worst {
+                    value,
+                    prompt: p,
+                    channel,
+                });
+                if value > w.value {
+                    *w = Worst {
+                        value,
+                        prompt: p,
+                        channel,
+                    };
+                }
+            }
         }
+    }
+    SetSummary {
+        prompts: diffs.len(),
+        slots,
+    }
+}
+
+/// Judges comparisons of the same two models on several prompts: upper bounds on each
+/// prompt, gain bands on the mean over all of them. Violations come in execution order.
+pub fn judge_set(diffs: &[TraceDiff], limits: &Thresholds) -> Vec<Violation> {
+    judge_summary(&summarize(diffs), limits)
+}
+
+/// [`judge_set`] on the reduced form (what a verifier re-judges from a record). An upper
+/// bound is broken on its worst prompt, which the violation names.
+pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (index, s) in summary.slots.iter().enumerate() {
         for (metric, bound) in limits.limits(s.slot, s.layer) {
             let v = |prompt, value, limit, center, channel| Violation {
                 index,
@@ -285,24 +361,28 @@ pub fn judge_set(diffs: &[TraceDiff], limits: &Thresholds) -> Vec<Violation> {
             };
             match bound {
                 Bound::Max(limit) => {
-                    for (p, d) in diffs.iter().enumerate() {
-                        let (value, channel) =
-                            at(d, index, s).map_or((f64::NAN, None), |x| x.deviation(metric));
-                        // NaN never passes.
-                        if !(value <= limit) {
-                            out.push(v(Some(p), value, limit, None, channel));
-                        }
+                    let w = s.worst.get(&metric);
+                    let value = w.map_or(f64::NAN, |w| w.value);
+                    // NaN (a missing metric) never passes.
+                    if !(value <= limit) {
+                        out.push(v(
+                            w.map(|w| w.prompt),
+                            value,
+                            limit,
+                            None,
+                            w.and_then(|w| w.channel),
+                        ));
                     }
                 }
                 Bound::Band { mean, sd } => {
-                    let sum: f64 = diffs
-                        .iter()
-                        .map(|d| at(d, index, s).map_or(f64::NAN, |x| x.signed(metric)))
-                        .sum();
-                    let m = sum / diffs.len() as f64;
-                    let width = limits.band_width(sd, diffs.len());
+                    let m = if metric == Metric::Gain {
+                        s.gain_mean
+                    } else {
+                        f64::NAN
+                    };
+                    let width = limits.band_width(sd, summary.prompts);
                     if !((m - mean).abs() <= width) {
-                        let prompt = (diffs.len() == 1).then_some(0);
+                        let prompt = (summary.prompts == 1).then_some(0);
                         out.push(v(prompt, m, width, Some(mean), None));
                     }
                 }

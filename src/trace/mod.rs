@@ -9,7 +9,10 @@ mod parity;
 mod stats;
 mod types;
 
-pub use diff::{ChannelDiff, LogitsDiff, Metric, SlotDiff, TraceDiff, Violation, diff, judge_set};
+pub use diff::{
+    ChannelDiff, LogitsDiff, Metric, SetSummary, SlotDiff, SlotSummary, TraceDiff, Violation,
+    Worst, diff, judge_set, judge_summary, summarize,
+};
 pub use limits::{Bound, Calibration, Limit, Thresholds, Values, calibrate};
 pub use npy::{npy_bytes, write_npy};
 pub use observer::{CaptureSpec, Captured, TraceObserver};

@@ -1,0 +1,418 @@
+//! Generic checkers, set by params alone, that compare two engines over several prompts:
+//! - `trace_agreement`: every slot of every layer against a calibrated limits table
+//!   (layer-local or end to end), naming the first slot, metric and channel outside it;
+//! - `logits_agreement`: the output distributions, position by position (KL, top-1, top-k);
+//! - `decode_consistency`: greedy steps through the KV cache against a full recomputation
+//!   of each prefix and against the reference engine, step by step.
+//!
+//! Each records what its judge needs and nothing it does not: `trace_agreement` keeps the
+//! per-slot, per-layer table (worst of each metric over the prompts, mean gain).
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::apr::load_apr;
+use super::context::{CheckError, Context, Input, Measured, file_input, model_path, typed_params};
+use super::judge::{Judged, Judgement};
+use super::params::{
+    CanonicalModel, DecodeParams, Engine, LogitsAgreementParams, TraceAgreementParams, Verdicts,
+};
+use crate::model::{
+    AprTransformer, Faulty, NoopObserver, OwnedQuantizedModel, argmax, with_threads,
+};
+use crate::tokenizer::Tokenizer;
+use crate::trace::{SetSummary, Thresholds, TracedForward, compare_models, judge_summary, summarize};
+
+/// The test's model on both engines, and the files read.
+struct Engines {
+    gguf: OwnedQuantizedModel,
+    apr: AprTransformer,
+    tokenizer: Tokenizer,
+    inputs: Vec<Input>,
+}
+
+impl Engines {
+    fn load(ctx: &Context, m: &CanonicalModel) -> Result<Self, CheckError> {
+        let path = model_path(ctx, &m.file)?;
+        (ctx.progress)(&format!("hashing {}", path.display()));
+        let (gguf_input, _) = file_input(&path)?;
+        (ctx.progress)(&format!("loading {}", path.display()));
+        let gguf = OwnedQuantizedModel::open(&path)?;
+        let tokenizer = Tokenizer::from_gguf(gguf.file())?;
+        let (apr, apr_input) = load_apr(ctx, m, &path)?;
+        Ok(Engines {
+            gguf,
+            apr,
+            tokenizer,
+            inputs: vec![gguf_input, apr_input],
+        })
+    }
+
+    fn side(&self, e: Engine) -> &(dyn TracedForward + Sync) {
+        match e {
+            Engine::Gguf => &self.gguf,
+            Engine::Apr => &self.apr,
+        }
+    }
+
+    /// Logits of every position of `tokens` on engine `e`, the fault (if any) on `faulty`.
+    fn logits(
+        &self,
+        e: Engine,
+        tokens: &[u32],
+        fault: Option<crate::model::Fault>,
+    ) -> Result<crate::model::Logits, CheckError> {
+        let mut noop = NoopObserver;
+        let mut obs = Faulty::new(fault, &mut noop);
+        Ok(match e {
+            Engine::Gguf => self.gguf.forward_observed(tokens, &mut obs)?,
+            Engine::Apr => self.apr.forward_observed(tokens, &mut obs)?,
+        })
+    }
+}
+
+fn verdict(v: &Verdicts, passed: bool, report: String) -> Judgement {
+    Judgement {
+        verdict: if passed { &v.pass } else { &v.fail }.clone(),
+        passed,
+        report,
+    }
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(v: &Value, what: &str) -> Result<T, String> {
+    T::deserialize(v).map_err(|e| format!("{what}: {e}"))
+}
+
+/// What `trace_agreement` records.
+#[derive(Serialize, Deserialize)]
+struct TraceMeasurements {
+    /// Tokens per prompt.
+    tokens: Vec<usize>,
+    /// The per-slot table over all prompts.
+    summary: SetSummary,
+}
+
+/// `trace_agreement`: both engines traced on every prompt and compared slot by slot.
+pub fn trace_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
+    let p: TraceAgreementParams = typed_params(p)?;
+    p.check().map_err(CheckError::Params)?;
+    let e = Engines::load(ctx, &p.model)?;
+    let (a, b) = (e.side(p.sides[0]), e.side(p.sides[1]));
+    let mut diffs = Vec::with_capacity(p.prompts.len());
+    let mut tokens = Vec::new();
+    for (i, prompt) in p.prompts.iter().enumerate() {
+        (ctx.progress)(&format!("comparing prompt {}/{}", i + 1, p.prompts.len()));
+        let t = e.tokenizer.encode(prompt)?;
+        tokens.push(t.len());
+        let (fault, mode) = (ctx.fault, p.mode);
+        let d = with_threads(ctx.threads, || {
+            compare_models(a, b, &t, fault, mode, &Thresholds::default())
+        })
+        .map_err(|err| match err {
+            crate::trace::CompareError::Model(m) => CheckError::Model(m),
+            crate::trace::CompareError::Parity(x) => CheckError::Parity(x),
+        })?;
+        diffs.push(d);
+    }
+    let m = TraceMeasurements {
+        tokens,
+        summary: summarize(&diffs),
+    };
+    Ok(Measured {
+        measurements: serde_json::to_value(m).map_err(|e| CheckError::Input(e.to_string()))?,
+        inputs: e.inputs,
+    })
+}
+
+/// `trace_agreement`'s judge: the recorded table against the params' limits.
+pub fn judge_trace_agreement(j: &Judged) -> Result<Judgement, String> {
+    let p: TraceAgreementParams = typed(j.params, "params")?;
+    let m: TraceMeasurements = typed(j.measurements, "measurements")?;
+    if m.summary.prompts != p.prompts.len() || m.tokens.len() != p.prompts.len() {
+        return Err(format!(
+            "measurements cover {} prompts; the params name {}",
+            m.summary.prompts,
+            p.prompts.len()
+        ));
+    }
+    let violations = judge_summary(&m.summary, &p.thresholds);
+    let mut r = format!(
+        "{} vs {}, {} prompts ({} tokens), {} capture points, {}:\n",
+        name(p.sides[0]),
+        name(p.sides[1]),
+        p.prompts.len(),
+        m.tokens.iter().sum::<usize>(),
+        m.summary.slots.len(),
+        match p.mode {
+            crate::trace::CompareMode::Local => "each layer on the reference's input",
+            crate::trace::CompareMode::EndToEnd => "end to end",
+        }
+    );
+    match violations.first() {
+        None => r.push_str("every slot within its calibrated limits\n"),
+        Some(first) => {
+            let _ = writeln!(
+                r,
+                "first outside limits: {} ({} violations in all)",
+                m.summary.slots[first.index]
+                    .layer
+                    .map_or(first.slot.name().to_string(), |l| format!(
+                        "{} at layer {l}",
+                        first.slot.name()
+                    )),
+                violations.len()
+            );
+            for v in violations.iter().filter(|v| v.index == first.index) {
+                let on = v
+                    .prompt
+                    .map_or("mean of all prompts".to_string(), |i| format!("prompt {}", i + 1));
+                let _ = writeln!(r, "  {v} [{on}]");
+            }
+        }
+    }
+    Ok(verdict(&p.verdicts, violations.is_empty(), r))
+}
+
+fn name(e: Engine) -> &'static str {
+    match e {
+        Engine::Gguf => "gguf",
+        Engine::Apr => "apr",
+    }
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+/// KL(p || q) of two logit rows, in nats (NaN logits give NaN).
+fn kl(p: &[f32], q: &[f32]) -> f64 {
+    let (lp, lq) = (log_softmax(p), log_softmax(q));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
+}
+
+/// How many of `row`'s logits are larger than the one at `token`.
+fn rank(row: &[f32], token: usize) -> usize {
+    let v = row[token];
+    row.iter().filter(|&&x| x > v).count()
+}
+
+/// One position's comparison.
+#[derive(Serialize, Deserialize)]
+struct Position {
+    /// KL(reference || under test), nats.
+    kl: f64,
+    /// Whether the argmaxes agree.
+    top1: bool,
+    /// Rank of the tested engine's argmax among the reference's logits (0 = its argmax).
+    rank: usize,
+}
+
+fn position(tested: &[f32], reference: &[f32]) -> Position {
+    let a = argmax(tested);
+    Position {
+        kl: kl(reference, tested),
+        top1: a == argmax(reference),
+        rank: rank(reference, a),
+    }
+}
+
+/// `logits_agreement`: every position of every prompt on both engines.
+pub fn logits_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
+    let p: LogitsAgreementParams = typed_params(p)?;
+    p.check().map_err(CheckError::Params)?;
+    let e = Engines::load(ctx, &p.model)?;
+    let mut prompts = Vec::new();
+    for (i, prompt) in p.prompts.iter().enumerate() {
+        (ctx.progress)(&format!("prompt {}/{}", i + 1, p.prompts.len()));
+        let t = e.tokenizer.encode(prompt)?;
+        let fault = ctx.fault;
+        let (la, lb) = with_threads(ctx.threads, || {
+            Ok::<_, CheckError>((
+                e.logits(p.sides[0], &t, fault)?,
+                e.logits(p.sides[1], &t, None)?,
+            ))
+        })?;
+        let rows: Vec<Position> = (0..la.n_positions())
+            .map(|t| position(la.row(t), lb.row(t)))
+            .collect();
+        prompts.push(rows);
+    }
+    Ok(Measured {
+        measurements: json!({ "positions": prompts }),
+        inputs: e.inputs,
+    })
+}
+
+/// `logits_agreement`'s judge.
+pub fn judge_logits_agreement(j: &Judged) -> Result<Judgement, String> {
+    let p: LogitsAgreementParams = typed(j.params, "params")?;
+    let rows: Vec<Vec<Position>> = typed(
+        j.measurements.get("positions").unwrap_or(&Value::Null),
+        "measurements/positions",
+    )?;
+    if rows.len() != p.prompts.len() || rows.iter().any(|r| r.is_empty()) {
+        return Err(format!(
+            "measurements cover {} prompts; the params name {}",
+            rows.len(),
+            p.prompts.len()
+        ));
+    }
+    let all: Vec<(usize, usize, &Position)> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.iter().enumerate().map(move |(t, x)| (i, t, x)))
+        .collect();
+    let (wi, wt, worst) = all
+        .iter()
+        .copied()
+        .max_by(|a, b| a.2.kl.total_cmp(&b.2.kl))
+        .expect("positions");
+    let top1 = all.iter().filter(|x| x.2.top1).count() as f64 / all.len() as f64;
+    let max_rank = all.iter().map(|x| x.2.rank).max().unwrap_or(0);
+    let kl_ok = worst.kl <= p.max_kl;
+    let top1_ok = top1 >= p.min_top1;
+    let rank_ok = max_rank < p.top_k;
+    let mark = |ok: bool| if ok { "ok" } else { "FAILS" };
+    let report = format!(
+        "{} vs {}, {} prompts, {} positions:\n  max KL {:.4e} nats (prompt {}, position {}) <= {:e}: {}\n  \
+         top-1 agreement {:.3} >= {}: {}\n  worst rank of the tested argmax {} < top_k {}: {}\n",
+        name(p.sides[0]),
+        name(p.sides[1]),
+        p.prompts.len(),
+        all.len(),
+        worst.kl,
+        wi + 1,
+        wt,
+        p.max_kl,
+        mark(kl_ok),
+        top1,
+        p.min_top1,
+        mark(top1_ok),
+        max_rank,
+        p.top_k,
+        mark(rank_ok)
+    );
+    Ok(verdict(&p.verdicts, kl_ok && top1_ok && rank_ok, report))
+}
+
+/// One decode step's comparisons.
+#[derive(Serialize, Deserialize)]
+struct Step {
+    /// KL(recomputed || cached), nats.
+    kl_recompute: f64,
+    /// Whether the cached and recomputed argmaxes agree.
+    top1_recompute: bool,
+    /// KL(reference || cached), nats.
+    kl_reference: f64,
+    /// Whether the reference's argmax is the cached one.
+    top1_reference: bool,
+}
+
+/// `decode_consistency`: per prompt, `steps` greedy steps through the GGUF engine's cache;
+/// each step's logits against the GGUF engine on the whole prefix at once and against the
+/// APR engine on the whole prefix.
+pub fn decode_consistency(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
+    let p: DecodeParams = typed_params(p)?;
+    p.check().map_err(CheckError::Params)?;
+    let e = Engines::load(ctx, &p.model)?;
+    let mut out = Vec::new();
+    for (i, prompt) in p.prompts.iter().enumerate() {
+        (ctx.progress)(&format!("decoding prompt {}/{}", i + 1, p.prompts.len()));
+        let t = e.tokenizer.encode(prompt)?;
+        let fault = ctx.fault;
+        let steps = with_threads(ctx.threads, || -> Result<Vec<Step>, CheckError> {
+            let mut noop = NoopObserver;
+            let mut obs = Faulty::new(fault, &mut noop);
+            let (fed, rows) = e.gguf.decode_greedy_observed(&t, p.steps, &mut obs)?;
+            let mut prefix = t.clone();
+            prefix.extend(&fed);
+            // Step s (1..=steps) is the pass that fed fed[s-1]: its logits follow
+            // prefix[..t.len() + s].
+            let whole = e.gguf.forward(&prefix)?;
+            let reference = e.apr.forward(&prefix)?;
+            Ok((1..rows.len())
+                .map(|s| {
+                    let pos = t.len() + s - 1;
+                    let (c, w, r) = (&rows[s], whole.row(pos), reference.row(pos));
+                    Step {
+                        kl_recompute: kl(w, c),
+                        top1_recompute: argmax(w) == argmax(c),
+                        kl_reference: kl(r, c),
+                        top1_reference: argmax(r) == argmax(c),
+                    }
+                })
+                .collect())
+        })?;
+        out.push(steps);
+    }
+    Ok(Measured {
+        measurements: json!({ "steps": out }),
+        inputs: e.inputs,
+    })
+}
+
+/// `decode_consistency`'s judge.
+pub fn judge_decode_consistency(j: &Judged) -> Result<Judgement, String> {
+    let p: DecodeParams = typed(j.params, "params")?;
+    let rows: Vec<Vec<Step>> = typed(
+        j.measurements.get("steps").unwrap_or(&Value::Null),
+        "measurements/steps",
+    )?;
+    if rows.len() != p.prompts.len() || rows.iter().any(|r| r.len() != p.steps) {
+        return Err(format!(
+            "measurements cover {} prompts x {:?} steps; the params name {} x {}",
+            rows.len(),
+            rows.iter().map(Vec::len).collect::<Vec<_>>(),
+            p.prompts.len(),
+            p.steps
+        ));
+    }
+    let all: Vec<(usize, usize, &Step)> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.iter().enumerate().map(move |(s, x)| (i, s, x)))
+        .collect();
+    let worst = |f: fn(&Step) -> f64| {
+        all.iter()
+            .copied()
+            .max_by(|a, b| f(a.2).total_cmp(&f(b.2)))
+            .map(|(i, s, x)| (f(x), i + 1, s + 1))
+            .expect("steps")
+    };
+    let (kr, kri, krs) = worst(|s| s.kl_recompute);
+    let (kf, kfi, kfs) = worst(|s| s.kl_reference);
+    let rate = |f: fn(&Step) -> bool| all.iter().filter(|x| f(x.2)).count() as f64 / all.len() as f64;
+    let top1_re = rate(|s| s.top1_recompute);
+    let top1_ref = rate(|s| s.top1_reference);
+    let checks = [
+        kr <= p.max_kl_recompute,
+        top1_re >= p.min_top1_recompute,
+        kf <= p.max_kl_reference,
+        top1_ref >= p.min_top1_reference,
+    ];
+    let mark = |ok: bool| if ok { "ok" } else { "FAILS" };
+    let report = format!(
+        "{} prompts x {} greedy steps through the KV cache:\n  vs the whole prefix recomputed: max KL {:.4e} nats \
+         (prompt {kri}, step {krs}) <= {:e}: {}; top-1 agreement {:.3} >= {}: {}\n  vs the APR engine: max KL \
+         {:.4e} nats (prompt {kfi}, step {kfs}) <= {:e}: {}; top-1 agreement {:.3} >= {}: {}\n",
+        p.prompts.len(),
+        p.steps,
+        kr,
+        p.max_kl_recompute,
+        mark(checks[0]),
+        top1_re,
+        p.min_top1_recompute,
+        mark(checks[1]),
+        kf,
+        p.max_kl_reference,
+        mark(checks[2]),
+        top1_ref,
+        p.min_top1_reference,
+        mark(checks[3]),
+    );
+    Ok(verdict(&p.verdicts, checks.iter().all(|&c| c), report))
+}
