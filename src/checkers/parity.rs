@@ -116,14 +116,26 @@ pub fn trace_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError>
         })?;
         diffs.push(d);
     }
-    let m = TraceMeasurements {
-        tokens,
-        summary: summarize(&diffs),
-    };
+    let mut summary = summarize(&diffs);
+    // Four significant digits are plenty for limits given to three, and halve the record.
+    for w in summary.slots.iter_mut().flat_map(|s| s.worst.values_mut()) {
+        w.value = round4(w.value);
+    }
+    for s in &mut summary.slots {
+        s.gain_mean = round4(s.gain_mean);
+    }
+    let m = TraceMeasurements { tokens, summary };
     Ok(Measured {
         measurements: serde_json::to_value(m).map_err(|e| CheckError::Input(e.to_string()))?,
         inputs: e.inputs,
     })
+}
+
+fn round4(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    format!("{v:.3e}").parse().unwrap_or(v)
 }
 
 /// `trace_agreement`'s judge: the recorded table against the params' limits.

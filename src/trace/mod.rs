@@ -74,21 +74,41 @@ pub fn compare_models(
     mode: CompareMode,
     limits: &Thresholds,
 ) -> Result<TraceDiff, CompareError> {
-    let opts = TraceOptions {
-        capture: Some(capture_all()),
-        ..Default::default()
-    };
-    let tb = b.forward_traced_with(tokens, &opts)?;
-    let inputs = (mode == CompareMode::Local).then(|| Arc::new(layer_inputs(&tb.captured)));
-    let ta = a.forward_traced_with(
+    let tb = reference_pass(b, tokens)?;
+    compare_with_reference(a, &tb, fault, mode, limits)
+}
+
+/// The reference side of [`compare_models`]: B traced with every slot captured. It does not
+/// depend on A or on a fault, so it can be reused across many comparisons.
+pub fn reference_pass(b: &dyn TracedForward, tokens: &[u32]) -> Result<Traced, ModelError> {
+    b.forward_traced_with(
         tokens,
         &TraceOptions {
+            capture: Some(capture_all()),
+            ..Default::default()
+        },
+    )
+}
+
+/// The A side of [`compare_models`] against a reference pass over the same tokens.
+pub fn compare_with_reference(
+    a: &dyn TracedForward,
+    tb: &Traced,
+    fault: Option<Fault>,
+    mode: CompareMode,
+    limits: &Thresholds,
+) -> Result<TraceDiff, CompareError> {
+    let inputs = (mode == CompareMode::Local).then(|| Arc::new(layer_inputs(&tb.captured)));
+    let ta = a.forward_traced_with(
+        &tb.trace.tokens,
+        &TraceOptions {
+            capture: Some(capture_all()),
             fault,
             inputs,
-            ..opts.clone()
+            ..Default::default()
         },
     )?;
-    Ok(diff(&ta, &tb, limits)?)
+    Ok(diff(&ta, tb, limits)?)
 }
 
 /// The residual stream entering each layer, from a pass that captured `embd` and `l_out`.
