@@ -28,7 +28,9 @@ fn parity_params(id: &str) -> Value {
     let text = std::fs::read_to_string(common::root().join("contracts/forward-parity-v1.yaml"))
         .expect("contract");
     let c = pv::contract::parse_text("forward-parity-v1.yaml", &text).expect("a valid contract");
-    let t = c.test(id).unwrap_or_else(|| panic!("{id} in forward-parity-v1"));
+    let t = c
+        .test(id)
+        .unwrap_or_else(|| panic!("{id} in forward-parity-v1"));
     assert!(t.required_for_gate, "{id} is gate-required");
     t.params.clone()
 }
@@ -44,8 +46,7 @@ fn setup() -> Option<Setup> {
     let path = common::smollm2()?;
     let gguf = OwnedQuantizedModel::open(&path).unwrap();
     let apr_file = gguf_to_apr(gguf.file(), AprDtype::F32).unwrap().to_bytes();
-    let apr =
-        AprTransformer::load(&pv::apr::AprFile::from_bytes(apr_file).unwrap()).unwrap();
+    let apr = AprTransformer::load(&pv::apr::AprFile::from_bytes(apr_file).unwrap()).unwrap();
     let tok = Tokenizer::from_gguf(gguf.file()).unwrap();
     let params = parity_params("PARITY-001");
     let thresholds: Thresholds = serde_json::from_value(params["thresholds"].clone()).unwrap();
@@ -72,8 +73,14 @@ fn judge(s: &Setup, fault: Option<Fault>) -> (bool, Option<(Slot, Option<usize>)
         .references
         .iter()
         .map(|r| {
-            compare_with_reference(&s.gguf, r, fault, CompareMode::Local, &Thresholds::default())
-                .unwrap()
+            compare_with_reference(
+                &s.gguf,
+                r,
+                fault,
+                CompareMode::Local,
+                &Thresholds::default(),
+            )
+            .unwrap()
         })
         .collect();
     let summary = summarize(&diffs);
@@ -115,7 +122,10 @@ fn faults(full: bool) -> Vec<String> {
             }
         }
     }
-    out.extend(["ffn_inp@3:drop-residual".into(), "l_out@17:drop-residual".into()]);
+    out.extend([
+        "ffn_inp@3:drop-residual".into(),
+        "l_out@17:drop-residual".into(),
+    ]);
     out
 }
 
@@ -124,7 +134,10 @@ fn the_parity_contract_detects_and_localises_injected_faults() {
     let Some(s) = setup() else { return };
     // The intact engine: no alarm on any of the contract's prompts.
     let (passed, first, report) = judge(&s, None);
-    assert!(passed && first.is_none(), "false alarm on the intact model:\n{report}");
+    assert!(
+        passed && first.is_none(),
+        "false alarm on the intact model:\n{report}"
+    );
     let full = std::env::var("PV_FAULT_MATRIX").is_ok_and(|v| v == "full");
     let mut rows = Vec::new();
     let (mut missed, mut misplaced) = (Vec::new(), Vec::new());
@@ -145,7 +158,10 @@ fn the_parity_contract_detects_and_localises_injected_faults() {
                 Some(l) => format!("{}@{l}", s.name()),
                 None => s.name().to_string(),
             });
-            println!("| {spec} | {} | {at} |", if *detected { "H2" } else { "H1 (missed)" });
+            println!(
+                "| {spec} | {} | {at} |",
+                if *detected { "H2" } else { "H1 (missed)" }
+            );
         }
     }
     println!(
@@ -162,7 +178,9 @@ fn the_parity_contract_detects_and_localises_injected_faults() {
 /// caught by PARITY-003 through the checker itself.
 #[test]
 fn a_decode_only_fault_is_caught_by_decode_consistency() {
-    let Some(path) = common::smollm2() else { return };
+    let Some(path) = common::smollm2() else {
+        return;
+    };
     let models = path.parent().unwrap().to_path_buf();
     let params = parity_params("PARITY-003");
     let checker = checkers::find("decode_consistency").unwrap();
@@ -190,5 +208,8 @@ fn a_decode_only_fault_is_caught_by_decode_consistency() {
     // The same fault is invisible to a prompt pass.
     let Some(s) = setup() else { return };
     let (passed, _, report) = judge(&s, Some("k_rope@15:stale-key".parse().unwrap()));
-    assert!(passed, "a decode-only fault changed a prompt pass:\n{report}");
+    assert!(
+        passed,
+        "a decode-only fault changed a prompt pass:\n{report}"
+    );
 }

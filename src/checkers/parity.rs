@@ -23,7 +23,9 @@ use crate::model::{
     AprTransformer, Faulty, NoopObserver, OwnedQuantizedModel, argmax, with_threads,
 };
 use crate::tokenizer::Tokenizer;
-use crate::trace::{SetSummary, Thresholds, TracedForward, compare_models, judge_summary, summarize};
+use crate::trace::{
+    SetSummary, Thresholds, TracedForward, compare_models, judge_summary, summarize,
+};
 
 /// The test's model on both engines, and the files read.
 struct Engines {
@@ -168,18 +170,16 @@ pub fn judge_trace_agreement(j: &Judged) -> Result<Judgement, String> {
             let _ = writeln!(
                 r,
                 "first outside limits: {} ({} violations in all)",
-                m.summary.slots[first.index]
-                    .layer
-                    .map_or(first.slot.name().to_string(), |l| format!(
-                        "{} at layer {l}",
-                        first.slot.name()
-                    )),
+                m.summary.slots[first.index].layer.map_or(
+                    first.slot.name().to_string(),
+                    |l| format!("{} at layer {l}", first.slot.name())
+                ),
                 violations.len()
             );
             for v in violations.iter().filter(|v| v.index == first.index) {
-                let on = v
-                    .prompt
-                    .map_or("mean of all prompts".to_string(), |i| format!("prompt {}", i + 1));
+                let on = v.prompt.map_or("mean of all prompts".to_string(), |i| {
+                    format!("prompt {}", i + 1)
+                });
                 let _ = writeln!(r, "  {v} [{on}]");
             }
         }
@@ -397,7 +397,8 @@ pub fn judge_decode_consistency(j: &Judged) -> Result<Judgement, String> {
     };
     let (kr, kri, krs) = worst(|s| s.kl_recompute);
     let (kf, kfi, kfs) = worst(|s| s.kl_reference);
-    let rate = |f: fn(&Step) -> bool| all.iter().filter(|x| f(x.2)).count() as f64 / all.len() as f64;
+    let rate =
+        |f: fn(&Step) -> bool| all.iter().filter(|x| f(x.2)).count() as f64 / all.len() as f64;
     let top1_re = rate(|s| s.top1_recompute);
     let top1_ref = rate(|s| s.top1_reference);
     let checks = [

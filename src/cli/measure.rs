@@ -51,7 +51,10 @@ pub fn run(a: Args) -> Result<(), CliError> {
     })?;
     let params: serde_json::Value = serde_json::from_str(&a.params)
         .map_err(|e| CliError::input(format!("--params is not JSON: {e}")))?;
-    (checker.check_params)(&params).map_err(|e| CliError::input(format!("--params: {e}")))?;
+    (crate::contract::catalog::find(&a.checker)
+        .expect("registered checkers are in the catalog")
+        .check_params)(&params)
+    .map_err(|e| CliError::input(format!("--params: {e}")))?;
     let threads = if a.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {

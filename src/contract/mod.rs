@@ -5,7 +5,9 @@
 //! pipeline serves `pv validate` (which reports every finding) and the commands that act
 //! on contracts (which refuse a contract with findings).
 
+pub mod catalog;
 pub mod covers;
+pub mod params;
 pub mod report;
 pub mod rules;
 pub mod schema;

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::LoadedContract;
+use super::catalog;
 use super::covers::Covers;
 use super::report::{Finding, Severity};
-use crate::checkers;
 
 struct Sink<'a> {
     out: Vec<Finding>,
@@ -165,7 +165,7 @@ pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>, root: &Path) -> V
                     );
                 }
             }
-            match checkers::find(&t.checker) {
+            match catalog::find(&t.checker) {
                 None => s.push(
                     "unknown-checker",
                     Severity::Error,
@@ -173,7 +173,7 @@ pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>, root: &Path) -> V
                     format!(
                         "`{}` is not a registered checker; registered: {}",
                         t.checker,
-                        checkers::names()
+                        catalog::names()
                     ),
                 ),
                 Some(ch) => {

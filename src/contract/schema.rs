@@ -6,16 +6,16 @@ use std::sync::OnceLock;
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
+use super::catalog::CATALOG;
 use super::report::{Finding, Severity};
 use super::types::Contract;
 use super::yaml::Located;
-use crate::checkers::REGISTRY;
 
 /// The contract schema: the types' schema, with `checker` limited to the registered names
 /// and `params` typed per checker (`if checker = X then params: XParams`).
 pub fn contract_schema() -> Value {
     let mut g = SchemaSettings::draft07().into_generator();
-    let params: Vec<(&str, Value)> = REGISTRY
+    let params: Vec<(&str, Value)> = CATALOG
         .iter()
         .map(|c| (c.name, (c.params_schema)(&mut g).to_value()))
         .collect();
@@ -24,7 +24,7 @@ pub fn contract_schema() -> Value {
     test["properties"]["checker"] = json!({
         "description": "Name of the registered checker that runs the test.",
         "type": "string",
-        "enum": REGISTRY.iter().map(|c| c.name).collect::<Vec<_>>(),
+        "enum": CATALOG.iter().map(|c| c.name).collect::<Vec<_>>(),
     });
     test["allOf"] = Value::Array(
         params
@@ -164,7 +164,7 @@ pub fn validate(file: &str, doc: &Located) -> Vec<Finding> {
                     format!(
                         "{} is not a registered checker; registered: {}",
                         e.instance(),
-                        crate::checkers::names()
+                        super::catalog::names()
                     )
                 } else {
                     e.to_string()

@@ -307,7 +307,9 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
                     worst: BTreeMap::new(),
                 });
             }
-            let Some(row) = slots.get_mut(i).filter(|r| (r.slot, r.layer) == (s.slot, s.layer))
+            let Some(row) = slots
+                .get_mut(i)
+                .filter(|r| (r.slot, r.layer) == (s.slot, s.layer))
             else {
                 continue;
             };
