@@ -216,6 +216,7 @@ fn diff_exit_codes_and_the_first_divergent_slot() {
     let (code, out, _) = pv(&["diff", a, b, "--prompt", "What is 2+2?"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("every slot within the coarse limits"), "{out}");
+    let svg = dir.join("diff.svg");
     let (code, out, _) = pv(&[
         "diff",
         a,
@@ -224,8 +225,17 @@ fn diff_exit_codes_and_the_first_divergent_slot() {
         "What is 2+2?",
         "--min-cosine",
         "1",
+        "--plot",
+        svg.to_str().unwrap(),
     ]);
     assert_eq!(code, 1, "{out}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg") && drawn.trim_end().ends_with("</svg>"));
+    assert!(
+        drawn.contains("first outside limits: "),
+        "the divergence is named in the plot"
+    );
+    assert!(drawn.contains("ffn_down"), "a legend names the slots");
     let line = out
         .lines()
         .find(|l| l.starts_with("first slot outside limits: "))
@@ -236,6 +246,68 @@ fn diff_exit_codes_and_the_first_divergent_slot() {
         "{line}"
     );
     assert!(!out.contains("Some("), "{out}");
+    // Calibrated, layer-local limits: the intact pair is within them on held-out prompts,
+    // and a zeroed channel is named with its slot, layer and channel.
+    let cal = dir.join("cal.txt");
+    std::fs::write(
+        &cal,
+        "# calibration\nWhat is 2+2?\nThe sky is\nOnce upon a time\n",
+    )
+    .unwrap();
+    let held = dir.join("held.txt");
+    std::fs::write(&held, "Hello there\n1, 2, 3,\n").unwrap();
+    let limits = dir.join("limits.yaml");
+    let (code, out, err) = pv(&[
+        "calibrate",
+        a,
+        b,
+        "--local",
+        "--prompts",
+        cal.to_str().unwrap(),
+        "--check",
+        held.to_str().unwrap(),
+        "--margin",
+        "4",
+        "-o",
+        limits.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("false alarms: 0 of 2 held-out prompts"),
+        "{out}"
+    );
+    let table = std::fs::read_to_string(&limits).unwrap();
+    assert!(
+        table.contains("local: true") && table.contains("channel_err:"),
+        "{table}"
+    );
+    let diff = |extra: &[&str]| {
+        let mut args = vec!["diff", a, b, "--prompts", held.to_str().unwrap(), "--local"];
+        args.extend(["--thresholds", limits.to_str().unwrap()]);
+        args.extend(extra);
+        pv(&args)
+    };
+    let (code, out, err) = diff(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("every slot within limits"), "{out}");
+    let (code, out, _) = diff(&["--fault", "v@1:zero-channel=3"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("first slot outside limits: v at layer 1"),
+        "{out}"
+    );
+    assert!(out.contains("(channel 3)"), "{out}");
+    // A table calibrated for one mode is refused for the other.
+    let (code, _, err) = pv(&[
+        "diff",
+        a,
+        b,
+        "-p",
+        "x",
+        "--thresholds",
+        limits.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
     let (code, _, _) = pv(&[
         "diff",
         a,

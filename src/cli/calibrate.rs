@@ -84,7 +84,7 @@ pub fn read_prompts(path: &std::path::Path) -> Result<Vec<String>, CliError> {
 
 /// Runs `pv calibrate`.
 pub fn run(a: Args) -> Result<(), CliError> {
-    if !(a.margin.is_finite() && a.margin >= 1.0) || !(a.floor.is_finite() && a.floor >= 0.0) {
+    if !(a.margin.is_finite() && a.margin >= 1.0 && a.floor.is_finite() && a.floor >= 0.0) {
         return Err(CliError::input("--margin must be >= 1 and --floor >= 0"));
     }
     let (ma, tok, n_layer) = load_traceable(&a.a)?;

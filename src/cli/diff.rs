@@ -49,6 +49,10 @@ pub struct Args {
     /// where the fault is.
     #[arg(long)]
     local: bool,
+    /// Draw per-layer SQNR, cosine gap, gain and worst channel error of every slot to this SVG file, the first
+    /// slot outside the limits marked (the first prompt's comparison).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     /// Output format: text (a table) or json.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -127,6 +131,15 @@ pub fn run(a: Args) -> Result<(), CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     let violations = judge_set(&reports, &limits);
     let report = &reports[0];
+    if let Some(svg) = &a.plot {
+        let title = format!(
+            "{} vs {}{}",
+            a.a.file_name().unwrap_or_default().to_string_lossy(),
+            a.b.file_name().unwrap_or_default().to_string_lossy(),
+            if a.local { " (layer-local)" } else { "" }
+        );
+        super::plot::draw(report, &title, svg)?;
+    }
     match a.format {
         Format::Json if reports.len() == 1 => {
             print_json(&serde_json::to_value(report).map_err(|e| CliError::other(e.to_string()))?)?

@@ -10,6 +10,7 @@ mod inspect;
 mod keygen;
 mod ledger;
 mod measure;
+mod plot;
 mod run;
 mod schema;
 mod tokenize;

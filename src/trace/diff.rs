@@ -366,7 +366,7 @@ pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation
                     let w = s.worst.get(&metric);
                     let value = w.map_or(f64::NAN, |w| w.value);
                     // NaN (a missing metric) never passes.
-                    if !(value <= limit) {
+                    if value.is_nan() || value > limit {
                         out.push(v(
                             w.map(|w| w.prompt),
                             value,
@@ -383,7 +383,8 @@ pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation
                         f64::NAN
                     };
                     let width = limits.band_width(sd, summary.prompts);
-                    if !((m - mean).abs() <= width) {
+                    let off = (m - mean).abs();
+                    if off.is_nan() || off > width {
                         let prompt = (summary.prompts == 1).then_some(0);
                         out.push(v(prompt, m, width, Some(mean), None));
                     }
