@@ -429,3 +429,144 @@ pub fn judge_decode_consistency(j: &Judged) -> Result<Judgement, String> {
     );
     Ok(verdict(&p.verdicts, checks.iter().all(|&c| c), report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Slot;
+    use crate::trace::{Limit, Metric, SlotSummary, Values, Worst};
+    use std::collections::BTreeMap;
+
+    fn params(thresholds: &Thresholds) -> Value {
+        json!({
+            "model": {"file": "m.gguf", "sha256": "0".repeat(64)},
+            "sides": ["gguf", "apr"],
+            "prompts": ["a", "b"],
+            "mode": "local",
+            "thresholds": thresholds,
+            "verdicts": {"pass": "H1", "fail": "H2"},
+        })
+    }
+
+    fn summary(gain_mean: f64, err: f64) -> Value {
+        let worst = BTreeMap::from([(
+            Metric::ChannelErr,
+            Worst {
+                value: err,
+                prompt: 1,
+                channel: Some(7),
+            },
+        )]);
+        let slots = (0..2)
+            .map(|l| SlotSummary {
+                layer: Some(l),
+                slot: Slot::Q,
+                gain_mean: if l == 1 { gain_mean } else { 0.0 },
+                worst: worst.clone(),
+            })
+            .collect();
+        json!({"tokens": [3, 4], "summary": SetSummary { prompts: 2, slots }})
+    }
+
+    #[test]
+    fn trace_agreement_judges_bounds_and_bands_and_names_the_place() {
+        let mut t = Thresholds {
+            local: true,
+            calibration_prompts: 10,
+            ..Default::default()
+        };
+        t.slots.insert(
+            Slot::Q,
+            BTreeMap::from([
+                (Metric::ChannelErr, Limit::Max(Values::Every(0.5))),
+                (
+                    Metric::Gain,
+                    Limit::Band {
+                        mean: Values::PerLayer(vec![0.0, 0.001]),
+                        sd: Values::Every(0.001),
+                    },
+                ),
+            ]),
+        );
+        let p = params(&t);
+        assert_eq!(
+            (crate::contract::catalog::find("trace_agreement")
+                .unwrap()
+                .check_params)(&p),
+            Ok(())
+        );
+        let judge = |m: &Value| {
+            judge_trace_agreement(&Judged {
+                contract_id: "c",
+                params: &p,
+                measurements: m,
+            })
+        };
+        let ok = judge(&summary(0.001, 0.2)).unwrap();
+        assert_eq!(
+            (ok.verdict.as_str(), ok.passed),
+            ("H1", true),
+            "{}",
+            ok.report
+        );
+        // A 2% scale at layer 1: the mean gain leaves its band.
+        let bad = judge(&summary(-0.0196, 0.2)).unwrap();
+        assert_eq!(bad.verdict, "H2");
+        assert!(bad.report.contains("q at layer 1"), "{}", bad.report);
+        // A zeroed channel: named with its channel and prompt.
+        let bad = judge(&summary(0.0, 0.9)).unwrap();
+        assert!(bad.report.contains("q at layer 0") && bad.report.contains("channel 7"));
+        assert!(bad.report.contains("prompt 2"), "{}", bad.report);
+        // Measurements of another prompt count, or malformed, are refused.
+        let mut m = summary(0.0, 0.2);
+        m["tokens"] = json!([3]);
+        assert!(judge(&m).is_err());
+        assert!(judge(&json!({"summary": 1})).is_err());
+    }
+
+    #[test]
+    fn logits_and_decode_judges_check_every_bound() {
+        let p = json!({
+            "model": {"file": "m.gguf", "sha256": "0".repeat(64)},
+            "sides": ["gguf", "apr"], "prompts": ["a"],
+            "max_kl": 0.1, "min_top1": 0.5, "top_k": 2,
+        });
+        let pos = |kl: f64, top1: bool, rank: usize| json!({"kl": kl, "top1": top1, "rank": rank});
+        let judge = |m: Value| {
+            judge_logits_agreement(&Judged {
+                contract_id: "c",
+                params: &p,
+                measurements: &m,
+            })
+            .unwrap()
+        };
+        assert!(judge(json!({"positions": [[pos(0.01, true, 0), pos(0.05, false, 1)]]})).passed);
+        assert!(!judge(json!({"positions": [[pos(0.2, true, 0)]]})).passed);
+        assert!(!judge(json!({"positions": [[pos(0.01, false, 1), pos(0.01, false, 1), pos(0.0, true, 0)]]})).passed);
+        assert!(!judge(json!({"positions": [[pos(0.01, true, 2)]]})).passed);
+        let d = json!({
+            "model": {"file": "m.gguf", "sha256": "0".repeat(64)},
+            "prompts": ["a"], "steps": 2,
+            "max_kl_recompute": 0.01, "min_top1_recompute": 0.5,
+            "max_kl_reference": 0.1, "min_top1_reference": 0.5,
+        });
+        let step = |kr: f64, tr: bool, kf: f64, tf: bool| json!({"kl_recompute": kr, "top1_recompute": tr, "kl_reference": kf, "top1_reference": tf});
+        let judge = |m: Value| {
+            judge_decode_consistency(&Judged {
+                contract_id: "c",
+                params: &d,
+                measurements: &m,
+            })
+        };
+        let good = step(0.001, true, 0.01, true);
+        assert!(
+            judge(json!({"steps": [[good.clone(), good.clone()]]}))
+                .unwrap()
+                .passed
+        );
+        let stale = step(0.5, false, 0.4, false);
+        let r = judge(json!({"steps": [[good.clone(), stale]]})).unwrap();
+        assert!(!r.passed && r.report.contains("step 2"), "{}", r.report);
+        assert!(judge(json!({"steps": [[good]]})).is_err(), "a step missing");
+    }
+}
