@@ -20,7 +20,7 @@ fn the_repository_contracts_validate_clean() {
     let (code, out, err) = pv_in(&common::root(), &["validate"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.ends_with("0 error(s), 0 warning(s)\n"), "{out}");
-    assert!(out.contains("2 file(s) checked"), "{out}");
+    assert!(out.contains("3 file(s) checked"), "{out}");
 }
 
 /// Each directory of `tests/fixtures/contracts` is one case, named for the rule it breaks;

@@ -151,7 +151,10 @@ pub fn judge_trace_agreement(j: &Judged) -> Result<Judgement, String> {
             p.prompts.len()
         ));
     }
-    let violations = judge_summary(&m.summary, &p.thresholds);
+    let violations: Vec<_> = judge_summary(&m.summary, &p.thresholds)
+        .into_iter()
+        .filter(|v| p.judges(v.slot, v.layer))
+        .collect();
     let mut r = format!(
         "{} vs {}, {} prompts ({} tokens), {} capture points, {}:\n",
         name(p.sides[0]),
@@ -522,6 +525,31 @@ mod tests {
         m["tokens"] = json!([3]);
         assert!(judge(&m).is_err());
         assert!(judge(&json!({"summary": 1})).is_err());
+        // Slots and layers narrow what is judged.
+        let mut narrow = p.clone();
+        narrow["layers"] = json!([{"from": 1, "to": 1}]);
+        let j = judge_trace_agreement(&Judged {
+            contract_id: "c",
+            params: &narrow,
+            measurements: &summary(0.0, 0.9),
+        })
+        .unwrap();
+        assert!(j.report.contains("q at layer 1"), "{}", j.report);
+        narrow["slots"] = json!(["k"]);
+        let j = judge_trace_agreement(&Judged {
+            contract_id: "c",
+            params: &narrow,
+            measurements: &summary(0.0, 0.9),
+        })
+        .unwrap();
+        assert!(j.passed, "{}", j.report);
+        narrow["layers"] = json!([{"from": 2, "to": 1}]);
+        assert!(
+            (crate::contract::catalog::find("trace_agreement")
+                .unwrap()
+                .check_params)(&narrow)
+            .is_err()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::{CliError, Format, emit, load_traceable, print_json, spinner};
 use crate::model::with_threads;
 use crate::trace::{
-    Calibration, CompareMode, Metric, Thresholds, TraceDiff, calibrate, compare_models,
+    Calibration, CompareMode, Metric, Thresholds, TraceDiff, calibrate, compare_models, judge_set,
 };
 
 /// Arguments of `pv calibrate`.
@@ -130,12 +130,18 @@ pub fn run(a: Args) -> Result<(), CliError> {
         }
         None => None,
     };
+    // The held-out set judged as a contract judges it: bands on the mean over all prompts.
+    let set_alarms = held.as_ref().map(|h| {
+        let diffs: Vec<TraceDiff> = h.iter().map(|(_, d)| d.clone()).collect();
+        judge_set(&diffs, &table)
+    });
     bar.finish_and_clear();
     let alarms: usize = held
         .iter()
         .flatten()
         .map(|(_, d)| usize::from(d.first_divergent.is_some()))
-        .sum();
+        .sum::<usize>()
+        + usize::from(set_alarms.as_ref().is_some_and(|v| !v.is_empty()));
     let yaml = format!(
         "# pv calibrate{}: {} vs {}, {} layers, {} calibration prompts, margin {}, floor {:e}\n{}",
         if a.local { " --local" } else { "" },
@@ -160,6 +166,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 "prompt": p,
                 "violations": d.violations,
             })).collect::<Vec<_>>()),
+            "check_set_violations": set_alarms,
         }))?,
         Format::Text => {
             let mut o = String::new();
@@ -188,9 +195,14 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     };
                     let _ = writeln!(o, "  held-out {:?}: {status}", crate::fsutil::short(p, 40));
                 }
+                if let Some(first) = set_alarms.iter().flatten().next() {
+                    let _ = writeln!(o, "  all held-out prompts together: FALSE ALARM: {first}");
+                } else {
+                    let _ = writeln!(o, "  all held-out prompts together: ok");
+                }
                 let _ = writeln!(
                     o,
-                    "false alarms: {alarms} of {} held-out prompts",
+                    "false alarms: {alarms} of {} held-out prompts (and the set as a whole)",
                     held.len()
                 );
             }

@@ -134,9 +134,46 @@ pub struct TraceAgreementParams {
     pub mode: crate::trace::CompareMode,
     /// The limits (`pv calibrate`), for the same mode.
     pub thresholds: crate::trace::Thresholds,
+    /// The slots judged (default: every slot the table has limits for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<Vec<Slot>>,
+    /// The layers whose slots are judged: numbers and `{from, to}` ranges (inclusive;
+    /// default: every layer). Once-per-pass slots are judged either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerSpan>>,
     /// What to call a pass and a failure.
     #[serde(default)]
     pub verdicts: Verdicts,
+}
+
+/// One layer, or an inclusive range of layers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum LayerSpan {
+    /// One layer.
+    One(usize),
+    /// `from..=to`.
+    Range {
+        /// First layer.
+        from: usize,
+        /// Last layer (inclusive).
+        to: usize,
+    },
+}
+
+impl TraceAgreementParams {
+    /// Whether the test judges `slot` at `layer`.
+    pub fn judges(&self, slot: Slot, layer: Option<usize>) -> bool {
+        let slot_ok = self.slots.as_ref().is_none_or(|s| s.contains(&slot));
+        let layer_ok = match (layer, &self.layers) {
+            (Some(l), Some(spans)) => spans.iter().any(|s| match *s {
+                LayerSpan::One(x) => x == l,
+                LayerSpan::Range { from, to } => (from..=to).contains(&l),
+            }),
+            _ => true,
+        };
+        slot_ok && layer_ok
+    }
 }
 
 /// `logits_agreement`: the output distributions of two engines, position by position.
@@ -194,6 +231,19 @@ impl TraceAgreementParams {
     pub fn check(&self) -> Result<(), String> {
         if self.sides[0] == self.sides[1] {
             return Err("sides: the two engines must differ".into());
+        }
+        if let Some(LayerSpan::Range { from, to }) = self
+            .layers
+            .iter()
+            .flatten()
+            .find(|s| matches!(s, LayerSpan::Range { from, to } if from > to))
+        {
+            return Err(format!("layers: range from {from} to {to} is empty"));
+        }
+        if self.slots.as_ref().is_some_and(|s| s.is_empty())
+            || self.layers.as_ref().is_some_and(|l| l.is_empty())
+        {
+            return Err("slots and layers, when given, name at least one".into());
         }
         if self.thresholds.local != (self.mode == crate::trace::CompareMode::Local) {
             return Err("thresholds: calibrated for another mode (thresholds.local)".into());

@@ -294,6 +294,12 @@ pub struct SetSummary {
     pub slots: Vec<SlotSummary>,
 }
 
+/// `v`, or `f64::MAX` when it is NaN or infinite: a summary is recorded as JSON, which has
+/// no NaN or infinity, and a non-finite deviation must still break every limit.
+fn finite(v: f64) -> f64 {
+    if v.is_finite() { v } else { f64::MAX }
+}
+
 /// Reduces comparisons of the same two models (equal slot lists) to a [`SetSummary`].
 pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
     let mut slots: Vec<SlotSummary> = Vec::new();
@@ -313,10 +319,10 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
             else {
                 continue;
             };
-            row.gain_mean += (s.gain - 1.0) / diffs.len() as f64;
+            row.gain_mean = finite(row.gain_mean + (s.gain - 1.0) / diffs.len() as f64);
             for m in Metric::ALL {
                 let (value, channel) = s.deviation(m);
-                let value = if value.is_nan() { f64::INFINITY } else { value };
+                let value = finite(value);
                 let w = row.worst.entry(m).or_insert(Worst {
                     value,
                     prompt: p,

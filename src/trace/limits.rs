@@ -214,11 +214,11 @@ impl Thresholds {
     pub fn to_yaml(&self, indent: usize) -> String {
         let pad = " ".repeat(indent);
         let list = |v: &Values| match v {
-            Values::Every(x) => format!("{x:e}"),
+            Values::Every(x) => yaml_float(*x),
             Values::PerLayer(v) => format!(
                 "[{}]",
                 v.iter()
-                    .map(|x| format!("{x:e}"))
+                    .map(|&x| yaml_float(x))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -242,6 +242,24 @@ impl Thresholds {
         }
         o
     }
+}
+
+/// `x` in exponent form that YAML 1.1 readers also take for a float (a point in the
+/// mantissa, a signed exponent: `2.48e-3`, `1.0e+0`); YAML 1.2 reads it the same.
+fn yaml_float(x: f64) -> String {
+    let s = format!("{x:e}");
+    let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+    let m = if m.contains('.') || !m.chars().any(|c| c.is_ascii_digit()) {
+        m.to_string()
+    } else {
+        format!("{m}.0")
+    };
+    let e = if e.starts_with('-') {
+        e.to_string()
+    } else {
+        format!("+{e}")
+    };
+    format!("{m}e{e}")
 }
 
 /// How [`calibrate`] turns the intact pair's noise into limits.
@@ -349,6 +367,19 @@ fn round_signed(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_floats_read_back_in_yaml_1_1_form() {
+        for (x, want) in [
+            (1e-6, "1.0e-6"),
+            (0.00248, "2.48e-3"),
+            (1.0, "1.0e+0"),
+            (-3.5e7, "-3.5e+7"),
+        ] {
+            assert_eq!(yaml_float(x), want);
+            assert_eq!(want.parse::<f64>().unwrap(), x);
+        }
+    }
 
     #[test]
     fn rounding_goes_up_to_three_digits() {
