@@ -86,7 +86,10 @@ pub fn flag(v: &Value, ptr: &str) -> Result<bool, String> {
 
 /// Checks that a recorded field agrees with what the judge recomputed from the raw numbers.
 pub fn agrees(what: &str, recorded: f64, recomputed: f64) -> Result<(), String> {
-    if recorded.to_bits() == recomputed.to_bits() || (recorded.is_nan() && recomputed.is_nan()) {
+    // JSON has no NaN or infinity: serde_json records any non-finite number as null, which
+    // `num` reads back as NaN.
+    if recorded.to_bits() == recomputed.to_bits() || (recorded.is_nan() && !recomputed.is_finite())
+    {
         Ok(())
     } else {
         Err(format!(

@@ -137,7 +137,13 @@ fn round4(v: f64) -> f64 {
     if v == 0.0 || !v.is_finite() {
         return v;
     }
-    format!("{v:.3e}").parse().unwrap_or(v)
+    // Rounding up near f64::MAX (the summary's stand-in for a non-finite deviation) would
+    // overflow to infinity, which JSON cannot hold.
+    format!("{v:.3e}")
+        .parse()
+        .ok()
+        .filter(|r: &f64| r.is_finite())
+        .unwrap_or(v)
 }
 
 /// `trace_agreement`'s judge: the recorded table against the params' limits.
@@ -550,6 +556,12 @@ mod tests {
                 .check_params)(&narrow)
             .is_err()
         );
+    }
+
+    #[test]
+    fn rounding_keeps_the_non_finite_stand_in_finite() {
+        assert_eq!(round4(f64::MAX), f64::MAX);
+        assert_eq!(round4(0.00123456), 0.001235);
     }
 
     #[test]
