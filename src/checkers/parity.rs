@@ -24,7 +24,7 @@ use crate::model::{
 };
 use crate::tokenizer::Tokenizer;
 use crate::trace::{
-    SetSummary, Thresholds, TracedForward, compare_models, judge_summary, summarize,
+    SetSummary, Thresholds, TracedForward, compare_models, judge_summary, kl_divergence, summarize,
 };
 
 /// The test's model on both engines, and the files read.
@@ -203,18 +203,6 @@ fn name(e: Engine) -> &'static str {
     }
 }
 
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-    x.iter().map(|&v| v as f64 - lse).collect()
-}
-
-/// KL(p || q) of two logit rows, in nats (NaN logits give NaN).
-fn kl(p: &[f32], q: &[f32]) -> f64 {
-    let (lp, lq) = (log_softmax(p), log_softmax(q));
-    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
-}
-
 /// How many of `row`'s logits are larger than the one at `token`.
 fn rank(row: &[f32], token: usize) -> usize {
     let v = row[token];
@@ -235,7 +223,7 @@ struct Position {
 fn position(tested: &[f32], reference: &[f32]) -> Position {
     let a = argmax(tested);
     Position {
-        kl: kl(reference, tested),
+        kl: kl_divergence(reference, tested),
         top1: a == argmax(reference),
         rank: rank(reference, a),
     }
@@ -360,9 +348,9 @@ pub fn decode_consistency(p: &Value, ctx: &Context) -> Result<Measured, CheckErr
                     let pos = t.len() + s - 1;
                     let (c, w, r) = (&rows[s], whole.row(pos), reference.row(pos));
                     Step {
-                        kl_recompute: kl(w, c),
+                        kl_recompute: kl_divergence(w, c),
                         top1_recompute: argmax(w) == argmax(c),
-                        kl_reference: kl(r, c),
+                        kl_reference: kl_divergence(r, c),
                         top1_reference: argmax(r) == argmax(c),
                     }
                 })

@@ -500,11 +500,16 @@ fn log_softmax(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64 - lse).collect()
 }
 
+/// KL(softmax(p) || softmax(q)) of two logit rows, in nats, summed in f64.
+pub fn kl_divergence(p: &[f32], q: &[f32]) -> f64 {
+    let (lp, lq) = (log_softmax(p), log_softmax(q));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
+}
+
 fn logits_diff(a: &Logits, b: &Logits) -> LogitsDiff {
     let (mut kl, mut top1) = (Vec::new(), Vec::new());
     for t in 0..a.n_positions() {
-        let (la, lb) = (log_softmax(a.row(t)), log_softmax(b.row(t)));
-        kl.push(la.iter().zip(&lb).map(|(p, q)| p.exp() * (p - q)).sum());
+        kl.push(kl_divergence(a.row(t), b.row(t)));
         top1.push(argmax(a.row(t)) == argmax(b.row(t)));
     }
     LogitsDiff {

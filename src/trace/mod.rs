@@ -11,7 +11,7 @@ mod types;
 
 pub use diff::{
     ChannelDiff, LogitsDiff, Metric, SetSummary, SlotDiff, SlotSummary, TraceDiff, Violation,
-    Worst, diff, judge_set, judge_summary, summarize,
+    Worst, diff, judge_set, judge_summary, kl_divergence, summarize,
 };
 pub use limits::{Bound, Calibration, Limit, Thresholds, Values, calibrate};
 pub use npy::{npy_bytes, write_npy};
