@@ -210,6 +210,8 @@ fn contract() -> impl Strategy<Value = Contract> {
                     depends_on: vec![],
                     covers: vec!["Cargo.toml".into()],
                 },
+                models: Default::default(),
+                prompt_sets: Default::default(),
                 equations: eqs
                     .into_iter()
                     .map(|(k, (formula, where_))| {

@@ -135,6 +135,167 @@ fn a_fix_must_cite_the_contract_and_the_recorded_hypothesis() {
     assert!(e.to_string().contains("--cite"), "{e}");
 }
 
+/// A contract naming its models and prompts once, and tests whose sides are model files of
+/// their own: two GGUF files on one engine, and a GGUF against an APR file that is no GGUF's
+/// sibling. The record reads every file, is canonical only while every pin holds, and
+/// reports each side by its file.
+#[test]
+fn sides_as_two_model_files_named_once_in_the_contract() {
+    let repo = SynRepo::new("sides");
+    std::fs::copy(repo.models.join("syn.gguf"), repo.models.join("copy.gguf")).unwrap();
+    let q8 = pv::gguf::GgufFile::open(&repo.models.join("syn.gguf")).unwrap();
+    pv::model::gguf_to_apr(&q8, pv::model::AprDtype::F32)
+        .unwrap()
+        .write(&repo.models.join("reference.apr"))
+        .unwrap();
+    let sha = |f: &str| pv::evidence::sha256_file(&repo.models.join(f)).unwrap();
+    let write = |copy_pin: &str, reference: &str| {
+        let text = format!(
+            "# yaml-language-server: $schema=../schemas/contract.schema.json
+metadata:
+  id: pair-v1
+  version: 1.0.0
+  title: Two files
+  description: Sides as model files.
+  status: ACTIVE
+  created: 2026-11-27
+  authors: [tests]
+  covers: [engine/**]
+models:
+  q8: {{file: syn.gguf, sha256: {}}}
+  copy: {{file: copy.gguf, sha256: {copy_pin}}}
+  reference: {{file: reference.apr, sha256: {}}}
+prompt_sets:
+  two: [\"What is 2+2?\", \"Hello, world\"]
+proof_obligations:
+  - id: PO-PAIR-001
+    type: bound
+    property: the engines agree up to Q8_0 quantization
+    tolerance:
+      limits: {{max_kl: 0.01, min_top1: 0.75}}
+  - id: PO-PAIR-002
+    type: bound
+    property: every capture point agrees
+falsification_tests:
+  - id: PAIR-001
+    rule: logits agree
+    prediction: H1
+    obligations: [PO-PAIR-001]
+    checker: logits_agreement
+    params:
+      model: q8
+      sides: [{{engine: gguf, model: copy}}, {{engine: apr, model: reference}}]
+      prompts: two
+      max_kl: 0.01
+      min_top1: 0.75
+      top_k: 2
+      verdicts: {{pass: H1, fail: H2}}
+    if_fails: bisect
+    required_for_gate: false
+  - id: PAIR-002
+    rule: every capture point agrees
+    prediction: H1
+    obligations: [PO-PAIR-002]
+    checker: trace_agreement
+    params:
+      model: q8
+      sides: [{{engine: gguf, model: copy}}, {reference}]
+      prompts: two
+      mode: end_to_end
+      thresholds:
+        slots:
+          attn_norm: {{cosine_gap: 1.0e-12}}
+          q: {{cosine_gap: 1.0e-12}}
+          l_out: {{cosine_gap: 1.0e-12}}
+      verdicts: {{pass: H1, fail: H2}}
+    if_fails: bisect
+    required_for_gate: false
+",
+            sha("syn.gguf"),
+            sha("reference.apr"),
+        );
+        std::fs::write(repo.root.join("contracts/pair-v1.yaml"), text).unwrap();
+    };
+    // Two GGUF files (the same bytes) on one engine: every slot identical.
+    write(&sha("copy.gguf"), "gguf");
+    let (code, out, err) = repo.pv(&["validate"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 file(s) checked"), "{out}");
+    let d = repo.discharge_test("PAIR-002", None).unwrap();
+    assert_eq!(d.outcome.verdict, "H1", "{}", d.outcome.report);
+    assert!(d.outcome.canonical);
+    assert!(
+        d.outcome
+            .report
+            .starts_with("gguf:copy.gguf vs gguf, 2 prompts"),
+        "{}",
+        d.outcome.report
+    );
+    // The GGUF copy against the named APR file: no quantized path meets 1e-12, and the first
+    // capture point past the embedding's exact rows is named.
+    write(&sha("copy.gguf"), "{engine: apr, model: reference}");
+    let d = repo.discharge_test("PAIR-002", None).unwrap();
+    assert_eq!(d.outcome.verdict, "H2", "{}", d.outcome.report);
+    assert!(
+        d.outcome
+            .report
+            .contains("first outside limits: q at layer 0"),
+        "{}",
+        d.outcome.report
+    );
+    // One side's file pinned to another digest: the run is not on the contract's models.
+    write(&"ab".repeat(32), "{engine: apr, model: reference}");
+    let d = repo.discharge_test("PAIR-001", None).unwrap();
+    assert!(d.outcome.passed && !d.outcome.canonical);
+    assert_eq!(d.to, Status::AlgorithmLevelDischarged);
+
+    // Pinned as the files are: the run is.
+    write(&sha("copy.gguf"), "{engine: apr, model: reference}");
+    let d = repo.discharge_test("PAIR-001", None).unwrap();
+    assert!(
+        d.outcome.passed && d.outcome.canonical,
+        "{}",
+        d.outcome.report
+    );
+    assert!(
+        d.outcome
+            .report
+            .starts_with("gguf:copy.gguf vs apr:reference.apr, 2 prompts"),
+        "{}",
+        d.outcome.report
+    );
+    let read: Vec<String> = d.outcome.inputs.iter().map(|i| i.name.clone()).collect();
+    for f in ["syn.gguf", "copy.gguf", "reference.apr"] {
+        assert!(read.iter().any(|n| n.ends_with(f)), "{f} not in {read:?}");
+    }
+    assert_eq!(
+        (d.from, d.to),
+        (Status::AlgorithmLevelDischarged, Status::Discharged)
+    );
+
+    // A side whose engine cannot run its file is refused.
+    let text = std::fs::read_to_string(repo.root.join("contracts/pair-v1.yaml")).unwrap();
+    std::fs::write(
+        repo.root.join("contracts/pair-v1.yaml"),
+        text.replace(
+            "{engine: apr, model: reference}]",
+            "{engine: gguf, model: reference}]",
+        ),
+    )
+    .unwrap();
+    let e = repo
+        .discharge_test("PAIR-001", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("engine gguf runs .gguf files, not reference.apr"),
+        "{e}"
+    );
+    let (code, out, _) = repo.pv(&["validate"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error[bad-params]"), "{out}");
+}
+
 #[test]
 fn a_missing_model_is_exit_2_naming_the_file_and_how_to_get_it() {
     let repo = SynRepo::new("missing");

@@ -113,14 +113,32 @@ pub fn pinned_model(params: &Value) -> Option<CanonicalModel> {
         .and_then(|m| CanonicalModel::deserialize(m).ok())
 }
 
-/// Whether a run was on the contract's canonical model: the sha256 of the file named
-/// `params.model.file` (as `digest_of(file name)` gives it) equals the pin. A test that pins
-/// no model is always canonical.
-pub fn canonical(params: &Value, digest_of: impl Fn(&str) -> Option<String>) -> bool {
-    match pinned_model(params) {
-        None => true,
-        Some(m) => digest_of(&m.file).is_some_and(|d| d == m.sha256),
+/// Every file a test's params pin, as (file, sha256): the test's `model`, and the model of
+/// each side that names its own file.
+pub fn pinned_files(params: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = pinned_model(params)
+        .map(|m| (m.file, m.sha256))
+        .into_iter()
+        .collect();
+    let sides = params.get("sides").and_then(Value::as_array);
+    for side in sides.into_iter().flatten() {
+        if let Some(m) = side
+            .get("model")
+            .and_then(|m| params::ModelPin::deserialize(m).ok())
+        {
+            out.push((m.file, m.sha256));
+        }
     }
+    out
+}
+
+/// Whether a run was on the contract's canonical models: the sha256 of every file the
+/// params pin (as `digest_of(file name)` gives it) equals its pin. A test that pins no
+/// model is always canonical.
+pub fn canonical(params: &Value, digest_of: impl Fn(&str) -> Option<String>) -> bool {
+    pinned_files(params)
+        .iter()
+        .all(|(file, sha)| digest_of(file).is_some_and(|d| &d == sha))
 }
 
 /// The sha256 an input list gives a file name (inputs are named by path; the last path

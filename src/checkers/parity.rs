@@ -17,8 +17,10 @@ use super::apr::load_apr;
 use super::context::{CheckError, Context, Input, Measured, file_input, model_path, typed_params};
 use super::judge::{Judged, Judgement};
 use super::params::{
-    CanonicalModel, DecodeParams, Engine, LogitsAgreementParams, TraceAgreementParams, Verdicts,
+    CanonicalModel, DecodeParams, Engine, LogitsAgreementParams, Side, TraceAgreementParams,
+    Verdicts,
 };
+use crate::apr::AprFile;
 use crate::model::{
     AprTransformer, Faulty, NoopObserver, OwnedQuantizedModel, argmax, with_threads,
 };
@@ -27,50 +29,86 @@ use crate::trace::{
     SetSummary, Thresholds, TracedForward, compare_models, judge_summary, kl_divergence, summarize,
 };
 
-/// The test's model on both engines, and the files read.
-struct Engines {
-    gguf: OwnedQuantizedModel,
-    apr: AprTransformer,
-    tokenizer: Tokenizer,
-    inputs: Vec<Input>,
+/// An engine loaded with its model.
+enum Loaded {
+    Gguf(OwnedQuantizedModel),
+    Apr(AprTransformer),
 }
 
-impl Engines {
-    fn load(ctx: &Context, m: &CanonicalModel) -> Result<Self, CheckError> {
-        let path = model_path(ctx, &m.file)?;
-        (ctx.progress)(&format!("hashing {}", path.display()));
-        let (gguf_input, _) = file_input(&path)?;
-        (ctx.progress)(&format!("loading {}", path.display()));
-        let gguf = OwnedQuantizedModel::open(&path)?;
-        let tokenizer = Tokenizer::from_gguf(gguf.file())?;
-        let (apr, apr_input) = load_apr(ctx, m, &path)?;
-        Ok(Engines {
-            gguf,
-            apr,
-            tokenizer,
-            inputs: vec![gguf_input, apr_input],
-        })
-    }
-
-    fn side(&self, e: Engine) -> &(dyn TracedForward + Sync) {
-        match e {
-            Engine::Gguf => &self.gguf,
-            Engine::Apr => &self.apr,
+impl Loaded {
+    fn traced(&self) -> &(dyn TracedForward + Sync) {
+        match self {
+            Loaded::Gguf(m) => m,
+            Loaded::Apr(m) => m,
         }
     }
 
-    /// Logits of every position of `tokens` on engine `e`, the fault (if any) on `faulty`.
+    /// Logits of every position of `tokens`, with `fault` (if any) injected.
     fn logits(
         &self,
-        e: Engine,
         tokens: &[u32],
         fault: Option<crate::model::Fault>,
     ) -> Result<crate::model::Logits, CheckError> {
         let mut noop = NoopObserver;
         let mut obs = Faulty::new(fault, &mut noop);
-        Ok(match e {
-            Engine::Gguf => self.gguf.forward_observed(tokens, &mut obs)?,
-            Engine::Apr => self.apr.forward_observed(tokens, &mut obs)?,
+        Ok(match self {
+            Loaded::Gguf(m) => m.forward_observed(tokens, &mut obs)?,
+            Loaded::Apr(m) => m.forward_observed(tokens, &mut obs)?,
+        })
+    }
+}
+
+/// The two sides of a comparison, the tokenizer of the test's model, and the files read.
+struct Sides {
+    sides: [Loaded; 2],
+    tokenizer: Tokenizer,
+    inputs: Vec<Input>,
+}
+
+impl Sides {
+    fn load(ctx: &Context, m: &CanonicalModel, sides: &[Side; 2]) -> Result<Self, CheckError> {
+        let path = model_path(ctx, &m.file)?;
+        (ctx.progress)(&format!("hashing {}", path.display()));
+        let (input, _) = file_input(&path)?;
+        let mut inputs = vec![input];
+        let file =
+            crate::gguf::GgufFile::open(&path).map_err(|e| CheckError::Input(e.to_string()))?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let mut load = |side: &Side| -> Result<Loaded, CheckError> {
+            let (loaded, input) = match side {
+                Side::Engine(Engine::Gguf) => {
+                    (ctx.progress)(&format!("loading {}", path.display()));
+                    (Loaded::Gguf(OwnedQuantizedModel::open(&path)?), None)
+                }
+                Side::Engine(Engine::Apr) => {
+                    let (apr, input) = load_apr(ctx, m, &path)?;
+                    (Loaded::Apr(apr), Some(input))
+                }
+                Side::File { engine, model } => {
+                    let p = model_path(ctx, &model.file)?;
+                    (ctx.progress)(&format!("loading {}", p.display()));
+                    let (input, _) = file_input(&p)?;
+                    let loaded = match engine {
+                        Engine::Gguf => Loaded::Gguf(OwnedQuantizedModel::open(&p)?),
+                        Engine::Apr => {
+                            let f =
+                                AprFile::open(&p).map_err(|e| CheckError::Input(e.to_string()))?;
+                            Loaded::Apr(AprTransformer::load(&f)?)
+                        }
+                    };
+                    (loaded, Some(input))
+                }
+            };
+            if let Some(i) = input.filter(|i| !inputs.contains(i)) {
+                inputs.push(i);
+            }
+            Ok(loaded)
+        };
+        let sides = [load(&sides[0])?, load(&sides[1])?];
+        Ok(Sides {
+            sides,
+            tokenizer,
+            inputs,
         })
     }
 }
@@ -100,8 +138,8 @@ struct TraceMeasurements {
 pub fn trace_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: TraceAgreementParams = typed_params(p)?;
     p.check().map_err(CheckError::Params)?;
-    let e = Engines::load(ctx, &p.model)?;
-    let (a, b) = (e.side(p.sides[0]), e.side(p.sides[1]));
+    let e = Sides::load(ctx, &p.model, &p.sides)?;
+    let (a, b) = (e.sides[0].traced(), e.sides[1].traced());
     let mut diffs = Vec::with_capacity(p.prompts.len());
     let mut tokens = Vec::new();
     for (i, prompt) in p.prompts.iter().enumerate() {
@@ -163,8 +201,8 @@ pub fn judge_trace_agreement(j: &Judged) -> Result<Judgement, String> {
         .collect();
     let mut r = format!(
         "{} vs {}, {} prompts ({} tokens), {} capture points, {}:\n",
-        name(p.sides[0]),
-        name(p.sides[1]),
+        p.sides[0].label(),
+        p.sides[1].label(),
         p.prompts.len(),
         m.tokens.iter().sum::<usize>(),
         m.summary.slots.len(),
@@ -194,13 +232,6 @@ pub fn judge_trace_agreement(j: &Judged) -> Result<Judgement, String> {
         }
     }
     Ok(verdict(&p.verdicts, violations.is_empty(), r))
-}
-
-fn name(e: Engine) -> &'static str {
-    match e {
-        Engine::Gguf => "gguf",
-        Engine::Apr => "apr",
-    }
 }
 
 /// How many of `row`'s logits are larger than the one at `token`.
@@ -233,17 +264,14 @@ fn position(tested: &[f32], reference: &[f32]) -> Position {
 pub fn logits_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: LogitsAgreementParams = typed_params(p)?;
     p.check().map_err(CheckError::Params)?;
-    let e = Engines::load(ctx, &p.model)?;
+    let e = Sides::load(ctx, &p.model, &p.sides)?;
     let mut prompts = Vec::new();
     for (i, prompt) in p.prompts.iter().enumerate() {
         (ctx.progress)(&format!("prompt {}/{}", i + 1, p.prompts.len()));
         let t = e.tokenizer.encode(prompt)?;
         let fault = ctx.fault;
         let (la, lb) = with_threads(ctx.threads, || {
-            Ok::<_, CheckError>((
-                e.logits(p.sides[0], &t, fault)?,
-                e.logits(p.sides[1], &t, None)?,
-            ))
+            Ok::<_, CheckError>((e.sides[0].logits(&t, fault)?, e.sides[1].logits(&t, None)?))
         })?;
         let rows: Vec<Position> = (0..la.n_positions())
             .map(|t| position(la.row(t), lb.row(t)))
@@ -289,8 +317,8 @@ pub fn judge_logits_agreement(j: &Judged) -> Result<Judgement, String> {
     let report = format!(
         "{} vs {}, {} prompts, {} positions:\n  max KL {:.4e} nats (prompt {}, position {}) <= {:e}: {}\n  \
          top-1 agreement {:.3} >= {}: {}\n  worst rank of the tested argmax {} < top_k {}: {}\n",
-        name(p.sides[0]),
-        name(p.sides[1]),
+        p.sides[0].label(),
+        p.sides[1].label(),
         p.prompts.len(),
         all.len(),
         worst.kl,
@@ -327,7 +355,16 @@ struct Step {
 pub fn decode_consistency(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: DecodeParams = typed_params(p)?;
     p.check().map_err(CheckError::Params)?;
-    let e = Engines::load(ctx, &p.model)?;
+    let e = Sides::load(
+        ctx,
+        &p.model,
+        &[Side::Engine(Engine::Gguf), Side::Engine(Engine::Apr)],
+    )?;
+    let [Loaded::Gguf(gguf), Loaded::Apr(apr)] = &e.sides else {
+        return Err(CheckError::Input(
+            "decode_consistency runs gguf against apr".into(),
+        ));
+    };
     let mut out = Vec::new();
     for (i, prompt) in p.prompts.iter().enumerate() {
         (ctx.progress)(&format!("decoding prompt {}/{}", i + 1, p.prompts.len()));
@@ -336,13 +373,13 @@ pub fn decode_consistency(p: &Value, ctx: &Context) -> Result<Measured, CheckErr
         let steps = with_threads(ctx.threads, || -> Result<Vec<Step>, CheckError> {
             let mut noop = NoopObserver;
             let mut obs = Faulty::new(fault, &mut noop);
-            let (fed, rows) = e.gguf.decode_greedy_observed(&t, p.steps, &mut obs)?;
+            let (fed, rows) = gguf.decode_greedy_observed(&t, p.steps, &mut obs)?;
             let mut prefix = t.clone();
             prefix.extend(&fed);
             // Step s (1..=steps) is the pass that fed fed[s-1]: its logits follow
             // prefix[..t.len() + s].
-            let whole = e.gguf.forward(&prefix)?;
-            let reference = e.apr.forward(&prefix)?;
+            let whole = gguf.forward(&prefix)?;
+            let reference = apr.forward(&prefix)?;
             Ok((1..rows.len())
                 .map(|s| {
                     let pos = t.len() + s - 1;

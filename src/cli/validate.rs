@@ -26,7 +26,9 @@ Checks, in order: YAML (duplicate keys, size/depth/alias budget), the JSON Schem
 (schemas/contract.schema.json: every error, with its path), then the semantic rules: \
 unique ids across contracts, references that resolve, no depends_on cycle, registered \
 checkers with params that type-check, covers patterns that compile and match files (and \
-are present for every gate-required test of an ACTIVE contract). Every finding carries a stable rule id.
+are present for every gate-required test of an ACTIVE contract), names in the models and \
+prompt_sets tables that resolve and are used, and obligations and params that state the same \
+limits. Every finding carries a stable rule id.
 
 Exit status: 0 clean (warnings allowed), 1 findings, 2 usage or I/O error.
 
@@ -34,10 +36,10 @@ Examples:
   pv validate
   pv validate contracts/trace-ffn-sub-block-gguf-v1.yaml --format github")]
 pub struct Args {
-    /// Contract files or directories (searched for *.yaml, *.yml).
-    #[arg(default_value = "contracts")]
+    /// Contract files or directories (searched for *.yaml, *.yml); default: ROOT/contracts.
     paths: Vec<PathBuf>,
-    /// The repository root `covers` patterns are relative to.
+    /// The repository root `covers` patterns are relative to (and whose `contracts/` is
+    /// checked when no path is given).
     #[arg(long, default_value = ".")]
     root: PathBuf,
     /// Output format.
@@ -47,7 +49,17 @@ pub struct Args {
 
 /// Runs `pv validate`.
 pub fn run(a: Args) -> Result<(), CliError> {
-    let (report, _) = contract::validate(&a.paths, &a.root).map_err(|e| match e {
+    let paths = if a.paths.is_empty() {
+        // Shown as `contracts/x.yaml` when run at the root, as before.
+        vec![if a.root == std::path::Path::new(".") {
+            PathBuf::from("contracts")
+        } else {
+            a.root.join("contracts")
+        }]
+    } else {
+        a.paths.clone()
+    };
+    let (report, _) = contract::validate(&paths, &a.root).map_err(|e| match e {
         ContractError::Io { .. } => CliError::input(e.to_string()),
         ContractError::Invalid(_) => CliError::other(e.to_string()),
     })?;

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod covers;
 pub mod params;
+pub mod refs;
 pub mod report;
 pub mod rules;
 pub mod schema;
@@ -170,7 +171,8 @@ fn load_one(path: &Path) -> Result<(Option<LoadedContract>, Vec<Finding>), Contr
     }
 }
 
-/// YAML (under the budget), the schema, then the types: the contract with its positions, or
+/// YAML (under the budget), the names of the `models` and `prompt_sets` tables resolved,
+/// the schema, then the types: the contract with its positions, or
 /// the findings that stop it. No file-system rule is applied.
 fn parse_located(display: &str, text: &str) -> Result<(yaml::Located, Contract), Vec<Finding>> {
     let at = |rule, line, column, message| Finding {
@@ -182,8 +184,12 @@ fn parse_located(display: &str, text: &str) -> Result<(yaml::Located, Contract),
         pointer: String::new(),
         message,
     };
-    let doc =
+    let mut doc =
         yaml::parse(text).map_err(|e| vec![at(e.rule, e.pos.line, e.pos.column, e.message)])?;
+    let unresolved = refs::resolve(display, &mut doc);
+    if !unresolved.is_empty() {
+        return Err(unresolved);
+    }
     let schema_findings = schema::validate(display, &doc);
     if !schema_findings.is_empty() {
         return Err(schema_findings);

@@ -21,6 +21,50 @@ pub struct CanonicalModel {
     pub sha256: String,
 }
 
+/// A model file pinned by digest, GGUF or APR: an entry of a contract's `models` table, or
+/// the file of one side of a comparison.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPin {
+    /// File name (`.gguf` or `.apr`), looked up in `--models DIR`.
+    #[schemars(regex(pattern = r"^[^/\\]+\.(gguf|apr)$"))]
+    pub file: String,
+    /// Lower-case hex sha256 of the file.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+}
+
+/// A name in a contract's `models` or `prompt_sets` table.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // schema only: references are resolved before params are typed
+pub(super) struct TableName(#[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_.-]*$"))] String);
+
+/// In the schema, a model is given inline or by its name in the contract's `models`
+/// table. The loader replaces a name by the entry before anything else reads the params,
+/// so checkers and evidence records only ever see the pinned file.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "ModelRef_for_{T}")]
+#[allow(dead_code)] // schema only
+enum ModelRef<T> {
+    /// A name in the contract's `models` table.
+    Name(TableName),
+    /// The file and its digest, inline.
+    Pin(T),
+}
+
+/// In the schema, prompts are given inline or by the name of one of the contract's
+/// `prompt_sets` (resolved on load, like a model name).
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // schema only
+enum PromptsRef {
+    /// A name in the contract's `prompt_sets` table.
+    Set(TableName),
+    /// The prompts, inline.
+    List(#[schemars(length(min = 1))] Vec<String>),
+}
+
 impl CanonicalModel {
     /// The APR file converted from this model (`pv convert`): same stem, `.apr`.
     pub fn apr_file(&self) -> String {
@@ -35,7 +79,8 @@ impl CanonicalModel {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TracePromptParams {
-    /// The model.
+    /// The model (inline, or a name in the contract's `models`).
+    #[schemars(with = "ModelRef<CanonicalModel>")]
     pub model: CanonicalModel,
     /// The prompt, tokenised once with the model's tokenizer.
     #[schemars(length(min = 1))]
@@ -46,7 +91,9 @@ pub struct TracePromptParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdRatioParams {
-    /// The model (its `.apr` sibling is found beside it).
+    /// The model (its `.apr` sibling is found beside it; inline, or a name in the
+    /// contract's `models`).
+    #[schemars(with = "ModelRef<CanonicalModel>")]
     pub model: CanonicalModel,
     /// The prompt, tokenised once and fed to both engines.
     #[schemars(length(min = 1))]
@@ -73,7 +120,9 @@ pub struct CitationParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EquationParams {
-    /// The model (its `.apr` sibling is traced).
+    /// The model (its `.apr` sibling is traced; inline, or a name in the contract's
+    /// `models`).
+    #[schemars(with = "ModelRef<CanonicalModel>")]
     pub model: CanonicalModel,
     /// The prompt.
     #[schemars(length(min = 1))]
@@ -117,17 +166,106 @@ pub enum Engine {
     Apr,
 }
 
+impl Engine {
+    /// The name contracts and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Gguf => "gguf",
+            Engine::Apr => "apr",
+        }
+    }
+}
+
+/// One side of a comparison: an engine on the test's `model` (`gguf`, or `apr` on its
+/// `.apr` sibling), or an engine on a model file of its own (e.g. two quantizations of one
+/// model, both on `gguf`). Either way the prompts are tokenised with `model`'s tokenizer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Side {
+    /// An engine on the test's model.
+    Engine(Engine),
+    /// An engine on its own file.
+    File {
+        /// The engine (`gguf` takes a `.gguf` file, `apr` an `.apr` file).
+        engine: Engine,
+        /// The file (inline, or a name in the contract's `models`).
+        #[schemars(with = "ModelRef<ModelPin>")]
+        model: ModelPin,
+    },
+}
+
+impl Side {
+    /// The engine that runs this side.
+    pub fn engine(&self) -> Engine {
+        match self {
+            Side::Engine(e) | Side::File { engine: e, .. } => *e,
+        }
+    }
+
+    /// The file this side runs, given the test's model.
+    pub fn file(&self, model: &CanonicalModel) -> String {
+        match self {
+            Side::Engine(Engine::Gguf) => model.file.clone(),
+            Side::Engine(Engine::Apr) => model.apr_file(),
+            Side::File { model, .. } => model.file.clone(),
+        }
+    }
+
+    /// The file's pin, when the side names its own file.
+    pub fn pin(&self) -> Option<&ModelPin> {
+        match self {
+            Side::Engine(_) => None,
+            Side::File { model, .. } => Some(model),
+        }
+    }
+
+    /// How reports name it: the engine, and the file when it has its own.
+    pub fn label(&self) -> String {
+        let e = self.engine().name();
+        match self {
+            Side::Engine(_) => e.to_string(),
+            Side::File { model, .. } => format!("{e}:{}", model.file),
+        }
+    }
+}
+
+/// Checks a pair of sides: they differ, and each engine is given its own kind of file.
+fn check_sides(sides: &[Side; 2], model: &CanonicalModel) -> Result<(), String> {
+    if sides[0].engine() == sides[1].engine() && sides[0].file(model) == sides[1].file(model) {
+        return Err("sides: the two sides run the same engine on the same file".into());
+    }
+    for s in sides {
+        if let Side::File { engine, model } = s {
+            let ext = match engine {
+                Engine::Gguf => ".gguf",
+                Engine::Apr => ".apr",
+            };
+            if !model.file.ends_with(ext) {
+                return Err(format!(
+                    "sides: engine {} runs {ext} files, not {}",
+                    engine.name(),
+                    model.file
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `trace_agreement`: engine `a` against engine `b` on every prompt, every slot and layer
 /// compared against a calibrated table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TraceAgreementParams {
-    /// The model.
+    /// The model (inline, or a name in the contract's `models`).
+    #[schemars(with = "ModelRef<CanonicalModel>")]
     pub model: CanonicalModel,
-    /// The engine under test and the reference, e.g. `[gguf, apr]`.
-    pub sides: [Engine; 2],
-    /// The prompts (each tokenised with the model's tokenizer).
-    #[schemars(length(min = 1))]
+    /// The side under test and the reference, e.g. `[gguf, apr]`, or engines on files of
+    /// their own (`{engine: gguf, model: q8_0}`).
+    pub sides: [Side; 2],
+    /// The prompts (inline, or a name in the contract's `prompt_sets`), each tokenised with
+    /// the model's tokenizer.
+    #[schemars(with = "PromptsRef")]
     pub prompts: Vec<String>,
     /// `local`: each layer of `a` runs on `b`'s input to it, so a layer's figures are its
     /// own error; `end_to_end`: both passes run whole.
@@ -180,12 +318,14 @@ impl TraceAgreementParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogitsAgreementParams {
-    /// The model.
+    /// The model (inline, or a name in the contract's `models`).
+    #[schemars(with = "ModelRef<CanonicalModel>")]
     pub model: CanonicalModel,
-    /// The engine under test and the reference.
-    pub sides: [Engine; 2],
-    /// The prompts.
-    #[schemars(length(min = 1))]
+    /// The side under test and the reference (as in `trace_agreement`).
+    pub sides: [Side; 2],
+    /// The prompts (inline, or a name in the contract's `prompt_sets`), each tokenised with
+    /// the model's tokenizer.
+    #[schemars(with = "PromptsRef")]
     pub prompts: Vec<String>,
     /// Largest KL(b || a) at any position, in nats.
     pub max_kl: f64,
@@ -204,10 +344,12 @@ pub struct LogitsAgreementParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeParams {
-    /// The model.
+    /// The model (inline, or a name in the contract's `models`).
+    #[schemars(with = "ModelRef<CanonicalModel>")]
     pub model: CanonicalModel,
-    /// The prompts.
-    #[schemars(length(min = 1))]
+    /// The prompts (inline, or a name in the contract's `prompt_sets`), each tokenised with
+    /// the model's tokenizer.
+    #[schemars(with = "PromptsRef")]
     pub prompts: Vec<String>,
     /// Greedy steps after each prompt.
     #[schemars(range(min = 1))]
@@ -229,9 +371,7 @@ pub struct DecodeParams {
 impl TraceAgreementParams {
     /// Checks what the schema cannot say.
     pub fn check(&self) -> Result<(), String> {
-        if self.sides[0] == self.sides[1] {
-            return Err("sides: the two engines must differ".into());
-        }
+        check_sides(&self.sides, &self.model)?;
         if let Some(LayerSpan::Range { from, to }) = self
             .layers
             .iter()
@@ -275,9 +415,7 @@ fn nonneg(what: &str, v: f64) -> Result<(), String> {
 impl LogitsAgreementParams {
     /// Checks what the schema cannot say.
     pub fn check(&self) -> Result<(), String> {
-        if self.sides[0] == self.sides[1] {
-            return Err("sides: the two engines must differ".into());
-        }
+        check_sides(&self.sides, &self.model)?;
         nonneg("max_kl", self.max_kl)?;
         fraction("min_top1", self.min_top1)
     }

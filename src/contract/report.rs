@@ -85,6 +85,26 @@ pub const RULES: &[(&str, &str)] = &[
         "a gate-required test of an ACTIVE contract has no covers: its evidence could never go stale",
     ),
     ("covers-nothing", "a covers pattern matches no file"),
+    (
+        "unknown-model",
+        "a test names a model that is not in the contract's models table",
+    ),
+    (
+        "unknown-prompt-set",
+        "a test names a prompt set that is not in the contract's prompt_sets table",
+    ),
+    (
+        "tolerance-mismatch",
+        "a test's params state another limit than an obligation it cites",
+    ),
+    (
+        "unused-model",
+        "no test uses this entry of the models table",
+    ),
+    (
+        "unused-prompt-set",
+        "no test uses this entry of the prompt_sets table",
+    ),
 ];
 
 /// Text escaped for the message of a GitHub Actions workflow command (`::error ...::MESSAGE`):

@@ -188,6 +188,8 @@ pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>, root: &Path) -> V
                 }
             }
         }
+        check_tolerances(&mut s);
+        check_tables(&mut s);
         for (oi, o) in k.proof_obligations.iter().enumerate() {
             for (ei, e) in o.applies_to.iter().enumerate() {
                 if !k.equations.contains_key(e) {
@@ -236,6 +238,105 @@ pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>, root: &Path) -> V
 /// ACTIVE contract says what code it exercises (else its evidence could never go stale).
 /// `matched` remembers, per pattern, whether it matched anything (or why it could not be
 /// resolved), so each pattern walks the tree once per run however many contracts use it.
+/// Each test states the limits of the obligations it cites as they state them (rule
+/// `tolerance-mismatch`): an obligation's `band` is the params' `band`, `abs`/`rel` the
+/// params' `tolerance` (when the params have one), and every entry of `limits` a param of
+/// that name with that value.
+fn check_tolerances(s: &mut Sink) {
+    use super::types::Tolerance;
+    let k = &s.c.contract;
+    let mut found = Vec::new();
+    for (ti, t) in k.falsification_tests.iter().enumerate() {
+        for o in k
+            .proof_obligations
+            .iter()
+            .filter(|o| t.obligations.contains(&o.id))
+        {
+            let expected: Vec<(&str, serde_json::Value, bool)> = match &o.tolerance {
+                None | Some(Tolerance::Exact) => Vec::new(),
+                Some(Tolerance::Band(b)) => vec![("band", serde_json::json!(b), false)],
+                Some(Tolerance::Abs(x) | Tolerance::Rel(x)) => {
+                    vec![("tolerance", serde_json::json!(x), false)]
+                }
+                Some(Tolerance::Limits(m)) => m
+                    .iter()
+                    .map(|(name, v)| (name.as_str(), serde_json::json!(v), true))
+                    .collect(),
+            };
+            for (name, want, required) in expected {
+                let pointer = format!("/falsification_tests/{ti}/params/{name}");
+                match t.params.get(name) {
+                    None if required => found.push((
+                        pointer,
+                        format!(
+                            "obligation `{}` states {name} = {want}; test `{}` has no param `{name}`",
+                            o.id, t.id
+                        ),
+                    )),
+                    None => {}
+                    Some(have) if same_numbers(have, &want) => {}
+                    Some(have) => found.push((
+                        pointer,
+                        format!(
+                            "test `{}` has {name} = {have}; obligation `{}` states {name} = {want}: state the limit once, or make them agree",
+                            t.id, o.id
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+    for (pointer, message) in found {
+        s.push("tolerance-mismatch", Severity::Error, pointer, message);
+    }
+}
+
+/// Whether two JSON values are the same numbers (or arrays of them), however written.
+fn same_numbers(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a, b) {
+        (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_numbers(a, b))
+        }
+        _ => matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if x == y),
+    }
+}
+
+/// Every entry of the `models` and `prompt_sets` tables is used by some test (warnings
+/// `unused-model`, `unused-prompt-set`): names are resolved on load, so an entry is used when
+/// a test's params hold it.
+fn check_tables(s: &mut Sink) {
+    let k = &s.c.contract;
+    let holds = |key: &str, entry: &serde_json::Value| {
+        k.falsification_tests.iter().any(|t| {
+            t.params.get(key) == Some(entry)
+                || t.params
+                    .get("sides")
+                    .and_then(|v| v.as_array())
+                    .is_some_and(|sides| sides.iter().any(|x| x.get(key) == Some(entry)))
+        })
+    };
+    let mut found = Vec::new();
+    for (name, pin) in &k.models {
+        let v = serde_json::to_value(pin).unwrap_or_default();
+        if !holds("model", &v) {
+            found.push(("unused-model", format!("/models/{name}"), name));
+        }
+    }
+    for (name, set) in &k.prompt_sets {
+        if !holds("prompts", &serde_json::json!(set)) {
+            found.push(("unused-prompt-set", format!("/prompt_sets/{name}"), name));
+        }
+    }
+    for (rule, pointer, name) in found {
+        s.push(
+            rule,
+            Severity::Warning,
+            pointer,
+            format!("no test uses `{name}`"),
+        );
+    }
+}
+
 fn check_covers(s: &mut Sink, root: &Path, matched: &mut BTreeMap<String, Result<bool, String>>) {
     let k = &s.c.contract;
     let mut lists = vec![("/metadata/covers".to_string(), &k.metadata.covers)];

@@ -20,6 +20,9 @@ pub fn contract_schema() -> Value {
         .map(|c| (c.name, (c.params_schema)(&mut g).to_value()))
         .collect();
     let mut root = g.into_root_schema_for::<Contract>().to_value();
+    for table in ["models", "prompt_sets"] {
+        root["properties"][table]["propertyNames"] = json!({"pattern": "^[a-z0-9][a-z0-9_.-]*$"});
+    }
     let test = &mut root["definitions"]["FalsificationTest"];
     test["properties"]["checker"] = json!({
         "description": "Name of the registered checker that runs the test.",
@@ -45,9 +48,35 @@ pub fn schema_text() -> String {
     serde_json::to_string_pretty(&contract_schema()).expect("a schema serialises") + "\n"
 }
 
+/// The schema documents are validated against: the published one, with each "a name or the
+/// thing itself" choice narrowed to the thing. The loader has replaced every name by its
+/// table entry before validation (an unknown name is refused first), so errors in an
+/// inline or resolved entry point at the offending field, not at an `anyOf`.
+fn validation_schema() -> Value {
+    let mut root = contract_schema();
+    if let Some(defs) = root["definitions"].as_object_mut() {
+        let narrowed: Vec<(String, Value)> = defs
+            .iter()
+            .filter(|(name, _)| name.starts_with("ModelRef_for_") || *name == "PromptsRef")
+            .filter_map(|(name, def)| {
+                let inline = def["anyOf"]
+                    .as_array()?
+                    .iter()
+                    .find(|b| !b.to_string().contains("#/definitions/TableName"))?
+                    .clone();
+                Some((name.clone(), inline))
+            })
+            .collect();
+        for (name, inline) in narrowed {
+            defs.insert(name, inline);
+        }
+    }
+    root
+}
+
 fn cached_schema() -> &'static Value {
     static S: OnceLock<Value> = OnceLock::new();
-    S.get_or_init(contract_schema)
+    S.get_or_init(validation_schema)
 }
 
 fn validator() -> &'static jsonschema::Validator {

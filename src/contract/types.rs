@@ -17,6 +17,16 @@ use serde::{Deserialize, Serialize};
 pub struct Contract {
     /// Who and what the contract is.
     pub metadata: Metadata,
+    /// The model files the tests run, each named once and pinned by digest: a test's
+    /// `model` (or a side's) may give the name instead of the file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, crate::contract::params::ModelPin>")]
+    pub models: BTreeMap<String, crate::contract::params::ModelPin>,
+    /// Prompt lists, each named once: a test's `prompts` may give the name instead of the
+    /// list.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, PromptSet>")]
+    pub prompt_sets: BTreeMap<String, Vec<String>>,
     /// The equations the implementation must compute, by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub equations: BTreeMap<String, Equation>,
@@ -30,6 +40,11 @@ pub struct Contract {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub implementation_stages: Vec<ImplementationStage>,
 }
+
+/// A named prompt list (schema only).
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct PromptSet(#[schemars(length(min = 1))] Vec<String>);
 
 /// Lifecycle of a contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -121,8 +136,11 @@ pub enum ObligationType {
     Traceability,
 }
 
-/// How close a property must hold.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// How close a property must hold. A test citing the obligation that states its limit in
+/// params states the same one: `pv validate` refuses a disagreement (rule
+/// `tolerance-mismatch`): `band` against the params' `band`, `abs` and `rel` against the
+/// params' `tolerance`, and each of `limits` against the param of that name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Tolerance {
     /// Bit for bit.
@@ -133,6 +151,9 @@ pub enum Tolerance {
     Rel(f64),
     /// A ratio within `[low, high]`.
     Band([f64; 2]),
+    /// Bounds a test states as numeric params (e.g. `max_kl: 0.12`, `min_top1: 0.9`): every
+    /// test citing the obligation has each of these params, with this value.
+    Limits(BTreeMap<String, f64>),
 }
 
 /// A property the implementation must have.
