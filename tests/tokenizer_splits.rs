@@ -23,7 +23,7 @@ fn tokenizer(pre: &str, add_bos: bool) -> Tokenizer {
     types[0] = Value::I32(3);
     types[1] = Value::I32(3);
     let strs = |v: Vec<String>| {
-        Value::Array(
+        Value::array(
             ValueType::String,
             v.into_iter().map(Value::String).collect(),
         )
@@ -35,7 +35,7 @@ fn tokenizer(pre: &str, add_bos: bool) -> Tokenizer {
         .meta("tokenizer.ggml.merges", strs(merges))
         .meta(
             "tokenizer.ggml.token_type",
-            Value::Array(ValueType::I32, types),
+            Value::array(ValueType::I32, types),
         )
         .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
         .meta("tokenizer.ggml.eos_token_id", Value::U32(0))
@@ -95,11 +95,11 @@ fn bos_only_when_the_metadata_asks_and_unknown_pre_is_an_error() {
         .meta("tokenizer.ggml.pre", Value::String("mystery".into()))
         .meta(
             "tokenizer.ggml.tokens",
-            Value::Array(ValueType::String, vec![Value::String("a".into())]),
+            Value::array(ValueType::String, vec![Value::String("a".into())]),
         )
         .meta(
             "tokenizer.ggml.merges",
-            Value::Array(ValueType::String, vec![]),
+            Value::array(ValueType::String, vec![]),
         );
     let err = Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap())
         .err()

@@ -57,6 +57,14 @@ pub enum AprError {
         /// What was wrong.
         reason: String,
     },
+    /// A tensor the model needs is absent or has the wrong shape or contents.
+    #[error("APR tensor `{name}`: {reason}")]
+    Tensor {
+        /// The tensor.
+        name: String,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl AprError {

@@ -32,6 +32,8 @@ pub struct AprFile {
     pub metadata: serde_json::Value,
     /// The tensor index, sorted by name.
     pub tensors: Vec<AprTensor>,
+    /// Byte offset of the JSON metadata (where errors in it are reported).
+    pub metadata_offset: u64,
     data_offset: usize,
 }
 
@@ -50,7 +52,7 @@ impl AprFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        let file = crate::fsutil::open_regular(path).map_err(io)?;
         // SAFETY: a read-only mapping of a file pv does not modify while it is open.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Self::parse(Bytes::Mapped(map))
@@ -246,11 +248,25 @@ impl AprFile {
                 size: size as usize,
             });
         }
+        if let Some((a, b)) =
+            crate::gguf::first_overlap(tensors.iter().map(|t| (t.offset, t.offset + t.size as u64)))
+        {
+            let (ta, tb) = (&tensors[a], &tensors[b]);
+            return Err(m(
+                format!("tensor_index[{b}].offset"),
+                index_off as usize,
+                format!(
+                    "{} at [{}, +{}) overlaps {} at [{}, +{})",
+                    tb.name, tb.offset, tb.size, ta.name, ta.offset, ta.size
+                ),
+            ));
+        }
         Ok(AprFile {
             version: (2, 0),
             flags,
             metadata,
             tensors,
+            metadata_offset: meta_off,
             data_offset: data_off as usize,
             bytes,
         })

@@ -161,12 +161,24 @@ fn load(path: &Path) -> Result<(OwnedQuantizedModel, Tokenizer), CliError> {
 type Traceable = (Box<dyn TracedForward + Sync>, Tokenizer, usize);
 
 fn load_traceable(path: &Path) -> Result<Traceable, CliError> {
-    let is_apr = std::fs::File::open(path)
-        .and_then(|mut f| {
-            let mut magic = [0u8; 4];
-            std::io::Read::read_exact(&mut f, &mut magic).map(|()| &magic == crate::apr::APR_MAGIC)
-        })
-        .unwrap_or(false);
+    // Only a regular file is sniffed (a FIFO would block, a directory has no bytes): anything
+    // else is refused by type, naming it.
+    let mut f = crate::fsutil::open_regular(path)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    let mut magic = [0u8; 4];
+    if std::io::Read::read_exact(&mut f, &mut magic).is_err() {
+        return Err(CliError::input(format!(
+            "{}: too short to be a GGUF or an APR file (under 4 bytes)",
+            path.display()
+        )));
+    }
+    if &magic != crate::apr::APR_MAGIC && &magic != crate::gguf::GGUF_MAGIC {
+        return Err(CliError::input(format!(
+            "{}: neither a GGUF nor an APR file (magic {magic:02x?})",
+            path.display()
+        )));
+    }
+    let is_apr = &magic == crate::apr::APR_MAGIC;
     if is_apr {
         let file = AprFile::open(path).map_err(|e| CliError::input(e.to_string()))?;
         let m = AprTransformer::load(&file)?;

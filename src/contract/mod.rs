@@ -235,12 +235,18 @@ pub fn validate(
     let targets = contract_files(paths)?;
     let dirs: BTreeSet<PathBuf> = targets
         .iter()
-        .map(|p| p.parent().unwrap_or(Path::new(".")).to_path_buf())
+        // A bare file name's parent is "": its directory is the current one.
+        .map(|p| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
         .collect();
-    let target_set: BTreeSet<&PathBuf> = targets.iter().collect();
+    // The same file may be spelt `a.yaml` and `./a.yaml`: compare where they lead.
+    let same = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let target_set: BTreeSet<PathBuf> = targets.iter().map(|p| same(p)).collect();
     let context: Vec<PathBuf> = contract_files(&dirs.into_iter().collect::<Vec<_>>())?
         .into_iter()
-        .filter(|p| !target_set.contains(p))
+        .filter(|p| !target_set.contains(&same(p)))
         .collect();
     let mut report = Report {
         files: targets.iter().map(|p| p.display().to_string()).collect(),

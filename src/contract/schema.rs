@@ -119,6 +119,21 @@ pub fn did_you_mean<'a>(
         .map(|(_, k)| k)
 }
 
+/// A value as an error message quotes it: whole when short, else its first 60 characters
+/// and how long it is.
+fn quoted(v: &str) -> String {
+    const MAX: usize = 80;
+    if v.chars().count() <= MAX {
+        v.to_string()
+    } else {
+        format!(
+            "{}… ({} characters)",
+            v.chars().take(60).collect::<String>(),
+            v.chars().count()
+        )
+    }
+}
+
 /// Every schema violation of a document, each as a finding.
 pub fn validate(file: &str, doc: &Located) -> Vec<Finding> {
     let schema = cached_schema();
@@ -187,16 +202,23 @@ pub fn validate(file: &str, doc: &Located) -> Vec<Finding> {
                             .map(|a| a.get("const").map(|c| c.to_string()))
                             .collect()
                     });
+                // A message quotes the offending value, never more than a line of it (a file
+                // that is not a contract at all must not be echoed whole).
+                let full = e.instance().to_string();
+                let value = quoted(&full);
                 let message = if let Some(allowed) = allowed.filter(|_| rule != "unknown-checker") {
-                    format!("{} is not one of {}", e.instance(), allowed.join(", "))
+                    format!("{value} is not one of {}", allowed.join(", "))
                 } else if rule == "unknown-checker" {
                     format!(
-                        "{} is not a registered checker; registered: {}",
-                        e.instance(),
+                        "{value} is not a registered checker; registered: {}",
                         super::catalog::names()
                     )
                 } else {
-                    e.to_string()
+                    let m = e.to_string();
+                    match m.strip_prefix(full.as_str()) {
+                        Some(rest) => format!("{value}{rest}"),
+                        None => m,
+                    }
                 };
                 finding(rule, &pointer, false, message);
             }

@@ -83,6 +83,9 @@ pub enum DsseError {
         /// Which field.
         field: &'static str,
     },
+    /// A signature that decodes to the wrong number of bytes.
+    #[error("sig decodes to {0} bytes; an Ed25519 signature is 64")]
+    SignatureLength(usize),
     /// Not exactly one signature.
     #[error("expected exactly one signature, found {0}")]
     SignatureCount(usize),
@@ -126,11 +129,13 @@ pub fn verify_typed<'k>(
         .into_iter()
         .find(|k| key_id(k) == s.keyid)
         .ok_or_else(|| DsseError::Untrusted(s.keyid.clone()))?;
-    let sig: [u8; 64] = STANDARD
+    let sig = STANDARD
         .decode(&s.sig)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(DsseError::Base64 { field: "sig" })?;
+        .map_err(|_| DsseError::Base64 { field: "sig" })?;
+    let sig: [u8; 64] = sig
+        .as_slice()
+        .try_into()
+        .map_err(|_| DsseError::SignatureLength(sig.len()))?;
     key.verify_strict(&pae(&env.payload_type, &body), &Signature::from_bytes(&sig))
         .map_err(|_| DsseError::BadSignature(s.keyid.clone()))?;
     Ok((body, s.keyid.clone()))

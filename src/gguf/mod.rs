@@ -7,9 +7,10 @@ mod value;
 mod writer;
 
 pub use error::GgufError;
+pub(crate) use reader::first_overlap;
 pub use reader::{Bytes, DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufFile, TensorInfo};
 pub use types::{GgmlType, QK_K};
-pub use value::{Value, ValueType};
+pub use value::{Array, Value, ValueType};
 pub use writer::GgufWriter;
 
 #[cfg(test)]

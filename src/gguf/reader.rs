@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::error::GgufError;
 use super::types::GgmlType;
-use super::value::{Value, ValueType};
+use super::value::{Array, Value, ValueType};
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
@@ -204,15 +204,77 @@ impl<'a> Cursor<'a> {
                     GgufError::malformed(field(), at, format!("unknown array element type {id}"))
                 })?;
                 let n = self.count(elem.min_encoded_bytes(), field)?;
-                let mut items = Vec::with_capacity(n);
-                for i in 0..n {
-                    let f = || format!("{}[{i}]", field());
-                    items.push(self.value(elem, depth + 1, &f)?);
-                }
-                Value::Array(elem, items)
+                // Compact storage: a fixed-width array is one copy of its bytes, strings share
+                // one buffer; nothing costs much more than the bytes it was read from.
+                let array = match elem {
+                    ValueType::String => {
+                        let mut text = String::new();
+                        let mut ends = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let f = || format!("{}[{i}]", field());
+                            text.push_str(&self.string(&f)?);
+                            ends.push(text.len());
+                        }
+                        Array::Strings { text, ends }
+                    }
+                    ValueType::Array => {
+                        let mut items = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let f = || format!("{}[{i}]", field());
+                            match self.value(elem, depth + 1, &f)? {
+                                Value::Array(a) => items.push(a),
+                                _ => unreachable!("an array element of type array is an array"),
+                            }
+                        }
+                        Array::Nested(items)
+                    }
+                    ty => {
+                        let w = ty.width().expect("fixed-width type");
+                        let start = self.pos;
+                        let bytes = self.take(n * w, field)?;
+                        if ty == ValueType::Bool
+                            && let Some(i) = bytes.iter().position(|&b| b > 1)
+                        {
+                            return Err(GgufError::malformed(
+                                format!("{}[{i}]", field()),
+                                start + i,
+                                format!("bool byte is {}, not 0 or 1", bytes[i]),
+                            ));
+                        }
+                        Array::Scalars {
+                            ty,
+                            bytes: bytes.to_vec(),
+                        }
+                    }
+                };
+                Value::Array(array)
             }
         })
     }
+}
+
+/// The first pair of indices (earlier-starting first) whose `[start, end)` ranges overlap;
+/// empty ranges overlap nothing. Tensor data that two tensors share would let a change to one
+/// silently change the other, so readers refuse it.
+pub(crate) fn first_overlap(ranges: impl Iterator<Item = (u64, u64)>) -> Option<(usize, usize)> {
+    let mut order: Vec<(u64, u64, usize)> = ranges
+        .enumerate()
+        .filter(|(_, (s, e))| e > s)
+        .map(|(i, (s, e))| (s, e, i))
+        .collect();
+    order.sort_unstable();
+    let mut reach: Option<(u64, usize)> = None;
+    for (s, e, i) in order {
+        if let Some((end, j)) = reach
+            && s < end
+        {
+            return Some((j, i));
+        }
+        if reach.is_none_or(|(end, _)| e > end) {
+            reach = Some((e, i));
+        }
+    }
+    None
 }
 
 impl GgufFile {
@@ -222,7 +284,7 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        let file = crate::fsutil::open_regular(path).map_err(io)?;
         // SAFETY: the mapping is read-only and pv never writes to model files while they are
         // open; a concurrent external truncation is the documented hazard of any mmap reader.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
@@ -367,6 +429,7 @@ impl GgufFile {
         let data_offset = c.pos.div_ceil(alignment) * alignment;
         let data_len = bytes.len().saturating_sub(data_offset);
         let mut tensors = Vec::with_capacity(infos.len());
+        let offsets_at: Vec<usize> = infos.iter().map(|(_, at)| *at).collect();
         for (i, (t, off_at)) in infos.into_iter().enumerate() {
             let end = t.offset.checked_add(t.size as u64);
             if end.is_none_or(|e| e > data_len as u64) {
@@ -380,6 +443,20 @@ impl GgufFile {
                 ));
             }
             tensors.push(t);
+        }
+
+        if let Some((a, b)) =
+            first_overlap(tensors.iter().map(|t| (t.offset, t.offset + t.size as u64)))
+        {
+            let (ta, tb) = (&tensors[a], &tensors[b]);
+            return Err(GgufError::malformed(
+                format!("tensor_info[{b}] ({}).offset", tb.name),
+                offsets_at[b],
+                format!(
+                    "data [{}, +{}) overlaps tensor_info[{a}] ({}) at [{}, +{})",
+                    tb.offset, tb.size, ta.name, ta.offset, ta.size
+                ),
+            ));
         }
 
         Ok(GgufFile {

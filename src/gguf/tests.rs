@@ -17,17 +17,17 @@ fn sample() -> GgufWriter {
         .meta("f64", Value::F64(2.25))
         .meta(
             "strings",
-            Value::Array(
+            Value::array(
                 ValueType::String,
                 vec![Value::String("a".into()), Value::String("βγ".into())],
             ),
         )
-        .meta("empty", Value::Array(ValueType::I32, vec![]))
+        .meta("empty", Value::array(ValueType::I32, vec![]))
         .meta(
             "nested",
-            Value::Array(
+            Value::array(
                 ValueType::Array,
-                vec![Value::Array(
+                vec![Value::array(
                     ValueType::U8,
                     vec![Value::U8(1), Value::U8(2)],
                 )],

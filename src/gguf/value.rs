@@ -14,8 +14,8 @@ pub enum Value {
     F32(f32),
     Bool(bool),
     String(String),
-    /// An array with the element type id it was stored with (so that empty arrays round-trip).
-    Array(ValueType, Vec<Value>),
+    /// An array, with the element type it was stored with (so that empty arrays round-trip).
+    Array(Array),
     U64(u64),
     I64(i64),
     F64(f64),
@@ -75,7 +75,182 @@ impl ValueType {
     }
 }
 
+/// A metadata array, kept compact: numbers and booleans as the file's little-endian bytes
+/// (one byte per `u8`, not one enum per element), strings in one buffer. A hostile file's
+/// array then costs about what its bytes do, never tens of times more.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Array {
+    /// Fixed-width elements of type `ty`, `width(ty)` bytes each, little-endian.
+    Scalars {
+        /// The element type.
+        ty: ValueType,
+        /// The elements' bytes.
+        bytes: Vec<u8>,
+    },
+    /// Strings, concatenated, with each one's end offset in `text`.
+    Strings {
+        /// The strings, back to back.
+        text: String,
+        /// Where each ends.
+        ends: Vec<usize>,
+    },
+    /// Arrays of arrays.
+    Nested(Vec<Array>),
+}
+
+impl ValueType {
+    /// Bytes of one element of a fixed-width type (`None` for strings and arrays).
+    pub fn width(self) -> Option<usize> {
+        use ValueType::*;
+        match self {
+            U8 | I8 | Bool => Some(1),
+            U16 | I16 => Some(2),
+            U32 | I32 | F32 => Some(4),
+            U64 | I64 | F64 => Some(8),
+            String | Array => None,
+        }
+    }
+}
+
+/// A fixed-width value from its little-endian bytes (`b.len()` is the type's width).
+fn scalar(ty: ValueType, b: &[u8]) -> Value {
+    let a = |n: usize| -> [u8; 8] {
+        let mut x = [0u8; 8];
+        x[..n].copy_from_slice(&b[..n]);
+        x
+    };
+    match ty {
+        ValueType::U8 => Value::U8(b[0]),
+        ValueType::I8 => Value::I8(b[0] as i8),
+        ValueType::Bool => Value::Bool(b[0] != 0),
+        ValueType::U16 => Value::U16(u16::from_le_bytes([b[0], b[1]])),
+        ValueType::I16 => Value::I16(i16::from_le_bytes([b[0], b[1]])),
+        ValueType::U32 => Value::U32(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ValueType::I32 => Value::I32(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ValueType::F32 => Value::F32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ValueType::U64 => Value::U64(u64::from_le_bytes(a(8))),
+        ValueType::I64 => Value::I64(i64::from_le_bytes(a(8))),
+        ValueType::F64 => Value::F64(f64::from_le_bytes(a(8))),
+        ValueType::String | ValueType::Array => unreachable!("not a fixed-width type"),
+    }
+}
+
+/// A fixed-width value's little-endian bytes.
+pub(super) fn scalar_bytes(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::Bool(x) => out.push(u8::from(*x)),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::String(_) | Value::Array(_) => {}
+    }
+}
+
+impl Array {
+    /// An array of `items`, all of type `ty` (`None` when one is not).
+    pub fn from_values(ty: ValueType, items: Vec<Value>) -> Option<Array> {
+        if items.iter().any(|v| v.value_type() != ty) {
+            return None;
+        }
+        Some(match ty {
+            ValueType::String => {
+                let mut text = String::new();
+                let mut ends = Vec::with_capacity(items.len());
+                for v in &items {
+                    text.push_str(v.as_str().unwrap_or_default());
+                    ends.push(text.len());
+                }
+                Array::Strings { text, ends }
+            }
+            ValueType::Array => Array::Nested(
+                items
+                    .into_iter()
+                    .filter_map(|v| match v {
+                        Value::Array(a) => Some(a),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => {
+                let mut bytes = Vec::new();
+                for v in &items {
+                    scalar_bytes(v, &mut bytes);
+                }
+                Array::Scalars { ty, bytes }
+            }
+        })
+    }
+
+    /// The element type.
+    pub fn elem_type(&self) -> ValueType {
+        match self {
+            Array::Scalars { ty, .. } => *ty,
+            Array::Strings { .. } => ValueType::String,
+            Array::Nested(_) => ValueType::Array,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Array::Scalars { ty, bytes } => bytes.len() / ty.width().unwrap_or(1),
+            Array::Strings { ends, .. } => ends.len(),
+            Array::Nested(a) => a.len(),
+        }
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// String element `i`, when this is an array of strings.
+    pub fn str(&self, i: usize) -> Option<&str> {
+        match self {
+            Array::Strings { text, ends } => {
+                let end = *ends.get(i)?;
+                let start = if i == 0 { 0 } else { ends[i - 1] };
+                text.get(start..end)
+            }
+            _ => None,
+        }
+    }
+
+    /// Element `i` as a value (strings and nested arrays are copied).
+    pub fn get(&self, i: usize) -> Option<Value> {
+        match self {
+            Array::Scalars { ty, bytes } => {
+                let w = ty.width()?;
+                let b = bytes.get(i * w..(i + 1) * w)?;
+                Some(scalar(*ty, b))
+            }
+            Array::Strings { .. } => self.str(i).map(|s| Value::String(s.to_string())),
+            Array::Nested(a) => a.get(i).cloned().map(Value::Array),
+        }
+    }
+
+    /// The elements as values (strings and nested arrays are copied).
+    pub fn iter(&self) -> impl Iterator<Item = Value> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
 impl Value {
+    /// An array of `items`, all of type `ty`.
+    ///
+    /// # Panics
+    /// When an item is of another type (a programming error of the caller).
+    pub fn array(ty: ValueType, items: Vec<Value>) -> Value {
+        Value::Array(Array::from_values(ty, items).expect("every item of the array's type"))
+    }
+
     /// This value's type id.
     pub fn value_type(&self) -> ValueType {
         match self {
@@ -146,10 +321,10 @@ impl Value {
         }
     }
 
-    /// The elements, when the value is an array.
-    pub fn as_array(&self) -> Option<&[Value]> {
+    /// The array, when the value is one.
+    pub fn as_array(&self) -> Option<&Array> {
         match self {
-            Value::Array(_, items) => Some(items),
+            Value::Array(a) => Some(a),
             _ => None,
         }
     }
@@ -161,11 +336,11 @@ impl Value {
                 format!("{:?}…", s.chars().take(60).collect::<String>())
             }
             Value::String(s) => format!("{s:?}"),
-            Value::Array(t, items) if items.len() > 6 => {
-                format!("[{:?} x {}]", t, items.len())
+            Value::Array(a) if a.len() > 6 => {
+                format!("[{:?} x {}]", a.elem_type(), a.len())
             }
-            Value::Array(_, items) => {
-                let parts: Vec<String> = items.iter().map(Value::summary).collect();
+            Value::Array(a) => {
+                let parts: Vec<String> = a.iter().map(|v| v.summary()).collect();
                 format!("[{}]", parts.join(", "))
             }
             other => other.to_string(),
@@ -211,11 +386,11 @@ impl Value {
             Value::U64(v) => json!(v),
             Value::I64(v) => json!(v),
             Value::F64(v) => json!(v),
-            Value::Array(t, items) if items.len() > max_items => {
-                json!({"type": format!("{t:?}"), "len": items.len()})
+            Value::Array(a) if a.len() > max_items => {
+                json!({"type": format!("{:?}", a.elem_type()), "len": a.len()})
             }
-            Value::Array(_, items) => {
-                serde_json::Value::Array(items.iter().map(|v| v.to_json(max_items)).collect())
+            Value::Array(a) => {
+                serde_json::Value::Array(a.iter().map(|v| v.to_json(max_items)).collect())
             }
         }
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::error::GgufError;
 use super::reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC};
 use super::types::GgmlType;
-use super::value::Value;
+use super::value::{Array, Value};
 
 /// A GGUF file under construction: metadata in insertion order and tensors with their
 /// already-encoded bytes.
@@ -128,11 +128,23 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Array(t, items) => {
-            out.extend_from_slice(&(*t as u32).to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        Value::Array(a) => put_array(out, a),
+    }
+}
+
+fn put_array(out: &mut Vec<u8>, a: &Array) {
+    out.extend_from_slice(&(a.elem_type() as u32).to_le_bytes());
+    out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+    match a {
+        Array::Scalars { bytes, .. } => out.extend_from_slice(bytes),
+        Array::Strings { .. } => {
+            for i in 0..a.len() {
+                put_str(out, a.str(i).unwrap_or_default());
+            }
+        }
+        Array::Nested(items) => {
             for item in items {
-                put_value(out, item);
+                put_array(out, item);
             }
         }
     }

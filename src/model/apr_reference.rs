@@ -7,7 +7,6 @@ use rayon::prelude::*;
 
 use super::{Arch, Logits, ModelConfig, ModelError, Observer, Slot};
 use crate::apr::{AprError, AprFile};
-use crate::gguf::GgufError;
 use crate::quant;
 use crate::tokenizer::TokenizerSpec;
 
@@ -48,34 +47,33 @@ pub struct AprTransformer {
     output: Option<Matrix>,
 }
 
-fn meta_err(field: &str, reason: impl Into<String>) -> ModelError {
+fn meta_err(file: &AprFile, field: &str, reason: impl Into<String>) -> ModelError {
     ModelError::Apr(AprError::Malformed {
         field: format!("metadata.{field}"),
-        offset: 0,
+        offset: file.metadata_offset,
+        reason: reason.into(),
+    })
+}
+
+fn tensor_err(name: &str, reason: impl Into<String>) -> ModelError {
+    ModelError::Apr(AprError::Tensor {
+        name: name.into(),
         reason: reason.into(),
     })
 }
 
 fn decode(file: &AprFile, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-    let t = file.tensor(name).ok_or_else(|| GgufError::Tensor {
-        name: name.into(),
-        reason: "required tensor is missing".into(),
-    })?;
+    let t = file
+        .tensor(name)
+        .ok_or_else(|| tensor_err(name, "required tensor is missing"))?;
     if t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>() != shape {
-        return Err(GgufError::Tensor {
-            name: name.into(),
-            reason: format!("dims {:?}, expected {shape:?}", t.dims),
-        }
-        .into());
+        return Err(tensor_err(
+            name,
+            format!("dims {:?}, expected {shape:?}", t.dims),
+        ));
     }
     let n = shape.iter().product();
-    quant::dequantize(t.dtype, file.tensor_data(t), n).map_err(|e| {
-        GgufError::Tensor {
-            name: name.into(),
-            reason: e.to_string(),
-        }
-        .into()
-    })
+    quant::dequantize(t.dtype, file.tensor_data(t), n).map_err(|e| tensor_err(name, e.to_string()))
 }
 
 fn matrix(file: &AprFile, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
@@ -93,15 +91,31 @@ impl AprTransformer {
         let config: ModelConfig = serde_json::from_value(
             meta.get("hyperparameters")
                 .cloned()
-                .ok_or_else(|| meta_err("hyperparameters", "missing"))?,
+                .ok_or_else(|| meta_err(file, "hyperparameters", "missing"))?,
         )
-        .map_err(|e| meta_err("hyperparameters", e.to_string()))?;
+        .map_err(|e| meta_err(file, "hyperparameters", e.to_string()))?;
+        // The same checks as a GGUF file's, before any weight is read or buffer sized.
+        let named = |e: crate::model::ConfigError| {
+            meta_err(
+                file,
+                &format!("hyperparameters.{}", e.param.apr_field()),
+                e.reason,
+            )
+        };
+        config.validate().map_err(named)?;
+        config
+            .check_tensors(
+                file.tensors
+                    .iter()
+                    .map(|t| (t.name.as_str(), t.dims.first().copied().unwrap_or(0))),
+            )
+            .map_err(named)?;
         let tokenizer: TokenizerSpec = serde_json::from_value(
             meta.get("tokenizer")
                 .cloned()
-                .ok_or_else(|| meta_err("tokenizer", "missing"))?,
+                .ok_or_else(|| meta_err(file, "tokenizer", "missing"))?,
         )
-        .map_err(|e| meta_err("tokenizer", e.to_string()))?;
+        .map_err(|e| meta_err(file, "tokenizer", e.to_string()))?;
         let (d, kv, ff) = (config.n_embd, config.kv_dim(), config.n_ff);
         let optional = |name: String, len: usize| -> Result<Option<Vec<f32>>, ModelError> {
             match file.tensor(&name) {

@@ -77,6 +77,191 @@ impl ModelConfig {
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
+
+    /// The checks every format shares, before any buffer is sized from these numbers: counts
+    /// positive and at most 2^24, heads that divide the width and each other, a RoPE width that
+    /// is even and within a head, and an epsilon and base that are positive and finite.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use Hyper::*;
+        let err = |param, reason: String| Err(ConfigError { param, reason });
+        for (param, n) in [
+            (NLayer, self.n_layer),
+            (NEmbd, self.n_embd),
+            (NFf, self.n_ff),
+            (NHead, self.n_head),
+            (NHeadKv, self.n_head_kv),
+            (VocabSize, self.vocab_size),
+            (ContextLength, self.context_length),
+            (RopeDim, self.rope_dim),
+        ] {
+            if n == 0 || n > MAX_COUNT {
+                return err(param, format!("{n} is not a count from 1 to 2^24"));
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return err(
+                NHead,
+                format!(
+                    "{} heads do not divide the width {}",
+                    self.n_head, self.n_embd
+                ),
+            );
+        }
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return err(
+                NHeadKv,
+                format!(
+                    "{} KV heads do not divide {} heads",
+                    self.n_head_kv, self.n_head
+                ),
+            );
+        }
+        if self.head_dim != self.n_embd / self.n_head {
+            return err(
+                HeadDim,
+                format!(
+                    "{} is not the width {} over {} heads",
+                    self.head_dim, self.n_embd, self.n_head
+                ),
+            );
+        }
+        if !self.rope_dim.is_multiple_of(2) || self.rope_dim > self.head_dim {
+            return err(
+                RopeDim,
+                format!(
+                    "{} must be even and at most the head width {}",
+                    self.rope_dim, self.head_dim
+                ),
+            );
+        }
+        for (param, x) in [(RopeTheta, self.rope_theta), (RmsEps, self.rms_eps)] {
+            if !(x.is_finite() && x > 0.0) {
+                return err(param, format!("{x} is not a positive finite number"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tensor table agrees with the numbers, checked before any tensor is read: the
+    /// `blk.N.*` groups are exactly layers 0..n_layer, and the embedding has `vocab_size`
+    /// rows. `tensors` gives each name with its number of rows (the outermost dimension).
+    pub fn check_tensors<'a>(
+        &self,
+        tensors: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Result<(), ConfigError> {
+        let mut blocks = std::collections::BTreeSet::new();
+        let mut embd_rows = None;
+        for (name, rows) in tensors {
+            if let Some(rest) = name.strip_prefix("blk.")
+                && let Some((n, _)) = rest.split_once('.')
+                && let Ok(n) = n.parse::<u64>()
+            {
+                blocks.insert(n);
+            }
+            if name == "token_embd.weight" {
+                embd_rows = Some(rows);
+            }
+        }
+        let expected = self.n_layer as u64;
+        if blocks.len() as u64 != expected || blocks.last().is_some_and(|&l| l + 1 != expected) {
+            return Err(ConfigError {
+                param: Hyper::NLayer,
+                reason: format!(
+                    "{} layers, but the tensor table has blk groups {}",
+                    self.n_layer,
+                    match (blocks.first(), blocks.last()) {
+                        (Some(a), Some(b)) => format!("{a}..={b} ({} of them)", blocks.len()),
+                        _ => "none".to_string(),
+                    }
+                ),
+            });
+        }
+        match embd_rows {
+            Some(r) if r != self.vocab_size as u64 => Err(ConfigError {
+                param: Hyper::VocabSize,
+                reason: format!(
+                    "{} tokens, but token_embd.weight has {r} rows",
+                    self.vocab_size
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The largest count (layers, widths, heads, vocabulary, context) pv accepts: 2^24.
+pub const MAX_COUNT: usize = 1 << 24;
+
+/// A hyper-parameter, with the name each format gives it (one table for both formats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hyper {
+    /// Decoder blocks.
+    NLayer,
+    /// Residual width.
+    NEmbd,
+    /// FFN inner width.
+    NFf,
+    /// Query heads.
+    NHead,
+    /// Key/value heads.
+    NHeadKv,
+    /// Width of one head.
+    HeadDim,
+    /// RoPE'd dimensions of a head.
+    RopeDim,
+    /// RoPE base.
+    RopeTheta,
+    /// RMSNorm epsilon.
+    RmsEps,
+    /// Vocabulary size.
+    VocabSize,
+    /// Context length.
+    ContextLength,
+}
+
+impl Hyper {
+    /// The GGUF metadata key (under the architecture's prefix).
+    pub fn gguf_key(self, arch: Arch) -> String {
+        let k = match self {
+            Hyper::NLayer => "block_count",
+            Hyper::NEmbd | Hyper::HeadDim => "embedding_length",
+            Hyper::NFf => "feed_forward_length",
+            Hyper::NHead => "attention.head_count",
+            Hyper::NHeadKv => "attention.head_count_kv",
+            Hyper::RopeDim => "rope.dimension_count",
+            Hyper::RopeTheta => "rope.freq_base",
+            Hyper::RmsEps => "attention.layer_norm_rms_epsilon",
+            Hyper::VocabSize => "vocab_size",
+            Hyper::ContextLength => "context_length",
+        };
+        format!("{}.{k}", arch.name())
+    }
+
+    /// The field of an APR file's `hyperparameters` metadata.
+    pub fn apr_field(self) -> &'static str {
+        match self {
+            Hyper::NLayer => "n_layer",
+            Hyper::NEmbd => "n_embd",
+            Hyper::NFf => "n_ff",
+            Hyper::NHead => "n_head",
+            Hyper::NHeadKv => "n_head_kv",
+            Hyper::HeadDim => "head_dim",
+            Hyper::RopeDim => "rope_dim",
+            Hyper::RopeTheta => "rope_theta",
+            Hyper::RmsEps => "rms_eps",
+            Hyper::VocabSize => "vocab_size",
+            Hyper::ContextLength => "context_length",
+        }
+    }
+}
+
+/// Why hyper-parameters cannot describe a model: the parameter and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The parameter.
+    pub param: Hyper,
+    /// What is wrong.
+    pub reason: String,
 }
 
 fn usize_key(f: &GgufFile, key: &str) -> Result<usize, GgufError> {
@@ -147,25 +332,11 @@ impl TryFrom<&GgufFile> for ModelConfig {
             None => n_head,
             Some(_) => usize_key(f, &k("attention.head_count_kv"))?,
         };
-        if n_embd % n_head != 0 || n_head % n_head_kv != 0 {
-            return Err(GgufError::Metadata {
-                key: k("attention.head_count_kv"),
-                reason: format!(
-                    "width {n_embd}, {n_head} heads and {n_head_kv} KV heads do not divide evenly"
-                ),
-            });
-        }
         let head_dim = n_embd / n_head;
         let rope_dim = match f.get(&k("rope.dimension_count")) {
             None => head_dim,
             Some(_) => usize_key(f, &k("rope.dimension_count"))?,
         };
-        if rope_dim > head_dim || rope_dim % 2 != 0 {
-            return Err(GgufError::Metadata {
-                key: k("rope.dimension_count"),
-                reason: format!("{rope_dim} must be even and at most the head width {head_dim}"),
-            });
-        }
         let vocab_size = match f.get(&k("vocab_size")) {
             Some(_) => usize_key(f, &k("vocab_size"))?,
             None => f
@@ -177,7 +348,7 @@ impl TryFrom<&GgufFile> for ModelConfig {
                     reason: "missing, and no tokenizer.ggml.tokens to count".into(),
                 })?,
         };
-        Ok(ModelConfig {
+        let config = ModelConfig {
             arch,
             n_layer: usize_key(f, &k("block_count"))?,
             n_embd,
@@ -193,6 +364,18 @@ impl TryFrom<&GgufFile> for ModelConfig {
                 None => 2048,
                 Some(_) => usize_key(f, &k("context_length"))?,
             },
-        })
+        };
+        let named = |e: ConfigError| GgufError::Metadata {
+            key: e.param.gguf_key(arch),
+            reason: e.reason,
+        };
+        config.validate().map_err(named)?;
+        config
+            .check_tensors(f.tensors.iter().map(|t| {
+                // GGUF lists the row length first: the rows are the outermost dimension.
+                (t.name.as_str(), t.dims.last().copied().unwrap_or(0))
+            }))
+            .map_err(named)?;
+        Ok(config)
     }
 }

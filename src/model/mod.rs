@@ -16,7 +16,7 @@ mod weights;
 use std::path::Path;
 
 pub use apr_reference::AprTransformer;
-pub use config::{Arch, ModelConfig, RopeStyle};
+pub use config::{Arch, ConfigError, Hyper, MAX_COUNT, ModelConfig, RopeStyle};
 pub use convert::{AprDtype, gguf_to_apr};
 pub use fault::{Fault, FaultKind, Faulty};
 pub use forward::{KvCache, LogitsFor};

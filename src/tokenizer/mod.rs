@@ -12,7 +12,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 
-use crate::gguf::{GgufError, GgufFile, Value};
+use crate::gguf::{GgufError, GgufFile, Value, ValueType};
 
 /// Qwen2's split: letters with one leading non-letter, single digits, punctuation runs,
 /// newlines kept apart.
@@ -68,14 +68,15 @@ fn strings<'a>(f: &'a GgufFile, key: &str) -> Result<Vec<&'a str>, GgufError> {
         .require(key)?
         .as_array()
         .ok_or_else(|| bad("expected an array".into()))?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.as_str()
-                .ok_or_else(|| bad(format!("element {i} is not a string")))
-        })
-        .collect()
+    if items.elem_type() != ValueType::String {
+        return Err(bad(format!(
+            "expected an array of strings, found one of {:?}",
+            items.elem_type()
+        )));
+    }
+    Ok((0..items.len())
+        .map(|i| items.str(i).unwrap_or_default())
+        .collect())
 }
 
 fn token_id(f: &GgufFile, key: &str, vocab: usize) -> Result<Option<u32>, GgufError> {
@@ -188,20 +189,32 @@ impl Tokenizer {
                 spec.token_types.len()
             )));
         }
-        let mut merges = Vec::with_capacity(spec.merges.len());
-        for (i, m) in spec.merges.iter().enumerate() {
-            let (a, b) = m.split_once(' ').ok_or_else(|| GgufError::Metadata {
-                key: "tokenizer.ggml.merges".into(),
-                reason: format!("element {i} {m:?} is not two tokens separated by a space"),
-            })?;
-            merges.push((a.to_string(), b.to_string()));
-        }
         let vocab: Vocab = spec
             .tokens
             .iter()
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
+        // Every merge joins two tokens into a third, all three in the vocabulary: checked here
+        // so that a corrupted string is reported by key and index, not by the BPE library.
+        let mut merges = Vec::with_capacity(spec.merges.len());
+        for (i, m) in spec.merges.iter().enumerate() {
+            let bad = |reason: String| GgufError::Metadata {
+                key: "tokenizer.ggml.merges".into(),
+                reason: format!("element {i} {m:?}: {reason}"),
+            };
+            let (a, b) = m
+                .split_once(' ')
+                .ok_or_else(|| bad("not two tokens separated by a space".into()))?;
+            let joined = format!("{a}{b}");
+            if let Some(t) = [a, b, joined.as_str()]
+                .into_iter()
+                .find(|t| !vocab.contains_key(*t))
+            {
+                return Err(bad(format!("token {t:?} is not in tokenizer.ggml.tokens")).into());
+            }
+            merges.push((a.to_string(), b.to_string()));
+        }
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()

@@ -101,11 +101,11 @@ pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> Gguf
     meta.push(("tokenizer.ggml.pre".into(), Value::String("gpt2".into())));
     meta.push((
         "tokenizer.ggml.tokens".into(),
-        Value::Array(pv::gguf::ValueType::String, tokens),
+        Value::array(pv::gguf::ValueType::String, tokens),
     ));
     meta.push((
         "tokenizer.ggml.merges".into(),
-        Value::Array(pv::gguf::ValueType::String, vec![]),
+        Value::array(pv::gguf::ValueType::String, vec![]),
     ));
     if let Some(k) = drop_key {
         meta.retain(|(key, _)| !key.ends_with(k));
