@@ -159,6 +159,19 @@ fn every_hostile_input_class_is_a_one_line_exit_2_with_bounded_memory() {
         check_memory(&format!("APR {field} = {v}"));
     }
 
+    // APR tokenizer metadata: the GGUF path's checks, named by APR field.
+    for (field, v) in [
+        ("merges", serde_json::json!(["h e"])),
+        ("bos", serde_json::json!(1_000_000)),
+        ("token_types", serde_json::json!([1, 1])),
+        ("model", serde_json::json!("llama")),
+    ] {
+        let bytes = rewrite_apr(apr.clone(), |m| m["tokenizer"][field] = v.clone());
+        let p = write(&dir, &format!("tokenizer-{field}.apr"), &bytes);
+        let what = format!("metadata.tokenizer.{field}");
+        refused(&["trace", &p, "-p", "hi"], &["malformed APR", &what]);
+    }
+
     // An APR file missing a tensor, and one under four bytes: APR errors, not GGUF ones.
     let missing = {
         let f = AprFile::from_bytes(apr.clone()).unwrap();

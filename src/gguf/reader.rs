@@ -303,10 +303,16 @@ impl GgufFile {
         };
         let magic = c.array::<4>(&|| "magic".into())?;
         if &magic != GGUF_MAGIC {
+            // An APR file (pv's other format) given where GGUF is read: say so.
+            let what = if &magic == b"APR\0" {
+                " (an APR file, not GGUF)".to_string()
+            } else {
+                String::new()
+            };
             return Err(GgufError::malformed(
                 "magic",
                 0,
-                format!("expected \"GGUF\", found {magic:02x?}"),
+                format!("expected \"GGUF\", found {magic:02x?}{what}"),
             ));
         }
         let version = c.u32(&|| "version".into())?;

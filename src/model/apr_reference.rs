@@ -116,6 +116,9 @@ impl AprTransformer {
                 .ok_or_else(|| meta_err(file, "tokenizer", "missing"))?,
         )
         .map_err(|e| meta_err(file, "tokenizer", e.to_string()))?;
+        tokenizer
+            .check()
+            .map_err(|e| meta_err(file, &format!("tokenizer.{}", e.field), e.reason))?;
         let (d, kv, ff) = (config.n_embd, config.kv_dim(), config.n_ff);
         let optional = |name: String, len: usize| -> Result<Option<Vec<f32>>, ModelError> {
             match file.tensor(&name) {

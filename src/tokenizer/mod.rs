@@ -45,6 +45,14 @@ pub enum TokenizerError {
     /// The metadata names something pv does not implement.
     #[error("tokenizer: {0}")]
     Unsupported(String),
+    /// A description (e.g. an APR file's) that cannot be a tokenizer.
+    #[error("tokenizer field `{field}`: {reason}")]
+    Spec {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// The tokenizers library failed.
     #[error("tokenizer: {0}")]
     Library(String),
@@ -119,7 +127,92 @@ pub struct TokenizerSpec {
     pub add_bos: bool,
 }
 
+/// What is wrong with a tokenizer description: the field (as [`TokenizerSpec`] names it,
+/// which is also its key in an APR file's `tokenizer` metadata) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    /// The field (`merges`, `bos`, ...).
+    pub field: &'static str,
+    /// What is wrong, naming the element when there is one.
+    pub reason: String,
+}
+
+impl SpecError {
+    /// The GGUF metadata key that holds the field.
+    pub fn gguf_key(&self) -> &'static str {
+        match self.field {
+            "model" => "tokenizer.ggml.model",
+            "tokens" => "tokenizer.ggml.tokens",
+            "merges" => "tokenizer.ggml.merges",
+            "token_types" => "tokenizer.ggml.token_type",
+            "bos" => "tokenizer.ggml.bos_token_id",
+            "eos" => "tokenizer.ggml.eos_token_id",
+            "eot" => "tokenizer.ggml.eot_token_id",
+            "eom" => "tokenizer.ggml.eom_token_id",
+            _ => "tokenizer.ggml",
+        }
+    }
+}
+
 impl TokenizerSpec {
+    /// The checks a description must pass before a tokenizer is built from it, the same for
+    /// both formats (each names the field its own way): a supported model, special ids
+    /// below the vocabulary size, one type per token, and merges that join two tokens of the
+    /// vocabulary into a third.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let err = |field, reason| Err(SpecError { field, reason });
+        if self.model != "gpt2" {
+            return err(
+                "model",
+                format!(
+                    "{:?} is not supported (only \"gpt2\" byte-level BPE)",
+                    self.model
+                ),
+            );
+        }
+        let n = self.tokens.len();
+        for (field, id) in [
+            ("bos", self.bos),
+            ("eos", self.eos),
+            ("eot", self.eot),
+            ("eom", self.eom),
+        ] {
+            if let Some(id) = id.filter(|&id| id as usize >= n) {
+                return err(
+                    field,
+                    format!("token id {id} is not below the vocabulary size {n}"),
+                );
+            }
+        }
+        if self.token_types.len() != n {
+            return err(
+                "token_types",
+                format!("{} token types for {n} tokens", self.token_types.len()),
+            );
+        }
+        let vocab: std::collections::HashSet<&str> =
+            self.tokens.iter().map(String::as_str).collect();
+        for (i, m) in self.merges.iter().enumerate() {
+            let Some((a, b)) = m.split_once(' ') else {
+                return err(
+                    "merges",
+                    format!("element {i} {m:?}: not two tokens separated by a space"),
+                );
+            };
+            let joined = format!("{a}{b}");
+            if let Some(t) = [a, b, joined.as_str()]
+                .into_iter()
+                .find(|t| !vocab.contains(*t))
+            {
+                return err(
+                    "merges",
+                    format!("element {i} {m:?}: token {t:?} is not in the vocabulary"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the tokenizer description from GGUF metadata, checking types and ids.
     pub fn from_gguf(f: &GgufFile) -> Result<Self, GgufError> {
         let tokens: Vec<String> = strings(f, "tokenizer.ggml.tokens")?
@@ -159,62 +252,32 @@ impl TokenizerSpec {
 impl Tokenizer {
     /// Builds the tokenizer a GGUF file describes.
     pub fn from_gguf(f: &GgufFile) -> Result<Self, TokenizerError> {
-        Self::from_spec(&TokenizerSpec::from_gguf(f)?)
+        let spec = TokenizerSpec::from_gguf(f)?;
+        spec.check().map_err(|e| GgufError::Metadata {
+            key: e.gguf_key().into(),
+            reason: e.reason,
+        })?;
+        Self::from_spec(&spec)
     }
 
     /// Builds a tokenizer from its description.
     pub fn from_spec(spec: &TokenizerSpec) -> Result<Self, TokenizerError> {
-        if spec.model != "gpt2" {
-            return Err(TokenizerError::Unsupported(format!(
-                "tokenizer.ggml.model {:?} (only \"gpt2\" byte-level BPE is supported)",
-                spec.model
-            )));
-        }
-        let n = spec.tokens.len();
-        for (name, id) in [
-            ("bos", spec.bos),
-            ("eos", spec.eos),
-            ("eot", spec.eot),
-            ("eom", spec.eom),
-        ] {
-            if id.is_some_and(|id| id as usize >= n) {
-                return Err(TokenizerError::Unsupported(format!(
-                    "{name} token id {id:?} is not below the vocabulary size {n}"
-                )));
-            }
-        }
-        if spec.token_types.len() != n {
-            return Err(TokenizerError::Unsupported(format!(
-                "{} token types for {n} tokens",
-                spec.token_types.len()
-            )));
-        }
+        spec.check().map_err(|e| TokenizerError::Spec {
+            field: e.field,
+            reason: e.reason,
+        })?;
         let vocab: Vocab = spec
             .tokens
             .iter()
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        // Every merge joins two tokens into a third, all three in the vocabulary: checked here
-        // so that a corrupted string is reported by key and index, not by the BPE library.
-        let mut merges = Vec::with_capacity(spec.merges.len());
-        for (i, m) in spec.merges.iter().enumerate() {
-            let bad = |reason: String| GgufError::Metadata {
-                key: "tokenizer.ggml.merges".into(),
-                reason: format!("element {i} {m:?}: {reason}"),
-            };
-            let (a, b) = m
-                .split_once(' ')
-                .ok_or_else(|| bad("not two tokens separated by a space".into()))?;
-            let joined = format!("{a}{b}");
-            if let Some(t) = [a, b, joined.as_str()]
-                .into_iter()
-                .find(|t| !vocab.contains_key(*t))
-            {
-                return Err(bad(format!("token {t:?} is not in tokenizer.ggml.tokens")).into());
-            }
-            merges.push((a.to_string(), b.to_string()));
-        }
+        let merges: Vec<(String, String)> = spec
+            .merges
+            .iter()
+            .filter_map(|m| m.split_once(' '))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
