@@ -164,7 +164,7 @@ fn every_hostile_input_class_is_a_one_line_exit_2_with_bounded_memory() {
         ("merges", serde_json::json!(["h e"])),
         ("bos", serde_json::json!(1_000_000)),
         ("token_types", serde_json::json!([1, 1])),
-        ("model", serde_json::json!("llama")),
+        ("model", serde_json::json!("unigram")),
     ] {
         let bytes = rewrite_apr(apr.clone(), |m| m["tokenizer"][field] = v.clone());
         let p = write(&dir, &format!("tokenizer-{field}.apr"), &bytes);

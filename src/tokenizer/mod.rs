@@ -1,7 +1,11 @@
 //! Text to token ids and back, built from the model's own GGUF metadata
-//! (`tokenizer.ggml.*`) on top of the `tokenizers` crate: byte-level BPE from the stored
-//! vocabulary and merges, the pre-tokenizer split that `tokenizer.ggml.pre` names (as
-//! llama.cpp chooses it), and control/user-defined tokens kept whole.
+//! (`tokenizer.ggml.*`): for `gpt2` models, byte-level BPE on top of the `tokenizers` crate
+//! from the stored vocabulary and merges, with the pre-tokenizer split that
+//! `tokenizer.ggml.pre` names (as llama.cpp chooses it); for `llama` models (Llama 2,
+//! Gemma), SentencePiece-style merging by score with byte fallback ([`spm`]). Control and
+//! user-defined tokens are kept whole in both.
+
+pub mod spm;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
@@ -58,9 +62,17 @@ pub enum TokenizerError {
     Library(String),
 }
 
+/// How a vocabulary turns text into pieces.
+enum Inner {
+    /// Byte-level BPE (`gpt2`), through the `tokenizers` crate.
+    Bpe(Box<HfTokenizer>),
+    /// SentencePiece-style merging by score (`llama`).
+    Spm(spm::Spm),
+}
+
 /// A model's tokenizer.
 pub struct Tokenizer {
-    inner: HfTokenizer,
+    inner: Inner,
     bos: Option<u32>,
     add_bos: bool,
     end_tokens: Vec<u32>,
@@ -125,6 +137,14 @@ pub struct TokenizerSpec {
     pub eom: Option<u32>,
     /// Whether BOS is prepended.
     pub add_bos: bool,
+    /// `tokenizer.ggml.scores`: merge priorities of a SentencePiece vocabulary (empty for
+    /// BPE).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scores: Vec<f32>,
+    /// `tokenizer.ggml.add_space_prefix`: a SentencePiece vocabulary puts a space before
+    /// text that starts the input or follows a special token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub add_space_prefix: bool,
 }
 
 /// What is wrong with a tokenizer description: the field (as [`TokenizerSpec`] names it,
@@ -142,6 +162,7 @@ impl SpecError {
     pub fn gguf_key(&self) -> &'static str {
         match self.field {
             "model" => "tokenizer.ggml.model",
+            "scores" => "tokenizer.ggml.scores",
             "tokens" => "tokenizer.ggml.tokens",
             "merges" => "tokenizer.ggml.merges",
             "token_types" => "tokenizer.ggml.token_type",
@@ -161,16 +182,25 @@ impl TokenizerSpec {
     /// vocabulary into a third.
     pub fn check(&self) -> Result<(), SpecError> {
         let err = |field, reason| Err(SpecError { field, reason });
-        if self.model != "gpt2" {
-            return err(
-                "model",
-                format!(
-                    "{:?} is not supported (only \"gpt2\" byte-level BPE)",
-                    self.model
-                ),
-            );
-        }
         let n = self.tokens.len();
+        match self.model.as_str() {
+            "gpt2" => {}
+            "llama" if self.scores.len() == n => {}
+            "llama" => {
+                return err(
+                    "scores",
+                    format!("{} scores for {n} tokens", self.scores.len()),
+                );
+            }
+            other => {
+                return err(
+                    "model",
+                    format!(
+                        "{other:?} is not supported (\"gpt2\" byte-level BPE, \"llama\" SentencePiece)"
+                    ),
+                );
+            }
+        }
         for (field, id) in [
             ("bos", self.bos),
             ("eos", self.eos),
@@ -192,7 +222,13 @@ impl TokenizerSpec {
         }
         let vocab: std::collections::HashSet<&str> =
             self.tokens.iter().map(String::as_str).collect();
-        for (i, m) in self.merges.iter().enumerate() {
+        // SentencePiece vocabularies merge by score; stored merges (if any) are not used.
+        let merges = if self.model == "gpt2" {
+            &self.merges[..]
+        } else {
+            &[]
+        };
+        for (i, m) in merges.iter().enumerate() {
             let Some((a, b)) = m.split_once(' ') else {
                 return err(
                     "merges",
@@ -224,29 +260,64 @@ impl TokenizerSpec {
             Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1) as i32).collect(),
             None => vec![1; n],
         };
+        let model = f.get_str("tokenizer.ggml.model")?.to_string();
+        let spm = model == "llama";
+        let flag =
+            |key: &str, default: bool| f.get(key).and_then(Value::as_bool).unwrap_or(default);
+        // llama.cpp's defaults for a SentencePiece vocabulary: BOS 1, EOS 2, BOS added, a
+        // space prefix; metadata overrides each.
+        let special = |key: &str, default: u32| -> Result<Option<u32>, GgufError> {
+            Ok(token_id(f, key, n)?.or((spm && (default as usize) < n).then_some(default)))
+        };
         Ok(TokenizerSpec {
-            model: f.get_str("tokenizer.ggml.model")?.to_string(),
             pre: f
                 .get("tokenizer.ggml.pre")
                 .and_then(Value::as_str)
                 .unwrap_or("default")
                 .to_string(),
-            merges: strings(f, "tokenizer.ggml.merges")?
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            merges: if spm && f.get("tokenizer.ggml.merges").is_none() {
+                Vec::new()
+            } else {
+                strings(f, "tokenizer.ggml.merges")?
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            },
             token_types,
-            bos: token_id(f, "tokenizer.ggml.bos_token_id", n)?,
-            eos: token_id(f, "tokenizer.ggml.eos_token_id", n)?,
+            bos: special("tokenizer.ggml.bos_token_id", 1)?,
+            eos: special("tokenizer.ggml.eos_token_id", 2)?,
             eot: token_id(f, "tokenizer.ggml.eot_token_id", n)?,
             eom: token_id(f, "tokenizer.ggml.eom_token_id", n)?,
-            add_bos: f
-                .get("tokenizer.ggml.add_bos_token")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            add_bos: flag("tokenizer.ggml.add_bos_token", spm),
+            scores: if spm {
+                floats(f, "tokenizer.ggml.scores")?
+            } else {
+                Vec::new()
+            },
+            add_space_prefix: spm && flag("tokenizer.ggml.add_space_prefix", true),
             tokens,
+            model,
         })
     }
+}
+
+fn floats(f: &GgufFile, key: &str) -> Result<Vec<f32>, GgufError> {
+    let bad = |reason: String| GgufError::Metadata {
+        key: key.into(),
+        reason,
+    };
+    let a = f
+        .require(key)?
+        .as_array()
+        .ok_or_else(|| bad("expected an array".into()))?;
+    a.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| bad(format!("element {i} is not a number")))
+        })
+        .collect()
 }
 
 impl Tokenizer {
@@ -266,6 +337,43 @@ impl Tokenizer {
             field: e.field,
             reason: e.reason,
         })?;
+        let inner = if spec.model == "llama" {
+            Inner::Spm(spm::Spm::new(
+                spec.tokens.clone(),
+                spec.token_types.clone(),
+                spec.scores.clone(),
+                spec.add_space_prefix,
+            ))
+        } else {
+            Inner::Bpe(Box::new(Self::bpe(spec)?))
+        };
+        let mut end_tokens: Vec<u32> = [spec.eos, spec.eot, spec.eom]
+            .into_iter()
+            .flatten()
+            .collect();
+        for (i, (tok, &t)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
+            if t as i64 == TOKEN_CONTROL && END_TEXTS.contains(&tok.as_str()) {
+                end_tokens.push(i as u32);
+            }
+        }
+        end_tokens.sort_unstable();
+        end_tokens.dedup();
+        if spec.add_bos && spec.bos.is_none() {
+            return Err(TokenizerError::Unsupported(
+                "add_bos_token is true but no BOS id is given".into(),
+            ));
+        }
+        Ok(Tokenizer {
+            inner,
+            bos: spec.bos,
+            add_bos: spec.add_bos,
+            end_tokens,
+            pre: spec.pre.clone(),
+        })
+    }
+
+    /// The byte-level BPE tokenizer of a `gpt2` description.
+    fn bpe(spec: &TokenizerSpec) -> Result<HfTokenizer, TokenizerError> {
         let vocab: Vocab = spec
             .tokens
             .iter()
@@ -316,57 +424,55 @@ impl Tokenizer {
             .map(|(tok, _)| AddedToken::from(tok.clone(), true).normalized(false))
             .collect();
         inner.add_special_tokens(&special);
-
-        let mut end_tokens: Vec<u32> = [spec.eos, spec.eot, spec.eom]
-            .into_iter()
-            .flatten()
-            .collect();
-        for (i, (tok, &t)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
-            if t as i64 == TOKEN_CONTROL && END_TEXTS.contains(&tok.as_str()) {
-                end_tokens.push(i as u32);
-            }
-        }
-        end_tokens.sort_unstable();
-        end_tokens.dedup();
-        if spec.add_bos && spec.bos.is_none() {
-            return Err(TokenizerError::Unsupported(
-                "add_bos_token is true but no BOS id is given".into(),
-            ));
-        }
-        Ok(Tokenizer {
-            inner,
-            bos: spec.bos,
-            add_bos: spec.add_bos,
-            end_tokens,
-            pre: spec.pre.clone(),
-        })
+        Ok(inner)
     }
 
     /// Token ids of `text`, with special tokens parsed whole and BOS prepended only when the
     /// model's metadata asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Library(e.to_string()))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let mut ids = Vec::new();
         if self.add_bos {
             ids.extend(self.bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        match &self.inner {
+            Inner::Bpe(t) => {
+                let enc = t
+                    .encode_fast(text, false)
+                    .map_err(|e| TokenizerError::Library(e.to_string()))?;
+                ids.extend_from_slice(enc.get_ids());
+            }
+            Inner::Spm(t) => ids.extend(t.encode(text)),
+        }
         Ok(ids)
     }
 
     /// The text of `ids`, with special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| TokenizerError::Library(e.to_string()))
+        match &self.inner {
+            Inner::Bpe(t) => t
+                .decode(ids, true)
+                .map_err(|e| TokenizerError::Library(e.to_string())),
+            Inner::Spm(t) => {
+                let bytes: Vec<u8> = ids
+                    .iter()
+                    .flat_map(|&id| t.piece_bytes(id, false))
+                    .collect();
+                let s = String::from_utf8_lossy(&bytes).into_owned();
+                // The space the encoder put in front comes off again (as llama.cpp does).
+                Ok(match s.strip_prefix(' ') {
+                    Some(rest) if t.adds_space_prefix() => rest.to_string(),
+                    _ => s,
+                })
+            }
+        }
     }
 
     /// The text one token stands for, special tokens included.
     pub fn piece(&self, id: u32) -> String {
-        self.inner.decode(&[id], false).unwrap_or_default()
+        match &self.inner {
+            Inner::Bpe(t) => t.decode(&[id], false).unwrap_or_default(),
+            Inner::Spm(t) => String::from_utf8_lossy(&t.piece_bytes(id, true)).into_owned(),
+        }
     }
 
     /// Tokens that end generation (EOS, EOT and end-of-turn control tokens).
@@ -381,7 +487,10 @@ impl Tokenizer {
 
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.inner {
+            Inner::Bpe(t) => t.get_vocab_size(true),
+            Inner::Spm(t) => t.len(),
+        }
     }
 
     /// Whether BOS is prepended.
