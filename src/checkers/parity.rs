@@ -125,6 +125,22 @@ fn typed<T: for<'de> Deserialize<'de>>(v: &Value, what: &str) -> Result<T, Strin
     T::deserialize(v).map_err(|e| format!("{what}: {e}"))
 }
 
+/// The rows a judge reads from the measurements under `key`: one list per prompt.
+fn recorded<T: for<'de> Deserialize<'de>>(j: &Judged, key: &str) -> Result<Vec<Vec<T>>, String> {
+    typed(
+        j.measurements.get(key).unwrap_or(&Value::Null),
+        &format!("measurements/{key}"),
+    )
+}
+
+/// Every row with its prompt and its index within the prompt.
+fn flat<T>(rows: &[Vec<T>]) -> Vec<(usize, usize, &T)> {
+    rows.iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.iter().enumerate().map(move |(k, x)| (i, k, x)))
+        .collect()
+}
+
 /// What `trace_agreement` records.
 #[derive(Serialize, Deserialize)]
 struct TraceMeasurements {
@@ -287,10 +303,7 @@ pub fn logits_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError
 /// `logits_agreement`'s judge.
 pub fn judge_logits_agreement(j: &Judged) -> Result<Judgement, String> {
     let p: LogitsAgreementParams = typed(j.params, "params")?;
-    let rows: Vec<Vec<Position>> = typed(
-        j.measurements.get("positions").unwrap_or(&Value::Null),
-        "measurements/positions",
-    )?;
+    let rows: Vec<Vec<Position>> = recorded(j, "positions")?;
     if rows.len() != p.prompts.len() || rows.iter().any(|r| r.is_empty()) {
         return Err(format!(
             "measurements cover {} prompts; the params name {}",
@@ -298,11 +311,7 @@ pub fn judge_logits_agreement(j: &Judged) -> Result<Judgement, String> {
             p.prompts.len()
         ));
     }
-    let all: Vec<(usize, usize, &Position)> = rows
-        .iter()
-        .enumerate()
-        .flat_map(|(i, r)| r.iter().enumerate().map(move |(t, x)| (i, t, x)))
-        .collect();
+    let all = flat(&rows);
     let (wi, wt, worst) = all
         .iter()
         .copied()
@@ -404,10 +413,7 @@ pub fn decode_consistency(p: &Value, ctx: &Context) -> Result<Measured, CheckErr
 /// `decode_consistency`'s judge.
 pub fn judge_decode_consistency(j: &Judged) -> Result<Judgement, String> {
     let p: DecodeParams = typed(j.params, "params")?;
-    let rows: Vec<Vec<Step>> = typed(
-        j.measurements.get("steps").unwrap_or(&Value::Null),
-        "measurements/steps",
-    )?;
+    let rows: Vec<Vec<Step>> = recorded(j, "steps")?;
     if rows.len() != p.prompts.len() || rows.iter().any(|r| r.len() != p.steps) {
         return Err(format!(
             "measurements cover {} prompts x {:?} steps; the params name {} x {}",
@@ -417,11 +423,7 @@ pub fn judge_decode_consistency(j: &Judged) -> Result<Judgement, String> {
             p.steps
         ));
     }
-    let all: Vec<(usize, usize, &Step)> = rows
-        .iter()
-        .enumerate()
-        .flat_map(|(i, r)| r.iter().enumerate().map(move |(s, x)| (i, s, x)))
-        .collect();
+    let all = flat(&rows);
     let worst = |f: fn(&Step) -> f64| {
         all.iter()
             .copied()

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::CliError;
@@ -43,6 +45,32 @@ const PANELS: [Panel; 4] = [
 
 fn err(e: impl std::fmt::Display) -> CliError {
     CliError::other(format!("plot: {e}"))
+}
+
+/// One panel's lines, a slot each, and the first divergence as a red vertical line from
+/// `y0` to `y1`: the same on a linear and on a log scale (`Y`).
+fn draw_lines<Y>(
+    mut c: ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
+    series: &dyn Fn(Slot) -> Vec<(f64, f64)>,
+    mark: Option<f64>,
+    (y0, y1): (f64, f64),
+) -> Result<(), CliError>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    c.configure_mesh().x_desc("layer").draw().map_err(err)?;
+    for (i, s) in Slot::LAYER.iter().enumerate() {
+        c.draw_series(LineSeries::new(
+            series(*s),
+            Palette99::pick(i).stroke_width(2),
+        ))
+        .map_err(err)?;
+    }
+    if let Some(m) = mark {
+        c.draw_series(LineSeries::new([(m, y0), (m, y1)], RED.stroke_width(3)))
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Draws `report` to `path` as SVG. `title` heads the figure.
@@ -100,43 +128,15 @@ pub fn draw(report: &TraceDiff, title: &str, path: &Path) -> Result<(), CliError
         };
         let mark = first.and_then(|f| f.layer).map(|l| l as f64);
         if panel.log {
-            let mut c = chart
-                .build_cartesian_2d(x, (lo / 2.0..hi * 2.0).log_scale())
+            let (y0, y1) = (lo / 2.0, hi * 2.0);
+            let c = chart
+                .build_cartesian_2d(x, (y0..y1).log_scale())
                 .map_err(err)?;
-            c.configure_mesh().x_desc("layer").draw().map_err(err)?;
-            for (i, s) in Slot::LAYER.iter().enumerate() {
-                c.draw_series(LineSeries::new(
-                    series(*s),
-                    Palette99::pick(i).stroke_width(2),
-                ))
-                .map_err(err)?;
-            }
-            if let Some(m) = mark {
-                c.draw_series(LineSeries::new(
-                    [(m, lo / 2.0), (m, hi * 2.0)],
-                    RED.stroke_width(3),
-                ))
-                .map_err(err)?;
-            }
+            draw_lines(c, &series, mark, (y0, y1))?;
         } else {
-            let mut c = chart
-                .build_cartesian_2d(x, (lo - pad)..(hi + pad))
-                .map_err(err)?;
-            c.configure_mesh().x_desc("layer").draw().map_err(err)?;
-            for (i, s) in Slot::LAYER.iter().enumerate() {
-                c.draw_series(LineSeries::new(
-                    series(*s),
-                    Palette99::pick(i).stroke_width(2),
-                ))
-                .map_err(err)?;
-            }
-            if let Some(m) = mark {
-                c.draw_series(LineSeries::new(
-                    [(m, lo - pad), (m, hi + pad)],
-                    RED.stroke_width(3),
-                ))
-                .map_err(err)?;
-            }
+            let (y0, y1) = (lo - pad, hi + pad);
+            let c = chart.build_cartesian_2d(x, y0..y1).map_err(err)?;
+            draw_lines(c, &series, mark, (y0, y1))?;
         }
     }
     for (i, s) in Slot::LAYER.iter().enumerate() {

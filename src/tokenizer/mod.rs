@@ -79,15 +79,24 @@ pub struct Tokenizer {
     pre: String,
 }
 
-fn strings<'a>(f: &'a GgufFile, key: &str) -> Result<Vec<&'a str>, GgufError> {
-    let bad = |reason: String| GgufError::Metadata {
-        key: key.into(),
+/// The array under `key`, and a maker of errors naming that key.
+fn array<'a>(
+    f: &'a GgufFile,
+    key: &str,
+) -> Result<(&'a crate::gguf::Array, impl Fn(String) -> GgufError), GgufError> {
+    let owned = key.to_string();
+    let bad = move |reason: String| GgufError::Metadata {
+        key: owned.clone(),
         reason,
     };
-    let items = f
-        .require(key)?
-        .as_array()
-        .ok_or_else(|| bad("expected an array".into()))?;
+    match f.require(key)?.as_array() {
+        Some(a) => Ok((a, bad)),
+        None => Err(bad("expected an array".into())),
+    }
+}
+
+fn strings<'a>(f: &'a GgufFile, key: &str) -> Result<Vec<&'a str>, GgufError> {
+    let (items, bad) = array(f, key)?;
     if items.elem_type() != ValueType::String {
         return Err(bad(format!(
             "expected an array of strings, found one of {:?}",
@@ -302,14 +311,7 @@ impl TokenizerSpec {
 }
 
 fn floats(f: &GgufFile, key: &str) -> Result<Vec<f32>, GgufError> {
-    let bad = |reason: String| GgufError::Metadata {
-        key: key.into(),
-        reason,
-    };
-    let a = f
-        .require(key)?
-        .as_array()
-        .ok_or_else(|| bad("expected an array".into()))?;
+    let (a, bad) = array(f, key)?;
     a.iter()
         .enumerate()
         .map(|(i, v)| {
