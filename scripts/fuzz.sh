@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The suite's structural fuzzer (tests/fuzz.rs) for a long run: N cases per target
-# (default 2,000,000: about ten million in all), or a time budget with SECONDS=S.
+# (default 2,000,000: twelve million in all), or a time budget with SECONDS=S.
 #
-#   scripts/fuzz.sh [N]            N cases per target (five targets)
+#   scripts/fuzz.sh [N]            N cases per target (six targets)
 #   SECONDS_BUDGET=3600 scripts/fuzz.sh   one hour, split across the targets
 #   PV_FUZZ_SEED=42 scripts/fuzz.sh 100000
 #

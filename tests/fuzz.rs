@@ -2,9 +2,11 @@
 //! metadata rebuilt with boundary values), YAML contracts and evidence records go through
 //! pv's own readers and engines in-process. Every case must end in a clean `Ok` or a typed
 //! `Err`: no panic, and no allocation beyond a ceiling proportional to the input (a counting
-//! allocator measures each case's peak).
+//! allocator measures each case's peak). Random text goes through both tokenizers (byte-level
+//! BPE and SentencePiece), which must give ids inside the vocabulary and decode text without
+//! special tokens back to itself.
 //!
-//! CI runs it for `PV_FUZZ_SECONDS` (default 40) split across the five targets;
+//! CI runs it for `PV_FUZZ_SECONDS` (default 40) split across the six targets;
 //! `PV_FUZZ_CASES=N` runs exactly N cases per target instead (`scripts/fuzz.sh`), and
 //! `PV_FUZZ_SEED` picks the seed. The counts are printed.
 
@@ -239,6 +241,9 @@ fn hostile_json(rng: &mut SplitMix) -> serde_json::Value {
     }
 }
 
+/// How many targets share the time budget.
+const TARGETS: usize = 6;
+
 fn budget() -> (Option<u64>, Duration) {
     let cases = std::env::var("PV_FUZZ_CASES")
         .ok()
@@ -247,7 +252,7 @@ fn budget() -> (Option<u64>, Duration) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40.0);
-    (cases, Duration::from_secs_f64(secs / 5.0))
+    (cases, Duration::from_secs_f64(secs / TARGETS as f64))
 }
 
 /// Runs `one(seed)` until the budget for a target is spent.
@@ -295,6 +300,42 @@ fn run_apr(file: AprFile) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// A small Llama-2-style SentencePiece tokenizer: control tokens, every byte, a few pieces.
+fn spm_tokenizer() -> pv::tokenizer::Tokenizer {
+    use pv::gguf::ValueType;
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(Value::I32(6));
+    }
+    for p in ["▁", "a", "b", "ab", "▁a", "▁ab", "ba", "é", "▁▁"] {
+        tokens.push(p.into());
+        types.push(Value::I32(1));
+    }
+    let scores: Vec<Value> = (0..tokens.len())
+        .map(|i| Value::F32(-(i as f32) / 100.0))
+        .collect();
+    let mut w = GgufWriter::new();
+    w.meta("tokenizer.ggml.model", Value::String("llama".into()))
+        .meta(
+            "tokenizer.ggml.tokens",
+            Value::array(
+                ValueType::String,
+                tokens.into_iter().map(Value::String).collect(),
+            ),
+        )
+        .meta(
+            "tokenizer.ggml.scores",
+            Value::array(ValueType::F32, scores),
+        )
+        .meta(
+            "tokenizer.ggml.token_type",
+            Value::array(ValueType::I32, types),
+        );
+    pv::tokenizer::Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap()).unwrap()
 }
 
 #[test]
@@ -400,6 +441,59 @@ fn hostile_inputs_never_panic_or_allocate_out_of_proportion() {
             run_case("apr", s, len, tally, || match AprFile::from_bytes(b) {
                 Ok(f) => run_apr(f),
                 Err(_) => false,
+            });
+        });
+
+        // Tokenizers: random text (spaces, tabs, newlines, accents, CJK, emoji, control
+        // characters, special-token texts and fragments of them) through byte-level BPE and
+        // SentencePiece. Ids stay inside the vocabulary; text without '<' decodes to itself.
+        let bpe = pv::tokenizer::Tokenizer::from_gguf(&gguf).unwrap();
+        let spm = spm_tokenizer();
+        const PIECES: [&str; 16] = [
+            "a",
+            "b",
+            "ab",
+            " ",
+            "  ",
+            "\t",
+            "\n",
+            "é",
+            "東",
+            "🙂",
+            "\u{1}",
+            "<s>",
+            "</s>",
+            "<|im_start|>",
+            "<|im_",
+            "9",
+        ];
+        drive("tokenizer", seed, |s, tally| {
+            let mut rng = SplitMix(s);
+            let n = rng.next_u64() % 24;
+            let text: String = (0..n)
+                .map(|_| PIECES[(rng.next_u64() % PIECES.len() as u64) as usize])
+                .collect();
+            let len = text.len();
+            run_case("tokenizer", s, len, tally, || {
+                // The synthetic BPE vocabulary spells only printable ASCII and the space (a
+                // real byte-level vocabulary has all 256 bytes); SentencePiece falls back to
+                // bytes for anything.
+                let ascii = text.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+                for (t, lossless) in [(&bpe, ascii), (&spm, true)] {
+                    let ids = t.encode(&text).unwrap();
+                    assert!(
+                        ids.iter().all(|&id| (id as usize) < t.vocab_size()),
+                        "{text:?}: {ids:?}"
+                    );
+                    let back = t.decode(&ids).unwrap();
+                    if lossless && !text.contains('<') {
+                        assert_eq!(back, text, "round trip of {text:?} via {ids:?}");
+                    }
+                    for &id in &ids {
+                        let _ = t.piece(id);
+                    }
+                }
+                true
             });
         });
 
