@@ -304,38 +304,14 @@ fn run_apr(file: AprFile) -> bool {
 
 /// A small Llama-2-style SentencePiece tokenizer: control tokens, every byte, a few pieces.
 fn spm_tokenizer() -> pv::tokenizer::Tokenizer {
-    use pv::gguf::ValueType;
-    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
-    let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
-    for b in 0..=255u8 {
-        tokens.push(format!("<0x{b:02X}>"));
-        types.push(Value::I32(6));
-    }
-    for p in ["▁", "a", "b", "ab", "▁a", "▁ab", "ba", "é", "▁▁"] {
-        tokens.push(p.into());
-        types.push(Value::I32(1));
-    }
-    let scores: Vec<Value> = (0..tokens.len())
-        .map(|i| Value::F32(-(i as f32) / 100.0))
+    let pieces = ["▁", "a", "b", "ab", "▁a", "▁ab", "ba", "é", "▁▁"];
+    let scored: Vec<(&str, f32)> = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, -(i as f32) / 100.0 - 2.6))
         .collect();
-    let mut w = GgufWriter::new();
-    w.meta("tokenizer.ggml.model", Value::String("llama".into()))
-        .meta(
-            "tokenizer.ggml.tokens",
-            Value::array(
-                ValueType::String,
-                tokens.into_iter().map(Value::String).collect(),
-            ),
-        )
-        .meta(
-            "tokenizer.ggml.scores",
-            Value::array(ValueType::F32, scores),
-        )
-        .meta(
-            "tokenizer.ggml.token_type",
-            Value::array(ValueType::I32, types),
-        );
-    pv::tokenizer::Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap()).unwrap()
+    let (file, _) = common::spm_vocabulary(&scored);
+    pv::tokenizer::Tokenizer::from_gguf(&file).unwrap()
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! vocabulary: digits alone (smollm, qwen2), digits in threes (llama-bpe), digit runs (gpt2);
 //! special tokens kept whole; BOS only when the metadata asks.
 
+mod common;
+
 use pv::gguf::{GgufFile, GgufWriter, Value, ValueType};
 use pv::tokenizer::Tokenizer;
 
@@ -112,44 +114,17 @@ fn bos_only_when_the_metadata_asks_and_unknown_pre_is_an_error() {
 /// in front of the text).
 #[test]
 fn sentencepiece_vocabularies_merge_by_score_with_byte_fallback() {
-    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
-    let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
-    let mut scores = vec![Value::F32(0.0); 3];
-    for b in 0..=255u8 {
-        tokens.push(format!("<0x{b:02X}>"));
-        types.push(Value::I32(6));
-        scores.push(Value::F32(0.0));
-    }
-    for (p, s) in [
-        ("▁", -2.0f32),
+    let (file, tokens) = common::spm_vocabulary(&[
+        ("▁", -2.0),
         ("a", -6.0),
         ("b", -6.0),
         ("ab", -4.0),
         ("▁a", -3.0),
         ("▁ab", -1.0),
         ("ba", -0.5),
-    ] {
-        tokens.push(p.into());
-        types.push(Value::I32(1));
-        scores.push(Value::F32(s));
-    }
+    ]);
     let id = |t: &str| tokens.iter().position(|x| x == t).unwrap() as u32;
-    let strs = Value::array(
-        ValueType::String,
-        tokens.iter().cloned().map(Value::String).collect(),
-    );
-    let mut w = GgufWriter::new();
-    w.meta("tokenizer.ggml.model", Value::String("llama".into()))
-        .meta("tokenizer.ggml.tokens", strs)
-        .meta(
-            "tokenizer.ggml.scores",
-            Value::array(ValueType::F32, scores),
-        )
-        .meta(
-            "tokenizer.ggml.token_type",
-            Value::array(ValueType::I32, types),
-        );
-    let t = Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap()).unwrap();
+    let t = Tokenizer::from_gguf(&file).unwrap();
     // "▁ab" outscores "▁a" + "b"; then "ba" (-0.5) beats "▁a" (-3) in "▁aba": the
     // highest-scoring pair merges first, wherever it is.
     assert_eq!(t.encode("ab").unwrap(), vec![1, id("▁ab")]);

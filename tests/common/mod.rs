@@ -170,4 +170,41 @@ pub fn synthetic_pair(
     (gguf, apr)
 }
 
+/// A Llama-2-style SentencePiece vocabulary as GGUF metadata (`tokenizer.ggml.model =
+/// "llama"`): `<unk>`, `<s>`, `</s>`, the 256 byte tokens `<0xXX>` (score 0), then `pieces`
+/// (normal tokens with their scores). No merges, no BOS or space-prefix keys: llama.cpp's
+/// defaults apply. Returns the file and the vocabulary, so tests can look ids up.
+pub fn spm_vocabulary(pieces: &[(&str, f32)]) -> (GgufFile, Vec<String>) {
+    use pv::gguf::ValueType;
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
+    let mut scores = vec![Value::F32(0.0); 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(Value::I32(6));
+        scores.push(Value::F32(0.0));
+    }
+    for &(p, score) in pieces {
+        tokens.push(p.into());
+        types.push(Value::I32(1));
+        scores.push(Value::F32(score));
+    }
+    let strs = Value::array(
+        ValueType::String,
+        tokens.iter().cloned().map(Value::String).collect(),
+    );
+    let mut w = GgufWriter::new();
+    w.meta("tokenizer.ggml.model", Value::String("llama".into()))
+        .meta("tokenizer.ggml.tokens", strs)
+        .meta(
+            "tokenizer.ggml.scores",
+            Value::array(ValueType::F32, scores),
+        )
+        .meta(
+            "tokenizer.ggml.token_type",
+            Value::array(ValueType::I32, types),
+        );
+    (GgufFile::from_bytes(w.to_bytes()).unwrap(), tokens)
+}
+
 pub mod repo;
