@@ -25,15 +25,28 @@ const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'
 const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Texts llama.cpp treats as end-of-generation when they are control tokens.
-const END_TEXTS: [&str; 8] = [
+const END_TEXTS: [&str; 21] = [
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
     "<end_of_turn>",
     "<|endoftext|>",
-    "<EOS_TOKEN>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
     "<|end_of_text|>",
     "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
 ];
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
@@ -126,7 +139,7 @@ fn token_id(f: &GgufFile, key: &str, vocab: usize) -> Result<Option<u32>, GgufEr
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizerSpec {
-    /// `tokenizer.ggml.model` (only `gpt2`, byte-level BPE, is supported).
+    /// `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece).
     pub model: String,
     /// `tokenizer.ggml.pre`: the pre-tokenizer split.
     pub pre: String,
@@ -339,25 +352,29 @@ impl Tokenizer {
             field: e.field,
             reason: e.reason,
         })?;
+        // As llama.cpp: a token spelled as an end-of-generation token ends generation
+        // whatever its type, and is treated as a control token from then on.
+        let mut end_tokens: Vec<u32> = [spec.eos, spec.eot, spec.eom]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut types = spec.token_types.clone();
+        for (i, tok) in spec.tokens.iter().enumerate() {
+            if END_TEXTS.contains(&tok.as_str()) {
+                end_tokens.push(i as u32);
+                types[i] = TOKEN_CONTROL as i32;
+            }
+        }
         let inner = if spec.model == "llama" {
             Inner::Spm(spm::Spm::new(
                 spec.tokens.clone(),
-                spec.token_types.clone(),
+                types,
                 spec.scores.clone(),
                 spec.add_space_prefix,
             ))
         } else {
             Inner::Bpe(Box::new(Self::bpe(spec)?))
         };
-        let mut end_tokens: Vec<u32> = [spec.eos, spec.eot, spec.eom]
-            .into_iter()
-            .flatten()
-            .collect();
-        for (i, (tok, &t)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
-            if t as i64 == TOKEN_CONTROL && END_TEXTS.contains(&tok.as_str()) {
-                end_tokens.push(i as u32);
-            }
-        }
         end_tokens.sort_unstable();
         end_tokens.dedup();
         if spec.add_bos && spec.bos.is_none() {
@@ -474,6 +491,14 @@ impl Tokenizer {
         match &self.inner {
             Inner::Bpe(t) => t.decode(&[id], false).unwrap_or_default(),
             Inner::Spm(t) => String::from_utf8_lossy(&t.piece_bytes(id, true)).into_owned(),
+        }
+    }
+
+    /// What kind of tokenizer this is, for people: `byte-level BPE` or `SentencePiece`.
+    pub fn kind(&self) -> &'static str {
+        match &self.inner {
+            Inner::Bpe(_) => "byte-level BPE",
+            Inner::Spm(_) => "SentencePiece",
         }
     }
 

@@ -299,7 +299,10 @@ impl Spm {
                 .and_then(|h| h.strip_suffix('>'))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .map_or_else(Vec::new, |b| vec![b]),
-            _ if specials => t.clone().into_bytes(),
+            // llama.cpp copies user-defined pieces as they are spelled, and unknown and
+            // control pieces only when asked for special tokens.
+            USER_DEFINED => t.clone().into_bytes(),
+            CONTROL | UNKNOWN if specials => t.clone().into_bytes(),
             _ => Vec::new(),
         }
     }
