@@ -5,7 +5,10 @@ mod common;
 
 use pv::apr::AprFile;
 use pv::gguf::GgmlType;
-use pv::model::{AprDtype, AprTransformer, OwnedQuantizedModel, Slot, argmax, gguf_to_apr};
+use pv::model::{
+    AprDtype, AprTransformer, LogitsFor, NoopObserver, OwnedQuantizedModel, Slot, argmax,
+    gguf_to_apr,
+};
 use pv::tokenizer::Tokenizer;
 use pv::trace::{TracedForward, check_parity};
 
@@ -17,8 +20,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 #[test]
-fn synthetic_models_agree_across_engines_for_both_architectures() {
-    for arch in ["llama", "qwen2"] {
+fn synthetic_models_agree_across_engines_for_every_architecture() {
+    for arch in ["llama", "qwen2", "qwen3", "gemma3"] {
         for (ty, dtype) in [
             (GgmlType::Q8_0, AprDtype::F32),
             (GgmlType::F16, AprDtype::F16),
@@ -45,6 +48,59 @@ fn synthetic_models_agree_across_engines_for_both_architectures() {
             check_parity(&ta, &tb).unwrap();
             assert_eq!((ta.engine.as_str(), tb.engine.as_str()), ("gguf", "apr"));
         }
+    }
+}
+
+/// Gemma 3's sliding window, in both engines: positions past the window see fewer keys on the
+/// local layers, so their logits change when the window is widened, and earlier positions'
+/// do not; the engines agree either way, and the cached (one token at a time) pass agrees
+/// with the whole-prompt pass.
+#[test]
+fn the_sliding_window_masks_old_positions_in_both_engines() {
+    let tokens = [5u32, 77, 3, 140, 2, 9];
+    let windowed = common::synthetic_pair("gemma3", GgmlType::Q8_0);
+    assert_eq!(windowed.0.config.sliding_window, common::GEMMA_WINDOW);
+    assert_eq!(
+        (0..6)
+            .map(|l| windowed.0.config.is_swa(l))
+            .collect::<Vec<_>>(),
+        [true, true, true, true, true, false]
+    );
+    let (mut wide_g, mut wide_a) = common::synthetic_pair("gemma3", GgmlType::Q8_0);
+    wide_g.config.sliding_window = 1 << 20;
+    wide_a.config.sliding_window = 1 << 20;
+    for (name, a, b) in [
+        (
+            "gguf",
+            windowed.0.forward(&tokens).unwrap(),
+            wide_g.forward(&tokens).unwrap(),
+        ),
+        (
+            "apr",
+            windowed.1.forward(&tokens).unwrap(),
+            wide_a.forward(&tokens).unwrap(),
+        ),
+    ] {
+        for t in 0..tokens.len() {
+            let same = a.row(t) == b.row(t);
+            assert_eq!(same, t < common::GEMMA_WINDOW, "{name}: position {t}");
+        }
+    }
+    let (g, a) = (
+        windowed.0.forward(&tokens).unwrap(),
+        windowed.1.forward(&tokens).unwrap(),
+    );
+    let mut cache = windowed.0.new_cache();
+    for (t, &tok) in tokens.iter().enumerate() {
+        assert!(
+            cosine(g.row(t), a.row(t)) > 0.999,
+            "engines at position {t}"
+        );
+        let step = windowed
+            .0
+            .forward_with_cache(&[tok], &mut cache, LogitsFor::Last, &mut NoopObserver)
+            .unwrap();
+        assert!(cosine(&step, g.row(t)) > 0.9999, "cached position {t}");
     }
 }
 
@@ -78,7 +134,7 @@ fn smollm2_apr_reference_matches_the_gguf_engine() {
         apr.forward_traced(&tokens).unwrap(),
     );
     check_parity(&ta, &tb).unwrap();
-    for slot in Slot::LAYER {
+    for slot in Slot::layer_slots(pv::model::Arch::Llama.spec()) {
         let worst = ta
             .layers
             .iter()

@@ -110,7 +110,10 @@ fn faults(full: bool) -> Vec<String> {
         "negate",
     ];
     let mut out = Vec::new();
-    for (i, slot) in Slot::LAYER.iter().enumerate() {
+    for (i, slot) in Slot::layer_slots(pv::model::Arch::Llama.spec())
+        .iter()
+        .enumerate()
+    {
         let layers: Vec<usize> = if full {
             vec![0, 7, 14, 21, 29]
         } else {

@@ -30,7 +30,7 @@ impl Observer for CountSlots {
 #[test]
 fn both_architectures_and_several_formats_run_and_cache_consistently() {
     let prompt = [1u32, 17, 42, 99, 250, 3];
-    for arch in ["llama", "qwen2"] {
+    for arch in ["llama", "qwen2", "qwen3", "gemma3"] {
         for ty in [
             GgmlType::Q4_0,
             GgmlType::Q4_1,
@@ -55,7 +55,7 @@ fn both_architectures_and_several_formats_run_and_cache_consistently() {
             );
             assert_eq!(
                 obs.0.len(),
-                2 * Slot::LAYER.len() + 3,
+                model.config.n_layer * Slot::layer_slots(model.config.spec()).len() + 3,
                 "{arch} {ty}: every capture point once"
             );
             // Token by token through the KV cache: the same positions, computed one at a time.

@@ -99,14 +99,14 @@ fn smollm2_trace_is_complete_valid_and_bit_identical() {
     assert_eq!(t.layers.len(), 30);
     let n = tokens.len();
     for (l, layer) in t.layers.iter().enumerate() {
-        for slot in Slot::LAYER {
+        for slot in Slot::layer_slots(pv::model::Arch::Llama.spec()) {
             let s = layer.get(slot).unwrap();
             let width = s.all.scope.width;
             assert_eq!(s.all.count, n * width, "layer {l} {}", slot.name());
             assert_eq!((s.all.nan, s.all.inf), (0, 0), "layer {l} {}", slot.name());
             assert_eq!((s.last.scope.first_position, s.last.count), (n - 1, width));
         }
-        assert_eq!(layer.ffn_inner.all.scope.width, 1536);
+        assert_eq!(layer.get(Slot::FfnInner).unwrap().all.scope.width, 1536);
     }
     assert_eq!(
         t.logits.top_k[0].0, 2,
@@ -127,7 +127,8 @@ fn parity_refuses_unlike_traces_and_capture_keeps_whole_tensors() {
         Err(ParityError::Tokens { .. })
     ));
     let mut c = a.clone();
-    c.layers[1].ffn_inner.last = c.layers[1].ffn_inner.all.clone();
+    let inner = c.layers[1].get_mut(Slot::FfnInner).unwrap();
+    inner.last = inner.all.clone();
     let err = check_parity(&a, &c).unwrap_err();
     assert!(
         err.to_string().contains("layers[1].ffn_inner: scope last"),
@@ -148,7 +149,8 @@ fn parity_refuses_unlike_traces_and_capture_keeps_whole_tensors() {
     ));
     assert_eq!(
         per_token.trace.layers[0]
-            .q
+            .get(Slot::Q)
+            .unwrap()
             .per_token
             .as_ref()
             .unwrap()
@@ -177,5 +179,5 @@ fn parity_refuses_unlike_traces_and_capture_keeps_whole_tensors() {
         .find(|c| c.slot == Slot::FfnInner)
         .unwrap();
     let mean = inner.data.iter().map(|&v| v as f64).sum::<f64>() / inner.data.len() as f64;
-    assert!((mean - t.trace.layers[1].ffn_inner.all.mean).abs() < 1e-9);
+    assert!((mean - t.trace.layers[1].get(Slot::FfnInner).unwrap().all.mean).abs() < 1e-9);
 }

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::context::{CheckError, Context, Input, Measured, file_input, typed_params};
-use super::gguf::{self, count_problems, slot_counts, slot_width};
+use super::gguf::{self, count_problems, recorded_slots, recorded_width, slot_counts, widths_of};
 use super::judge::{Judged, Judgement, agrees, arr, flag, num, text, uint};
 use super::params::{CanonicalModel, EquationParams, StdRatioParams, TracePromptParams};
 use crate::apr::AprFile;
 use crate::gguf::GgufFile;
-use crate::model::{AprDtype, AprTransformer, Slot, gguf_to_apr, with_threads};
+use crate::model::{AprDtype, AprTransformer, FfnAct, Slot, gguf_to_apr, with_threads};
 use crate::trace::{CaptureSpec, TraceOptions, TracedForward, check_parity};
 
 /// The APR sibling of the test's GGUF model, converted (f32, atomically) when absent.
@@ -217,13 +217,15 @@ pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Measured, Check
     ));
     let t = with_threads(ctx.threads, || apr.forward_traced(&g.tokens))?;
     let c = &apr.config;
+    let slots = Slot::layer_slots(c.spec());
     Ok(Measured {
         measurements: json!({
             "tokens": g.tokens,
             "layers": t.layers.len(),
             "expected_layers": c.n_layer,
-            "widths": {"d_model": c.n_embd, "d_ff": c.n_ff, "kv": c.n_head_kv * c.head_dim, "vocab": c.vocab_size},
-            "counts_per_layer": slot_counts(&t, &Slot::LAYER),
+            "widths": widths_of(c),
+            "slots": slots.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "counts_per_layer": slot_counts(&t, &slots),
             "globals": {
                 "embd": t.embd.all.count,
                 "final_norm": t.final_norm.all.count,
@@ -244,12 +246,9 @@ pub fn judge_fields_superset(j: &Judged) -> Result<Judgement, String> {
     let w = |k: &str| -> Result<Option<u64>, String> {
         widths.map(|_| uint(m, &format!("/widths/{k}"))).transpose()
     };
-    let (d, ff, kv, vocab) = (w("d_model")?, w("d_ff")?, w("kv")?, w("vocab")?);
-    let mut problems = count_problems(m, &Slot::LAYER, |s| {
-        Ok(d.zip(ff)
-            .zip(kv)
-            .map(|((d, ff), kv)| slot_width(s, d as usize, ff as usize, kv as usize) as u64))
-    })?;
+    let (d, vocab) = (w("d_model")?, w("vocab")?);
+    let slots = recorded_slots(m)?;
+    let mut problems = count_problems(m, &slots, |s| recorded_width(m, s))?;
     if let (Some(d), Some(v)) = (d, vocab) {
         for (name, width) in [("embd", d), ("final_norm", d), ("logits", v)] {
             let got = uint(m, &format!("/globals/{name}"))?;
@@ -273,7 +272,7 @@ pub fn judge_fields_superset(j: &Judged) -> Result<Judgement, String> {
     let report = format!(
         "{} layers x {} slots (+ embd, final_norm, logits) over {n} tokens: {}\n{}",
         uint(m, "/layers")?,
-        Slot::LAYER.len(),
+        slots.len(),
         if passed {
             "all present and filled"
         } else {
@@ -377,18 +376,19 @@ fn judge_equations(j: &Judged, errors: &[&str], what: &str) -> Result<Judgement,
     ))
 }
 
-/// FFN-APR-002: captures gate, up, act and inner; per layer, how far act is from
-/// silu(gate) and inner from act * up.
+/// FFN-APR-002: captures gate, up, act and inner; per layer, how far act is from the
+/// contract's activation of gate (`silu` unless the params say `gelu`) and inner from
+/// act * up.
 pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: EquationParams = typed_params(p)?;
+    let act_fn = p.activation.unwrap_or(FfnAct::Silu);
     let slots = [Slot::FfnGate, Slot::FfnUp, Slot::FfnAct, Slot::FfnInner];
     let (t, inputs) = capture(&p, ctx, &slots)?;
     let mut rows = Vec::new();
     let mut worst = 0f64;
     for &l in &p.layers {
         let [gate, up, act, inner] = slots.map(|s| tensor(&t, l, s));
-        let silu = |x: f64| x / (1.0 + (-x).exp());
-        let e_act = rel_err(act, gate.iter().map(|&g| silu(f64::from(g))));
+        let e_act = rel_err(act, gate.iter().map(|&g| activation(act_fn, f64::from(g))));
         let e_inner = rel_err(
             inner,
             act.iter()
@@ -403,46 +403,74 @@ pub fn sub_ffn_equations(p: &Value, ctx: &Context) -> Result<Measured, CheckErro
         } else {
             f64::INFINITY
         });
-        rows.push(json!({"layer": l, "silu_gate_rel_err": e_act, "swiglu_inner_rel_err": e_inner, "captured": complete}));
+        rows.push(json!({"layer": l, "act_rel_err": e_act, "inner_rel_err": e_inner, "captured": complete}));
     }
     Ok(Measured {
-        measurements: json!({"per_layer": rows, "worst_relative_error": worst, "tolerance": p.tolerance}),
+        measurements: json!({"per_layer": rows, "activation": act_fn.name(), "worst_relative_error": worst, "tolerance": p.tolerance}),
         inputs,
     })
 }
 
-/// FFN-APR-002's judge.
+/// The activations the equations name, in f64: SiLU, and GELU in its tanh form.
+fn activation(f: FfnAct, x: f64) -> f64 {
+    match f {
+        FfnAct::Silu => x / (1.0 + (-x).exp()),
+        FfnAct::Gelu => {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
+        }
+    }
+}
+
+/// FFN-APR-002's judge. Records made before the activation was a parameter name their
+/// errors `silu_gate_rel_err` and `swiglu_inner_rel_err`.
 pub fn judge_sub_ffn_equations(j: &Judged) -> Result<Judgement, String> {
+    let p: EquationParams = serde_json::from_value(j.params.clone()).map_err(|e| e.to_string())?;
+    let act = p.activation.unwrap_or(FfnAct::Silu).name();
+    let old = arr(j.measurements, "/per_layer")?
+        .first()
+        .is_some_and(|r| r.get("silu_gate_rel_err").is_some());
+    let keys: [&str; 2] = if old {
+        ["silu_gate_rel_err", "swiglu_inner_rel_err"]
+    } else {
+        ["act_rel_err", "inner_rel_err"]
+    };
     judge_equations(
         j,
-        &["silu_gate_rel_err", "swiglu_inner_rel_err"],
-        "ffn_act = silu(ffn_gate), ffn_inner = ffn_act * ffn_up",
+        &keys,
+        &format!("ffn_act = {act}(ffn_gate), ffn_inner = ffn_act * ffn_up"),
     )
 }
 
-/// FFN-APR-003: captures ffn_inp, ffn_down and l_out; per layer, how far l_out is from
-/// ffn_inp + ffn_down.
+/// FFN-APR-003: captures ffn_inp, ffn_down, ffn_post_norm and l_out; per layer, how far
+/// l_out is from ffn_inp plus the FFN's output as the residual adds it: ffn_down, or its
+/// post-norm in families that normalise it (Gemma 3).
 pub fn ffn_down_residual(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: EquationParams = typed_params(p)?;
-    let slots = [Slot::FfnInp, Slot::FfnDown, Slot::LOut];
+    let slots = [Slot::FfnInp, Slot::FfnDown, Slot::FfnPostNorm, Slot::LOut];
     let (t, inputs) = capture(&p, ctx, &slots)?;
     let mut rows = Vec::new();
     let mut worst = 0f64;
     for &l in &p.layers {
-        let [inp, down, out] = slots.map(|s| tensor(&t, l, s));
-        let complete = !out.is_empty() && inp.len() == out.len() && down.len() == out.len();
+        let [inp, down, post, out] = slots.map(|s| tensor(&t, l, s));
+        let added = if post.is_empty() { down } else { post };
+        let complete = !out.is_empty() && inp.len() == out.len() && added.len() == out.len();
         let e = if complete {
             rel_err(
                 out,
                 inp.iter()
-                    .zip(down)
+                    .zip(added)
                     .map(|(&a, &b)| f64::from(a) + f64::from(b)),
             )
         } else {
             f64::INFINITY
         };
         worst = worst.max(e);
-        rows.push(json!({"layer": l, "residual_rel_err": e, "captured": complete}));
+        let mut row = json!({"layer": l, "residual_rel_err": e, "captured": complete});
+        if !post.is_empty() {
+            row["added"] = json!("ffn_post_norm");
+        }
+        rows.push(row);
     }
     Ok(Measured {
         measurements: json!({"per_layer": rows, "worst_relative_error": worst, "tolerance": p.tolerance}),

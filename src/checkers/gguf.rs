@@ -73,7 +73,7 @@ pub fn count_problems(
         }
         for &s in slots {
             let Some(v) = row.get(s.name()) else {
-                if Slot::ADDED_LATER.contains(&s) {
+                if s.info().added_later {
                     // A record made before this slot was traced.
                     continue;
                 }
@@ -98,13 +98,51 @@ pub fn count_problems(
     Ok(problems)
 }
 
-/// Width of a slot for a model of embedding width `d`, FFN width `ff` and K/V width `kv`.
-pub fn slot_width(slot: Slot, d: usize, ff: usize, kv: usize) -> usize {
-    match slot {
-        Slot::FfnGate | Slot::FfnUp | Slot::FfnAct | Slot::FfnInner => ff,
-        Slot::K | Slot::KRope | Slot::V => kv,
-        _ => d,
+/// The widths a slot checker records (`widths` in its measurements), read back to give each
+/// slot's width. Records made before the query width was recorded have queries as wide as
+/// the residual stream.
+pub fn recorded_width(m: &Value, slot: Slot) -> Result<Option<u64>, String> {
+    use crate::model::arch::Dim;
+    let Some(w) = m.get("widths") else {
+        return Ok(None);
+    };
+    let key = match slot.info().width {
+        Dim::Embd => "d_model",
+        Dim::Q if w.get("q").is_none() => "d_model",
+        Dim::Q => "q",
+        Dim::Kv => "kv",
+        Dim::Head => "head",
+        Dim::Ff => "d_ff",
+        Dim::Vocab => "vocab",
+    };
+    uint(m, &format!("/widths/{key}")).map(Some)
+}
+
+/// The per-layer slots a record counted: those it names (`slots`), or, in records made
+/// before it named them, the llama family's.
+pub fn recorded_slots(m: &Value) -> Result<Vec<Slot>, String> {
+    match m.get("slots") {
+        None => Ok(Slot::layer_slots(crate::model::Arch::Llama.spec())),
+        Some(_) => arr(m, "/slots")?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(Slot::from_name)
+                    .ok_or_else(|| format!("slots: {v} is not a slot"))
+            })
+            .collect(),
     }
+}
+
+/// The widths a slot checker records for `cfg`.
+pub fn widths_of(cfg: &crate::model::ModelConfig) -> Value {
+    json!({
+        "d_model": cfg.n_embd,
+        "d_ff": cfg.n_ff,
+        "q": cfg.q_dim(),
+        "kv": cfg.kv_dim(),
+        "vocab": cfg.vocab_size,
+    })
 }
 
 /// FFN-GGUF-001: `forward_traced` on the GGUF model, counting each sub-FFN slot's values.
@@ -122,8 +160,8 @@ pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Measured, CheckE
             "tokens": m.tokens,
             "layers": trace.layers.len(),
             "expected_layers": cfg.n_layer,
-            "widths": {"d_model": cfg.n_embd, "d_ff": cfg.n_ff},
-            "counts_per_layer": slot_counts(&trace, &Slot::FFN),
+            "widths": widths_of(cfg),
+            "counts_per_layer": slot_counts(&trace, &Slot::sub_ffn().collect::<Vec<_>>()),
         }),
         inputs: vec![m.input],
     })
@@ -132,10 +170,8 @@ pub fn sub_ffn_slots_filled(p: &Value, ctx: &Context) -> Result<Measured, CheckE
 /// FFN-GGUF-001's judge: every layer, every sub-FFN slot, `tokens x width` finite values.
 pub fn judge_slots_filled(j: &Judged) -> Result<Judgement, String> {
     let m = j.measurements;
-    let (d, ff) = (uint(m, "/widths/d_model")?, uint(m, "/widths/d_ff")?);
-    let mut problems = count_problems(m, &Slot::FFN, |s| {
-        Ok(Some(slot_width(s, d as usize, ff as usize, 0) as u64))
-    })?;
+    let sub_ffn: Vec<Slot> = Slot::sub_ffn().collect();
+    let mut problems = count_problems(m, &sub_ffn, |s| recorded_width(m, s))?;
     let (layers, expected) = (uint(m, "/layers")?, uint(m, "/expected_layers")?);
     let rows = arr(m, "/counts_per_layer")?.len() as u64;
     if layers != expected || rows != expected {
@@ -146,7 +182,7 @@ pub fn judge_slots_filled(j: &Judged) -> Result<Judgement, String> {
     let passed = problems.is_empty();
     let report = format!(
         "{layers} layers x {} sub-FFN slots over {} tokens: {}\n{}",
-        Slot::FFN.len(),
+        sub_ffn.len(),
         arr(m, "/tokens")?.len(),
         if passed {
             "all filled, no NaN/Inf"

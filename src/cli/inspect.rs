@@ -87,13 +87,27 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     c.rms_eps,
                     c.vocab_size,
                     c.context_length
-                ),
+                )
+                .and_then(|_| match c.sliding_window {
+                    0 => Ok(()),
+                    w => writeln!(
+                        o,
+                        "  sliding window {w} on {} of {} layers (RoPE base {} there); FFN {}",
+                        (0..c.n_layer).filter(|&l| c.is_swa(l)).count(),
+                        c.n_layer,
+                        (0..c.n_layer)
+                            .find(|&l| c.is_swa(l))
+                            .map_or(c.rope_theta, |l| c.rope_theta_at(l)),
+                        c.spec().ffn_act.name()
+                    ),
+                }),
                 Err(e) => writeln!(o, "config: {e}"),
             };
             let _ = match &tok {
                 Ok(t) => writeln!(
                     o,
-                    "tokenizer: byte-level BPE, pre-tokenizer {}, {} tokens, BOS {}, end tokens {:?}",
+                    "tokenizer: {}, pre-tokenizer {}, {} tokens, BOS {}, end tokens {:?}",
+                    t.kind(),
                     t.pre(),
                     t.vocab_size(),
                     if t.adds_bos() { "added" } else { "not added" },

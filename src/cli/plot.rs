@@ -51,6 +51,7 @@ fn err(e: impl std::fmt::Display) -> CliError {
 /// `y0` to `y1`: the same on a linear and on a log scale (`Y`).
 fn draw_lines<Y>(
     mut c: ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
+    slots: &[Slot],
     series: &dyn Fn(Slot) -> Vec<(f64, f64)>,
     mark: Option<f64>,
     (y0, y1): (f64, f64),
@@ -59,7 +60,7 @@ where
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     c.configure_mesh().x_desc("layer").draw().map_err(err)?;
-    for (i, s) in Slot::LAYER.iter().enumerate() {
+    for (i, s) in slots.iter().enumerate() {
         c.draw_series(LineSeries::new(
             series(*s),
             Palette99::pick(i).stroke_width(2),
@@ -85,6 +86,9 @@ pub fn draw(report: &TraceDiff, title: &str, path: &Path) -> Result<(), CliError
         return Err(err("no per-layer slots to draw"));
     }
     let first = report.first_divergent.map(|i| &report.slots[i]);
+    let slots: Vec<Slot> = Slot::per_layer()
+        .filter(|s| report.slots.iter().any(|d| d.slot == *s))
+        .collect();
     let root = SVGBackend::new(path, (1200, 1400)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let heading = match first {
@@ -132,14 +136,14 @@ pub fn draw(report: &TraceDiff, title: &str, path: &Path) -> Result<(), CliError
             let c = chart
                 .build_cartesian_2d(x, (y0..y1).log_scale())
                 .map_err(err)?;
-            draw_lines(c, &series, mark, (y0, y1))?;
+            draw_lines(c, &slots, &series, mark, (y0, y1))?;
         } else {
             let (y0, y1) = (lo - pad, hi + pad);
             let c = chart.build_cartesian_2d(x, y0..y1).map_err(err)?;
-            draw_lines(c, &series, mark, (y0, y1))?;
+            draw_lines(c, &slots, &series, mark, (y0, y1))?;
         }
     }
-    for (i, s) in Slot::LAYER.iter().enumerate() {
+    for (i, s) in slots.iter().enumerate() {
         let y = 40 + 24 * i as i32;
         legend
             .draw(&PathElement::new(
@@ -152,7 +156,7 @@ pub fn draw(report: &TraceDiff, title: &str, path: &Path) -> Result<(), CliError
             .map_err(err)?;
     }
     if first.is_some() {
-        let y = 40 + 24 * Slot::LAYER.len() as i32 + 10;
+        let y = 40 + 24 * slots.len() as i32 + 10;
         legend
             .draw(&PathElement::new([(10, y), (40, y)], RED.stroke_width(3)))
             .map_err(err)?;

@@ -114,7 +114,8 @@ fn table(t: &ForwardTrace, layers: Option<&[usize]>) -> String {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let medians: Vec<f64> = Slot::LAYER.iter().map(|&s| median(s)).collect();
+    let slots = t.layer_slots();
+    let medians: Vec<f64> = slots.iter().map(|&s| median(s)).collect();
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -122,7 +123,7 @@ fn table(t: &ForwardTrace, layers: Option<&[usize]>) -> String {
         t.tokens.len()
     );
     let _ = write!(o, "{:>5}", "layer");
-    for s in Slot::LAYER {
+    for s in &slots {
         let _ = write!(o, " {:>10}", s.name());
     }
     o.push('\n');
@@ -131,7 +132,7 @@ fn table(t: &ForwardTrace, layers: Option<&[usize]>) -> String {
             continue;
         }
         let _ = write!(o, "{l:>5}");
-        for (i, s) in Slot::LAYER.iter().enumerate() {
+        for (i, s) in slots.iter().enumerate() {
             let st = &layer.get(*s).expect("layer slot").all;
             let flag = if st.nan + st.inf > 0 {
                 "!"

@@ -132,6 +132,10 @@ pub struct EquationParams {
     pub layers: Vec<usize>,
     /// Largest allowed absolute difference, relative to the slot's largest magnitude.
     pub tolerance: f64,
+    /// The gated FFN's activation the sub-FFN equations recompute: `silu` (SwiGLU, the
+    /// default) or `gelu` (GeGLU, tanh form). Only `apr_sub_ffn_equations` reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<crate::model::FfnAct>,
 }
 
 /// Labels a generic checker gives its two outcomes (data, so a contract names its own

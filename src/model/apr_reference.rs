@@ -5,7 +5,8 @@
 
 use rayon::prelude::*;
 
-use super::{Arch, Logits, ModelConfig, ModelError, Observer, Slot};
+use super::arch::{FfnAct, Need, Role, RopeStyle, TensorSpec};
+use super::{Logits, ModelConfig, ModelError, Observer, Slot};
 use crate::apr::{AprError, AprFile};
 use crate::quant;
 use crate::tokenizer::TokenizerSpec;
@@ -28,11 +29,15 @@ struct Layer {
     bq: Option<Vec<f32>>,
     bk: Option<Vec<f32>>,
     bv: Option<Vec<f32>>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     wo: Matrix,
+    attn_post_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
     ffn_gate: Matrix,
     ffn_up: Matrix,
     ffn_down: Matrix,
+    ffn_post_norm: Option<Vec<f32>>,
 }
 
 /// The reference engine over an APR file.
@@ -45,6 +50,7 @@ pub struct AprTransformer {
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
     output: Option<Matrix>,
+    rope_freqs: Option<Vec<f32>>,
 }
 
 fn meta_err(file: &AprFile, field: &str, reason: impl Into<String>) -> ModelError {
@@ -119,29 +125,53 @@ impl AprTransformer {
         tokenizer
             .check()
             .map_err(|e| meta_err(file, &format!("tokenizer.{}", e.field), e.reason))?;
-        let (d, kv, ff) = (config.n_embd, config.kv_dim(), config.n_ff);
+        let d = config.n_embd;
         let optional = |name: String, len: usize| -> Result<Option<Vec<f32>>, ModelError> {
             match file.tensor(&name) {
                 None => Ok(None),
                 Some(_) => decode(file, &name, &[len]).map(Some),
             }
         };
+        let spec = config.spec();
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
-            let n = |s: &str| format!("blk.{i}.{s}");
+            // Names and shapes from the tensor table the GGUF engine reads too; APR stores
+            // matrices as (rows, cols).
+            let c = &config;
+            let mat = |role| {
+                let t = TensorSpec::of(role);
+                let cols = t.cols.expect("a matrix row").of(c);
+                matrix(file, &t.name(i), t.rows.of(c), cols)
+            };
+            let vec = |role| {
+                let t = TensorSpec::of(role);
+                decode(file, &t.name(i), &[t.rows.of(c)])
+            };
+            let opt = |role| {
+                let t = TensorSpec::of(role);
+                match t.need(spec) {
+                    Need::Required => vec(role).map(Some),
+                    Need::Optional => optional(t.name(i), t.rows.of(c)),
+                    Need::Absent => Ok(None),
+                }
+            };
             layers.push(Layer {
-                attn_norm: decode(file, &n("attn_norm.weight"), &[d])?,
-                wq: matrix(file, &n("attn_q.weight"), d, d)?,
-                wk: matrix(file, &n("attn_k.weight"), kv, d)?,
-                wv: matrix(file, &n("attn_v.weight"), kv, d)?,
-                bq: optional(n("attn_q.bias"), d)?,
-                bk: optional(n("attn_k.bias"), kv)?,
-                bv: optional(n("attn_v.bias"), kv)?,
-                wo: matrix(file, &n("attn_output.weight"), d, d)?,
-                ffn_norm: decode(file, &n("ffn_norm.weight"), &[d])?,
-                ffn_gate: matrix(file, &n("ffn_gate.weight"), ff, d)?,
-                ffn_up: matrix(file, &n("ffn_up.weight"), ff, d)?,
-                ffn_down: matrix(file, &n("ffn_down.weight"), d, ff)?,
+                attn_norm: vec(Role::AttnNorm)?,
+                wq: mat(Role::Wq)?,
+                wk: mat(Role::Wk)?,
+                wv: mat(Role::Wv)?,
+                bq: opt(Role::Bq)?,
+                bk: opt(Role::Bk)?,
+                bv: opt(Role::Bv)?,
+                q_norm: opt(Role::QNorm)?,
+                k_norm: opt(Role::KNorm)?,
+                wo: mat(Role::Wo)?,
+                attn_post_norm: opt(Role::AttnPostNorm)?,
+                ffn_norm: vec(Role::FfnNorm)?,
+                ffn_gate: mat(Role::FfnGate)?,
+                ffn_up: mat(Role::FfnUp)?,
+                ffn_down: mat(Role::FfnDown)?,
+                ffn_post_norm: opt(Role::FfnPostNorm)?,
             });
         }
         let output = match file.tensor("output.weight") {
@@ -152,6 +182,7 @@ impl AprTransformer {
             token_embd: matrix(file, "token_embd.weight", config.vocab_size, d)?,
             output_norm: decode(file, "output_norm.weight", &[d])?,
             output,
+            rope_freqs: optional("rope_freqs.weight".into(), config.rope_dim / 2)?,
             layers,
             tokenizer,
             config,
@@ -170,7 +201,8 @@ impl AprTransformer {
         obs: &mut O,
     ) -> Result<Logits, ModelError> {
         let c = &self.config;
-        let (n, d, kv, ff) = (tokens.len(), c.n_embd, c.kv_dim(), c.n_ff);
+        let spec = c.spec();
+        let (n, d, qd, kv, ff) = (tokens.len(), c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
         if n == 0 {
             return Err(ModelError::EmptyInput);
         }
@@ -191,6 +223,10 @@ impl AprTransformer {
             }
             x[t * d..(t + 1) * d].copy_from_slice(&self.token_embd.data[tok * d..(tok + 1) * d]);
         }
+        if spec.embd_scale {
+            let s = (d as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= s);
+        }
         obs.capture(None, Slot::Embd, &mut x, d);
 
         let mut xb = vec![0f32; n * d];
@@ -201,16 +237,28 @@ impl AprTransformer {
             let mut q = matmul(&xb, &w.wq, w.bq.as_deref());
             let mut k = matmul(&xb, &w.wk, w.bk.as_deref());
             let mut v = matmul(&xb, &w.wv, w.bv.as_deref());
-            obs.capture(at, Slot::Q, &mut q, d);
+            obs.capture(at, Slot::Q, &mut q, qd);
             obs.capture(at, Slot::K, &mut k, kv);
             obs.capture(at, Slot::V, &mut v, kv);
-            rope(&mut q, d, c);
-            rope(&mut k, kv, c);
-            obs.capture(at, Slot::QRope, &mut q, d);
+            if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+                q = normed(&q, qn, c.rms_eps);
+                k = normed(&k, kn, c.rms_eps);
+                obs.capture(at, Slot::QNorm, &mut q, qd);
+                obs.capture(at, Slot::KNorm, &mut k, kv);
+            }
+            let base = c.rope_theta_at(l);
+            rope(&mut q, qd, base, self.rope_freqs.as_deref(), c);
+            rope(&mut k, kv, base, self.rope_freqs.as_deref(), c);
+            obs.capture(at, Slot::QRope, &mut q, qd);
             obs.capture(at, Slot::KRope, &mut k, kv);
-            let att = attention(&q, &k, &v, n, c);
+            let window = c.is_swa(l).then_some(c.sliding_window);
+            let att = attention(&q, &k, &v, n, window, c);
             let mut attn_out = matmul(&att, &w.wo, None);
             obs.capture(at, Slot::AttnOut, &mut attn_out, d);
+            if let Some(pn) = &w.attn_post_norm {
+                attn_out = normed(&attn_out, pn, c.rms_eps);
+                obs.capture(at, Slot::AttnPostNorm, &mut attn_out, d);
+            }
             x.iter_mut().zip(&attn_out).for_each(|(a, b)| *a += b);
             obs.capture(at, Slot::FfnInp, &mut x, d);
 
@@ -220,24 +268,51 @@ impl AprTransformer {
             let mut up = matmul(&xb, &w.ffn_up, None);
             obs.capture(at, Slot::FfnGate, &mut gate, ff);
             obs.capture(at, Slot::FfnUp, &mut up, ff);
-            let mut act: Vec<f32> = gate.iter().map(|&g| g / (1.0 + (-g).exp())).collect();
+            let f = spec.ffn_act;
+            let mut act: Vec<f32> = gate.iter().map(|&g| activation(f, g)).collect();
             let mut inner: Vec<f32> = act.iter().zip(&up).map(|(a, u)| a * u).collect();
             obs.capture(at, Slot::FfnAct, &mut act, ff);
             obs.capture(at, Slot::FfnInner, &mut inner, ff);
             let mut down = matmul(&inner, &w.ffn_down, None);
             obs.capture(at, Slot::FfnDown, &mut down, d);
+            if let Some(pn) = &w.ffn_post_norm {
+                down = normed(&down, pn, c.rms_eps);
+                obs.capture(at, Slot::FfnPostNorm, &mut down, d);
+            }
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
             obs.capture(at, Slot::LOut, &mut x, d);
         }
         rmsnorm(&mut xb, &x, &self.output_norm, c.rms_eps);
         obs.capture(None, Slot::FinalNorm, &mut xb, d);
         let mut logits = matmul(&xb, self.output.as_ref().unwrap_or(&self.token_embd), None);
+        if let Some(cap) = c.logit_softcap {
+            logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        }
         obs.capture(None, Slot::Logits, &mut logits, c.vocab_size);
         Ok(Logits {
             vocab: c.vocab_size,
             data: logits,
         })
     }
+}
+
+/// The FFN activation by its textbook formula (GELU with tanh, SiLU with exp), in f32.
+fn activation(f: FfnAct, g: f32) -> f32 {
+    match f {
+        FfnAct::Silu => g / (1.0 + (-g).exp()),
+        FfnAct::Gelu => {
+            let k = (2.0 / std::f32::consts::PI).sqrt();
+            0.5 * g * (1.0 + (k * (g + 0.044715 * g * g * g)).tanh())
+        }
+    }
+}
+
+/// [`rmsnorm`] of every `w.len()`-wide row (one head, or the residual width) into a new
+/// buffer.
+fn normed(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    rmsnorm(&mut out, x, w, eps);
+    out
 }
 
 /// `out = x / rms(x) * w` per row, in f32.
@@ -268,19 +343,20 @@ fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>) -> Vec<f32> {
     y
 }
 
-/// Rotary position embedding of every head of every token row (`width` per row), with
+/// Rotary position embedding of every head of every token row (`width` per row) with base
+/// `base`, each frequency divided by its `rope_freqs` factor where the model has them, with
 /// the pairing each architecture uses.
-fn rope(x: &mut [f32], width: usize, c: &ModelConfig) {
+fn rope(x: &mut [f32], width: usize, base: f32, freqs: Option<&[f32]>, c: &ModelConfig) {
     let half = c.rope_dim / 2;
     for (pos, row) in x.chunks_exact_mut(width).enumerate() {
         for head in row.chunks_exact_mut(c.head_dim) {
             for i in 0..half {
-                let theta = pos as f32 * c.rope_theta.powf(-2.0 * i as f32 / c.rope_dim as f32);
+                let theta = pos as f32 * base.powf(-2.0 * i as f32 / c.rope_dim as f32)
+                    / freqs.map_or(1.0, |f| f[i]);
                 let (sin, cos) = theta.sin_cos();
-                let (a, b) = if c.arch == Arch::Qwen2 {
-                    (i, i + half)
-                } else {
-                    (2 * i, 2 * i + 1)
+                let (a, b) = match c.spec().rope {
+                    RopeStyle::Halves => (i, i + half),
+                    RopeStyle::Adjacent => (2 * i, 2 * i + 1),
                 };
                 let (x0, x1) = (head[a], head[b]);
                 head[a] = x0 * cos - x1 * sin;
@@ -290,9 +366,17 @@ fn rope(x: &mut [f32], width: usize, c: &ModelConfig) {
     }
 }
 
-/// Causal grouped-query attention over the whole prompt, f32 softmax.
-fn attention(q: &[f32], k: &[f32], v: &[f32], n: usize, c: &ModelConfig) -> Vec<f32> {
-    let (d, kv, hd) = (c.n_embd, c.kv_dim(), c.head_dim);
+/// Causal grouped-query attention over the whole prompt, f32 softmax; with a `window`, each
+/// position sees only the last `window` positions up to itself.
+fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n: usize,
+    window: Option<usize>,
+    c: &ModelConfig,
+) -> Vec<f32> {
+    let (d, kv, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
     let group = c.n_head / c.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0f32; n * d];
@@ -300,7 +384,8 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], n: usize, c: &ModelConfig) -> Vec<
         let (t, h) = (idx / c.n_head, idx % c.n_head);
         let qh = &q[t * d + h * hd..][..hd];
         let kvo = (h / group) * hd;
-        let mut scores: Vec<f32> = (0..=t)
+        let first = window.map_or(0, |w| (t + 1).saturating_sub(w));
+        let mut scores: Vec<f32> = (first..=t)
             .map(|j| {
                 qh.iter()
                     .zip(&k[j * kv + kvo..][..hd])
@@ -312,7 +397,7 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], n: usize, c: &ModelConfig) -> Vec<
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         scores.iter_mut().for_each(|s| *s = (*s - max).exp());
         let sum: f32 = scores.iter().sum();
-        for (j, p) in scores.iter().enumerate() {
+        for (j, p) in (first..=t).zip(&scores) {
             let vj = &v[j * kv + kvo..][..hd];
             o.iter_mut().zip(vj).for_each(|(a, b)| *a += p / sum * b);
         }

@@ -19,8 +19,10 @@ const KV_PAD: usize = 256;
 /// Attention of `n` new tokens at positions `pos0..pos0 + n` over the cached keys and values.
 ///
 /// # Shapes
-/// `out`, `q`: `n` rows of `n_embd` (`q` already rotated); `k`, `v`: `pos0 + n` rows of
-/// `kv_dim`, f16-rounded.
+/// `out`, `q`: `n` rows of `q_dim` (`q` already rotated); `k`, `v`: `pos0 + n` rows of
+/// `kv_dim`, f16-rounded. `scale` multiplies the scores in the softmax; with a `window`, a
+/// query at position `p` sees only keys at positions `p - window < j <= p`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     out: &mut [f32],
     q: &[f32],
@@ -28,12 +30,13 @@ pub fn attention(
     v: &[f32],
     pos0: usize,
     cfg: &ModelConfig,
+    scale: f32,
+    window: Option<usize>,
     flavor: Flavor,
 ) {
     let (hd, nh, kv) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
-    let n = q.len() / cfg.n_embd;
+    let n = q.len() / cfg.q_dim();
     let group = nh / cfg.n_head_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
     let n_kv = (pos0 + n).div_ceil(KV_PAD) * KV_PAD;
     let gemm = n >= 2;
     out.par_chunks_mut(hd).enumerate().for_each_init(
@@ -51,6 +54,7 @@ pub fn attention(
                 kv,
                 kv_off: (h / group) * hd,
                 len: pos0 + t + 1,
+                first: window.map_or(0, |w| (pos0 + t + 1).saturating_sub(w)),
                 n_kv,
                 gemm,
                 scale,
@@ -76,6 +80,8 @@ struct Head<'a> {
     kv: usize,
     kv_off: usize,
     len: usize,
+    /// The first position inside the window (0 without one).
+    first: usize,
     n_kv: usize,
     gemm: bool,
     scale: f32,
@@ -93,7 +99,7 @@ fn one_head_impl(o: &mut [f32], h: &Head, s: &mut Scratch) {
     }
     s.scores.resize(h.n_kv, 0.0);
     for (j, sc) in s.scores.iter_mut().enumerate() {
-        *sc = if j < h.len {
+        *sc = if j >= h.first && j < h.len {
             let kj = &h.k[j * h.kv + h.kv_off..][..hd];
             if h.gemm {
                 tinyblas_dot(kj, &s.qh, flavor)

@@ -4,43 +4,7 @@
 
 use crate::gguf::{GgufError, GgufFile};
 
-/// Supported architectures (`general.architecture`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    /// Llama 2/3, TinyLlama, SmolLM2: no attention biases, RoPE on adjacent pairs.
-    Llama,
-    /// Qwen2, Qwen2.5: q/k/v biases, RoPE on the two halves of each head (NeoX style).
-    Qwen2,
-}
-
-impl Arch {
-    /// The metadata prefix and name of the architecture.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Qwen2 => "qwen2",
-        }
-    }
-
-    /// How this architecture pairs the dimensions RoPE rotates, as llama.cpp applies it.
-    pub fn rope_style(self) -> RopeStyle {
-        match self {
-            Arch::Llama => RopeStyle::Adjacent,
-            Arch::Qwen2 => RopeStyle::Halves,
-        }
-    }
-}
-
-/// Which dimensions of a head RoPE rotates together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RopeStyle {
-    /// `(x[2i], x[2i+1])` (llama.cpp `LLAMA_ROPE_TYPE_NORM`).
-    Adjacent,
-    /// `(x[i], x[i + n/2])` (llama.cpp `LLAMA_ROPE_TYPE_NEOX`).
-    Halves,
-}
+use super::arch::Arch;
 
 /// Typed hyper-parameters of a model.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -58,7 +22,8 @@ pub struct ModelConfig {
     pub n_head: usize,
     /// Key/value heads (grouped-query attention when fewer than `n_head`).
     pub n_head_kv: usize,
-    /// Width of one head (`n_embd / n_head`).
+    /// Width of one head's keys, values and queries (`attention.key_length`, by default
+    /// `n_embd / n_head`).
     pub head_dim: usize,
     /// Leading dimensions of each head that RoPE rotates.
     pub rope_dim: usize,
@@ -70,12 +35,53 @@ pub struct ModelConfig {
     pub vocab_size: usize,
     /// Context length the model was trained for.
     pub context_length: usize,
+    /// Positions a sliding-window layer attends to (`attention.sliding_window`); 0 when
+    /// every layer attends globally.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sliding_window: usize,
+    /// RoPE base of the sliding-window layers (`rope.freq_base_swa`, llama.cpp's default
+    /// 10,000); the global layers use `rope_theta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta_swa: Option<f32>,
+    /// Final logit soft-capping `c * tanh(logits / c)` (`final_logit_softcapping`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_softcap: Option<f32>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ModelConfig {
     /// Width of the K and V projections.
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
+    }
+
+    /// Width of the Q projection (all query heads).
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// The family's table row.
+    pub fn spec(&self) -> &'static super::arch::ArchSpec {
+        self.arch.spec()
+    }
+
+    /// Whether layer `l` attends through the sliding window (llama.cpp's pattern: the last
+    /// layer of each group of `swa_pattern` is global).
+    pub fn is_swa(&self, l: usize) -> bool {
+        let n = self.spec().swa_pattern;
+        self.sliding_window > 0 && n > 0 && l % n < n - 1
+    }
+
+    /// The RoPE base of layer `l`.
+    pub fn rope_theta_at(&self, l: usize) -> f32 {
+        if self.is_swa(l) {
+            self.rope_theta_swa.unwrap_or(10_000.0)
+        } else {
+            self.rope_theta
+        }
     }
 
     /// The checks every format shares, before any buffer is sized from these numbers: counts
@@ -98,15 +104,6 @@ impl ModelConfig {
                 return err(param, format!("{n} is not a count from 1 to 2^24"));
             }
         }
-        if !self.n_embd.is_multiple_of(self.n_head) {
-            return err(
-                NHead,
-                format!(
-                    "{} heads do not divide the width {}",
-                    self.n_head, self.n_embd
-                ),
-            );
-        }
         if !self.n_head.is_multiple_of(self.n_head_kv) {
             return err(
                 NHeadKv,
@@ -116,13 +113,19 @@ impl ModelConfig {
                 ),
             );
         }
-        if self.head_dim != self.n_embd / self.n_head {
+        if self.head_dim == 0 || self.q_dim() > MAX_COUNT {
             return err(
                 HeadDim,
                 format!(
-                    "{} is not the width {} over {} heads",
-                    self.head_dim, self.n_embd, self.n_head
+                    "{} heads of {} is not a width from 1 to 2^24",
+                    self.n_head, self.head_dim
                 ),
+            );
+        }
+        if self.sliding_window > MAX_COUNT {
+            return err(
+                SlidingWindow,
+                format!("{} is more than 2^24", self.sliding_window),
             );
         }
         if !self.rope_dim.is_multiple_of(2) || self.rope_dim > self.head_dim {
@@ -134,7 +137,15 @@ impl ModelConfig {
                 ),
             );
         }
-        for (param, x) in [(RopeTheta, self.rope_theta), (RmsEps, self.rms_eps)] {
+        for (param, x) in [
+            (RopeTheta, Some(self.rope_theta)),
+            (RmsEps, Some(self.rms_eps)),
+            (RopeThetaSwa, self.rope_theta_swa),
+            (LogitSoftcap, self.logit_softcap),
+        ]
+        .into_iter()
+        .filter_map(|(p, x)| Some((p, x?)))
+        {
             if !(x.is_finite() && x > 0.0) {
                 return err(param, format!("{x} is not a positive finite number"));
             }
@@ -207,6 +218,14 @@ pub enum Hyper {
     NHeadKv,
     /// Width of one head.
     HeadDim,
+    /// Width of one head's values (must equal the keys').
+    HeadDimV,
+    /// Sliding-window length.
+    SlidingWindow,
+    /// RoPE base of the sliding-window layers.
+    RopeThetaSwa,
+    /// Final logit soft-cap.
+    LogitSoftcap,
     /// RoPE'd dimensions of a head.
     RopeDim,
     /// RoPE base.
@@ -224,7 +243,12 @@ impl Hyper {
     pub fn gguf_key(self, arch: Arch) -> String {
         let k = match self {
             Hyper::NLayer => "block_count",
-            Hyper::NEmbd | Hyper::HeadDim => "embedding_length",
+            Hyper::NEmbd => "embedding_length",
+            Hyper::HeadDim => "attention.key_length",
+            Hyper::HeadDimV => "attention.value_length",
+            Hyper::SlidingWindow => "attention.sliding_window",
+            Hyper::RopeThetaSwa => "rope.freq_base_swa",
+            Hyper::LogitSoftcap => "final_logit_softcapping",
             Hyper::NFf => "feed_forward_length",
             Hyper::NHead => "attention.head_count",
             Hyper::NHeadKv => "attention.head_count_kv",
@@ -245,7 +269,10 @@ impl Hyper {
             Hyper::NFf => "n_ff",
             Hyper::NHead => "n_head",
             Hyper::NHeadKv => "n_head_kv",
-            Hyper::HeadDim => "head_dim",
+            Hyper::HeadDim | Hyper::HeadDimV => "head_dim",
+            Hyper::SlidingWindow => "sliding_window",
+            Hyper::RopeThetaSwa => "rope_theta_swa",
+            Hyper::LogitSoftcap => "logit_softcap",
             Hyper::RopeDim => "rope_dim",
             Hyper::RopeTheta => "rope_theta",
             Hyper::RmsEps => "rms_eps",
@@ -301,16 +328,13 @@ impl TryFrom<&GgufFile> for ModelConfig {
 
     fn try_from(f: &GgufFile) -> Result<Self, GgufError> {
         let arch_name = f.get_str("general.architecture")?;
-        let arch = match arch_name {
-            "llama" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
-            other => {
-                return Err(GgufError::Metadata {
-                    key: "general.architecture".into(),
-                    reason: format!("architecture {other:?} is not supported (llama, qwen2)"),
-                });
-            }
-        };
+        let arch = Arch::from_name(arch_name).ok_or_else(|| GgufError::Metadata {
+            key: "general.architecture".into(),
+            reason: format!(
+                "architecture {arch_name:?} is not supported ({})",
+                Arch::names()
+            ),
+        })?;
         let p = arch.name();
         let k = |s: &str| format!("{p}.{s}");
         let required = [
@@ -332,7 +356,34 @@ impl TryFrom<&GgufFile> for ModelConfig {
             None => n_head,
             Some(_) => usize_key(f, &k("attention.head_count_kv"))?,
         };
-        let head_dim = n_embd / n_head;
+        let head_dim = match f.get(&k("attention.key_length")) {
+            Some(_) => usize_key(f, &k("attention.key_length"))?,
+            None if n_embd.is_multiple_of(n_head) => n_embd / n_head,
+            None => {
+                return Err(GgufError::Metadata {
+                    key: k("attention.head_count"),
+                    reason: format!(
+                        "{n_head} heads do not divide the width {n_embd}, and no \
+                         attention.key_length gives the head width"
+                    ),
+                });
+            }
+        };
+        if let Some(v) = f.get(&k("attention.value_length"))
+            && v.as_u64() != Some(head_dim as u64)
+        {
+            return Err(GgufError::Metadata {
+                key: k("attention.value_length"),
+                reason: format!(
+                    "{}: pv runs heads whose values are as wide as their keys ({head_dim})",
+                    v.summary()
+                ),
+            });
+        }
+        let optional_f32 = |key: &str| match f.get(&k(key)) {
+            None => Ok(None),
+            Some(_) => f32_key(f, &k(key), None).map(Some),
+        };
         let rope_dim = match f.get(&k("rope.dimension_count")) {
             None => head_dim,
             Some(_) => usize_key(f, &k("rope.dimension_count"))?,
@@ -364,6 +415,14 @@ impl TryFrom<&GgufFile> for ModelConfig {
                 None => 2048,
                 Some(_) => usize_key(f, &k("context_length"))?,
             },
+            sliding_window: match f.get(&k("attention.sliding_window")) {
+                Some(_) if arch.spec().swa_pattern > 0 => {
+                    usize_key(f, &k("attention.sliding_window"))?
+                }
+                _ => 0,
+            },
+            rope_theta_swa: optional_f32("rope.freq_base_swa")?,
+            logit_softcap: optional_f32("final_logit_softcapping")?,
         };
         let named = |e: ConfigError| GgufError::Metadata {
             key: e.param.gguf_key(arch),

@@ -114,7 +114,7 @@ impl FromStr for Fault {
             None => (place, None),
         };
         let slot = Slot::from_name(slot).ok_or_else(|| format!("fault {s:?}: no slot {slot:?}"))?;
-        if Slot::LAYER.contains(&slot) != layer.is_some() {
+        if slot.info().per_layer != layer.is_some() {
             return Err(format!(
                 "fault {s:?}: {} {}",
                 slot.name(),

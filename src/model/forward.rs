@@ -1,10 +1,14 @@
-//! The forward pass of the llama/qwen2 decoder, written once: every intermediate lives in a
-//! named buffer, every step is an output-first kernel, and an [`Observer`] sees each buffer
-//! as soon as it is computed.
+//! The forward pass of the pre-norm decoder block, written once for every family: the
+//! family's row of [`super::ARCHS`] switches on what differs (biases, per-head q/k norms,
+//! post-norms, scaled embeddings, the FFN activation, sliding-window layers). Every
+//! intermediate lives in a named buffer, every step is an output-first kernel, and an
+//! [`Observer`] sees each buffer as soon as it is computed.
 
 use super::attention::attention;
 use super::ggml_math::round_f16;
-use super::kernels::{add_assign, rmsnorm_rows, rope_row, rope_table, swiglu};
+use super::kernels::{
+    add_assign, gated, rmsnorm_rows, rmsnorm_rows_in_place, rope_row, rope_table, scale,
+};
 use super::matmul::{QuantizedActs, matmul, matvec_many};
 use super::observer::{Observer, Slot};
 use super::weights::QMatrix;
@@ -56,12 +60,14 @@ pub enum LogitsFor {
 /// The activations of one call, each named for what it holds.
 ///
 /// # Shapes
-/// `n` token rows of: `x`, `xb`, `q`, `att`, `attn_out`, `down` (`n_embd`); `k`, `v`
-/// (`kv_dim`); `gate`, `up`, `act`, `inner` (`n_ff`); `logits` (`vocab`) for the rows asked for.
+/// `n` token rows of: `x`, `xb`, `attn_out`, `post`, `down` (`n_embd`); `q`, `att`
+/// (`q_dim`); `k`, `v` (`kv_dim`); `gate`, `up`, `act`, `inner` (`n_ff`); `logits` (`vocab`)
+/// for the rows asked for.
 #[derive(Default)]
 struct Buffers {
     x: Vec<f32>,
     xb: Vec<f32>,
+    post: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -155,9 +161,16 @@ impl OwnedQuantizedModel {
         obs: &mut O,
     ) -> Result<Vec<f32>, ModelError> {
         let cfg = &self.config;
+        let spec = cfg.spec();
         let w = &self.weights;
         let file: &[u8] = self.file_bytes();
-        let (n, d, kv, ff) = (tokens.len(), cfg.n_embd, cfg.kv_dim(), cfg.n_ff);
+        let (n, d, qd, kv, ff) = (
+            tokens.len(),
+            cfg.n_embd,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.n_ff,
+        );
         if n == 0 {
             return Err(ModelError::EmptyInput);
         }
@@ -182,24 +195,43 @@ impl OwnedQuantizedModel {
             crate::quant::dequantize_row(w.token_embd.ty, row, &mut b.x[t * d..(t + 1) * d])
                 .expect("shape checked at load");
         }
+        if spec.embd_scale {
+            scale(&mut b.x, (d as f32).sqrt());
+        }
         obs.capture(None, Slot::Embd, &mut b.x, d);
 
+        // One cos/sin table per RoPE base (global layers, and sliding-window layers where
+        // their base differs).
         let half = cfg.rope_dim / 2;
-        let mut cos = vec![0f32; n * half];
-        let mut sin = vec![0f32; n * half];
-        for t in 0..n {
-            let r = t * half..(t + 1) * half;
-            rope_table(
-                &mut cos[r.clone()],
-                &mut sin[r],
-                pos0 + t,
-                cfg.rope_theta,
-                cfg.rope_dim,
-                w.rope_freqs.as_deref(),
-            );
-        }
-        let halves = cfg.arch.rope_style() == super::RopeStyle::Halves;
+        let tables: Vec<(f32, Vec<f32>, Vec<f32>)> = {
+            let mut bases: Vec<f32> = (0..cfg.n_layer).map(|l| cfg.rope_theta_at(l)).collect();
+            bases.sort_by(f32::total_cmp);
+            bases.dedup();
+            bases
+                .into_iter()
+                .map(|base| {
+                    let (mut cos, mut sin) = (vec![0f32; n * half], vec![0f32; n * half]);
+                    for t in 0..n {
+                        let r = t * half..(t + 1) * half;
+                        rope_table(
+                            &mut cos[r.clone()],
+                            &mut sin[r],
+                            pos0 + t,
+                            base,
+                            cfg.rope_dim,
+                            w.rope_freqs.as_deref(),
+                        );
+                    }
+                    (base, cos, sin)
+                })
+                .collect()
+        };
+        let halves = spec.rope == super::RopeStyle::Halves;
+        // Queries are scaled either before attention (Gemma) or inside its softmax.
+        let kq_scale = 1.0 / (cfg.head_dim as f32).sqrt();
         b.xb.resize(n * d, 0.0);
+        // Token rows still in flight (all `n` until the last layer drops unneeded ones).
+        let mut m = n;
 
         for (l, lw) in w.layers.iter().enumerate() {
             let at = Some(l);
@@ -215,7 +247,7 @@ impl OwnedQuantizedModel {
                 file,
             );
             for (buf, bias, width) in [
-                (&mut b.q, &lw.bq, d),
+                (&mut b.q, &lw.bq, qd),
                 (&mut b.k, &lw.bk, kv),
                 (&mut b.v, &lw.bv, kv),
             ] {
@@ -224,24 +256,42 @@ impl OwnedQuantizedModel {
                         .for_each(|r| add_assign(r, bias));
                 }
             }
-            obs.capture(at, Slot::Q, &mut b.q, d);
+            obs.capture(at, Slot::Q, &mut b.q, qd);
             obs.capture(at, Slot::K, &mut b.k, kv);
             obs.capture(at, Slot::V, &mut b.v, kv);
+            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+                rmsnorm_rows_in_place(&mut b.q, qn, cfg.rms_eps);
+                rmsnorm_rows_in_place(&mut b.k, kn, cfg.rms_eps);
+                obs.capture(at, Slot::QNorm, &mut b.q, qd);
+                obs.capture(at, Slot::KNorm, &mut b.k, kv);
+            }
 
+            let base = cfg.rope_theta_at(l);
+            let (_, cos, sin) = tables
+                .iter()
+                .find(|(b, _, _)| *b == base)
+                .expect("a table per base");
             for t in 0..n {
                 let (c, s) = (
                     &cos[t * half..(t + 1) * half],
                     &sin[t * half..(t + 1) * half],
                 );
-                rope_row(&mut b.q[t * d..(t + 1) * d], cfg.head_dim, c, s, halves);
+                rope_row(&mut b.q[t * qd..(t + 1) * qd], cfg.head_dim, c, s, halves);
                 rope_row(&mut b.k[t * kv..(t + 1) * kv], cfg.head_dim, c, s, halves);
             }
-            obs.capture(at, Slot::QRope, &mut b.q, d);
+            obs.capture(at, Slot::QRope, &mut b.q, qd);
             obs.capture(at, Slot::KRope, &mut b.k, kv);
+            let softmax_scale = if spec.scale_q {
+                scale(&mut b.q, kq_scale);
+                1.0
+            } else {
+                kq_scale
+            };
             cache.k[l].extend(b.k.iter().map(|&x| round_f16(x)));
             cache.v[l].extend(b.v.iter().map(|&x| round_f16(x)));
 
-            b.att.resize(n * d, 0.0);
+            b.att.resize(n * qd, 0.0);
+            let window = cfg.is_swa(l).then_some(cfg.sliding_window);
             attention(
                 &mut b.att,
                 &b.q,
@@ -249,12 +299,32 @@ impl OwnedQuantizedModel {
                 &cache.v[l],
                 pos0,
                 cfg,
+                softmax_scale,
+                window,
                 self.flavor,
             );
             b.qx.new_input();
-            project(&mut b.attn_out, &b.att, d, &lw.wo, &mut b.qx, file);
+            project(&mut b.attn_out, &b.att, qd, &lw.wo, &mut b.qx, file);
             obs.capture(at, Slot::AttnOut, &mut b.attn_out, d);
-            add_assign(&mut b.x, &b.attn_out);
+            if which == LogitsFor::Last && l + 1 == cfg.n_layer && m > 1 {
+                // As llama.cpp: right after the last layer's attention, the rows whose
+                // logits are not asked for are dropped, so the rest of that layer runs as a
+                // batch of one (which products' arithmetic depends on).
+                b.x.drain(..(m - 1) * d);
+                b.attn_out.drain(..(m - 1) * d);
+                b.xb.truncate(d);
+                m = 1;
+            }
+            let attn_out = match &lw.attn_post_norm {
+                Some(pn) => {
+                    b.post.resize(m * d, 0.0);
+                    rmsnorm_rows(&mut b.post, &b.attn_out, pn, cfg.rms_eps);
+                    obs.capture(at, Slot::AttnPostNorm, &mut b.post, d);
+                    &b.post
+                }
+                None => &b.attn_out,
+            };
+            add_assign(&mut b.x, attn_out);
             obs.capture(at, Slot::FfnInp, &mut b.x, d);
 
             rmsnorm_rows(&mut b.xb, &b.x, &lw.ffn_norm, cfg.rms_eps);
@@ -269,28 +339,49 @@ impl OwnedQuantizedModel {
             );
             obs.capture(at, Slot::FfnGate, &mut b.gate, ff);
             obs.capture(at, Slot::FfnUp, &mut b.up, ff);
-            b.act.resize(n * ff, 0.0);
-            b.inner.resize(n * ff, 0.0);
-            swiglu(&mut b.act, &mut b.inner, &b.gate, &b.up, self.flavor);
+            b.act.resize(m * ff, 0.0);
+            b.inner.resize(m * ff, 0.0);
+            gated(
+                &mut b.act,
+                &mut b.inner,
+                &b.gate,
+                &b.up,
+                spec.ffn_act,
+                self.flavor,
+            );
             obs.capture(at, Slot::FfnAct, &mut b.act, ff);
             obs.capture(at, Slot::FfnInner, &mut b.inner, ff);
             b.qx.new_input();
             project(&mut b.down, &b.inner, ff, &lw.ffn_down, &mut b.qx, file);
             obs.capture(at, Slot::FfnDown, &mut b.down, d);
-            add_assign(&mut b.x, &b.down);
+            let down = match &lw.ffn_post_norm {
+                Some(pn) => {
+                    b.post.resize(m * d, 0.0);
+                    rmsnorm_rows(&mut b.post, &b.down, pn, cfg.rms_eps);
+                    obs.capture(at, Slot::FfnPostNorm, &mut b.post, d);
+                    &b.post
+                }
+                None => &b.down,
+            };
+            add_assign(&mut b.x, down);
             obs.capture(at, Slot::LOut, &mut b.x, d);
         }
         cache.len += n;
 
         let rows = match which {
             LogitsFor::All => &b.x[..],
-            LogitsFor::Last => &b.x[(n - 1) * d..],
+            LogitsFor::Last => &b.x[b.x.len() - d..],
         };
         b.xb.truncate(rows.len());
         rmsnorm_rows(&mut b.xb, rows, &w.output_norm, cfg.rms_eps);
         obs.capture(None, Slot::FinalNorm, &mut b.xb, d);
         b.qx.new_input();
         project(&mut b.logits, &b.xb, d, &w.output, &mut b.qx, file);
+        if let Some(cap) = cfg.logit_softcap {
+            b.logits
+                .iter_mut()
+                .for_each(|v| *v = (*v * (1.0 / cap)).tanh() * cap);
+        }
         obs.capture(None, Slot::Logits, &mut b.logits, cfg.vocab_size);
         Ok(b.logits)
     }

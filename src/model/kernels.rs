@@ -2,7 +2,8 @@
 //! backend computes the same operation (accumulation width, order of scaling) so the engine
 //! agrees with it closely, not merely approximately.
 
-use super::ggml_math::{Flavor, fma_dispatch, silu};
+use super::arch::FfnAct;
+use super::ggml_math::{Flavor, fma_dispatch, round_f16, silu};
 
 /// `out = x / rms(x) * w` over one row; the sum of squares is accumulated in f64 as ggml does.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
@@ -21,6 +22,24 @@ pub fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
+/// [`rmsnorm`] of every `w.len()`-wide row of `x` in place (the per-head q/k norms): each
+/// row's scale is taken before the row is overwritten, so the arithmetic is the same.
+pub fn rmsnorm_rows_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    for r in x.chunks_exact_mut(w.len()) {
+        let sum: f64 = r.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / r.len() as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for (v, &g) in r.iter_mut().zip(w) {
+            *v = (*v * scale) * g;
+        }
+    }
+}
+
+/// `x *= s` element-wise (ggml's `scale` op: embeddings by √n_embd, queries by 1/√head_dim).
+pub fn scale(x: &mut [f32], s: f32) {
+    x.iter_mut().for_each(|v| *v *= s);
+}
+
 /// `x += y` element-wise (residual connections, biases).
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {
@@ -29,16 +48,46 @@ pub fn add_assign(x: &mut [f32], y: &[f32]) {
 }
 
 fma_dispatch!(
-    /// The SwiGLU FFN's two element-wise steps: `act = silu(gate)` and `inner = act * up`,
-    /// with SiLU as llama.cpp's vectorised kernel computes it.
-    pub fn swiglu(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32], flavor: Flavor) = swiglu_impl
+    /// The gated FFN's two element-wise steps: `act = f(gate)` and `inner = act * up`, with
+    /// SiLU as llama.cpp's vectorised kernel computes it and GELU as its table does
+    /// ([`gelu_f16`]).
+    pub fn gated(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32], f: FfnAct, flavor: Flavor) = gated_impl
 );
 
 #[inline(always)]
-fn swiglu_impl(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32], flavor: Flavor) {
+fn gated_impl(
+    act: &mut [f32],
+    inner: &mut [f32],
+    gate: &[f32],
+    up: &[f32],
+    f: FfnAct,
+    flavor: Flavor,
+) {
     for (((a, i), &g), &u) in act.iter_mut().zip(inner.iter_mut()).zip(gate).zip(up) {
-        *a = silu(g, flavor);
+        *a = match f {
+            FfnAct::Silu => silu(g, flavor),
+            FfnAct::Gelu => gelu_f16(g),
+        };
         *i = *a * u;
+    }
+}
+
+/// GELU, tanh approximation, as ggml's f32 GeGLU computes it: 0 at or below −10, the input
+/// at or above 10, and between them a table of f16 results indexed by the input rounded to
+/// f16 (`GGML_GELU_FP16`). The table entry is the f32 formula on the f16 input, compiled
+/// with fused multiply-adds, rounded to f16.
+#[inline(always)]
+pub fn gelu_f16(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044715;
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let h = round_f16(x);
+        let inner = (COEF_A * h).mul_add(h, 1.0);
+        round_f16((0.5 * h) * (1.0 + (SQRT_2_OVER_PI * h * inner).tanh()))
     }
 }
 

@@ -78,6 +78,12 @@ pub fn matmul(
             for (i, row_out) in o.chunks_exact_mut(n).enumerate() {
                 let wr = w.row(file, c * chunk + i);
                 let mut t = 0;
+                if let Some(batch) = w.dot_batch.filter(|_| n >= quant::TILED_MIN_BATCH) {
+                    for (v, tt) in row_out.iter_mut().zip(0..) {
+                        *v = batch(wr, x.row(tt));
+                    }
+                    continue;
+                }
                 if let Some(dot4) = w.dot4 {
                     while t + 4 <= n {
                         let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];

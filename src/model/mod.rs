@@ -2,6 +2,7 @@
 //! forward pass per architecture family with an observer seam, and greedy generation.
 
 mod apr_reference;
+pub mod arch;
 mod attention;
 mod config;
 mod convert;
@@ -16,13 +17,14 @@ mod weights;
 use std::path::Path;
 
 pub use apr_reference::AprTransformer;
-pub use config::{Arch, ConfigError, Hyper, MAX_COUNT, ModelConfig, RopeStyle};
+pub use arch::{ARCHS, Arch, ArchSpec, FfnAct, Role, RopeStyle, TENSORS, TensorSpec};
+pub use config::{ConfigError, Hyper, MAX_COUNT, ModelConfig};
 pub use convert::{AprDtype, gguf_to_apr};
 pub use fault::{Fault, FaultKind, Faulty};
 pub use forward::{KvCache, LogitsFor};
 pub use ggml_math::Flavor;
 pub use matmul::{QuantizedActs, matmul};
-pub use observer::{LayerInputs, NoopObserver, Observer, Slot, Substituting};
+pub use observer::{Has, LayerInputs, NoopObserver, Observer, SLOTS, Slot, SlotInfo, Substituting};
 pub use weights::{LayerWeights, ModelWeights, QMatrix};
 
 use crate::gguf::{GgufError, GgufFile};

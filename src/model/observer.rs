@@ -2,7 +2,12 @@
 //! point with the buffer just computed; production passes [`NoopObserver`], which the
 //! compiler removes, so a traced forward runs the very same arithmetic as `forward`.
 
-/// A capture point, named as llama.cpp names its tensors so dumps line up.
+use super::ModelConfig;
+use super::arch::{ArchSpec, Dim};
+
+/// A capture point, named as llama.cpp names its tensors so dumps line up. Everything else
+/// about a slot (name, width, where it is captured, which families have it) is its row of
+/// [`SLOTS`].
 #[derive(
     Clone,
     Copy,
@@ -18,22 +23,28 @@
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Slot {
-    /// Token embeddings (once, before the first layer).
+    /// Token embeddings, scaled where the family scales them (once, before the first layer).
     Embd,
     /// RMSNorm output before attention.
     AttnNorm,
-    /// Query projection, after bias, before RoPE.
+    /// Query projection, after bias, before any norm and RoPE.
     Q,
-    /// Key projection, after bias, before RoPE.
+    /// Key projection, after bias, before any norm and RoPE.
     K,
     /// Value projection, after bias.
     V,
-    /// Query after RoPE (what attention reads).
+    /// Queries after their per-head RMSNorm (Qwen3, Gemma 3).
+    QNorm,
+    /// Keys after their per-head RMSNorm (Qwen3, Gemma 3).
+    KNorm,
+    /// Query after RoPE (what attention reads, before any query scaling).
     QRope,
     /// Key after RoPE (what the KV cache stores).
     KRope,
     /// Attention output after the output projection.
     AttnOut,
+    /// RMSNorm of the attention output (Gemma 3).
+    AttnPostNorm,
     /// Residual stream after attention (input of the FFN block).
     FfnInp,
     /// RMSNorm output before the FFN.
@@ -42,12 +53,14 @@ pub enum Slot {
     FfnGate,
     /// Up projection output (up_proj_out).
     FfnUp,
-    /// `silu(gate)` (silu_gate).
+    /// `act(gate)`: SiLU or GELU, as the family's FFN has it.
     FfnAct,
-    /// `silu(gate) * up` (swiglu_inner).
+    /// `act(gate) * up` (the gated inner activation).
     FfnInner,
     /// Down projection output (ffn_down_out).
     FfnDown,
+    /// RMSNorm of the FFN output (Gemma 3).
+    FfnPostNorm,
     /// Layer output (residual stream after the FFN).
     LOut,
     /// Final RMSNorm output (once).
@@ -56,68 +69,144 @@ pub enum Slot {
     Logits,
 }
 
+/// Which families capture a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Has {
+    /// Every family.
+    All,
+    /// Families with per-head q/k norms.
+    QkNorm,
+    /// Families with post-norms.
+    PostNorm,
+}
+
+/// One capture point: the one table the observer, the trace types, the checkers, the diff
+/// and the CLI read.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotInfo {
+    /// The slot.
+    pub slot: Slot,
+    /// Its name in JSON, CLI tables, contracts and docs.
+    pub name: &'static str,
+    /// Values per token.
+    pub width: Dim,
+    /// Captured in every layer (else once per pass).
+    pub per_layer: bool,
+    /// One of the gated FFN's sub-steps (what the FFN contracts count).
+    pub sub_ffn: bool,
+    /// Which families capture it.
+    pub has: Has,
+    /// Absent from records made by the first trace format.
+    pub added_later: bool,
+}
+
+const fn row(slot: Slot, name: &'static str, width: Dim, per_layer: bool, has: Has) -> SlotInfo {
+    SlotInfo {
+        slot,
+        name,
+        width,
+        per_layer,
+        sub_ffn: false,
+        has,
+        added_later: false,
+    }
+}
+
+const fn ffn(slot: Slot, name: &'static str, width: Dim) -> SlotInfo {
+    SlotInfo {
+        sub_ffn: true,
+        ..row(slot, name, width, true, Has::All)
+    }
+}
+
+const fn later(info: SlotInfo) -> SlotInfo {
+    SlotInfo {
+        added_later: true,
+        ..info
+    }
+}
+
+/// Every capture point in execution order, indexed by `Slot as usize`.
+pub const SLOTS: [SlotInfo; 22] = {
+    use Dim::{Ff, Kv, Vocab};
+    const E: Dim = Dim::Embd;
+    const QD: Dim = Dim::Q;
+    use Has::*;
+    use Slot::*;
+    [
+        row(Embd, "embd", E, false, All),
+        row(AttnNorm, "attn_norm", E, true, All),
+        row(Q, "q", QD, true, All),
+        row(K, "k", Kv, true, All),
+        row(V, "v", Kv, true, All),
+        row(QNorm, "q_norm", QD, true, QkNorm),
+        row(KNorm, "k_norm", Kv, true, QkNorm),
+        later(row(QRope, "q_rope", QD, true, All)),
+        later(row(KRope, "k_rope", Kv, true, All)),
+        row(AttnOut, "attn_out", E, true, All),
+        row(AttnPostNorm, "attn_post_norm", E, true, PostNorm),
+        row(FfnInp, "ffn_inp", E, true, All),
+        row(FfnNorm, "ffn_norm", E, true, All),
+        ffn(FfnGate, "ffn_gate", Ff),
+        ffn(FfnUp, "ffn_up", Ff),
+        ffn(FfnAct, "ffn_act", Ff),
+        ffn(FfnInner, "ffn_inner", Ff),
+        ffn(FfnDown, "ffn_down", E),
+        row(FfnPostNorm, "ffn_post_norm", E, true, PostNorm),
+        row(LOut, "l_out", E, true, All),
+        row(FinalNorm, "final_norm", E, false, All),
+        row(Logits, "logits", Vocab, false, All),
+    ]
+};
+
 impl Slot {
-    /// Per-layer capture points in execution order.
-    pub const LAYER: [Slot; 15] = [
-        Slot::AttnNorm,
-        Slot::Q,
-        Slot::K,
-        Slot::V,
-        Slot::QRope,
-        Slot::KRope,
-        Slot::AttnOut,
-        Slot::FfnInp,
-        Slot::FfnNorm,
-        Slot::FfnGate,
-        Slot::FfnUp,
-        Slot::FfnAct,
-        Slot::FfnInner,
-        Slot::FfnDown,
-        Slot::LOut,
-    ];
-
-    /// The sub-FFN capture points.
-    pub const FFN: [Slot; 5] = [
-        Slot::FfnGate,
-        Slot::FfnUp,
-        Slot::FfnAct,
-        Slot::FfnInner,
-        Slot::FfnDown,
-    ];
-
-    /// Slots added after the first trace format: records made before them lack them.
-    pub const ADDED_LATER: [Slot; 2] = [Slot::QRope, Slot::KRope];
+    /// This slot's row of [`SLOTS`].
+    pub fn info(self) -> &'static SlotInfo {
+        &SLOTS[self as usize]
+    }
 
     /// The name used in JSON, CLI tables and docs.
     pub fn name(self) -> &'static str {
-        match self {
-            Slot::Embd => "embd",
-            Slot::AttnNorm => "attn_norm",
-            Slot::Q => "q",
-            Slot::K => "k",
-            Slot::V => "v",
-            Slot::QRope => "q_rope",
-            Slot::KRope => "k_rope",
-            Slot::AttnOut => "attn_out",
-            Slot::FfnInp => "ffn_inp",
-            Slot::FfnNorm => "ffn_norm",
-            Slot::FfnGate => "ffn_gate",
-            Slot::FfnUp => "ffn_up",
-            Slot::FfnAct => "ffn_act",
-            Slot::FfnInner => "ffn_inner",
-            Slot::FfnDown => "ffn_down",
-            Slot::LOut => "l_out",
-            Slot::FinalNorm => "final_norm",
-            Slot::Logits => "logits",
-        }
+        self.info().name
     }
 
     /// The slot with this name.
     pub fn from_name(s: &str) -> Option<Slot> {
-        Slot::LAYER
-            .into_iter()
-            .chain([Slot::Embd, Slot::FinalNorm, Slot::Logits])
-            .find(|x| x.name() == s)
+        SLOTS.iter().find(|i| i.name == s).map(|i| i.slot)
+    }
+
+    /// Every per-layer capture point of any family, in execution order.
+    pub fn per_layer() -> impl Iterator<Item = Slot> {
+        SLOTS.iter().filter(|i| i.per_layer).map(|i| i.slot)
+    }
+
+    /// The once-per-pass capture points (`embd`, `final_norm`, `logits`).
+    pub fn once() -> impl Iterator<Item = Slot> {
+        SLOTS.iter().filter(|i| !i.per_layer).map(|i| i.slot)
+    }
+
+    /// The gated FFN's sub-steps.
+    pub fn sub_ffn() -> impl Iterator<Item = Slot> {
+        SLOTS.iter().filter(|i| i.sub_ffn).map(|i| i.slot)
+    }
+
+    /// Whether a family of `spec` captures this slot.
+    pub fn in_family(self, spec: &ArchSpec) -> bool {
+        match self.info().has {
+            Has::All => true,
+            Has::QkNorm => spec.qk_norm,
+            Has::PostNorm => spec.post_norms,
+        }
+    }
+
+    /// The per-layer capture points of a family, in execution order.
+    pub fn layer_slots(spec: &ArchSpec) -> Vec<Slot> {
+        Slot::per_layer().filter(|s| s.in_family(spec)).collect()
+    }
+
+    /// Values per token of this slot in `cfg`'s model.
+    pub fn width(self, cfg: &ModelConfig) -> usize {
+        self.info().width.of(cfg)
     }
 }
 

@@ -5,7 +5,8 @@
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
 use crate::quant::{self, Dot4Fn, DotFn, DotRows4Fn, Kernel};
 
-use super::config::{Arch, ModelConfig};
+use super::arch::{Need, Role, TensorSpec};
+use super::config::ModelConfig;
 
 /// A quantized weight matrix inside the mapped file.
 ///
@@ -32,6 +33,9 @@ pub struct QMatrix {
     pub dot: DotFn,
     /// The four-activation-row variant, where this format has one.
     pub dot4: Option<Dot4Fn>,
+    /// The product llama.cpp uses for every row of a batch of at least
+    /// [`quant::TILED_MIN_BATCH`] activation rows, where it differs from `dot`.
+    pub dot_batch: Option<DotFn>,
     /// The four-weight-row variant, where this format has one.
     pub dot_rows4: Option<DotRows4Fn>,
 }
@@ -56,14 +60,20 @@ pub struct LayerWeights {
     pub wk: QMatrix,
     /// Value projection.
     pub wv: QMatrix,
-    /// Query, key, value biases (Qwen2).
+    /// Query bias (Qwen2).
     pub bq: Option<Vec<f32>>,
     /// Key bias.
     pub bk: Option<Vec<f32>>,
     /// Value bias.
     pub bv: Option<Vec<f32>>,
+    /// Per-head RMSNorm weight of the queries (Qwen3, Gemma 3).
+    pub q_norm: Option<Vec<f32>>,
+    /// Per-head RMSNorm weight of the keys.
+    pub k_norm: Option<Vec<f32>>,
     /// Attention output projection.
     pub wo: QMatrix,
+    /// RMSNorm weight of the attention output (Gemma 3).
+    pub attn_post_norm: Option<Vec<f32>>,
     /// RMSNorm weight before the FFN.
     pub ffn_norm: Vec<f32>,
     /// FFN gate projection (input of SiLU).
@@ -72,6 +82,8 @@ pub struct LayerWeights {
     pub ffn_up: QMatrix,
     /// FFN down projection.
     pub ffn_down: QMatrix,
+    /// RMSNorm weight of the FFN output (Gemma 3).
+    pub ffn_post_norm: Option<Vec<f32>>,
 }
 
 /// All weights of a model.
@@ -120,8 +132,8 @@ impl Loader<'_> {
             name: name.into(),
             reason: format!("{} is not a weight format", info.ggml_type),
         })?;
-        let dot =
-            quant::dot_fn(info.ggml_type, self.kernel).expect("every weight format has a kernel");
+        let dot = quant::matrix_dot_fn(info.ggml_type, rows, self.kernel)
+            .expect("every weight format has a kernel");
         if !cols.is_multiple_of(act_ty.block_size()) {
             return Err(GgufError::Tensor {
                 name: name.into(),
@@ -137,7 +149,8 @@ impl Loader<'_> {
             row_bytes: info.size / rows,
             act_ty,
             dot,
-            dot4: quant::dot4_fn(info.ggml_type, self.kernel),
+            dot4: quant::matrix_dot4_fn(info.ggml_type, rows, self.kernel),
+            dot_batch: quant::matrix_batch_dot_fn(info.ggml_type, rows),
             dot_rows4: quant::dot_rows4_fn(info.ggml_type, self.kernel),
         })
     }
@@ -167,31 +180,45 @@ impl ModelWeights {
     /// Maps every tensor the architecture needs, checking names, shapes and formats.
     pub fn load(file: &GgufFile, cfg: &ModelConfig, kernel: Kernel) -> Result<Self, GgufError> {
         let l = Loader { file, kernel };
-        let (d, kv, ff) = (cfg.n_embd, cfg.kv_dim(), cfg.n_ff);
+        let d = cfg.n_embd;
+        let spec = cfg.spec();
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let n = |s: &str| format!("blk.{i}.{s}");
-            let biases = cfg.arch == Arch::Qwen2;
-            let bias = |s: &str, len| {
-                if biases {
-                    l.vector(&n(s), len).map(Some)
-                } else {
-                    l.optional_vector(&n(s), len)
+            // Names and shapes come from the one tensor table both engines read.
+            let mat = |role| {
+                let t = TensorSpec::of(role);
+                let cols = t.cols.expect("a matrix row").of(cfg);
+                l.matrix(&t.name(i), cols, t.rows.of(cfg))
+            };
+            let opt = |role| {
+                let t = TensorSpec::of(role);
+                match t.need(spec) {
+                    Need::Required => l.vector(&t.name(i), t.rows.of(cfg)).map(Some),
+                    Need::Optional => l.optional_vector(&t.name(i), t.rows.of(cfg)),
+                    Need::Absent => Ok(None),
                 }
             };
+            let vec = |role| {
+                let t = TensorSpec::of(role);
+                l.vector(&t.name(i), t.rows.of(cfg))
+            };
             layers.push(LayerWeights {
-                attn_norm: l.vector(&n("attn_norm.weight"), d)?,
-                wq: l.matrix(&n("attn_q.weight"), d, d)?,
-                wk: l.matrix(&n("attn_k.weight"), d, kv)?,
-                wv: l.matrix(&n("attn_v.weight"), d, kv)?,
-                bq: bias("attn_q.bias", d)?,
-                bk: bias("attn_k.bias", kv)?,
-                bv: bias("attn_v.bias", kv)?,
-                wo: l.matrix(&n("attn_output.weight"), d, d)?,
-                ffn_norm: l.vector(&n("ffn_norm.weight"), d)?,
-                ffn_gate: l.matrix(&n("ffn_gate.weight"), d, ff)?,
-                ffn_up: l.matrix(&n("ffn_up.weight"), d, ff)?,
-                ffn_down: l.matrix(&n("ffn_down.weight"), ff, d)?,
+                attn_norm: vec(Role::AttnNorm)?,
+                wq: mat(Role::Wq)?,
+                wk: mat(Role::Wk)?,
+                wv: mat(Role::Wv)?,
+                bq: opt(Role::Bq)?,
+                bk: opt(Role::Bk)?,
+                bv: opt(Role::Bv)?,
+                q_norm: opt(Role::QNorm)?,
+                k_norm: opt(Role::KNorm)?,
+                wo: mat(Role::Wo)?,
+                attn_post_norm: opt(Role::AttnPostNorm)?,
+                ffn_norm: vec(Role::FfnNorm)?,
+                ffn_gate: mat(Role::FfnGate)?,
+                ffn_up: mat(Role::FfnUp)?,
+                ffn_down: mat(Role::FfnDown)?,
+                ffn_post_norm: opt(Role::FfnPostNorm)?,
             });
         }
         let token_embd = l.matrix("token_embd.weight", d, cfg.vocab_size)?;

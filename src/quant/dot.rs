@@ -133,6 +133,40 @@ pub fn dot_fn(weight: GgmlType, kernel: Kernel) -> Option<DotFn> {
 
 /// The four-row kernel for `weight`, where one exists for this kernel choice (AVX2 for Q4_1
 /// and Q8_0); otherwise callers use the single-row kernel four times.
+/// The dot product llama.cpp uses for a matrix of `rows` rows of format `weight`: on x86 it
+/// repacks Q4_K matrices whose row count is a multiple of 8 into interleaved blocks with their
+/// own accumulation order ([`scalar::dot_q4_k_q8_k_8x8`]); every other matrix uses the
+/// format's fused dot product ([`dot_fn`]).
+pub fn matrix_dot_fn(weight: GgmlType, rows: usize, kernel: Kernel) -> Option<DotFn> {
+    if weight == GgmlType::Q4_K && rows.is_multiple_of(8) {
+        return Some(scalar::dot_q4_k_q8_k_8x8);
+    }
+    dot_fn(weight, kernel)
+}
+
+/// The four-activation-row dot product llama.cpp uses for a matrix of `rows` rows of format
+/// `weight` (see [`matrix_dot_fn`]): the repacked Q4_K four-row kernel, or the format's own.
+pub fn matrix_dot4_fn(weight: GgmlType, rows: usize, kernel: Kernel) -> Option<Dot4Fn> {
+    if weight == GgmlType::Q4_K && rows.is_multiple_of(8) {
+        return Some(scalar::dot4_q4_k_q8_k_8x8_gemm);
+    }
+    dot4_fn(weight, kernel)
+}
+
+/// The dot product llama.cpp uses for every activation row of a batch of at least
+/// [`TILED_MIN_BATCH`] rows, where it differs from [`matrix_dot_fn`]: its tiled K-quant
+/// product for Q6_K matrices (Q4_K matrices are repacked instead; the other K-quants' tiled
+/// arithmetic is not reproduced yet).
+pub fn matrix_batch_dot_fn(weight: GgmlType, _rows: usize) -> Option<DotFn> {
+    match weight {
+        GgmlType::Q6_K => Some(scalar::dot_q6_k_q8_k_tiled),
+        _ => None,
+    }
+}
+
+/// The batch size from which llama.cpp's tiled K-quant product takes over.
+pub const TILED_MIN_BATCH: usize = 8;
+
 pub fn dot4_fn(weight: GgmlType, kernel: Kernel) -> Option<Dot4Fn> {
     if kernel != Kernel::Avx2 || Kernel::best() != Kernel::Avx2 {
         return None;

@@ -378,14 +378,16 @@ pub(crate) unsafe fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 /// Q6_K weights · Q8_K activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = 0.0f32;
+    // As ggml's AVX2 kernel: eight integer lanes per block, each converted to f32 and
+    // accumulated in its own lane by d_a * d_w; the lanes are summed once at the end.
+    let mut acc = _mm256_setzero_ps();
     let low_mask = _mm256_set1_epi8(0x0f);
     let two_bits = _mm256_set1_epi8(3);
     for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
         let scales = &x[192..208];
-        let bs = bsums(y);
-        // q - 32 folded out: sum(sc * (q - 32) * y) = sum(sc * q * y) - 32 * sum(sc * bsum).
-        let offset: i32 = (0..16).map(|j| scales[j] as i8 as i32 * bs[j]).sum::<i32>() * 32;
+        // q - 32 folded out per lane: lane l loses 32 * (bsum[2l] sc[2l] + bsum[2l+1] sc[2l+1]).
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr() as *const __m128i));
+        let offset = _mm256_slli_epi32(_mm256_madd_epi16(load(&y[260..]), scales16), 5);
         let mut sumi = _mm256_setzero_si256();
         for g in 0..2 {
             let ql0 = load(&x[64 * g..]);
@@ -409,9 +411,11 @@ pub(crate) unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
             }
         }
-        acc += f32_at(y) * f16_at(&x[208..]) * (hsum_i32(sumi) - offset) as f32;
+        let d = _mm256_set1_ps(f32_at(y) * f16_at(&x[208..]));
+        let lanes = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, offset));
+        acc = _mm256_fmadd_ps(d, lanes, acc);
     }
-    acc
+    hsum(acc)
 }
 
 /// F32 weights · F32 activations.

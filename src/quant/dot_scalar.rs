@@ -169,6 +169,76 @@ pub fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
         .sum()
 }
 
+/// Q4_K weights · Q8_K activations as llama.cpp computes them after repacking the weights
+/// into 8-row interleaved blocks (`q4_K_8x8_q8_K`, its choice on every x86 CPU with AVX2 for
+/// a matrix whose row count is a multiple of 8). The scaled integer sums and the integer
+/// min-corrections are accumulated with fused multiply-adds by `d_w * d_a` and
+/// `dmin_w * d_a`, and the correction is subtracted once at the end. The single-row kernel
+/// (`gemv`, [`dot_q4_k_q8_k_8x8`]) does one multiply-add per 256-value super-block; the
+/// four-row kernel (`gemm`, [`dot_q4_k_q8_k_8x8_gemm`], used for each full group of four
+/// activation rows) does one per 64 values.
+fn dot_q4_k_8x8<const STEP: usize>(w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut acc_min) = (0f32, 0f32);
+    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        let (sc, m) = q4k_scales_mins(&x[4..16]);
+        let (qs, qy) = (&x[16..144], &y[4..260]);
+        let d_a = f32_at(y);
+        let (d, dmin) = (f16_at(x) * d_a, f16_at(&x[2..]) * d_a);
+        for group in (0..8).collect::<Vec<_>>().chunks(STEP) {
+            let (mut isum, mut imin) = (0i32, 0i32);
+            for &sb in group {
+                let mut s = 0i32;
+                for k in 32 * sb..32 * (sb + 1) {
+                    s += q45k_quant(qs, None, k) as i32 * qy[k] as i8 as i32;
+                }
+                isum += sc[sb] as i32 * s;
+                imin += m[sb] as i32 * (bsum(y, 2 * sb) + bsum(y, 2 * sb + 1));
+            }
+            acc = (isum as f32).mul_add(d, acc);
+            acc_min = (imin as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+/// See [`dot_q4_k_8x8`]: llama.cpp's repacked single-row Q4_K kernel.
+pub fn dot_q4_k_q8_k_8x8(w: &[u8], a: &[u8]) -> f32 {
+    dot_q4_k_8x8::<8>(w, a)
+}
+
+/// See [`dot_q4_k_8x8`]: llama.cpp's repacked four-row Q4_K kernel, one row.
+pub fn dot_q4_k_q8_k_8x8_gemm(w: &[u8], a: &[u8]) -> f32 {
+    dot_q4_k_8x8::<2>(w, a)
+}
+
+/// [`dot_q4_k_q8_k_8x8_gemm`] for four activation rows.
+pub fn dot4_q4_k_q8_k_8x8_gemm(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    a.map(|a| dot_q4_k_q8_k_8x8_gemm(w, a))
+}
+
+/// Q6_K weights · Q8_K activations as llama.cpp's tiled K-quant matrix product computes them
+/// (`ggml-cpu/tiled`, taken for a batch of 8 or more activation rows; its AVX-512 VNNI
+/// microkernel): per super-block the exact integer sum is converted to f32 and multiplied by
+/// `d_w`, then accumulated by one fused multiply-add with `d_a` (GCC fuses the kernel's
+/// separate multiply and add).
+pub fn dot_q6_k_q8_k_tiled(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+        let (ql, qh, scales) = (&x[..128], &x[128..192], &x[192..208]);
+        let qy = &y[4..260];
+        let mut sumi = 0i32;
+        for sb in 0..16 {
+            let mut s = 0i32;
+            for k in 16 * sb..16 * (sb + 1) {
+                s += (q6k_quant(ql, qh, k) as i32 - 32) * qy[k] as i8 as i32;
+            }
+            sumi += scales[sb] as i8 as i32 * s;
+        }
+        acc = (sumi as f32 * f16_at(&x[208..])).mul_add(f32_at(y), acc);
+    }
+    acc
+}
+
 /// Q5_K weights · Q8_K activations.
 pub fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     w.chunks_exact(176)

@@ -12,7 +12,10 @@ pub mod kquants;
 pub mod legacy;
 pub mod synth;
 
-pub use dot::{Dot4Fn, DotFn, DotRows4Fn, Kernel, dot_fn, dot_rows4_fn, dot4_fn, vec_dot_type};
+pub use dot::{
+    Dot4Fn, DotFn, DotRows4Fn, Kernel, TILED_MIN_BATCH, dot_fn, dot_rows4_fn, dot4_fn,
+    matrix_batch_dot_fn, matrix_dot_fn, matrix_dot4_fn, vec_dot_type,
+};
 
 use crate::gguf::GgmlType;
 

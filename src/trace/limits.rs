@@ -119,10 +119,9 @@ impl Thresholds {
             .map(|&(m, v)| (m, Limit::Max(Values::Every(v))))
             .collect();
         Thresholds {
-            slots: Slot::LAYER
-                .into_iter()
-                .chain([Slot::Embd, Slot::FinalNorm, Slot::Logits])
-                .map(|s| (s, per.clone()))
+            slots: crate::model::SLOTS
+                .iter()
+                .map(|i| (i.slot, per.clone()))
                 .collect(),
             ..Default::default()
         }
@@ -172,7 +171,7 @@ impl Thresholds {
             out.push("calibration_prompts is 0".into());
         }
         for (slot, metrics) in &self.slots {
-            let per_layer = Slot::LAYER.contains(slot);
+            let per_layer = slot.info().per_layer;
             for (m, l) in metrics {
                 let at = format!("{}.{}", slot.name(), m.name());
                 let parts: Vec<(&str, &Values)> = match l {
@@ -310,7 +309,7 @@ pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresh
     };
     for ((slot, m), per) in seen {
         let values = |f: &dyn Fn(&[f64]) -> f64| {
-            if Slot::LAYER.contains(&slot) {
+            if slot.info().per_layer {
                 Values::PerLayer(per.values().map(|v| f(v)).collect())
             } else {
                 Values::Every(per.values().map(|v| f(v)).fold(f64::NEG_INFINITY, f64::max))

@@ -35,10 +35,8 @@ pub fn schema_json() -> String {
 
 /// Capture every slot of every layer (for [`diff`]).
 pub fn capture_all() -> CaptureSpec {
-    let mut slots = Slot::LAYER.to_vec();
-    slots.extend([Slot::Embd, Slot::FinalNorm, Slot::Logits]);
     CaptureSpec {
-        slots,
+        slots: crate::model::SLOTS.iter().map(|i| i.slot).collect(),
         layers: None,
     }
 }
@@ -192,13 +190,13 @@ pub trait TracedForward {
 
 /// Runs one observed pass and assembles its trace.
 fn trace_with(
-    n_layer: usize,
+    config: &crate::model::ModelConfig,
     engine: &str,
     tokens: &[u32],
     options: &TraceOptions,
     run: impl FnOnce(&mut Substituting<'_, Faulty<'_, TraceObserver>>) -> Result<Logits, ModelError>,
 ) -> Result<Traced, ModelError> {
-    let mut obs = TraceObserver::new(n_layer, options.per_token, options.capture.clone());
+    let mut obs = TraceObserver::new(config.n_layer, options.per_token, options.capture.clone());
     let mut faulty = Faulty::new(options.fault, &mut obs);
     let logits = run(&mut Substituting::new(
         options.inputs.as_deref(),
@@ -206,7 +204,7 @@ fn trace_with(
     ))?;
     let captured = std::mem::take(&mut obs.captured);
     let (layers, [embd, final_norm, logit_stats]) = obs
-        .finish()
+        .finish(&Slot::layer_slots(config.spec()))
         .expect("the forward pass observes every capture point");
     let trace = ForwardTrace {
         format: TRACE_FORMAT.into(),
@@ -239,7 +237,7 @@ impl TracedForward for OwnedQuantizedModel {
         tokens: &[u32],
         options: &TraceOptions,
     ) -> Result<Traced, ModelError> {
-        trace_with(self.config.n_layer, "gguf", tokens, options, |obs| {
+        trace_with(&self.config, "gguf", tokens, options, |obs| {
             self.forward_observed(tokens, obs)
         })
     }
@@ -251,7 +249,7 @@ impl TracedForward for AprTransformer {
         tokens: &[u32],
         options: &TraceOptions,
     ) -> Result<Traced, ModelError> {
-        trace_with(self.config.n_layer, "apr", tokens, options, |obs| {
+        trace_with(&self.config, "apr", tokens, options, |obs| {
             self.forward_observed(tokens, obs)
         })
     }

@@ -2,6 +2,8 @@
 //! copies of selected tensors for element-wise comparison.
 
 use super::stats::{ActivationStats, ScopeKind};
+use std::collections::BTreeMap;
+
 use super::types::{LayerTrace, SlotStats};
 use crate::model::{Observer, Slot};
 
@@ -34,10 +36,10 @@ pub struct Captured {
 pub struct TraceObserver {
     per_token: bool,
     capture: Option<CaptureSpec>,
-    /// Per layer, per slot of [`Slot::LAYER`].
-    layers: Vec<[Option<SlotStats>; 15]>,
+    /// Per layer, the slots observed.
+    layers: Vec<LayerTrace>,
     /// `embd`, `final_norm`, `logits`.
-    once: [Option<SlotStats>; 3],
+    once: BTreeMap<Slot, SlotStats>,
     /// Kept tensors.
     pub captured: Vec<Captured>,
 }
@@ -48,8 +50,8 @@ impl TraceObserver {
         TraceObserver {
             per_token,
             capture,
-            layers: vec![Default::default(); n_layer],
-            once: Default::default(),
+            layers: vec![LayerTrace::default(); n_layer],
+            once: BTreeMap::new(),
             captured: Vec::new(),
         }
     }
@@ -69,50 +71,18 @@ impl TraceObserver {
     }
 
     /// The per-layer traces and the `embd`, `final_norm`, `logits` statistics; `None` if
-    /// any capture point was never observed.
-    pub fn finish(self) -> Option<(Vec<LayerTrace>, [SlotStats; 3])> {
-        let layers = self
+    /// any capture point of `slots` (a family's per-layer slots) was never observed.
+    pub fn finish(mut self, slots: &[Slot]) -> Option<(Vec<LayerTrace>, [SlotStats; 3])> {
+        if self
             .layers
-            .into_iter()
-            .map(|l| {
-                let [
-                    attn_norm,
-                    q,
-                    k,
-                    v,
-                    q_rope,
-                    k_rope,
-                    attn_out,
-                    ffn_inp,
-                    ffn_norm,
-                    ffn_gate,
-                    ffn_up,
-                    ffn_act,
-                    ffn_inner,
-                    ffn_down,
-                    l_out,
-                ] = l;
-                Some(LayerTrace {
-                    attn_norm: attn_norm?,
-                    q: q?,
-                    k: k?,
-                    v: v?,
-                    q_rope: q_rope?,
-                    k_rope: k_rope?,
-                    attn_out: attn_out?,
-                    ffn_inp: ffn_inp?,
-                    ffn_norm: ffn_norm?,
-                    ffn_gate: ffn_gate?,
-                    ffn_up: ffn_up?,
-                    ffn_act: ffn_act?,
-                    ffn_inner: ffn_inner?,
-                    ffn_down: ffn_down?,
-                    l_out: l_out?,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        let [e, f, g] = self.once;
-        Some((layers, [e?, f?, g?]))
+            .iter()
+            .any(|l| slots.iter().any(|s| l.get(*s).is_none()))
+        {
+            return None;
+        }
+        let mut once = Slot::once().map(|s| self.once.remove(&s));
+        let [e, f, g] = std::array::from_fn(|_| once.next().flatten());
+        Some((self.layers, [e?, f?, g?]))
     }
 }
 
@@ -120,22 +90,9 @@ impl Observer for TraceObserver {
     fn observe(&mut self, layer: Option<usize>, slot: Slot, data: &[f32], width: usize) {
         let stats = self.stats(data, width);
         match layer {
-            Some(l) => {
-                let i = Slot::LAYER
-                    .iter()
-                    .position(|&s| s == slot)
-                    .expect("per-layer slot");
-                self.layers[l][i] = Some(stats);
-            }
-            None => {
-                let i = match slot {
-                    Slot::Embd => 0,
-                    Slot::FinalNorm => 1,
-                    _ => 2,
-                };
-                self.once[i] = Some(stats);
-            }
-        }
+            Some(l) => self.layers[l].0.insert(slot, stats),
+            None => self.once.insert(slot, stats),
+        };
         if let Some(c) = &self.capture {
             let layer_ok = match (layer, &c.layers) {
                 (Some(l), Some(ls)) => ls.contains(&l),

@@ -36,6 +36,12 @@ pub enum ParityError {
         /// The second trace's scope.
         b: String,
     },
+    /// A slot is recorded in one trace and not the other (different families).
+    #[error("{location}: recorded in only one trace")]
+    Slot {
+        /// Where.
+        location: String,
+    },
     /// One trace has per-token statistics and the other not.
     #[error("{location}: per-token statistics present in only one trace")]
     PerToken {
@@ -101,12 +107,14 @@ pub fn check_parity(a: &ForwardTrace, b: &ForwardTrace) -> Result<(), ParityErro
     }
     check_slot("embd", &a.embd, &b.embd)?;
     for (l, (la, lb)) in a.layers.iter().zip(&b.layers).enumerate() {
-        for slot in Slot::LAYER {
-            let (x, y) = (
-                la.get(slot).expect("layer slot"),
-                lb.get(slot).expect("layer slot"),
-            );
-            check_slot(&format!("layers[{l}].{}", slot.name()), x, y)?;
+        let slots: std::collections::BTreeSet<Slot> =
+            la.slots().chain(lb.slots()).map(|(s, _)| s).collect();
+        for slot in slots {
+            let location = format!("layers[{l}].{}", slot.name());
+            match (la.get(slot), lb.get(slot)) {
+                (Some(x), Some(y)) => check_slot(&location, x, y)?,
+                _ => return Err(ParityError::Slot { location }),
+            }
         }
     }
     check_slot("final_norm", &a.final_norm, &b.final_norm)?;

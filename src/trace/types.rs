@@ -3,6 +3,8 @@
 //! generated from these types (`schemas/forward-trace.schema.json`).
 
 use schemars::JsonSchema;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::stats::ActivationStats;
@@ -21,63 +23,27 @@ pub struct SlotStats {
     pub per_token: Option<Vec<ActivationStats>>,
 }
 
-/// Every capture point of one decoder layer, in execution order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LayerTrace {
-    /// RMSNorm output before attention.
-    pub attn_norm: SlotStats,
-    /// Query projection (after bias, before RoPE).
-    pub q: SlotStats,
-    /// Key projection (after bias, before RoPE).
-    pub k: SlotStats,
-    /// Value projection (after bias).
-    pub v: SlotStats,
-    /// Query after RoPE.
-    pub q_rope: SlotStats,
-    /// Key after RoPE.
-    pub k_rope: SlotStats,
-    /// Attention output after the output projection.
-    pub attn_out: SlotStats,
-    /// Residual stream after attention.
-    pub ffn_inp: SlotStats,
-    /// RMSNorm output before the FFN.
-    pub ffn_norm: SlotStats,
-    /// Gate projection output (gate_proj_out).
-    pub ffn_gate: SlotStats,
-    /// Up projection output (up_proj_out).
-    pub ffn_up: SlotStats,
-    /// silu(gate) (silu_gate).
-    pub ffn_act: SlotStats,
-    /// silu(gate) * up (swiglu_inner).
-    pub ffn_inner: SlotStats,
-    /// Down projection output (ffn_down_out).
-    pub ffn_down: SlotStats,
-    /// Layer output (residual stream after the FFN).
-    pub l_out: SlotStats,
-}
+/// Every capture point of one decoder layer, keyed by slot name in execution order: the
+/// slots of [`crate::model::SLOTS`] the model's family captures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct LayerTrace(pub BTreeMap<Slot, SlotStats>);
 
 impl LayerTrace {
-    /// The statistics of one per-layer slot (`None` for the once-per-pass slots).
+    /// The statistics of one per-layer slot (`None` for the once-per-pass slots and for
+    /// slots the family does not capture).
     pub fn get(&self, slot: Slot) -> Option<&SlotStats> {
-        Some(match slot {
-            Slot::AttnNorm => &self.attn_norm,
-            Slot::Q => &self.q,
-            Slot::K => &self.k,
-            Slot::V => &self.v,
-            Slot::QRope => &self.q_rope,
-            Slot::KRope => &self.k_rope,
-            Slot::AttnOut => &self.attn_out,
-            Slot::FfnInp => &self.ffn_inp,
-            Slot::FfnNorm => &self.ffn_norm,
-            Slot::FfnGate => &self.ffn_gate,
-            Slot::FfnUp => &self.ffn_up,
-            Slot::FfnAct => &self.ffn_act,
-            Slot::FfnInner => &self.ffn_inner,
-            Slot::FfnDown => &self.ffn_down,
-            Slot::LOut => &self.l_out,
-            Slot::Embd | Slot::FinalNorm | Slot::Logits => return None,
-        })
+        self.0.get(&slot)
+    }
+
+    /// Mutable access to one slot's statistics.
+    pub fn get_mut(&mut self, slot: Slot) -> Option<&mut SlotStats> {
+        self.0.get_mut(&slot)
+    }
+
+    /// The slots recorded, in execution order.
+    pub fn slots(&self) -> impl Iterator<Item = (Slot, &SlotStats)> {
+        self.0.iter().map(|(&s, st)| (s, st))
     }
 }
 
@@ -127,6 +93,16 @@ pub struct ForwardTrace {
     pub final_norm: SlotStats,
     /// Output logits.
     pub logits: LogitsTrace,
+}
+
+impl ForwardTrace {
+    /// The per-layer slots this trace records (its family's), in execution order.
+    pub fn layer_slots(&self) -> Vec<Slot> {
+        self.layers
+            .first()
+            .map(|l| l.slots().map(|(s, _)| s).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// The trace format version written by this pv.

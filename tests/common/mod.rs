@@ -67,16 +67,25 @@ pub const D: usize = 256;
 pub const FF: usize = 512;
 pub const VOCAB: usize = 300;
 
-/// A two-layer model of `arch` (llama or qwen2) with weights of format `ty`, built in
-/// memory; `drop_key` leaves out the metadata key ending with it.
+/// Head width of the synthetic Gemma 3 model: its 4 query heads span 512, twice the width.
+pub const GEMMA_HEAD: usize = 128;
+/// Sliding window of the synthetic Gemma 3 model (short, so a six-token prompt crosses it).
+pub const GEMMA_WINDOW: usize = 3;
+
+/// A small model of `arch` (llama, qwen2, qwen3: two layers; gemma3: six, so that the last is
+/// a global-attention layer) with weights of format `ty`, built in memory; `drop_key` leaves
+/// out the metadata key ending with it.
 pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> GgufFile {
+    let gemma = arch == "gemma3";
+    let n_layer = if gemma { 6 } else { 2 };
+    let head = if gemma { GEMMA_HEAD } else { D / 4 };
     let mut w = GgufWriter::new();
     let mut meta = vec![
         (
             "general.architecture".to_string(),
             Value::String(arch.into()),
         ),
-        (format!("{arch}.block_count"), Value::U32(2)),
+        (format!("{arch}.block_count"), Value::U32(n_layer as u32)),
         (format!("{arch}.embedding_length"), Value::U32(D as u32)),
         (format!("{arch}.feed_forward_length"), Value::U32(FF as u32)),
         (format!("{arch}.attention.head_count"), Value::U32(4)),
@@ -89,6 +98,20 @@ pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> Gguf
         (format!("{arch}.context_length"), Value::U32(128)),
         (format!("{arch}.vocab_size"), Value::U32(VOCAB as u32)),
     ];
+    if gemma {
+        meta.push((
+            format!("{arch}.attention.key_length"),
+            Value::U32(head as u32),
+        ));
+        meta.push((
+            format!("{arch}.attention.value_length"),
+            Value::U32(head as u32),
+        ));
+        meta.push((
+            format!("{arch}.attention.sliding_window"),
+            Value::U32(GEMMA_WINDOW as u32),
+        ));
+    }
     // A minimal byte-level vocabulary so the model is complete (and converts to APR): the
     // printable ASCII bytes as GPT-2's byte-level alphabet spells them ('Ġ' is the space),
     // so any ASCII prompt tokenises, then filler tokens.
@@ -121,13 +144,34 @@ pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> Gguf
         w.tensor(name, &[cols as u64, rows as u64], ty, data)
             .unwrap();
     };
-    let kv = D / 2;
+    let (q, kv) = (4 * head, 2 * head);
     mat(&mut w, "token_embd.weight", D, VOCAB, GgmlType::Q8_0);
-    for l in 0..2 {
-        mat(&mut w, &format!("blk.{l}.attn_q.weight"), D, D, ty);
+    let norm = |w: &mut GgufWriter, name: String, len: usize, base: f32| {
+        let v: Vec<u8> = (0..len)
+            .flat_map(|i| (base + (i % 7) as f32 * 0.01).to_le_bytes())
+            .collect();
+        w.tensor(&name, &[len as u64], GgmlType::F32, v).unwrap();
+    };
+    for l in 0..n_layer {
+        mat(&mut w, &format!("blk.{l}.attn_q.weight"), D, q, ty);
         mat(&mut w, &format!("blk.{l}.attn_k.weight"), D, kv, ty);
         mat(&mut w, &format!("blk.{l}.attn_v.weight"), D, kv, ty);
-        mat(&mut w, &format!("blk.{l}.attn_output.weight"), D, D, ty);
+        mat(&mut w, &format!("blk.{l}.attn_output.weight"), q, D, ty);
+        if arch == "qwen3" || gemma {
+            norm(&mut w, format!("blk.{l}.attn_q_norm.weight"), head, 1.0);
+            norm(&mut w, format!("blk.{l}.attn_k_norm.weight"), head, 1.0);
+        }
+        if gemma {
+            // Post-norms scaled down, as trained Gemma models have them, so the residual
+            // stream does not double every layer.
+            norm(
+                &mut w,
+                format!("blk.{l}.post_attention_norm.weight"),
+                D,
+                0.3,
+            );
+            norm(&mut w, format!("blk.{l}.post_ffw_norm.weight"), D, 0.3);
+        }
         mat(&mut w, &format!("blk.{l}.ffn_gate.weight"), D, FF, ty);
         mat(&mut w, &format!("blk.{l}.ffn_up.weight"), D, FF, ty);
         mat(&mut w, &format!("blk.{l}.ffn_down.weight"), FF, D, ty);
@@ -139,7 +183,7 @@ pub fn synthetic_model(arch: &str, ty: GgmlType, drop_key: Option<&str>) -> Gguf
                 .unwrap();
         }
         if arch == "qwen2" {
-            for (name, len) in [("attn_q.bias", D), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
+            for (name, len) in [("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
                 let v: Vec<u8> = (0..len)
                     .flat_map(|i| ((i % 5) as f32 * 0.02 - 0.04).to_le_bytes())
                     .collect();

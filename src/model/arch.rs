@@ -1,0 +1,346 @@
+//! Architectures as data: one row per family saying how its decoder block differs from the
+//! plain pre-norm block, and one table of the tensors a block holds, with each tensor's
+//! GGUF name, its shape and when it is present. Both engines load their weights through
+//! [`TENSORS`], so a family's tensors and shapes are written once; each engine keeps its own
+//! arithmetic.
+
+use super::config::ModelConfig;
+
+/// Supported architectures (`general.architecture`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Llama 2/3, TinyLlama, SmolLM2: no attention biases, RoPE on adjacent pairs.
+    Llama,
+    /// Qwen2, Qwen2.5: q/k/v biases, RoPE on the two halves of each head (NeoX style).
+    Qwen2,
+    /// Qwen3: no biases, per-head RMSNorm of q and k before RoPE (NeoX style).
+    Qwen3,
+    /// Gemma 3: scaled embeddings, per-head q/k norms, norms after attention and after the
+    /// FFN, GeGLU, sliding-window attention on five layers of six.
+    Gemma3,
+}
+
+/// Which dimensions of a head RoPE rotates together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RopeStyle {
+    /// `(x[2i], x[2i+1])` (llama.cpp `LLAMA_ROPE_TYPE_NORM`).
+    Adjacent,
+    /// `(x[i], x[i + n/2])` (llama.cpp `LLAMA_ROPE_TYPE_NEOX`).
+    Halves,
+}
+
+/// The activation of a gated FFN: `inner = act(gate) * up`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FfnAct {
+    /// `x * sigmoid(x)` (SwiGLU).
+    Silu,
+    /// GELU, tanh approximation (GeGLU).
+    Gelu,
+}
+
+impl FfnAct {
+    /// The name contracts use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FfnAct::Silu => "silu",
+            FfnAct::Gelu => "gelu",
+        }
+    }
+}
+
+/// How one family's block differs from the plain pre-norm block (RMSNorm, attention,
+/// residual, RMSNorm, gated FFN, residual).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ArchSpec {
+    /// The architecture.
+    pub arch: Arch,
+    /// Its name, also the metadata prefix.
+    pub name: &'static str,
+    /// RoPE pairing.
+    pub rope: RopeStyle,
+    /// q/k/v carry biases (required).
+    pub qkv_bias: bool,
+    /// q and k are RMS-normalised per head before RoPE.
+    pub qk_norm: bool,
+    /// Attention and FFN outputs are RMS-normalised before each residual add.
+    pub post_norms: bool,
+    /// Token embeddings are multiplied by √n_embd.
+    pub embd_scale: bool,
+    /// Queries are scaled by 1/√head_dim before attention rather than in its softmax.
+    pub scale_q: bool,
+    /// FFN activation.
+    pub ffn_act: FfnAct,
+    /// Every `n`-th layer (the last of each group of `n`) attends globally and the rest
+    /// through a sliding window; 0 when every layer attends globally.
+    pub swa_pattern: usize,
+}
+
+/// One row per architecture: everything the engines need to know about a family beyond its
+/// hyper-parameters.
+pub const ARCHS: [ArchSpec; 4] = [
+    ArchSpec {
+        arch: Arch::Llama,
+        name: "llama",
+        rope: RopeStyle::Adjacent,
+        qkv_bias: false,
+        qk_norm: false,
+        post_norms: false,
+        embd_scale: false,
+        scale_q: false,
+        ffn_act: FfnAct::Silu,
+        swa_pattern: 0,
+    },
+    ArchSpec {
+        arch: Arch::Qwen2,
+        name: "qwen2",
+        rope: RopeStyle::Halves,
+        qkv_bias: true,
+        qk_norm: false,
+        post_norms: false,
+        embd_scale: false,
+        scale_q: false,
+        ffn_act: FfnAct::Silu,
+        swa_pattern: 0,
+    },
+    ArchSpec {
+        arch: Arch::Qwen3,
+        name: "qwen3",
+        rope: RopeStyle::Halves,
+        qkv_bias: false,
+        qk_norm: true,
+        post_norms: false,
+        embd_scale: false,
+        scale_q: false,
+        ffn_act: FfnAct::Silu,
+        swa_pattern: 0,
+    },
+    ArchSpec {
+        arch: Arch::Gemma3,
+        name: "gemma3",
+        rope: RopeStyle::Halves,
+        qkv_bias: false,
+        qk_norm: true,
+        post_norms: true,
+        embd_scale: true,
+        scale_q: true,
+        ffn_act: FfnAct::Gelu,
+        swa_pattern: 6,
+    },
+];
+
+impl Arch {
+    /// The table row of this architecture.
+    pub fn spec(self) -> &'static ArchSpec {
+        ARCHS
+            .iter()
+            .find(|s| s.arch == self)
+            .expect("every architecture has a row")
+    }
+
+    /// The metadata prefix and name of the architecture.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// How this architecture pairs the dimensions RoPE rotates, as llama.cpp applies it.
+    pub fn rope_style(self) -> RopeStyle {
+        self.spec().rope
+    }
+
+    /// The architecture named `name` in GGUF metadata.
+    pub fn from_name(name: &str) -> Option<Arch> {
+        ARCHS.iter().find(|s| s.name == name).map(|s| s.arch)
+    }
+
+    /// The supported names, for messages.
+    pub fn names() -> String {
+        ARCHS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A weight of one decoder block (or of the model), named for its role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// RMSNorm before attention.
+    AttnNorm,
+    /// Query projection.
+    Wq,
+    /// Key projection.
+    Wk,
+    /// Value projection.
+    Wv,
+    /// Query bias.
+    Bq,
+    /// Key bias.
+    Bk,
+    /// Value bias.
+    Bv,
+    /// Per-head RMSNorm of the queries.
+    QNorm,
+    /// Per-head RMSNorm of the keys.
+    KNorm,
+    /// Attention output projection.
+    Wo,
+    /// RMSNorm of the attention output.
+    AttnPostNorm,
+    /// RMSNorm before the FFN.
+    FfnNorm,
+    /// FFN gate projection.
+    FfnGate,
+    /// FFN up projection.
+    FfnUp,
+    /// FFN down projection.
+    FfnDown,
+    /// RMSNorm of the FFN output.
+    FfnPostNorm,
+}
+
+/// When a block tensor is in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// In every architecture.
+    Always,
+    /// Required when the architecture's flag is set, else read if present (biases).
+    Bias,
+    /// Only in architectures with per-head q/k norms.
+    QkNorm,
+    /// Only in architectures with post-norms.
+    PostNorm,
+}
+
+/// A tensor's width in terms of the hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dim {
+    /// Residual width.
+    Embd,
+    /// All query heads (`n_head * head_dim`).
+    Q,
+    /// All key/value heads (`n_head_kv * head_dim`).
+    Kv,
+    /// One head.
+    Head,
+    /// FFN inner width.
+    Ff,
+    /// Vocabulary (the logits).
+    Vocab,
+}
+
+impl Dim {
+    /// The width for `cfg`.
+    pub fn of(self, cfg: &ModelConfig) -> usize {
+        match self {
+            Dim::Embd => cfg.n_embd,
+            Dim::Q => cfg.q_dim(),
+            Dim::Kv => cfg.kv_dim(),
+            Dim::Head => cfg.head_dim,
+            Dim::Ff => cfg.n_ff,
+            Dim::Vocab => cfg.vocab_size,
+        }
+    }
+}
+
+/// One block tensor: its role, its name after `blk.N.`, its shape as (outputs, inputs) for
+/// a matrix or (length, none) for a vector, and when it is present.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorSpec {
+    /// Role.
+    pub role: Role,
+    /// GGUF (and APR) name after `blk.N.`.
+    pub suffix: &'static str,
+    /// Outputs (rows), or the length of a vector.
+    pub rows: Dim,
+    /// Inputs (columns) of a matrix; `None` for a vector.
+    pub cols: Option<Dim>,
+    /// When it is present.
+    pub presence: Presence,
+}
+
+const fn t(
+    role: Role,
+    suffix: &'static str,
+    rows: Dim,
+    cols: Option<Dim>,
+    presence: Presence,
+) -> TensorSpec {
+    TensorSpec {
+        role,
+        suffix,
+        rows,
+        cols,
+        presence,
+    }
+}
+
+/// Every tensor of a decoder block, in the order the block uses them.
+pub const TENSORS: [TensorSpec; 16] = {
+    use Dim::*;
+    use Presence::*;
+    use Role::*;
+    [
+        t(AttnNorm, "attn_norm.weight", Embd, None, Always),
+        t(Wq, "attn_q.weight", Q, Some(Embd), Always),
+        t(Wk, "attn_k.weight", Kv, Some(Embd), Always),
+        t(Wv, "attn_v.weight", Kv, Some(Embd), Always),
+        t(Bq, "attn_q.bias", Q, None, Bias),
+        t(Bk, "attn_k.bias", Kv, None, Bias),
+        t(Bv, "attn_v.bias", Kv, None, Bias),
+        t(QNorm, "attn_q_norm.weight", Head, None, QkNorm),
+        t(KNorm, "attn_k_norm.weight", Head, None, QkNorm),
+        t(Wo, "attn_output.weight", Embd, Some(Q), Always),
+        t(
+            AttnPostNorm,
+            "post_attention_norm.weight",
+            Embd,
+            None,
+            PostNorm,
+        ),
+        t(FfnNorm, "ffn_norm.weight", Embd, None, Always),
+        t(FfnGate, "ffn_gate.weight", Ff, Some(Embd), Always),
+        t(FfnUp, "ffn_up.weight", Ff, Some(Embd), Always),
+        t(FfnDown, "ffn_down.weight", Embd, Some(Ff), Always),
+        t(FfnPostNorm, "post_ffw_norm.weight", Embd, None, PostNorm),
+    ]
+};
+
+/// Whether a block tensor must be present, may be, or is not part of the family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Must be present.
+    Required,
+    /// Read when present.
+    Optional,
+    /// Not part of this family (ignored).
+    Absent,
+}
+
+impl TensorSpec {
+    /// The row of `role`.
+    pub fn of(role: Role) -> &'static TensorSpec {
+        TENSORS
+            .iter()
+            .find(|s| s.role == role)
+            .expect("every role has a row")
+    }
+
+    /// The tensor's name in layer `layer`.
+    pub fn name(&self, layer: usize) -> String {
+        format!("blk.{layer}.{}", self.suffix)
+    }
+
+    /// Whether `spec`'s family holds this tensor.
+    pub fn need(&self, spec: &ArchSpec) -> Need {
+        match self.presence {
+            Presence::Always => Need::Required,
+            Presence::Bias if spec.qkv_bias => Need::Required,
+            Presence::Bias => Need::Optional,
+            Presence::QkNorm if spec.qk_norm => Need::Required,
+            Presence::PostNorm if spec.post_norms => Need::Required,
+            Presence::QkNorm | Presence::PostNorm => Need::Absent,
+        }
+    }
+}
