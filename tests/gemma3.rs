@@ -7,53 +7,13 @@ mod common;
 
 use pv::model::{LogitsFor, NoopObserver, OwnedQuantizedModel, top_k};
 use pv::tokenizer::Tokenizer;
-use serde_json::Value;
 
 fn gemma3() -> Option<std::path::PathBuf> {
     common::real_model("gemma-3-270m-q4_k_m.gguf")
 }
 
-struct Prompt {
-    name: String,
-    text: String,
-    tokens: Vec<u32>,
-    top20: Vec<(u32, f32)>,
-    greedy: Vec<u32>,
-    greedy_text: String,
-}
-
-fn ids(x: &Value) -> Vec<u32> {
-    x.as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn reference(v: &Value) -> (Vec<u32>, Vec<Prompt>) {
-    let prompts = v["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| Prompt {
-            name: p["name"].as_str().unwrap().into(),
-            text: p["text"].as_str().unwrap().into(),
-            tokens: ids(&p["tokens"]),
-            top20: p["top20"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
-                .collect(),
-            greedy: ids(&p["greedy"]),
-            greedy_text: p["greedy_text"].as_str().unwrap().into(),
-        })
-        .collect();
-    (ids(&v["eos"]), prompts)
-}
-
-fn here() -> (Vec<u32>, Vec<Prompt>) {
-    reference(&serde_json::from_slice(&common::fixture("llamacpp_gemma3_12.json")).unwrap())
+fn here() -> common::Reference {
+    common::llamacpp_reference("llamacpp_gemma3_12.json")
 }
 
 #[test]
@@ -63,7 +23,7 @@ fn token_ids_and_end_tokens_match_llamacpp() {
     };
     let file = pv::gguf::GgufFile::open(&path).unwrap();
     let tok = Tokenizer::from_gguf(&file).unwrap();
-    let (eos, prompts) = here();
+    let common::Reference { eos, prompts, .. } = here();
     // llama.cpp ends generation at <eos>, <end_of_turn> and at `</s>` (a user-defined token it
     // promotes to an end token by its spelling).
     assert_eq!(tok.end_tokens(), eos);
@@ -86,7 +46,7 @@ fn top10_and_greedy_match_llamacpp() {
     };
     let model = OwnedQuantizedModel::open(&path).unwrap();
     let tok = Tokenizer::from_gguf(model.file()).unwrap();
-    let (_, prompts) = here();
+    let prompts = here().prompts;
     let (mut greedy_same, mut top10_same) = (0, 0);
     for p in &prompts {
         // The prompt evaluated as generation evaluates it: only the last position's logits
@@ -159,9 +119,8 @@ fn top10_and_greedy_match_llamacpp() {
 /// different machines) agree exactly on the oracle's four prompts: ids, top-20 values, greedy.
 #[test]
 fn shared_oracle_equals_the_figures_built_here() {
-    let shared: Value = serde_json::from_slice(&common::fixture("llamacpp_gemma3.json")).unwrap();
-    let (_, theirs) = reference(&shared);
-    let (_, ours) = here();
+    let theirs = common::llamacpp_reference("llamacpp_gemma3.json").prompts;
+    let ours = here().prompts;
     assert_eq!(theirs.len(), 4);
     for (a, b) in theirs.iter().zip(&ours) {
         assert_eq!(a.text, b.text);

@@ -13,57 +13,31 @@ mod common;
 use pv::model::{Flavor, OwnedQuantizedModel, top_k};
 use pv::tokenizer::Tokenizer;
 
-struct Prompt {
-    name: String,
-    text: String,
-    tokens: Vec<u32>,
-    top20: Vec<(u32, f32)>,
-    greedy: Vec<u32>,
-    greedy_text: String,
-    logits: Vec<f32>,
-}
-
+/// A reference fixture with each prompt's full last-position logits
+/// (`{logits_prefix}{i}.f32`, raw little-endian f32).
 struct Reference {
     source: String,
     eos: Vec<u32>,
-    prompts: Vec<Prompt>,
+    prompts: Vec<(common::RefPrompt, Vec<f32>)>,
 }
 
 fn reference(json: &str, logits_prefix: &str) -> Reference {
-    let v: serde_json::Value = serde_json::from_slice(&common::fixture(json)).unwrap();
-    let ids = |x: &serde_json::Value| {
-        x.as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap() as u32)
-            .collect::<Vec<_>>()
-    };
-    let prompts = v["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let r = common::llamacpp_reference(json);
+    let prompts = r
+        .prompts
+        .into_iter()
         .enumerate()
-        .map(|(i, p)| Prompt {
-            name: p["name"].as_str().unwrap().into(),
-            text: p["text"].as_str().unwrap().into(),
-            tokens: ids(&p["tokens"]),
-            top20: p["top20"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
-                .collect(),
-            greedy: ids(&p["greedy"]),
-            greedy_text: p["greedy_text"].as_str().unwrap().into(),
-            logits: common::fixture(&format!("{logits_prefix}{i}.f32"))
+        .map(|(i, p)| {
+            let logits = common::fixture(&format!("{logits_prefix}{i}.f32"))
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
+                .collect();
+            (p, logits)
         })
         .collect();
     Reference {
-        source: v["source"].as_str().unwrap().into(),
-        eos: ids(&v["eos"]),
+        source: r.source,
+        eos: r.eos,
         prompts,
     }
 }
@@ -97,7 +71,7 @@ fn token_ids_match_llamacpp_exactly() {
     let tok = Tokenizer::from_gguf(&file).unwrap();
     let [oracle, _] = references();
     assert_eq!(tok.end_tokens(), oracle.eos, "end-of-generation tokens");
-    for p in &oracle.prompts {
+    for (p, _) in &oracle.prompts {
         assert_eq!(tok.encode(&p.text).unwrap(), p.tokens, "prompt {}", p.name);
     }
 }
@@ -110,24 +84,24 @@ fn last_position_logits_are_bit_identical_to_llamacpp() {
     let mut model = OwnedQuantizedModel::open(&path).unwrap();
     for (r, flavor) in references().iter().zip([Flavor::Avx512, Flavor::Avx2]) {
         model.flavor = flavor;
-        for p in &r.prompts {
+        for (p, reference) in &r.prompts {
             let logits = model.forward(&p.tokens).unwrap();
             let ours = logits.last();
             let differing = ours
                 .iter()
-                .zip(&p.logits)
+                .zip(reference)
                 .filter(|(a, b)| a.to_bits() != b.to_bits())
                 .count();
             let worst = ours
                 .iter()
-                .zip(&p.logits)
+                .zip(reference)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             eprintln!(
                 "{flavor:?} {}: {differing} of {} logits differ (max |diff| {worst}, cosine {:.7})",
                 p.name,
                 ours.len(),
-                cosine(ours, &p.logits)
+                cosine(ours, reference)
             );
             let top: Vec<(u32, f32)> = top_k(ours, 10)
                 .iter()
@@ -158,7 +132,7 @@ fn greedy_continuations_are_identical_to_llamacpp() {
     let tok = Tokenizer::from_gguf(model.file()).unwrap();
     for (r, flavor) in references().iter().zip([Flavor::Avx512, Flavor::Avx2]) {
         model.flavor = flavor;
-        for p in &r.prompts {
+        for (p, _) in &r.prompts {
             let got = model
                 .generate_greedy(&p.tokens, 32, tok.end_tokens())
                 .unwrap();

@@ -19,13 +19,7 @@ fn gemma3_token_ids_are_llama_cpps() {
             .unwrap(),
     )
     .unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let ids = common::json_ids;
     assert_eq!(
         tok.end_tokens(),
         ids(&fixture["eos"]),

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::arch::{FfnAct, Need, Role, RopeStyle, TensorSpec};
+use super::arch::{Block, FfnAct, RopeStyle, TensorSource};
 use super::{Logits, ModelConfig, ModelError, Observer, Slot};
 use crate::apr::{AprError, AprFile};
 use crate::quant;
@@ -21,23 +21,27 @@ pub struct Matrix {
     data: Vec<f32>,
 }
 
-struct Layer {
-    attn_norm: Vec<f32>,
-    wq: Matrix,
-    wk: Matrix,
-    wv: Matrix,
-    bq: Option<Vec<f32>>,
-    bk: Option<Vec<f32>>,
-    bv: Option<Vec<f32>>,
-    q_norm: Option<Vec<f32>>,
-    k_norm: Option<Vec<f32>>,
-    wo: Matrix,
-    attn_post_norm: Option<Vec<f32>>,
-    ffn_norm: Vec<f32>,
-    ffn_gate: Matrix,
-    ffn_up: Matrix,
-    ffn_down: Matrix,
-    ffn_post_norm: Option<Vec<f32>>,
+/// One block's weights as f32 rows.
+type Layer = Block<Matrix>;
+
+/// The APR file as a tensor source: every weight decoded to f32 rows.
+struct Decoder<'a>(&'a AprFile);
+
+impl TensorSource for Decoder<'_> {
+    type Matrix = Matrix;
+    type Error = ModelError;
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
+        matrix(self.0, name, rows, cols)
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        decode(self.0, name, &[len])
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.tensor(name).is_some()
+    }
 }
 
 /// The reference engine over an APR file.
@@ -126,54 +130,16 @@ impl AprTransformer {
             .check()
             .map_err(|e| meta_err(file, &format!("tokenizer.{}", e.field), e.reason))?;
         let d = config.n_embd;
-        let optional = |name: String, len: usize| -> Result<Option<Vec<f32>>, ModelError> {
-            match file.tensor(&name) {
+        // Names and shapes from the tensor table the GGUF engine reads too.
+        let layers = (0..config.n_layer)
+            .map(|i| Block::load(&Decoder(file), &config, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let optional = |name: &str, len: usize| -> Result<Option<Vec<f32>>, ModelError> {
+            match file.tensor(name) {
                 None => Ok(None),
-                Some(_) => decode(file, &name, &[len]).map(Some),
+                Some(_) => decode(file, name, &[len]).map(Some),
             }
         };
-        let spec = config.spec();
-        let mut layers = Vec::with_capacity(config.n_layer);
-        for i in 0..config.n_layer {
-            // Names and shapes from the tensor table the GGUF engine reads too; APR stores
-            // matrices as (rows, cols).
-            let c = &config;
-            let mat = |role| {
-                let t = TensorSpec::of(role);
-                let cols = t.cols.expect("a matrix row").of(c);
-                matrix(file, &t.name(i), t.rows.of(c), cols)
-            };
-            let vec = |role| {
-                let t = TensorSpec::of(role);
-                decode(file, &t.name(i), &[t.rows.of(c)])
-            };
-            let opt = |role| {
-                let t = TensorSpec::of(role);
-                match t.need(spec) {
-                    Need::Required => vec(role).map(Some),
-                    Need::Optional => optional(t.name(i), t.rows.of(c)),
-                    Need::Absent => Ok(None),
-                }
-            };
-            layers.push(Layer {
-                attn_norm: vec(Role::AttnNorm)?,
-                wq: mat(Role::Wq)?,
-                wk: mat(Role::Wk)?,
-                wv: mat(Role::Wv)?,
-                bq: opt(Role::Bq)?,
-                bk: opt(Role::Bk)?,
-                bv: opt(Role::Bv)?,
-                q_norm: opt(Role::QNorm)?,
-                k_norm: opt(Role::KNorm)?,
-                wo: mat(Role::Wo)?,
-                attn_post_norm: opt(Role::AttnPostNorm)?,
-                ffn_norm: vec(Role::FfnNorm)?,
-                ffn_gate: mat(Role::FfnGate)?,
-                ffn_up: mat(Role::FfnUp)?,
-                ffn_down: mat(Role::FfnDown)?,
-                ffn_post_norm: opt(Role::FfnPostNorm)?,
-            });
-        }
         let output = match file.tensor("output.weight") {
             Some(_) => Some(matrix(file, "output.weight", config.vocab_size, d)?),
             None => None,
@@ -182,7 +148,7 @@ impl AprTransformer {
             token_embd: matrix(file, "token_embd.weight", config.vocab_size, d)?,
             output_norm: decode(file, "output_norm.weight", &[d])?,
             output,
-            rope_freqs: optional("rope_freqs.weight".into(), config.rope_dim / 2)?,
+            rope_freqs: optional("rope_freqs.weight", config.rope_dim / 2)?,
             layers,
             tokenizer,
             config,

@@ -83,55 +83,48 @@ pub struct ArchSpec {
 /// One row per architecture: everything the engines need to know about a family beyond its
 /// hyper-parameters.
 pub const ARCHS: [ArchSpec; 4] = [
-    ArchSpec {
-        arch: Arch::Llama,
-        name: "llama",
-        rope: RopeStyle::Adjacent,
-        qkv_bias: false,
-        qk_norm: false,
-        post_norms: false,
-        embd_scale: false,
-        scale_q: false,
-        ffn_act: FfnAct::Silu,
-        swa_pattern: 0,
-    },
+    PRE_NORM,
     ArchSpec {
         arch: Arch::Qwen2,
         name: "qwen2",
         rope: RopeStyle::Halves,
         qkv_bias: true,
-        qk_norm: false,
-        post_norms: false,
-        embd_scale: false,
-        scale_q: false,
-        ffn_act: FfnAct::Silu,
-        swa_pattern: 0,
+        ..PRE_NORM
     },
     ArchSpec {
         arch: Arch::Qwen3,
         name: "qwen3",
         rope: RopeStyle::Halves,
-        qkv_bias: false,
         qk_norm: true,
-        post_norms: false,
-        embd_scale: false,
-        scale_q: false,
-        ffn_act: FfnAct::Silu,
-        swa_pattern: 0,
+        ..PRE_NORM
     },
     ArchSpec {
         arch: Arch::Gemma3,
         name: "gemma3",
         rope: RopeStyle::Halves,
-        qkv_bias: false,
         qk_norm: true,
         post_norms: true,
         embd_scale: true,
         scale_q: true,
         ffn_act: FfnAct::Gelu,
         swa_pattern: 6,
+        ..PRE_NORM
     },
 ];
+
+/// The plain pre-norm block (Llama's), which the other rows change.
+const PRE_NORM: ArchSpec = ArchSpec {
+    arch: Arch::Llama,
+    name: "llama",
+    rope: RopeStyle::Adjacent,
+    qkv_bias: false,
+    qk_norm: false,
+    post_norms: false,
+    embd_scale: false,
+    scale_q: false,
+    ffn_act: FfnAct::Silu,
+    swa_pattern: 0,
+};
 
 impl Arch {
     /// The table row of this architecture.
@@ -342,5 +335,106 @@ impl TensorSpec {
             Presence::PostNorm if spec.post_norms => Need::Required,
             Presence::QkNorm | Presence::PostNorm => Need::Absent,
         }
+    }
+}
+
+/// One decoder block's weights by role, with the matrix type each engine keeps (the GGUF
+/// engine's view into quantized rows, the APR engine's f32 rows); vectors are f32. Loaded
+/// through [`TENSORS`] by [`Block::load`], so both engines name and shape them alike.
+#[derive(Clone, Debug)]
+pub struct Block<M> {
+    /// RMSNorm weight before attention.
+    pub attn_norm: Vec<f32>,
+    /// Query projection.
+    pub wq: M,
+    /// Key projection.
+    pub wk: M,
+    /// Value projection.
+    pub wv: M,
+    /// Query bias (Qwen2).
+    pub bq: Option<Vec<f32>>,
+    /// Key bias.
+    pub bk: Option<Vec<f32>>,
+    /// Value bias.
+    pub bv: Option<Vec<f32>>,
+    /// Per-head RMSNorm weight of the queries (Qwen3, Gemma 3).
+    pub q_norm: Option<Vec<f32>>,
+    /// Per-head RMSNorm weight of the keys.
+    pub k_norm: Option<Vec<f32>>,
+    /// Attention output projection.
+    pub wo: M,
+    /// RMSNorm weight of the attention output (Gemma 3).
+    pub attn_post_norm: Option<Vec<f32>>,
+    /// RMSNorm weight before the FFN.
+    pub ffn_norm: Vec<f32>,
+    /// FFN gate projection (input of the activation).
+    pub ffn_gate: M,
+    /// FFN up projection.
+    pub ffn_up: M,
+    /// FFN down projection.
+    pub ffn_down: M,
+    /// RMSNorm weight of the FFN output (Gemma 3).
+    pub ffn_post_norm: Option<Vec<f32>>,
+}
+
+/// Where an engine reads its tensors from: each format's reader, checking names, shapes
+/// and formats with its own errors.
+pub trait TensorSource {
+    /// The engine's matrix.
+    type Matrix;
+    /// The format's error.
+    type Error;
+    /// The matrix `name` of `rows` outputs by `cols` inputs.
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Self::Matrix, Self::Error>;
+    /// The vector `name` of `len` values, as f32.
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, Self::Error>;
+    /// Whether the file holds a tensor `name`.
+    fn has(&self, name: &str) -> bool;
+}
+
+impl<M> Block<M> {
+    /// Reads layer `layer`'s tensors from `src`: every role the family has, required or
+    /// optional as [`TensorSpec::need`] says, shaped by [`TENSORS`].
+    pub fn load<S: TensorSource<Matrix = M>>(
+        src: &S,
+        cfg: &ModelConfig,
+        layer: usize,
+    ) -> Result<Self, S::Error> {
+        let spec = cfg.spec();
+        let mat = |role| {
+            let t = TensorSpec::of(role);
+            let cols = t.cols.expect("a matrix row").of(cfg);
+            src.matrix(&t.name(layer), t.rows.of(cfg), cols)
+        };
+        let vec = |role| {
+            let t = TensorSpec::of(role);
+            src.vector(&t.name(layer), t.rows.of(cfg))
+        };
+        let opt = |role| {
+            let t = TensorSpec::of(role);
+            match t.need(spec) {
+                Need::Optional if !src.has(&t.name(layer)) => Ok(None),
+                Need::Required | Need::Optional => vec(role).map(Some),
+                Need::Absent => Ok(None),
+            }
+        };
+        Ok(Block {
+            attn_norm: vec(Role::AttnNorm)?,
+            wq: mat(Role::Wq)?,
+            wk: mat(Role::Wk)?,
+            wv: mat(Role::Wv)?,
+            bq: opt(Role::Bq)?,
+            bk: opt(Role::Bk)?,
+            bv: opt(Role::Bv)?,
+            q_norm: opt(Role::QNorm)?,
+            k_norm: opt(Role::KNorm)?,
+            wo: mat(Role::Wo)?,
+            attn_post_norm: opt(Role::AttnPostNorm)?,
+            ffn_norm: vec(Role::FfnNorm)?,
+            ffn_gate: mat(Role::FfnGate)?,
+            ffn_up: mat(Role::FfnUp)?,
+            ffn_down: mat(Role::FfnDown)?,
+            ffn_post_norm: opt(Role::FfnPostNorm)?,
+        })
     }
 }

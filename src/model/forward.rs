@@ -150,6 +150,26 @@ fn project_all<const N: usize>(
     matvec_many(&mut jobs, &cache.slots[slot], file);
 }
 
+/// What a sub-block adds to the residual stream: `x` itself, or, in families with a
+/// post-norm `w`, `x`'s RMSNorm into `out` (which `capture` sees first).
+fn post_norm<'a>(
+    out: &'a mut Vec<f32>,
+    x: &'a [f32],
+    w: &Option<Vec<f32>>,
+    eps: f32,
+    capture: impl FnOnce(&mut [f32]),
+) -> &'a [f32] {
+    match w {
+        Some(w) => {
+            out.resize(x.len(), 0.0);
+            rmsnorm_rows(out, x, w, eps);
+            capture(out);
+            out
+        }
+        None => x,
+    }
+}
+
 impl OwnedQuantizedModel {
     /// Runs `tokens` through the model after the positions already in `cache`, appending
     /// their keys and values, and returns the logits asked for (token-major rows).
@@ -315,15 +335,13 @@ impl OwnedQuantizedModel {
                 b.xb.truncate(d);
                 m = 1;
             }
-            let attn_out = match &lw.attn_post_norm {
-                Some(pn) => {
-                    b.post.resize(m * d, 0.0);
-                    rmsnorm_rows(&mut b.post, &b.attn_out, pn, cfg.rms_eps);
-                    obs.capture(at, Slot::AttnPostNorm, &mut b.post, d);
-                    &b.post
-                }
-                None => &b.attn_out,
-            };
+            let attn_out = post_norm(
+                &mut b.post,
+                &b.attn_out,
+                &lw.attn_post_norm,
+                cfg.rms_eps,
+                |p| obs.capture(at, Slot::AttnPostNorm, p, d),
+            );
             add_assign(&mut b.x, attn_out);
             obs.capture(at, Slot::FfnInp, &mut b.x, d);
 
@@ -354,15 +372,9 @@ impl OwnedQuantizedModel {
             b.qx.new_input();
             project(&mut b.down, &b.inner, ff, &lw.ffn_down, &mut b.qx, file);
             obs.capture(at, Slot::FfnDown, &mut b.down, d);
-            let down = match &lw.ffn_post_norm {
-                Some(pn) => {
-                    b.post.resize(m * d, 0.0);
-                    rmsnorm_rows(&mut b.post, &b.down, pn, cfg.rms_eps);
-                    obs.capture(at, Slot::FfnPostNorm, &mut b.post, d);
-                    &b.post
-                }
-                None => &b.down,
-            };
+            let down = post_norm(&mut b.post, &b.down, &lw.ffn_post_norm, cfg.rms_eps, |p| {
+                obs.capture(at, Slot::FfnPostNorm, p, d)
+            });
             add_assign(&mut b.x, down);
             obs.capture(at, Slot::LOut, &mut b.x, d);
         }

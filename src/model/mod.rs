@@ -17,7 +17,9 @@ mod weights;
 use std::path::Path;
 
 pub use apr_reference::AprTransformer;
-pub use arch::{ARCHS, Arch, ArchSpec, FfnAct, Role, RopeStyle, TENSORS, TensorSpec};
+pub use arch::{
+    ARCHS, Arch, ArchSpec, Block, FfnAct, Role, RopeStyle, TENSORS, TensorSource, TensorSpec,
+};
 pub use config::{ConfigError, Hyper, MAX_COUNT, ModelConfig};
 pub use convert::{AprDtype, gguf_to_apr};
 pub use fault::{Fault, FaultKind, Faulty};

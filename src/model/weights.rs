@@ -5,7 +5,7 @@
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
 use crate::quant::{self, Dot4Fn, DotFn, DotRows4Fn, Kernel};
 
-use super::arch::{Need, Role, TensorSpec};
+use super::arch::{Block, TensorSource};
 use super::config::ModelConfig;
 
 /// A quantized weight matrix inside the mapped file.
@@ -49,42 +49,8 @@ impl QMatrix {
     }
 }
 
-/// The weights of one decoder block, named for what they are in the model.
-#[derive(Clone, Debug)]
-pub struct LayerWeights {
-    /// RMSNorm weight before attention.
-    pub attn_norm: Vec<f32>,
-    /// Query projection.
-    pub wq: QMatrix,
-    /// Key projection.
-    pub wk: QMatrix,
-    /// Value projection.
-    pub wv: QMatrix,
-    /// Query bias (Qwen2).
-    pub bq: Option<Vec<f32>>,
-    /// Key bias.
-    pub bk: Option<Vec<f32>>,
-    /// Value bias.
-    pub bv: Option<Vec<f32>>,
-    /// Per-head RMSNorm weight of the queries (Qwen3, Gemma 3).
-    pub q_norm: Option<Vec<f32>>,
-    /// Per-head RMSNorm weight of the keys.
-    pub k_norm: Option<Vec<f32>>,
-    /// Attention output projection.
-    pub wo: QMatrix,
-    /// RMSNorm weight of the attention output (Gemma 3).
-    pub attn_post_norm: Option<Vec<f32>>,
-    /// RMSNorm weight before the FFN.
-    pub ffn_norm: Vec<f32>,
-    /// FFN gate projection (input of SiLU).
-    pub ffn_gate: QMatrix,
-    /// FFN up projection.
-    pub ffn_up: QMatrix,
-    /// FFN down projection.
-    pub ffn_down: QMatrix,
-    /// RMSNorm weight of the FFN output (Gemma 3).
-    pub ffn_post_norm: Option<Vec<f32>>,
-}
+/// The weights of one decoder block, matrices kept quantized in the mapped file.
+pub type LayerWeights = Block<QMatrix>;
 
 /// All weights of a model.
 #[derive(Clone, Debug)]
@@ -176,51 +142,31 @@ impl Loader<'_> {
     }
 }
 
+impl TensorSource for Loader<'_> {
+    type Matrix = QMatrix;
+    type Error = GgufError;
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix, GgufError> {
+        Loader::matrix(self, name, cols, rows)
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, GgufError> {
+        Loader::vector(self, name, len)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.file.tensor(name).is_some()
+    }
+}
+
 impl ModelWeights {
     /// Maps every tensor the architecture needs, checking names, shapes and formats.
     pub fn load(file: &GgufFile, cfg: &ModelConfig, kernel: Kernel) -> Result<Self, GgufError> {
         let l = Loader { file, kernel };
         let d = cfg.n_embd;
-        let spec = cfg.spec();
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for i in 0..cfg.n_layer {
-            // Names and shapes come from the one tensor table both engines read.
-            let mat = |role| {
-                let t = TensorSpec::of(role);
-                let cols = t.cols.expect("a matrix row").of(cfg);
-                l.matrix(&t.name(i), cols, t.rows.of(cfg))
-            };
-            let opt = |role| {
-                let t = TensorSpec::of(role);
-                match t.need(spec) {
-                    Need::Required => l.vector(&t.name(i), t.rows.of(cfg)).map(Some),
-                    Need::Optional => l.optional_vector(&t.name(i), t.rows.of(cfg)),
-                    Need::Absent => Ok(None),
-                }
-            };
-            let vec = |role| {
-                let t = TensorSpec::of(role);
-                l.vector(&t.name(i), t.rows.of(cfg))
-            };
-            layers.push(LayerWeights {
-                attn_norm: vec(Role::AttnNorm)?,
-                wq: mat(Role::Wq)?,
-                wk: mat(Role::Wk)?,
-                wv: mat(Role::Wv)?,
-                bq: opt(Role::Bq)?,
-                bk: opt(Role::Bk)?,
-                bv: opt(Role::Bv)?,
-                q_norm: opt(Role::QNorm)?,
-                k_norm: opt(Role::KNorm)?,
-                wo: mat(Role::Wo)?,
-                attn_post_norm: opt(Role::AttnPostNorm)?,
-                ffn_norm: vec(Role::FfnNorm)?,
-                ffn_gate: mat(Role::FfnGate)?,
-                ffn_up: mat(Role::FfnUp)?,
-                ffn_down: mat(Role::FfnDown)?,
-                ffn_post_norm: opt(Role::FfnPostNorm)?,
-            });
-        }
+        let layers = (0..cfg.n_layer)
+            .map(|i| Block::load(&l, cfg, i))
+            .collect::<Result<Vec<_>, _>>()?;
         let token_embd = l.matrix("token_embd.weight", d, cfg.vocab_size)?;
         let (output, tied_output) = match file.tensor("output.weight") {
             Some(_) => (l.matrix("output.weight", d, cfg.vocab_size)?, false),

@@ -224,17 +224,7 @@ pub fn dot4_q4_k_q8_k_8x8_gemm(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
 pub fn dot_q6_k_q8_k_tiled(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0.0f32;
     for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
-        let (ql, qh, scales) = (&x[..128], &x[128..192], &x[192..208]);
-        let qy = &y[4..260];
-        let mut sumi = 0i32;
-        for sb in 0..16 {
-            let mut s = 0i32;
-            for k in 16 * sb..16 * (sb + 1) {
-                s += (q6k_quant(ql, qh, k) as i32 - 32) * qy[k] as i8 as i32;
-            }
-            sumi += scales[sb] as i8 as i32 * s;
-        }
-        acc = (sumi as f32 * f16_at(&x[208..])).mul_add(f32_at(y), acc);
+        acc = (q6k_block_sum(x, y) as f32 * f16_at(&x[208..])).mul_add(f32_at(y), acc);
     }
     acc
 }
@@ -249,21 +239,26 @@ pub fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 
 /// Q6_K weights · Q8_K activations.
 pub fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
-        let (ql, qh, scales) = (&x[..128], &x[128..192], &x[192..208]);
-        let qy = &y[4..260];
-        let mut sumi = 0i32;
-        for sb in 0..16 {
-            let mut s = 0i32;
-            for k in 16 * sb..16 * (sb + 1) {
-                s += (q6k_quant(ql, qh, k) as i32 - 32) * qy[k] as i8 as i32;
-            }
-            sumi += scales[sb] as i8 as i32 * s;
+    w.chunks_exact(210)
+        .zip(a.chunks_exact(292))
+        .map(|(x, y)| f32_at(y) * f16_at(&x[208..]) * q6k_block_sum(x, y) as f32)
+        .sum()
+}
+
+/// One Q6_K block's exact integer dot with a Q8_K block: sum over its 16 sub-blocks of
+/// scale * sum((q - 32) * y).
+fn q6k_block_sum(x: &[u8], y: &[u8]) -> i32 {
+    let (ql, qh, scales) = (&x[..128], &x[128..192], &x[192..208]);
+    let qy = &y[4..260];
+    let mut sumi = 0i32;
+    for sb in 0..16 {
+        let mut s = 0i32;
+        for k in 16 * sb..16 * (sb + 1) {
+            s += (q6k_quant(ql, qh, k) as i32 - 32) * qy[k] as i8 as i32;
         }
-        sum += f32_at(y) * f16_at(&x[208..]) * sumi as f32;
+        sumi += scales[sb] as i8 as i32 * s;
     }
-    sum
+    sumi
 }
 
 /// F32 weights · F32 activations.

@@ -60,6 +60,65 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
+/// One prompt of a llama.cpp reference fixture (`tests/fixtures/llamacpp_*.json`).
+pub struct RefPrompt {
+    pub name: String,
+    pub text: String,
+    /// Token ids, BOS included.
+    pub tokens: Vec<u32>,
+    /// The last position's 20 largest logits as (id, value), largest first.
+    pub top20: Vec<(u32, f32)>,
+    /// The greedy continuation (32 tokens, or fewer when an end token came).
+    pub greedy: Vec<u32>,
+    pub greedy_text: String,
+}
+
+/// A llama.cpp reference fixture.
+pub struct Reference {
+    pub source: String,
+    /// End-of-generation token ids.
+    pub eos: Vec<u32>,
+    pub prompts: Vec<RefPrompt>,
+}
+
+/// A JSON array of token ids.
+pub fn json_ids(x: &serde_json::Value) -> Vec<u32> {
+    x.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Reads the llama.cpp reference fixture `name`.
+pub fn llamacpp_reference(name: &str) -> Reference {
+    let v: serde_json::Value = serde_json::from_slice(&fixture(name)).unwrap();
+    let ids = json_ids;
+    let prompts = v["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| RefPrompt {
+            name: p["name"].as_str().unwrap().into(),
+            text: p["text"].as_str().unwrap().into(),
+            tokens: ids(&p["tokens"]),
+            top20: p["top20"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
+                .collect(),
+            greedy: ids(&p["greedy"]),
+            greedy_text: p["greedy_text"].as_str().unwrap().into(),
+        })
+        .collect();
+    Reference {
+        source: v["source"].as_str().unwrap().into(),
+        eos: ids(&v["eos"]),
+        prompts,
+    }
+}
+
 use pv::gguf::{GgmlType, GgufFile, GgufWriter, Value};
 use pv::quant::synth::{SplitMix, random_row};
 
