@@ -129,3 +129,56 @@ fn shared_oracle_equals_the_figures_built_here() {
         assert_eq!(a.greedy, b.greedy, "{}", a.name);
     }
 }
+
+/// The Gemma contract's layer-local limits (GEMMA-005) on the real model: the intact engine
+/// raises no alarm, and a fault injected at one of Gemma's own slots (the q/k norms, the
+/// post-norms, GeGLU's activation) or a shared one is caught at exactly that slot and layer.
+#[test]
+fn gemma_contract_limits_catch_faults_where_injected() {
+    use pv::apr::AprFile;
+    use pv::model::{AprDtype, AprTransformer, Fault, Slot, gguf_to_apr};
+    use pv::trace::{
+        CompareMode, Thresholds, compare_with_reference, judge_summary, reference_pass, summarize,
+    };
+    let Some(path) = gemma3() else {
+        return;
+    };
+    let text =
+        std::fs::read_to_string(common::root().join("contracts/gemma3-forward-v1.yaml")).unwrap();
+    let contract = pv::contract::parse_text("gemma3-forward-v1.yaml", &text).unwrap();
+    let params = &contract.test("GEMMA-005").unwrap().params;
+    let limits: Thresholds = serde_json::from_value(params["thresholds"].clone()).unwrap();
+    let gguf = OwnedQuantizedModel::open(&path).unwrap();
+    let apr =
+        AprFile::from_bytes(gguf_to_apr(gguf.file(), AprDtype::F32).unwrap().to_bytes()).unwrap();
+    let apr = AprTransformer::load(&apr).unwrap();
+    let tok = Tokenizer::from_gguf(gguf.file()).unwrap();
+    // Two of the contract's held-out prompts keep the test short.
+    let references: Vec<_> = params["prompts"].as_array().unwrap()[..2]
+        .iter()
+        .map(|p| reference_pass(&apr, &tok.encode(p.as_str().unwrap()).unwrap()).unwrap())
+        .collect();
+    let first = |fault: Option<Fault>| {
+        let diffs: Vec<_> = references
+            .iter()
+            .map(|r| {
+                compare_with_reference(&gguf, r, fault, CompareMode::Local, &Thresholds::default())
+                    .unwrap()
+            })
+            .collect();
+        judge_summary(&summarize(&diffs), &limits)
+            .first()
+            .map(|v| (v.slot, v.layer))
+    };
+    assert_eq!(first(None), None, "the intact model raised an alarm");
+    for (fault, slot, layer) in [
+        ("q_norm@11:zero-channel=7", Slot::QNorm, 11),
+        ("attn_post_norm@5:negate", Slot::AttnPostNorm, 5),
+        ("ffn_act@4:scale=1.05", Slot::FfnAct, 4),
+        ("ffn_post_norm@17:zero-fraction=0.03", Slot::FfnPostNorm, 17),
+    ] {
+        let got = first(Some(fault.parse().unwrap()));
+        eprintln!("{fault}: first outside limits {got:?}");
+        assert_eq!(got, Some((slot, Some(layer))), "{fault}");
+    }
+}
