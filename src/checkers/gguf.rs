@@ -141,6 +141,7 @@ pub fn widths_of(cfg: &crate::model::ModelConfig) -> Value {
         "d_ff": cfg.n_ff,
         "q": cfg.q_dim(),
         "kv": cfg.kv_dim(),
+        "head": cfg.head_dim,
         "vocab": cfg.vocab_size,
     })
 }

@@ -7,12 +7,17 @@ use super::ggml_math::{Flavor, fma_dispatch, round_f16, silu};
 
 /// `out = x / rms(x) * w` over one row; the sum of squares is accumulated in f64 as ggml does.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
-    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-    let mean = (sum / x.len() as f64) as f32;
-    let scale = 1.0 / (mean + eps).sqrt();
+    let scale = rms_scale(x, eps);
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
         *o = (v * scale) * g;
     }
+}
+
+/// `1 / sqrt(mean(x^2) + eps)`, the sum of squares accumulated in f64 as ggml does.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    1.0 / (mean + eps).sqrt()
 }
 
 /// [`rmsnorm`] of every `w.len()`-wide row of `x` into the matching row of `out`.
@@ -26,9 +31,7 @@ pub fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
 /// row's scale is taken before the row is overwritten, so the arithmetic is the same.
 pub fn rmsnorm_rows_in_place(x: &mut [f32], w: &[f32], eps: f32) {
     for r in x.chunks_exact_mut(w.len()) {
-        let sum: f64 = r.iter().map(|&v| (v * v) as f64).sum();
-        let mean = (sum / r.len() as f64) as f32;
-        let scale = 1.0 / (mean + eps).sqrt();
+        let scale = rms_scale(r, eps);
         for (v, &g) in r.iter_mut().zip(w) {
             *v = (*v * scale) * g;
         }

@@ -116,7 +116,7 @@ impl Loader<'_> {
             act_ty,
             dot,
             dot4: quant::matrix_dot4_fn(info.ggml_type, rows, self.kernel),
-            dot_batch: quant::matrix_batch_dot_fn(info.ggml_type, rows),
+            dot_batch: quant::matrix_batch_dot_fn(info.ggml_type),
             dot_rows4: quant::dot_rows4_fn(info.ggml_type, self.kernel),
         })
     }

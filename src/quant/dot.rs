@@ -157,7 +157,7 @@ pub fn matrix_dot4_fn(weight: GgmlType, rows: usize, kernel: Kernel) -> Option<D
 /// [`TILED_MIN_BATCH`] rows, where it differs from [`matrix_dot_fn`]: its tiled K-quant
 /// product for Q6_K matrices (Q4_K matrices are repacked instead; the other K-quants' tiled
 /// arithmetic is not reproduced yet).
-pub fn matrix_batch_dot_fn(weight: GgmlType, _rows: usize) -> Option<DotFn> {
+pub fn matrix_batch_dot_fn(weight: GgmlType) -> Option<DotFn> {
     match weight {
         GgmlType::Q6_K => Some(scalar::dot_q6_k_q8_k_tiled),
         _ => None,
