@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # evidence records.
 python3 -m pip install --quiet --disable-pip-version-check \
   'gguf==0.19.0' 'cryptography==48.0.0' 'securesystemslib==1.6.0'
-scripts/fetch-models.sh gemma3
+scripts/fetch-models.sh gemma3 formats
 scripts/build-mutant.sh swap-gate-up >/dev/null
 log=$(mktemp)
 status=0

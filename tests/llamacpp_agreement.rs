@@ -70,7 +70,14 @@ fn token_ids_match_llamacpp_exactly() {
     let file = pv::gguf::GgufFile::open(&path).unwrap();
     let tok = Tokenizer::from_gguf(&file).unwrap();
     let [oracle, _] = references();
-    assert_eq!(tok.end_tokens(), oracle.eos, "end-of-generation tokens");
+    // llama.cpp's whole end-of-generation set (`llama_vocab_is_eog`, listed by
+    // scripts/llamacpp-figures.py): the shared oracle lists EOS and EOT only, [0, 2], but
+    // llama.cpp also ends on `<reponame>` (4), found by its spelling as the FIM repository
+    // token.
+    let figures = common::llamacpp_reference("formats/smollm2-Q4_1.json");
+    assert_eq!(oracle.eos, [0, 2]);
+    assert_eq!(tok.end_tokens(), figures.eos, "end-of-generation tokens");
+    assert_eq!(figures.eos, [0, 2, 4]);
     for (p, _) in &oracle.prompts {
         assert_eq!(tok.encode(&p.text).unwrap(), p.tokens, "prompt {}", p.name);
     }

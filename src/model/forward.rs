@@ -5,7 +5,7 @@
 //! [`Observer`] sees each buffer as soon as it is computed.
 
 use super::attention::attention;
-use super::ggml_math::round_f16;
+use super::ggml_math::{Flavor, round_f16};
 use super::kernels::{
     add_assign, gated, rmsnorm_rows, rmsnorm_rows_in_place, rope_row, rope_table, scale,
 };
@@ -88,6 +88,8 @@ struct Buffers {
 struct ActCache {
     slots: [QuantizedActs; 2],
     scratch: Vec<f32>,
+    /// The llama.cpp build whose matrix kernels to reproduce.
+    flavor: Flavor,
 }
 
 impl ActCache {
@@ -123,7 +125,14 @@ fn project(
 ) {
     let slot = cache.slot(w.act_ty, x, width);
     out.resize(x.len() / width * w.rows, 0.0);
-    matmul(out, &cache.slots[slot], w, file, &mut cache.scratch);
+    matmul(
+        out,
+        &cache.slots[slot],
+        w,
+        file,
+        &mut cache.scratch,
+        cache.flavor,
+    );
 }
 
 /// [`project`] for several matrices reading the same input; for a single token with one
@@ -147,7 +156,7 @@ fn project_all<const N: usize>(
         out.resize(w.rows, 0.0);
         (&mut out[..], w)
     });
-    matvec_many(&mut jobs, &cache.slots[slot], file);
+    matvec_many(&mut jobs, &cache.slots[slot], file, cache.flavor);
 }
 
 /// What a sub-block adds to the residual stream: `x` itself, or, in families with a
@@ -202,6 +211,7 @@ impl OwnedQuantizedModel {
             });
         }
         let mut b = Buffers::default();
+        b.qx.flavor = self.flavor;
 
         b.x.resize(n * d, 0.0);
         for (t, &tok) in tokens.iter().enumerate() {

@@ -8,27 +8,7 @@
 
 #![allow(clippy::needless_range_loop)] // lane-indexed loops mirror the SIMD code they reproduce
 
-/// Which llama.cpp CPU build's arithmetic to reproduce.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Flavor {
-    /// An AVX-512 build (16-lane reductions, AVX-512 `exp`): the machine kind the shared
-    /// llama.cpp reference figures come from.
-    #[default]
-    Avx512,
-    /// An AVX2 build (8-lane reductions, AVX2 `exp`).
-    Avx2,
-}
-
-impl Flavor {
-    /// SIMD lanes of the reductions this build performs.
-    pub const fn lanes(self) -> usize {
-        match self {
-            Flavor::Avx512 => 16,
-            Flavor::Avx2 => 8,
-        }
-    }
-}
+pub use crate::quant::Flavor;
 
 const R: f32 = f32::from_bits(0x4b40_0000); // 0x1.8p23
 const LOG2E: f32 = f32::from_bits(0x3fb8_aa3b);

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use crate::gguf::GgmlType;
-use crate::quant;
+use crate::quant::{self, Flavor, MatrixKernels};
 
 use super::weights::QMatrix;
 
@@ -59,15 +59,17 @@ pub fn matmul(
     w: &QMatrix,
     file: &[u8],
     scratch: &mut Vec<f32>,
+    flavor: Flavor,
 ) {
     debug_assert_eq!(x.ty, Some(w.act_ty));
+    let k = w.kernels(flavor);
     let n = x.data.len() / x.row_bytes;
     debug_assert_eq!(out.len(), n * w.rows);
     let chunk = rows_per_task(w.rows);
     if n == 1 {
         out.par_chunks_mut(chunk)
             .enumerate()
-            .for_each(|(c, o)| matvec_rows(o, c * chunk, &x.data, w, file));
+            .for_each(|(c, o)| matvec_rows(o, c * chunk, &x.data, w, k, file));
         return;
     }
     scratch.resize(n * w.rows, 0.0);
@@ -78,13 +80,13 @@ pub fn matmul(
             for (i, row_out) in o.chunks_exact_mut(n).enumerate() {
                 let wr = w.row(file, c * chunk + i);
                 let mut t = 0;
-                if let Some(batch) = w.dot_batch.filter(|_| n >= quant::TILED_MIN_BATCH) {
+                if let Some(batch) = k.dot_batch.filter(|_| n >= quant::TILED_MIN_BATCH) {
                     for (v, tt) in row_out.iter_mut().zip(0..) {
                         *v = batch(wr, x.row(tt));
                     }
                     continue;
                 }
-                if let Some(dot4) = w.dot4 {
+                if let Some(dot4) = k.dot4 {
                     while t + 4 <= n {
                         let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
                         row_out[t..t + 4].copy_from_slice(&dot4(wr, &xs));
@@ -92,7 +94,7 @@ pub fn matmul(
                     }
                 }
                 for (v, tt) in row_out[t..].iter_mut().zip(t..) {
-                    *v = (w.dot)(wr, x.row(tt));
+                    *v = (k.dot)(wr, x.row(tt));
                 }
             }
         });
@@ -105,9 +107,9 @@ pub fn matmul(
 
 /// `o[i] = w[r0 + i] · x` for one token's activations, four rows at a time where the format
 /// has a four-row kernel.
-fn matvec_rows(o: &mut [f32], r0: usize, x: &[u8], w: &QMatrix, file: &[u8]) {
+fn matvec_rows(o: &mut [f32], r0: usize, x: &[u8], w: &QMatrix, k: &MatrixKernels, file: &[u8]) {
     let mut i = 0;
-    if let Some(rows4) = w.dot_rows4 {
+    if let Some(rows4) = k.dot_rows4 {
         while i + 4 <= o.len() {
             let ws = [
                 w.row(file, r0 + i),
@@ -120,20 +122,26 @@ fn matvec_rows(o: &mut [f32], r0: usize, x: &[u8], w: &QMatrix, file: &[u8]) {
         }
     }
     for (v, r) in o[i..].iter_mut().zip(r0 + i..) {
-        *v = (w.dot)(w.row(file, r), x);
+        *v = (k.dot)(w.row(file, r), x);
     }
 }
 
 /// Several matrices applied to one token's activations (all in the same activation format)
 /// in a single parallel region: one fork and join for q, k and v together, or gate and up,
 /// instead of one per matrix.
-pub fn matvec_many(outs: &mut [(&mut [f32], &QMatrix)], x: &QuantizedActs, file: &[u8]) {
+pub fn matvec_many(
+    outs: &mut [(&mut [f32], &QMatrix)],
+    x: &QuantizedActs,
+    file: &[u8],
+    flavor: Flavor,
+) {
     outs.par_iter_mut().for_each(|(out, w)| {
         debug_assert_eq!(x.ty, Some(w.act_ty));
+        let k = w.kernels(flavor);
         let chunk = rows_per_task(w.rows);
         out.par_chunks_mut(chunk)
             .enumerate()
-            .for_each(|(c, o)| matvec_rows(o, c * chunk, &x.data, w, file));
+            .for_each(|(c, o)| matvec_rows(o, c * chunk, &x.data, w, k, file));
     });
 }
 

@@ -3,7 +3,7 @@
 //! biases) are decoded to f32.
 
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
-use crate::quant::{self, Dot4Fn, DotFn, DotRows4Fn, Kernel};
+use crate::quant::{self, Flavor, Kernel, MatrixKernels};
 
 use super::arch::{Block, TensorSource};
 use super::config::ModelConfig;
@@ -29,18 +29,18 @@ pub struct QMatrix {
     pub row_bytes: usize,
     /// Activation format the fused kernel consumes.
     pub act_ty: GgmlType,
-    /// The fused dot product.
-    pub dot: DotFn,
-    /// The four-activation-row variant, where this format has one.
-    pub dot4: Option<Dot4Fn>,
-    /// The product llama.cpp uses for every row of a batch of at least
-    /// [`quant::TILED_MIN_BATCH`] activation rows, where it differs from `dot`.
-    pub dot_batch: Option<DotFn>,
-    /// The four-weight-row variant, where this format has one.
-    pub dot_rows4: Option<DotRows4Fn>,
+    /// The kernels reproducing each llama.cpp build's path for this matrix, by
+    /// [`Flavor::index`].
+    pub kernels: [MatrixKernels; 2],
 }
 
 impl QMatrix {
+    /// The kernels reproducing llama.cpp's `flavor` build.
+    #[inline]
+    pub fn kernels(&self, flavor: Flavor) -> &MatrixKernels {
+        &self.kernels[flavor.index()]
+    }
+
     /// The bytes of row `r`.
     #[inline]
     pub fn row<'a>(&self, file: &'a [u8], r: usize) -> &'a [u8] {
@@ -98,8 +98,10 @@ impl Loader<'_> {
             name: name.into(),
             reason: format!("{} is not a weight format", info.ggml_type),
         })?;
-        let dot = quant::matrix_dot_fn(info.ggml_type, rows, self.kernel)
-            .expect("every weight format has a kernel");
+        let kernels = Flavor::ALL.map(|f| {
+            quant::matrix_kernels(info.ggml_type, rows, self.kernel, f)
+                .expect("every weight format has a kernel")
+        });
         if !cols.is_multiple_of(act_ty.block_size()) {
             return Err(GgufError::Tensor {
                 name: name.into(),
@@ -114,10 +116,7 @@ impl Loader<'_> {
             offset: self.file.data_offset + info.offset as usize,
             row_bytes: info.size / rows,
             act_ty,
-            dot,
-            dot4: quant::matrix_dot4_fn(info.ggml_type, rows, self.kernel),
-            dot_batch: quant::matrix_batch_dot_fn(info.ggml_type),
-            dot_rows4: quant::dot_rows4_fn(info.ggml_type, self.kernel),
+            kernels,
         })
     }
 

@@ -16,6 +16,40 @@ pub type Dot4Fn = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
 /// single-token generation); each result equals the single-row [`DotFn`]'s bit for bit.
 pub type DotRows4Fn = fn(&[&[u8]; 4], &[u8]) -> [f32; 4];
 
+/// Which llama.cpp CPU build's arithmetic to reproduce: its element-wise functions and
+/// reductions, and which matrices it repacks (Q2_K only with AVX-512).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// An AVX-512 build (16-lane reductions, AVX-512 `exp`): the machine kind the shared
+    /// llama.cpp reference figures come from.
+    #[default]
+    Avx512,
+    /// An AVX2 build (8-lane reductions, AVX2 `exp`).
+    Avx2,
+}
+
+impl Flavor {
+    /// Every flavour, in [`Flavor::index`] order.
+    pub const ALL: [Flavor; 2] = [Flavor::Avx512, Flavor::Avx2];
+
+    /// Position in [`Flavor::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Flavor::Avx512 => 0,
+            Flavor::Avx2 => 1,
+        }
+    }
+
+    /// SIMD lanes of the reductions this build performs.
+    pub const fn lanes(self) -> usize {
+        match self {
+            Flavor::Avx512 => 16,
+            Flavor::Avx2 => 8,
+        }
+    }
+}
+
 /// Which implementation of the fused kernels to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
@@ -73,6 +107,14 @@ macro_rules! avx2_wrappers {
         /// Safe entry points to the AVX2 kernels; handed out by [`dot_fn`] only when
         /// [`Kernel::best`] detected AVX2, FMA and F16C.
         mod avx2_safe {
+            pub fn gemm4_q4_k(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                a.map(|a| gemm_q4_k(w, a))
+            }
+
+            pub fn gemm4_q2_k(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                a.map(|a| gemm_q2_k(w, a))
+            }
+
             $(
                 pub fn $name(w: &[u8], a: &[u8]) -> f32 {
                     // SAFETY: only reachable through `dot_fn(_, Kernel::Avx2)`, which callers
@@ -95,7 +137,17 @@ avx2_wrappers!(
     dot_q5_k_q8_k,
     dot_q6_k_q8_k,
     dot_f32_f32,
-    dot_f16_f32
+    dot_f16_f32,
+    tiled_q2_k,
+    tiled_q3_k,
+    tiled_q4_k,
+    tiled_q5_k,
+    tiled_q6_k,
+    gemv_q4_k,
+    gemm_q4_k,
+    gemv_q2_k,
+    gemm_q2_k,
+    repacked_q4_0
 );
 
 /// The fused dot product for `weight` blocks with `kernel`, or `None` when the format is not
@@ -112,6 +164,13 @@ pub fn dot_fn(weight: GgmlType, kernel: Kernel) -> Option<DotFn> {
                 scalar::$name as DotFn
             }
         };
+        ($name:ident, $portable:ident) => {
+            if simd {
+                avx2_safe::$name as DotFn
+            } else {
+                kscalar::$portable as DotFn
+            }
+        };
     }
     Some(match weight {
         Q4_0 => pick!(dot_q4_0_q8_0),
@@ -119,11 +178,11 @@ pub fn dot_fn(weight: GgmlType, kernel: Kernel) -> Option<DotFn> {
         Q5_0 => pick!(dot_q5_0_q8_0),
         Q5_1 => pick!(dot_q5_1_q8_1),
         Q8_0 => pick!(dot_q8_0_q8_0),
-        Q2_K => pick!(dot_q2_k_q8_k),
-        Q3_K => pick!(dot_q3_k_q8_k),
-        Q4_K => pick!(dot_q4_k_q8_k),
-        Q5_K => pick!(dot_q5_k_q8_k),
-        Q6_K => pick!(dot_q6_k_q8_k),
+        Q2_K => pick!(dot_q2_k_q8_k, vec_q2_k),
+        Q3_K => pick!(dot_q3_k_q8_k, vec_q3_k),
+        Q4_K => pick!(dot_q4_k_q8_k, vec_q4_k),
+        Q5_K => pick!(dot_q5_k_q8_k, vec_q5_k),
+        Q6_K => pick!(dot_q6_k_q8_k, vec_q6_k),
         F32 => pick!(dot_f32_f32),
         F16 => pick!(dot_f16_f32),
         BF16 => scalar::dot_bf16_f32,
@@ -131,42 +190,174 @@ pub fn dot_fn(weight: GgmlType, kernel: Kernel) -> Option<DotFn> {
     })
 }
 
-/// The four-row kernel for `weight`, where one exists for this kernel choice (AVX2 for Q4_1
-/// and Q8_0); otherwise callers use the single-row kernel four times.
-/// The dot product llama.cpp uses for a matrix of `rows` rows of format `weight`: on x86 it
-/// repacks Q4_K matrices whose row count is a multiple of 8 into interleaved blocks with their
-/// own accumulation order ([`scalar::dot_q4_k_q8_k_8x8`]); every other matrix uses the
-/// format's fused dot product ([`dot_fn`]).
-pub fn matrix_dot_fn(weight: GgmlType, rows: usize, kernel: Kernel) -> Option<DotFn> {
-    if weight == GgmlType::Q4_K && rows.is_multiple_of(8) {
-        return Some(scalar::dot_q4_k_q8_k_8x8);
-    }
-    dot_fn(weight, kernel)
-}
+/// Formats llama.cpp's x86 CPU backend repacks at load into interleaved blocks of 8 rows
+/// (`ggml-cpu/repack.cpp`, matrices whose row count is a multiple of 8), with the builds that
+/// do. A repacked matrix runs its own kernels at every batch size, with their own
+/// accumulation order ([`korder`]); no other path touches it.
+pub const REPACKED: [(GgmlType, &[Flavor]); 3] = [
+    (GgmlType::Q4_0, &[Flavor::Avx512, Flavor::Avx2]),
+    (GgmlType::Q4_K, &[Flavor::Avx512, Flavor::Avx2]),
+    (GgmlType::Q2_K, &[Flavor::Avx512]),
+];
 
-/// The four-activation-row dot product llama.cpp uses for a matrix of `rows` rows of format
-/// `weight` (see [`matrix_dot_fn`]): the repacked Q4_K four-row kernel, or the format's own.
-pub fn matrix_dot4_fn(weight: GgmlType, rows: usize, kernel: Kernel) -> Option<Dot4Fn> {
-    if weight == GgmlType::Q4_K && rows.is_multiple_of(8) {
-        return Some(scalar::dot4_q4_k_q8_k_8x8_gemm);
-    }
-    dot4_fn(weight, kernel)
-}
-
-/// The dot product llama.cpp uses for every activation row of a batch of at least
-/// [`TILED_MIN_BATCH`] rows, where it differs from [`matrix_dot_fn`]: its tiled K-quant
-/// product for Q6_K matrices (Q4_K matrices are repacked instead; the other K-quants' tiled
-/// arithmetic is not reproduced yet).
-pub fn matrix_batch_dot_fn(weight: GgmlType) -> Option<DotFn> {
-    match weight {
-        GgmlType::Q6_K => Some(scalar::dot_q6_k_q8_k_tiled),
-        _ => None,
-    }
-}
+/// The K-quant weight formats: their batches of at least [`TILED_MIN_BATCH`] rows go through
+/// llama.cpp's tiled product when the matrix is not repacked.
+pub const TILED: [GgmlType; 5] = [
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
 
 /// The batch size from which llama.cpp's tiled K-quant product takes over.
 pub const TILED_MIN_BATCH: usize = 8;
 
+/// Whether llama.cpp (in `flavor`) repacks a `weight` matrix of `rows` rows.
+pub fn is_repacked(weight: GgmlType, rows: usize, flavor: Flavor) -> bool {
+    rows.is_multiple_of(8)
+        && REPACKED
+            .iter()
+            .any(|(ty, fl)| *ty == weight && fl.contains(&flavor))
+}
+
+/// The kernels for one weight matrix, chosen as llama.cpp's x86 CPU backend chooses its
+/// code path, so that each product is computed in llama.cpp's order.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixKernels {
+    /// One activation row, and the rows left after groups of four.
+    pub dot: DotFn,
+    /// Each full group of four activation rows, where it differs from `dot` or is faster.
+    pub dot4: Option<Dot4Fn>,
+    /// Every activation row of a batch of at least [`TILED_MIN_BATCH`], where it differs.
+    pub dot_batch: Option<DotFn>,
+    /// Four weight rows against one activation row, where a faster kernel exists.
+    pub dot_rows4: Option<DotRows4Fn>,
+}
+
+/// The kernels for a `weight` matrix of `rows` rows reproducing llama.cpp's `flavor` build,
+/// implemented by `kernel`; `None` for formats that are not weight formats.
+pub fn matrix_kernels(
+    weight: GgmlType,
+    rows: usize,
+    kernel: Kernel,
+    flavor: Flavor,
+) -> Option<MatrixKernels> {
+    let simd = kernel == Kernel::Avx2 && Kernel::best() == Kernel::Avx2;
+    let mut k = MatrixKernels {
+        dot: dot_fn(weight, kernel)?,
+        dot4: dot4_fn(weight, kernel),
+        dot_batch: None,
+        dot_rows4: dot_rows4_fn(weight, kernel),
+    };
+    if is_repacked(weight, rows, flavor) {
+        use GgmlType::*;
+        k = match weight {
+            Q4_0 => MatrixKernels {
+                dot: if simd {
+                    avx2_safe::repacked_q4_0
+                } else {
+                    kscalar::repacked_q4_0
+                },
+                dot4: None,
+                dot_batch: None,
+                dot_rows4: None,
+            },
+            Q4_K => MatrixKernels {
+                dot: if simd {
+                    avx2_safe::gemv_q4_k
+                } else {
+                    kscalar::gemv_q4_k
+                },
+                dot4: Some(if simd {
+                    avx2_safe::gemm4_q4_k
+                } else {
+                    kscalar::gemm4_q4_k
+                }),
+                dot_batch: None,
+                dot_rows4: None,
+            },
+            Q2_K => MatrixKernels {
+                dot: if simd {
+                    avx2_safe::gemv_q2_k
+                } else {
+                    kscalar::gemv_q2_k
+                },
+                dot4: Some(if simd {
+                    avx2_safe::gemm4_q2_k
+                } else {
+                    kscalar::gemm4_q2_k
+                }),
+                dot_batch: None,
+                dot_rows4: None,
+            },
+            _ => unreachable!("REPACKED lists these formats"),
+        };
+    } else if TILED.contains(&weight) {
+        k.dot_batch = Some(tiled_fn(weight, simd));
+    }
+    Some(k)
+}
+
+fn tiled_fn(weight: GgmlType, simd: bool) -> DotFn {
+    use GgmlType::*;
+    match (weight, simd) {
+        (Q2_K, false) => kscalar::tiled_q2_k,
+        (Q3_K, false) => kscalar::tiled_q3_k,
+        (Q4_K, false) => kscalar::tiled_q4_k,
+        (Q5_K, false) => kscalar::tiled_q5_k,
+        (Q6_K, false) => kscalar::tiled_q6_k,
+        (Q2_K, true) => avx2_safe::tiled_q2_k,
+        (Q3_K, true) => avx2_safe::tiled_q3_k,
+        (Q4_K, true) => avx2_safe::tiled_q4_k,
+        (Q5_K, true) => avx2_safe::tiled_q5_k,
+        (Q6_K, true) => avx2_safe::tiled_q6_k,
+        _ => unreachable!("TILED lists the K-quants"),
+    }
+}
+
+/// The portable K-quant kernels of each llama.cpp order, as plain function pointers.
+mod kscalar {
+    use super::super::korder;
+    use crate::gguf::GgmlType::*;
+
+    macro_rules! orders {
+        ($($name:ident => $f:ident($($arg:expr),*);)*) => {
+            $(pub fn $name(w: &[u8], a: &[u8]) -> f32 { korder::$f($($arg,)* w, a) })*
+        };
+    }
+    orders! {
+        vec_q2_k => vec_dot(Q2_K);
+        vec_q3_k => vec_dot(Q3_K);
+        vec_q4_k => vec_dot(Q4_K);
+        vec_q5_k => vec_dot(Q5_K);
+        vec_q6_k => vec_dot(Q6_K);
+        tiled_q2_k => tiled(Q2_K);
+        tiled_q3_k => tiled(Q3_K);
+        tiled_q4_k => tiled(Q4_K);
+        tiled_q5_k => tiled(Q5_K);
+        tiled_q6_k => tiled(Q6_K);
+        gemv_q4_k => repacked(Q4_K, 256);
+        gemm_q4_k => repacked(Q4_K, 64);
+        gemv_q2_k => repacked(Q2_K, 256);
+        gemm_q2_k => repacked(Q2_K, 128);
+    }
+
+    pub fn repacked_q4_0(w: &[u8], a: &[u8]) -> f32 {
+        korder::repacked_q4_0(w, a)
+    }
+
+    pub fn gemm4_q4_k(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+        a.map(|a| gemm_q4_k(w, a))
+    }
+
+    pub fn gemm4_q2_k(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+        a.map(|a| gemm_q2_k(w, a))
+    }
+}
+
+/// The four-activation-row kernel for `weight`, where one exists for this kernel choice
+/// (AVX2 for Q4_1 and Q8_0); otherwise callers use the single-row kernel four times.
 pub fn dot4_fn(weight: GgmlType, kernel: Kernel) -> Option<Dot4Fn> {
     if kernel != Kernel::Avx2 || Kernel::best() != Kernel::Avx2 {
         return None;

@@ -10,6 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::kquants::{q3k_scales, q4k_scales_mins};
+use crate::gguf::GgmlType;
 
 /// An f16 at `b[0..2]` as f32, by the F16C instruction (the portable path is a call).
 #[inline]
@@ -245,90 +246,84 @@ unsafe fn scale_pair(lo: i32, hi: i32) -> __m256i {
 }
 
 #[inline]
-fn bsums(y: &[u8]) -> [i32; 16] {
-    std::array::from_fn(|j| i16::from_le_bytes([y[260 + 2 * j], y[261 + 2 * j]]) as i32)
+fn bsum(y: &[u8], s: usize) -> i32 {
+    i16::from_le_bytes([y[260 + 2 * s], y[261 + 2 * s]]) as i32
 }
 
-/// Q2_K weights · Q8_K activations.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = 0.0f32;
-    let mask = _mm256_set1_epi8(3);
-    for (x, y) in w.chunks_exact(84).zip(a.chunks_exact(292)) {
-        let scales = &x[..16];
-        let bs = bsums(y);
-        let summ: i32 = (0..16).map(|j| (scales[j] >> 4) as i32 * bs[j]).sum();
-        let mut sumi = _mm256_setzero_si256();
-        for g in 0..2 {
-            let bits = load(&x[16 + 32 * g..]);
-            for s in 0..4 {
-                let q = _mm256_and_si256(
-                    _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)),
-                    mask,
-                );
-                let k = 128 * g + 32 * s;
-                let p = _mm256_maddubs_epi16(q, load(&y[4 + k..]));
-                let sc = scale_pair(
-                    (scales[k / 16] & 0x0f) as i32,
-                    (scales[k / 16 + 1] & 0x0f) as i32,
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
-            }
-        }
-        let d8 = f32_at(y);
-        acc += d8 * (f16_at(&x[80..]) * hsum_i32(sumi) as f32 - f16_at(&x[82..]) * summ as f32);
-    }
-    acc
-}
+/// A K-quant block's integer dot with a Q8_K block as eight i32 lanes per 64-value quarter:
+/// lane `l` of quarter `g` sums `sc * q * y` over the values `k` of the quarter with
+/// `(k % 32) / 4 == l` (the lanes of llama.cpp's AVX2 vec-dot; Q6_K's quants without their
+/// offset of 32).
+type Quarters = [__m256i; 4];
 
-/// Q3_K weights · Q8_K activations.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = 0.0f32;
+unsafe fn q2k_quarters(x: &[u8], y: &[u8]) -> Quarters {
+    let scales = &x[..16];
     let mask = _mm256_set1_epi8(3);
-    let one = _mm256_set1_epi8(1);
-    for (x, y) in w.chunks_exact(110).zip(a.chunks_exact(292)) {
-        let scales = q3k_scales(&x[96..108]);
-        let hmask = load(&x[..32]);
-        let mut sumi = _mm256_setzero_si256();
-        for g in 0..2 {
-            let bits = load(&x[32 + 32 * g..]);
-            for s in 0..4 {
-                let k = 128 * g + 32 * s;
-                let shift = _mm_cvtsi32_si128(2 * s as i32);
-                let low = _mm256_and_si256(_mm256_srl_epi16(bits, shift), mask);
-                let hbit = _mm256_and_si256(
-                    _mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * g + s) as i32)),
-                    one,
-                );
-                // 4 where the high bit is clear: q = low - 4 * (1 - hbit).
-                let sub4 = _mm256_slli_epi16(_mm256_xor_si256(hbit, one), 2);
-                let qy = load(&y[4 + k..]);
-                let p = _mm256_sub_epi16(
-                    _mm256_maddubs_epi16(low, qy),
-                    _mm256_maddubs_epi16(sub4, qy),
-                );
-                let sc = scale_pair(scales[k / 16] as i32, scales[k / 16 + 1] as i32);
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
-            }
+    let mut q = [_mm256_setzero_si256(); 4];
+    for g in 0..2 {
+        let bits = load(&x[16 + 32 * g..]);
+        for s in 0..4 {
+            let qv = _mm256_and_si256(
+                _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)),
+                mask,
+            );
+            let k = 128 * g + 32 * s;
+            let p = _mm256_maddubs_epi16(qv, load(&y[4 + k..]));
+            let sc = scale_pair(
+                (scales[k / 16] & 0x0f) as i32,
+                (scales[k / 16 + 1] & 0x0f) as i32,
+            );
+            q[k / 64] = _mm256_add_epi32(q[k / 64], _mm256_madd_epi16(p, sc));
         }
-        acc += f32_at(y) * f16_at(&x[108..]) * hsum_i32(sumi) as f32;
     }
-    acc
+    q
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q45_k_block(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f32 {
-    let (sc, m) = q4k_scales_mins(&x[4..16]);
-    let bs = bsums(y);
-    let summ: i32 = (0..8)
-        .map(|j| m[j] as i32 * (bs[2 * j] + bs[2 * j + 1]))
-        .sum();
+unsafe fn q3k_quarters(x: &[u8], y: &[u8]) -> Quarters {
+    let mask = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    let scales = q3k_scales(&x[96..108]);
+    let hmask = load(&x[..32]);
+    let mut q = [_mm256_setzero_si256(); 4];
+    for g in 0..2 {
+        let bits = load(&x[32 + 32 * g..]);
+        for s in 0..4 {
+            let k = 128 * g + 32 * s;
+            let low = _mm256_and_si256(
+                _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)),
+                mask,
+            );
+            let hbit = _mm256_and_si256(
+                _mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * g + s) as i32)),
+                one,
+            );
+            // 4 where the high bit is clear: q = low - 4 * (1 - hbit).
+            let sub4 = _mm256_slli_epi16(_mm256_xor_si256(hbit, one), 2);
+            let qy = load(&y[4 + k..]);
+            let p = _mm256_sub_epi16(
+                _mm256_maddubs_epi16(low, qy),
+                _mm256_maddubs_epi16(sub4, qy),
+            );
+            let sc = scale_pair(scales[k / 16] as i32, scales[k / 16 + 1] as i32);
+            q[k / 64] = _mm256_add_epi32(q[k / 64], _mm256_madd_epi16(p, sc));
+        }
+    }
+    q
+}
+
+/// Q4_K (`qh` `None`) or Q5_K quarters.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q45k_quarters(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> Quarters {
+    let (sc, _) = q4k_scales_mins(&x[4..16]);
     let low_mask = _mm256_set1_epi8(0x0f);
     let one = _mm256_set1_epi8(1);
     let hbits = qh.map(|h| load(h));
-    let mut sumi = _mm256_setzero_si256();
+    let mut q = [_mm256_setzero_si256(); 4];
     for g in 0..4 {
         let bits = load(&qs[32 * g..]);
         let mut lo = _mm256_and_si256(bits, low_mask);
@@ -350,72 +345,231 @@ unsafe fn dot_q45_k_block(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> f
             _mm256_maddubs_epi16(hi, load(&y[36 + 64 * g..])),
             _mm256_set1_epi16(sc[2 * g + 1] as i16),
         );
-        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+        q[g] = _mm256_add_epi32(p_lo, p_hi);
     }
-    f32_at(y) * (f16_at(x) * hsum_i32(sumi) as f32 - f16_at(&x[2..]) * summ as f32)
+    q
 }
 
-/// Q4_K weights · Q8_K activations.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = 0.0f32;
-    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
-        acc += dot_q45_k_block(x, None, &x[16..144], y);
-    }
-    acc
-}
-
-/// Q5_K weights · Q8_K activations.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = 0.0f32;
-    for (x, y) in w.chunks_exact(176).zip(a.chunks_exact(292)) {
-        acc += dot_q45_k_block(x, Some(&x[16..48]), &x[48..176], y);
-    }
-    acc
-}
-
-/// Q6_K weights · Q8_K activations.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    // As ggml's AVX2 kernel: eight integer lanes per block, each converted to f32 and
-    // accumulated in its own lane by d_a * d_w; the lanes are summed once at the end.
-    let mut acc = _mm256_setzero_ps();
+unsafe fn q6k_quarters(x: &[u8], y: &[u8]) -> Quarters {
+    let scales = &x[192..208];
     let low_mask = _mm256_set1_epi8(0x0f);
     let two_bits = _mm256_set1_epi8(3);
-    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
-        let scales = &x[192..208];
-        // q - 32 folded out per lane: lane l loses 32 * (bsum[2l] sc[2l] + bsum[2l+1] sc[2l+1]).
-        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr() as *const __m128i));
-        let offset = _mm256_slli_epi32(_mm256_madd_epi16(load(&y[260..]), scales16), 5);
-        let mut sumi = _mm256_setzero_si256();
-        for g in 0..2 {
-            let ql0 = load(&x[64 * g..]);
-            let ql1 = load(&x[64 * g + 32..]);
-            let qh = load(&x[128 + 32 * g..]);
-            for t in 0..4 {
-                let ql = if t % 2 == 0 { ql0 } else { ql1 };
-                let low = if t < 2 {
-                    _mm256_and_si256(ql, low_mask)
-                } else {
-                    _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask)
-                };
-                let high = _mm256_and_si256(
-                    _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * t as i32)),
-                    two_bits,
-                );
-                let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-                let k = 128 * g + 32 * t;
-                let p = _mm256_maddubs_epi16(q, load(&y[4 + k..]));
-                let sc = scale_pair(scales[k / 16] as i8 as i32, scales[k / 16 + 1] as i8 as i32);
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
-            }
+    let mut q = [_mm256_setzero_si256(); 4];
+    for g in 0..2 {
+        let ql0 = load(&x[64 * g..]);
+        let ql1 = load(&x[64 * g + 32..]);
+        let qh = load(&x[128 + 32 * g..]);
+        for t in 0..4 {
+            let ql = if t % 2 == 0 { ql0 } else { ql1 };
+            let low = if t < 2 {
+                _mm256_and_si256(ql, low_mask)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask)
+            };
+            let high = _mm256_and_si256(
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * t as i32)),
+                two_bits,
+            );
+            let qv = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+            let k = 128 * g + 32 * t;
+            let p = _mm256_maddubs_epi16(qv, load(&y[4 + k..]));
+            let sc = scale_pair(scales[k / 16] as i8 as i32, scales[k / 16 + 1] as i8 as i32);
+            q[k / 64] = _mm256_add_epi32(q[k / 64], _mm256_madd_epi16(p, sc));
         }
-        let d = _mm256_set1_ps(f32_at(y) * f16_at(&x[208..]));
-        let lanes = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, offset));
-        acc = _mm256_fmadd_ps(d, lanes, acc);
     }
-    hsum(acc)
+    q
+}
+
+/// Q6_K's offset of 32 per vec-dot lane: lane `l` loses `32 (bsum[2l] sc[2l] + bsum[2l+1]
+/// sc[2l+1])`, as llama.cpp's AVX2 kernel folds it.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_offset(x: &[u8], y: &[u8]) -> __m256i {
+    let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x[192..].as_ptr() as *const __m128i));
+    _mm256_slli_epi32(_mm256_madd_epi16(load(&y[260..]), scales16), 5)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add4(q: Quarters) -> __m256i {
+    _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]))
+}
+
+/// The quarters of one block of K-quant `ty`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quarters(ty: GgmlType, x: &[u8], y: &[u8]) -> Quarters {
+    match ty {
+        GgmlType::Q2_K => q2k_quarters(x, y),
+        GgmlType::Q3_K => q3k_quarters(x, y),
+        GgmlType::Q4_K => q45k_quarters(x, None, &x[16..144], y),
+        GgmlType::Q5_K => q45k_quarters(x, Some(&x[16..48]), &x[48..176], y),
+        _ => q6k_quarters(x, y),
+    }
+}
+
+/// A K-quant block's scale and min scale (zero without mins).
+#[inline(always)]
+fn k_scales(ty: GgmlType, x: &[u8]) -> (f32, f32) {
+    match ty {
+        GgmlType::Q2_K => (f16_bits(&x[80..]), f16_bits(&x[82..])),
+        GgmlType::Q3_K => (f16_bits(&x[108..]), 0.0),
+        GgmlType::Q4_K | GgmlType::Q5_K => (f16_bits(x), f16_bits(&x[2..])),
+        _ => (f16_bits(&x[208..]), 0.0),
+    }
+}
+
+#[inline(always)]
+fn f16_bits(b: &[u8]) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+}
+
+/// `Σ min[s] * bsum[s]` over the 16-value groups `s0..s1` of a block with mins.
+#[inline(always)]
+fn k_imin(ty: GgmlType, x: &[u8], y: &[u8], s0: usize, s1: usize) -> i32 {
+    match ty {
+        GgmlType::Q2_K => (s0..s1).map(|s| (x[s] >> 4) as i32 * bsum(y, s)).sum(),
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (_, m) = q4k_scales_mins(&x[4..16]);
+            (s0..s1).map(|s| m[s / 2] as i32 * bsum(y, s)).sum()
+        }
+        _ => 0,
+    }
+}
+
+/// K-quant weights · Q8_K activations in llama.cpp's AVX2 vec-dot order (see
+/// `korder::vec_dot`, which this equals bit for bit).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    let mut summs = 0f32;
+    let bytes = ty.row_bytes(256).unwrap_or(1);
+    for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(292)) {
+        let d_a = f32_at(y);
+        let (dw, dmw) = k_scales(ty, x);
+        let d = d_a * dw;
+        let dmin = -d_a * dmw;
+        let mut lanes = add4(quarters(ty, x, y));
+        match ty {
+            GgmlType::Q2_K => {
+                let sc = _mm_loadu_si128(x.as_ptr() as *const __m128i);
+                let mins =
+                    _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0x0f)));
+                let prod = _mm256_madd_epi16(mins, load(&y[260..]));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+            }
+            GgmlType::Q4_K => {
+                let (_, m) = q4k_scales_mins(&x[4..16]);
+                let p: [i32; 4] = std::array::from_fn(|l| {
+                    m[2 * l] as i32 * (bsum(y, 4 * l) + bsum(y, 4 * l + 1))
+                        + m[2 * l + 1] as i32 * (bsum(y, 4 * l + 2) + bsum(y, 4 * l + 3))
+                });
+                let prod = _mm_loadu_si128(p.as_ptr() as *const __m128i);
+                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+            }
+            GgmlType::Q5_K => summs = dmin.mul_add(k_imin(ty, x, y, 0, 16) as f32, summs),
+            GgmlType::Q6_K => lanes = _mm256_sub_epi32(lanes, q6k_offset(x, y)),
+            _ => {}
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+    match ty {
+        GgmlType::Q4_K => hsum(acc) + m,
+        GgmlType::Q5_K => hsum(acc) + summs,
+        _ => hsum(acc),
+    }
+}
+
+/// K-quant weights · Q8_K activations in llama.cpp's tiled order (`korder::tiled`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tiled_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    let bytes = ty.row_bytes(256).unwrap_or(1);
+    for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(292)) {
+        let (dw, dmw) = k_scales(ty, x);
+        let mut lanes = add4(quarters(ty, x, y));
+        if ty == GgmlType::Q6_K {
+            lanes = _mm256_sub_epi32(lanes, q6k_offset(x, y));
+        }
+        let mut r = hsum_i32(lanes) as f32 * dw;
+        if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
+            r = (-dmw).mul_add(k_imin(ty, x, y, 0, 16) as f32, r);
+        }
+        acc = r.mul_add(f32_at(y), acc);
+    }
+    acc
+}
+
+/// Q4_K or Q2_K weights · Q8_K activations in llama.cpp's repacked order with one fused
+/// multiply-add per `step` values (`korder::repacked`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn repacked_k(ty: GgmlType, step: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut acc_min) = (0f32, 0f32);
+    let bytes = ty.row_bytes(256).unwrap_or(1);
+    for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(292)) {
+        let d_a = f32_at(y);
+        let (dw, dmw) = k_scales(ty, x);
+        let (d, dmin) = (dw * d_a, dmw * d_a);
+        let q = quarters(ty, x, y);
+        let per = step / 64;
+        for p in 0..4 / per {
+            let mut s = q[p * per];
+            for i in 1..per {
+                s = _mm256_add_epi32(s, q[p * per + i]);
+            }
+            acc = (hsum_i32(s) as f32).mul_add(d, acc);
+            let imin = k_imin(ty, x, y, p * step / 16, (p + 1) * step / 16);
+            acc_min = (imin as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+macro_rules! k_entries {
+    ($($name:ident => $f:ident($($arg:expr),*);)*) => {
+        $(
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(crate) unsafe fn $name(w: &[u8], a: &[u8]) -> f32 {
+                $f($($arg,)* w, a)
+            }
+        )*
+    };
+}
+k_entries! {
+    dot_q2_k_q8_k => vec_dot_k(GgmlType::Q2_K);
+    dot_q3_k_q8_k => vec_dot_k(GgmlType::Q3_K);
+    dot_q4_k_q8_k => vec_dot_k(GgmlType::Q4_K);
+    dot_q5_k_q8_k => vec_dot_k(GgmlType::Q5_K);
+    dot_q6_k_q8_k => vec_dot_k(GgmlType::Q6_K);
+    tiled_q2_k => tiled_k(GgmlType::Q2_K);
+    tiled_q3_k => tiled_k(GgmlType::Q3_K);
+    tiled_q4_k => tiled_k(GgmlType::Q4_K);
+    tiled_q5_k => tiled_k(GgmlType::Q5_K);
+    tiled_q6_k => tiled_k(GgmlType::Q6_K);
+    gemv_q4_k => repacked_k(GgmlType::Q4_K, 256);
+    gemm_q4_k => repacked_k(GgmlType::Q4_K, 64);
+    gemv_q2_k => repacked_k(GgmlType::Q2_K, 256);
+    gemm_q2_k => repacked_k(GgmlType::Q2_K, 128);
+}
+
+/// Q4_0 weights · Q8_0 activations in llama.cpp's repacked order (`korder::repacked_q4_0`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn repacked_q4_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+        let qx = _mm256_sub_epi8(nibbles32(x[2..18].as_ptr()), _mm256_set1_epi8(8));
+        let s = hsum_i32(madd_ss(qx, load(&y[2..])));
+        acc = (s as f32).mul_add(f16_at(x) * f16_at(y), acc);
+    }
+    acc
 }
 
 /// F32 weights · F32 activations.

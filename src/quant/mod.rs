@@ -8,13 +8,14 @@ mod dot;
 mod dot_avx2;
 mod dot_scalar;
 pub mod float;
+mod korder;
 pub mod kquants;
 pub mod legacy;
 pub mod synth;
 
 pub use dot::{
-    Dot4Fn, DotFn, DotRows4Fn, Kernel, TILED_MIN_BATCH, dot_fn, dot_rows4_fn, dot4_fn,
-    matrix_batch_dot_fn, matrix_dot_fn, matrix_dot4_fn, vec_dot_type,
+    Dot4Fn, DotFn, DotRows4Fn, Flavor, Kernel, MatrixKernels, REPACKED, TILED, TILED_MIN_BATCH,
+    dot_fn, dot_rows4_fn, dot4_fn, is_repacked, matrix_kernels, vec_dot_type,
 };
 
 use crate::gguf::GgmlType;

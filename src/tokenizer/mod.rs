@@ -25,7 +25,7 @@ const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'
 const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Texts llama.cpp treats as end-of-generation when they are control tokens.
-const END_TEXTS: [&str; 21] = [
+const END_TEXTS: [&str; 22] = [
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
@@ -47,6 +47,22 @@ const END_TEXTS: [&str; 21] = [
     "<turn|>",
     "<|tool_response>",
     "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+    "[e~[",
+];
+
+/// Spellings by which llama.cpp finds a vocabulary's fill-in-the-middle pad, repository and
+/// file-separator tokens (in that order) when the file does not name them; all three end
+/// generation.
+const FIM_END_TEXTS: [&[&str]; 3] = [
+    &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+    &[
+        "<|fim_repo|>",
+        "<|repo_name|>",
+        "<fim-repo>",
+        "<REPO>",
+        "<reponame>",
+    ],
+    &["<|file_sep|>"],
 ];
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
@@ -157,6 +173,16 @@ pub struct TokenizerSpec {
     pub eot: Option<u32>,
     /// End-of-message id.
     pub eom: Option<u32>,
+    /// Fill-in-the-middle pad, repository and file-separator ids, as given
+    /// (`tokenizer.ggml.fim_pad_token_id`, ...); found by spelling when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fim_pad: Option<u32>,
+    /// See `fim_pad`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fim_rep: Option<u32>,
+    /// See `fim_pad`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fim_sep: Option<u32>,
     /// Whether BOS is prepended.
     pub add_bos: bool,
     /// `tokenizer.ggml.scores`: merge priorities of a SentencePiece vocabulary (empty for
@@ -192,6 +218,9 @@ impl SpecError {
             "eos" => "tokenizer.ggml.eos_token_id",
             "eot" => "tokenizer.ggml.eot_token_id",
             "eom" => "tokenizer.ggml.eom_token_id",
+            "fim_pad" => "tokenizer.ggml.fim_pad_token_id",
+            "fim_rep" => "tokenizer.ggml.fim_rep_token_id",
+            "fim_sep" => "tokenizer.ggml.fim_sep_token_id",
             _ => "tokenizer.ggml",
         }
     }
@@ -228,6 +257,9 @@ impl TokenizerSpec {
             ("eos", self.eos),
             ("eot", self.eot),
             ("eom", self.eom),
+            ("fim_pad", self.fim_pad),
+            ("fim_rep", self.fim_rep),
+            ("fim_sep", self.fim_sep),
         ] {
             if let Some(id) = id.filter(|&id| id as usize >= n) {
                 return err(
@@ -310,6 +342,9 @@ impl TokenizerSpec {
             eos: special("tokenizer.ggml.eos_token_id", 2)?,
             eot: token_id(f, "tokenizer.ggml.eot_token_id", n)?,
             eom: token_id(f, "tokenizer.ggml.eom_token_id", n)?,
+            fim_pad: token_id(f, "tokenizer.ggml.fim_pad_token_id", n)?,
+            fim_rep: token_id(f, "tokenizer.ggml.fim_rep_token_id", n)?,
+            fim_sep: token_id(f, "tokenizer.ggml.fim_sep_token_id", n)?,
             add_bos: flag("tokenizer.ggml.add_bos_token", spm),
             scores: if spm {
                 floats(f, "tokenizer.ggml.scores")?
@@ -363,6 +398,23 @@ impl Tokenizer {
             if END_TEXTS.contains(&tok.as_str()) {
                 end_tokens.push(i as u32);
                 types[i] = TOKEN_CONTROL as i32;
+            }
+        }
+        // Its fill-in-the-middle pad, repository and separator tokens end generation too,
+        // named by the file or else the first token with one of their spellings.
+        for (spellings, given) in
+            FIM_END_TEXTS
+                .iter()
+                .zip([spec.fim_pad, spec.fim_rep, spec.fim_sep])
+        {
+            let found = given.or_else(|| {
+                (spec.tokens.iter())
+                    .position(|t| spellings.contains(&t.as_str()))
+                    .map(|i| i as u32)
+            });
+            if let Some(id) = found {
+                end_tokens.push(id);
+                types[id as usize] = TOKEN_CONTROL as i32;
             }
         }
         let inner = if spec.model == "llama" {
