@@ -219,3 +219,31 @@ fn diff_compares_every_slot_and_names_the_first_divergence() {
     let other = apr.forward_traced_with(&tokens[..5], &opts).unwrap();
     assert!(diff(&a, &other, &Thresholds::coarse()).is_err());
 }
+
+/// The APR engine splits its matrix products across threads by output rows, each output one
+/// dot product in a fixed order: its logits and trace are the same bits on 1, 2 and 3
+/// threads, for every architecture.
+#[test]
+fn the_apr_engine_is_independent_of_the_thread_count() {
+    let tokens = [1u32, 5, 9, 2, 7, 3, 11, 4, 6];
+    for arch in ["llama", "qwen2", "qwen3", "gemma3"] {
+        let (_, apr) = common::synthetic_pair(arch, GgmlType::Q8_0);
+        let run = |threads| {
+            pv::model::with_threads(threads, || {
+                let logits = apr.forward(&tokens).unwrap();
+                let trace = apr.forward_traced(&tokens).unwrap();
+                (logits, serde_json::to_string(&trace).unwrap())
+            })
+        };
+        let (one, one_trace) = run(1);
+        for threads in [2, 3] {
+            let (many, many_trace) = run(threads);
+            let same = (one.data.iter().zip(&many.data)).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{arch}: logits on {threads} threads differ from 1 thread"
+            );
+            assert_eq!(one_trace, many_trace, "{arch}: trace on {threads} threads");
+        }
+    }
+}

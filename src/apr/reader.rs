@@ -58,6 +58,11 @@ impl AprFile {
         Self::parse(Bytes::Mapped(map))
     }
 
+    /// The whole file's bytes (mapped or held).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Parses APR bytes held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, AprError> {
         Self::parse(Bytes::Owned(bytes))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Measured, file_input, typed_params};
+use super::context::{CheckError, Context, Input, Measured, bytes_input, typed_params};
 use super::gguf::{self, count_problems, recorded_slots, recorded_width, slot_counts, widths_of};
 use super::judge::{Judged, Judgement, agrees, arr, flag, num, text, uint};
 use super::params::{CanonicalModel, EquationParams, StdRatioParams, TracePromptParams};
@@ -38,10 +38,16 @@ pub(super) fn load_apr(
     gguf: &Path,
 ) -> Result<(AprTransformer, Input), CheckError> {
     let path = apr_path(ctx, m, gguf)?;
-    (ctx.progress)(&format!("loading {}", path.display()));
-    let (input, _) = file_input(&path)?;
+    (ctx.progress)(&format!("loading and hashing {}", path.display()));
     let file = AprFile::open(&path).map_err(|e| CheckError::Input(e.to_string()))?;
-    Ok((AprTransformer::load(&file)?, input))
+    // The digest is taken from the mapped bytes while the loader decodes them: one read of
+    // the file, two cores busy.
+    let (model, input) = std::thread::scope(|s| {
+        let hash = s.spawn(|| bytes_input(&path, file.bytes()));
+        let model = AprTransformer::load(&file);
+        (model, hash.join().expect("hashing does not panic"))
+    });
+    Ok((model?, input))
 }
 
 /// FFN-GGUF-003: both engines traced on the same tokens; per layer, the std of one slot in

@@ -116,6 +116,15 @@ pub fn file_input(path: &Path) -> Result<(Input, String), CheckError> {
     ))
 }
 
+/// The input entry for a file already mapped or read, hashed from those bytes (so the file
+/// is read once, by the engine's loader and the hash together).
+pub fn bytes_input(path: &Path, bytes: &[u8]) -> Input {
+    Input {
+        name: path.display().to_string(),
+        digest: [("sha256".to_string(), crate::fsutil::sha256_hex(bytes))].into(),
+    }
+}
+
 /// The model file `name` in the models directory, or a clear error saying how to get it.
 pub fn model_path(ctx: &Context, name: &str) -> Result<PathBuf, CheckError> {
     let p = ctx.models.join(name);

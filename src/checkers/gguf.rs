@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Measured, file_input, model_path, typed_params};
+use super::context::{CheckError, Context, Input, Measured, bytes_input, model_path, typed_params};
 use super::judge::{Judged, Judgement, arr, uint};
 use super::params::{CanonicalModel, TracePromptParams};
 use crate::model::{OwnedQuantizedModel, Slot, with_threads};
@@ -23,10 +23,9 @@ pub struct Loaded {
 /// Loads the test's GGUF model and tokenises the prompt once.
 pub fn load(ctx: &Context, m: &CanonicalModel, prompt: &str) -> Result<Loaded, CheckError> {
     let path = model_path(ctx, &m.file)?;
-    (ctx.progress)(&format!("hashing {}", path.display()));
-    let (input, _) = file_input(&path)?;
-    (ctx.progress)(&format!("loading {}", path.display()));
+    (ctx.progress)(&format!("loading and hashing {}", path.display()));
     let model = OwnedQuantizedModel::open(&path)?;
+    let input = bytes_input(&path, model.file().bytes());
     let tokenizer = Tokenizer::from_gguf(model.file())?;
     let tokens = tokenizer.encode(prompt)?;
     Ok(Loaded {

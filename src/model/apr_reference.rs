@@ -293,20 +293,62 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
-/// `y[t] = W x[t] (+ b)` for every token row, f32 throughout.
+/// `y[t] = W x[t] (+ b)` for every token row, f32 throughout. Outputs are split across
+/// threads in blocks of rows; each output is one [`dot`] in a fixed order, so the result
+/// does not depend on the thread count.
 fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>) -> Vec<f32> {
     let n = x.len() / w.cols;
     let mut y = vec![0f32; n * w.rows];
-    y.par_chunks_mut(w.rows)
-        .zip(x.par_chunks(w.cols))
-        .for_each(|(yt, xt)| {
-            for (r, yr) in yt.iter_mut().enumerate() {
+    const ROWS_PER_TASK: usize = 64;
+    y.par_chunks_mut(ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(c, out)| {
+            for (i, yr) in out.iter_mut().enumerate() {
+                let (t, r) = (
+                    (c * ROWS_PER_TASK + i) / w.rows,
+                    (c * ROWS_PER_TASK + i) % w.rows,
+                );
                 let row = &w.data[r * w.cols..(r + 1) * w.cols];
-                *yr = row.iter().zip(xt).map(|(a, b)| a * b).sum::<f32>()
-                    + bias.map_or(0.0, |b| b[r]);
+                *yr = dot(row, &x[t * w.cols..(t + 1) * w.cols]) + bias.map_or(0.0, |b| b[r]);
             }
         });
     y
+}
+
+/// `a · b` in f32 with eight running sums (element `i` into sum `i % 8`), then the sums
+/// pairwise: a fixed order, the same on every CPU and thread count. Each step is a rounded
+/// multiply then a rounded add (never fused), so the AVX2 build of the same code gives the
+/// same bits as the portable one.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected on this CPU just above.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_portable(a, b)
+}
+
+/// [`dot_portable`] compiled for AVX2 (eight lanes in one register).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_portable(a, b)
+}
+
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[i] += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
 /// Rotary position embedding of every head of every token row (`width` per row) with base
