@@ -81,7 +81,14 @@ pub fn matmul(
                 let wr = w.row(file, c * chunk + i);
                 let mut t = 0;
                 if let Some(batch) = k.dot_batch.filter(|_| n >= quant::TILED_MIN_BATCH) {
-                    for (v, tt) in row_out.iter_mut().zip(0..) {
+                    if let Some(batch4) = k.dot_batch4 {
+                        while t + 4 <= n {
+                            let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
+                            row_out[t..t + 4].copy_from_slice(&batch4(wr, &xs));
+                            t += 4;
+                        }
+                    }
+                    for (v, tt) in row_out[t..].iter_mut().zip(t..) {
                         *v = batch(wr, x.row(tt));
                     }
                     continue;

@@ -107,14 +107,6 @@ macro_rules! avx2_wrappers {
         /// Safe entry points to the AVX2 kernels; handed out by [`dot_fn`] only when
         /// [`Kernel::best`] detected AVX2, FMA and F16C.
         mod avx2_safe {
-            pub fn gemm4_q4_k(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-                a.map(|a| gemm_q4_k(w, a))
-            }
-
-            pub fn gemm4_q2_k(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-                a.map(|a| gemm_q2_k(w, a))
-            }
-
             $(
                 pub fn $name(w: &[u8], a: &[u8]) -> f32 {
                     // SAFETY: only reachable through `dot_fn(_, Kernel::Avx2)`, which callers
@@ -144,10 +136,61 @@ avx2_wrappers!(
     tiled_q5_k,
     tiled_q6_k,
     gemv_q4_k,
-    gemm_q4_k,
     gemv_q2_k,
-    gemm_q2_k,
     repacked_q4_0
+);
+
+macro_rules! avx2_wrappers4 {
+    ($($name:ident),*) => {
+        /// Safe entry points to the AVX2 four-activation-row kernels (see [`avx2_safe`]).
+        mod avx2_safe4 {
+            $(
+                pub fn $name(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                    // SAFETY: only reachable through `matrix_kernels(_, _, Kernel::Avx2, _)`,
+                    // which hands them out after runtime detection of AVX2, FMA and F16C.
+                    unsafe { super::avx2::$name(w, a) }
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! avx2_wrappers_rows4 {
+    ($($name:ident),*) => {
+        /// Safe entry points to the AVX2 four-weight-row kernels (see [`avx2_safe`]).
+        mod avx2_safe_rows4 {
+            $(
+                pub fn $name(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+                    // SAFETY: only reachable through `dot_rows4_fn`/`matrix_kernels` with
+                    // `Kernel::Avx2`, handed out after runtime detection of AVX2, FMA, F16C.
+                    unsafe { super::avx2::$name(w, a) }
+                }
+            )*
+        }
+    };
+}
+avx2_wrappers_rows4!(
+    gemv_rows4_q4_k,
+    gemv_rows4_q2_k,
+    dot_rows4_q4_0_q8_0,
+    dot_rows4_q4_1_q8_1,
+    dot_rows4_q5_0_q8_0,
+    dot_rows4_q5_1_q8_1,
+    dot_rows4_q8_0_q8_0
+);
+avx2_wrappers4!(
+    tiled4_q2_k,
+    tiled4_q3_k,
+    tiled4_q4_k,
+    tiled4_q5_k,
+    tiled4_q6_k,
+    gemm4_q4_k,
+    gemm4_q2_k,
+    dot4_q4_0_q8_0,
+    dot4_q4_1_q8_1,
+    dot4_q5_0_q8_0,
+    dot4_q5_1_q8_1,
+    dot4_q8_0_q8_0
 );
 
 /// The fused dot product for `weight` blocks with `kernel`, or `None` when the format is not
@@ -231,6 +274,8 @@ pub struct MatrixKernels {
     pub dot4: Option<Dot4Fn>,
     /// Every activation row of a batch of at least [`TILED_MIN_BATCH`], where it differs.
     pub dot_batch: Option<DotFn>,
+    /// `dot_batch` for four activation rows at once, where a faster kernel exists.
+    pub dot_batch4: Option<Dot4Fn>,
     /// Four weight rows against one activation row, where a faster kernel exists.
     pub dot_rows4: Option<DotRows4Fn>,
 }
@@ -248,53 +293,39 @@ pub fn matrix_kernels(
         dot: dot_fn(weight, kernel)?,
         dot4: dot4_fn(weight, kernel),
         dot_batch: None,
+        dot_batch4: None,
         dot_rows4: dot_rows4_fn(weight, kernel),
     };
     if is_repacked(weight, rows, flavor) {
         use GgmlType::*;
-        k = match weight {
-            Q4_0 => MatrixKernels {
-                dot: if simd {
-                    avx2_safe::repacked_q4_0
-                } else {
-                    kscalar::repacked_q4_0
-                },
-                dot4: None,
-                dot_batch: None,
-                dot_rows4: None,
-            },
-            Q4_K => MatrixKernels {
-                dot: if simd {
-                    avx2_safe::gemv_q4_k
-                } else {
-                    kscalar::gemv_q4_k
-                },
-                dot4: Some(if simd {
-                    avx2_safe::gemm4_q4_k
-                } else {
-                    kscalar::gemm4_q4_k
-                }),
-                dot_batch: None,
-                dot_rows4: None,
-            },
-            Q2_K => MatrixKernels {
-                dot: if simd {
-                    avx2_safe::gemv_q2_k
-                } else {
-                    kscalar::gemv_q2_k
-                },
-                dot4: Some(if simd {
-                    avx2_safe::gemm4_q2_k
-                } else {
-                    kscalar::gemm4_q2_k
-                }),
-                dot_batch: None,
-                dot_rows4: None,
-            },
-            _ => unreachable!("REPACKED lists these formats"),
+        let (dot, dot4, dot_rows4): (DotFn, Option<Dot4Fn>, Option<DotRows4Fn>) =
+            match (weight, simd) {
+                (Q4_0, true) => (avx2_safe::repacked_q4_0, None, None),
+                (Q4_0, false) => (kscalar::repacked_q4_0, None, None),
+                (Q4_K, true) => (
+                    avx2_safe::gemv_q4_k,
+                    Some(avx2_safe4::gemm4_q4_k),
+                    Some(avx2_safe_rows4::gemv_rows4_q4_k),
+                ),
+                (Q4_K, false) => (kscalar::gemv_q4_k, Some(kscalar::gemm4_q4_k), None),
+                (Q2_K, true) => (
+                    avx2_safe::gemv_q2_k,
+                    Some(avx2_safe4::gemm4_q2_k),
+                    Some(avx2_safe_rows4::gemv_rows4_q2_k),
+                ),
+                (Q2_K, false) => (kscalar::gemv_q2_k, Some(kscalar::gemm4_q2_k), None),
+                _ => unreachable!("REPACKED lists these formats"),
+            };
+        k = MatrixKernels {
+            dot,
+            dot4,
+            dot_batch: None,
+            dot_batch4: None,
+            dot_rows4,
         };
     } else if TILED.contains(&weight) {
         k.dot_batch = Some(tiled_fn(weight, simd));
+        k.dot_batch4 = simd.then(|| tiled4_fn(weight));
     }
     Some(k)
 }
@@ -313,6 +344,17 @@ fn tiled_fn(weight: GgmlType, simd: bool) -> DotFn {
         (Q5_K, true) => avx2_safe::tiled_q5_k,
         (Q6_K, true) => avx2_safe::tiled_q6_k,
         _ => unreachable!("TILED lists the K-quants"),
+    }
+}
+
+fn tiled4_fn(weight: GgmlType) -> Dot4Fn {
+    use GgmlType::*;
+    match weight {
+        Q2_K => avx2_safe4::tiled4_q2_k,
+        Q3_K => avx2_safe4::tiled4_q3_k,
+        Q4_K => avx2_safe4::tiled4_q4_k,
+        Q5_K => avx2_safe4::tiled4_q5_k,
+        _ => avx2_safe4::tiled4_q6_k,
     }
 }
 
@@ -357,42 +399,35 @@ mod kscalar {
 }
 
 /// The four-activation-row kernel for `weight`, where one exists for this kernel choice
-/// (AVX2 for Q4_1 and Q8_0); otherwise callers use the single-row kernel four times.
+/// (AVX2 for the 32-value formats); otherwise callers use the single-row kernel four times.
 pub fn dot4_fn(weight: GgmlType, kernel: Kernel) -> Option<Dot4Fn> {
     if kernel != Kernel::Avx2 || Kernel::best() != Kernel::Avx2 {
         return None;
     }
-    fn q4_1(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-        // SAFETY: returned only after AVX2, FMA and F16C were detected just above.
-        unsafe { avx2::dot4_q4_1_q8_1(w, a) }
-    }
-    fn q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-        // SAFETY: returned only after AVX2, FMA and F16C were detected just above.
-        unsafe { avx2::dot4_q8_0_q8_0(w, a) }
-    }
-    match weight {
-        GgmlType::Q4_1 => Some(q4_1),
-        GgmlType::Q8_0 => Some(q8_0),
-        _ => None,
-    }
+    use GgmlType::*;
+    Some(match weight {
+        Q4_0 => avx2_safe4::dot4_q4_0_q8_0,
+        Q4_1 => avx2_safe4::dot4_q4_1_q8_1,
+        Q5_0 => avx2_safe4::dot4_q5_0_q8_0,
+        Q5_1 => avx2_safe4::dot4_q5_1_q8_1,
+        Q8_0 => avx2_safe4::dot4_q8_0_q8_0,
+        _ => return None,
+    })
 }
 
-/// The four-weight-row kernel for `weight`, where one exists (AVX2 for Q4_1 and Q8_0).
+/// The four-weight-row kernel for `weight`, where one exists (AVX2 for the 32-value
+/// formats).
 pub fn dot_rows4_fn(weight: GgmlType, kernel: Kernel) -> Option<DotRows4Fn> {
     if kernel != Kernel::Avx2 || Kernel::best() != Kernel::Avx2 {
         return None;
     }
-    fn q4_1(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-        // SAFETY: returned only after AVX2, FMA and F16C were detected just above.
-        unsafe { avx2::dot_rows4_q4_1_q8_1(w, a) }
-    }
-    fn q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-        // SAFETY: returned only after AVX2, FMA and F16C were detected just above.
-        unsafe { avx2::dot_rows4_q8_0_q8_0(w, a) }
-    }
-    match weight {
-        GgmlType::Q4_1 => Some(q4_1),
-        GgmlType::Q8_0 => Some(q8_0),
-        _ => None,
-    }
+    use GgmlType::*;
+    Some(match weight {
+        Q4_0 => avx2_safe_rows4::dot_rows4_q4_0_q8_0,
+        Q4_1 => avx2_safe_rows4::dot_rows4_q4_1_q8_1,
+        Q5_0 => avx2_safe_rows4::dot_rows4_q5_0_q8_0,
+        Q5_1 => avx2_safe_rows4::dot_rows4_q5_1_q8_1,
+        Q8_0 => avx2_safe_rows4::dot_rows4_q8_0_q8_0,
+        _ => return None,
+    })
 }

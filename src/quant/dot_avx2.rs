@@ -237,6 +237,138 @@ pub(crate) unsafe fn dot_rows4_q8_0_q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
 }
 
+/// A 32-value block of Q4_0, Q5_0 or Q5_1 as 32 bytes, as its single-row kernel builds them
+/// (signed for Q4_0 and Q5_0, unsigned for Q5_1).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy_quants(ty: GgmlType, x: &[u8]) -> __m256i {
+    match ty {
+        GgmlType::Q4_0 => _mm256_sub_epi8(nibbles32(x[2..18].as_ptr()), _mm256_set1_epi8(8)),
+        GgmlType::Q5_0 => {
+            let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+            let hi = _mm256_andnot_si256(bits32(qh), _mm256_set1_epi8(0xf0u8 as i8));
+            _mm256_or_si256(nibbles32(x[6..22].as_ptr()), hi)
+        }
+        _ => {
+            let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
+            let hi = _mm256_and_si256(bits32(qh), _mm256_set1_epi8(0x10));
+            _mm256_or_si256(nibbles32(x[8..24].as_ptr()), hi)
+        }
+    }
+}
+
+/// (weight block bytes, activation block bytes, offset of the activation quants) of Q4_0,
+/// Q5_0 or Q5_1.
+#[inline(always)]
+fn legacy_layout(ty: GgmlType) -> (usize, usize, usize) {
+    match ty {
+        GgmlType::Q4_0 => (18, 34, 2),
+        GgmlType::Q5_0 => (22, 34, 2),
+        _ => (24, 36, 4),
+    }
+}
+
+/// Q4_0, Q5_0 or Q5_1 weights · four activation rows, the weight block unpacked once;
+/// each result equals the single-row kernel's bit for bit (same operations per row).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_legacy(ty: GgmlType, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    let (wb, ab, at) = legacy_layout(ty);
+    let has_min = ty == GgmlType::Q5_1;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [0.0f32; 4];
+    for (b, x) in w.chunks_exact(wb).enumerate() {
+        let qx = legacy_quants(ty, x);
+        let dx = f16_at(x);
+        for t in 0..4 {
+            let y = &a[t][ab * b..ab * (b + 1)];
+            let m = if has_min {
+                madd_us(qx, load(&y[at..]))
+            } else {
+                madd_ss(qx, load(&y[at..]))
+            };
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * f16_at(y)),
+                _mm256_cvtepi32_ps(m),
+                acc[t],
+            );
+            if has_min {
+                mins[t] = f16_at(&x[2..]).mul_add(f16_at(&y[2..]), mins[t]);
+            }
+        }
+    }
+    std::array::from_fn(|t| hsum(acc[t]) + mins[t])
+}
+
+/// Four Q4_0, Q5_0 or Q5_1 weight rows · one activation row: four independent chains; each
+/// result equals the single-row kernel's bit for bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows4_legacy(ty: GgmlType, w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    let (wb, ab, at) = legacy_layout(ty);
+    let has_min = ty == GgmlType::Q5_1;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [0.0f32; 4];
+    for (b, y) in a.chunks_exact(ab).take(w[0].len() / wb).enumerate() {
+        let qy = load(&y[at..]);
+        let dy = f16_at(y);
+        for r in 0..4 {
+            let x = &w[r][wb * b..wb * (b + 1)];
+            let qx = legacy_quants(ty, x);
+            let m = if has_min {
+                madd_us(qx, qy)
+            } else {
+                madd_ss(qx, qy)
+            };
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(f16_at(x) * dy),
+                _mm256_cvtepi32_ps(m),
+                acc[r],
+            );
+            if has_min {
+                mins[r] = f16_at(&x[2..]).mul_add(f16_at(&y[2..]), mins[r]);
+            }
+        }
+    }
+    std::array::from_fn(|r| hsum(acc[r]) + mins[r])
+}
+
+/// [`dot4_legacy`] for Q4_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_0_q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    dot4_legacy(GgmlType::Q4_0, w, a)
+}
+
+/// [`dot4_legacy`] for Q5_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q5_0_q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    dot4_legacy(GgmlType::Q5_0, w, a)
+}
+
+/// [`dot4_legacy`] for Q5_1.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q5_1_q8_1(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    dot4_legacy(GgmlType::Q5_1, w, a)
+}
+
+/// [`rows4_legacy`] for Q4_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_rows4_q4_0_q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    rows4_legacy(GgmlType::Q4_0, w, a)
+}
+
+/// [`rows4_legacy`] for Q5_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_rows4_q5_0_q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    rows4_legacy(GgmlType::Q5_0, w, a)
+}
+
+/// [`rows4_legacy`] for Q5_1.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_rows4_q5_1_q8_1(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    rows4_legacy(GgmlType::Q5_1, w, a)
+}
+
 /// Pairs of 16-value scales as i16 lanes for `_mm256_madd_epi16` after `maddubs`: lanes 0..8
 /// cover values 0..16 of a 32-value run, lanes 8..16 values 16..32.
 #[inline]
@@ -258,10 +390,10 @@ type Quarters = [__m256i; 4];
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q2k_quarters(x: &[u8], y: &[u8]) -> Quarters {
+unsafe fn q2k_quarters<const N: usize>(x: &[u8], ys: [&[u8]; N]) -> [Quarters; N] {
     let scales = &x[..16];
     let mask = _mm256_set1_epi8(3);
-    let mut q = [_mm256_setzero_si256(); 4];
+    let mut q = [[_mm256_setzero_si256(); 4]; N];
     for g in 0..2 {
         let bits = load(&x[16 + 32 * g..]);
         for s in 0..4 {
@@ -270,12 +402,14 @@ unsafe fn q2k_quarters(x: &[u8], y: &[u8]) -> Quarters {
                 mask,
             );
             let k = 128 * g + 32 * s;
-            let p = _mm256_maddubs_epi16(qv, load(&y[4 + k..]));
             let sc = scale_pair(
                 (scales[k / 16] & 0x0f) as i32,
                 (scales[k / 16 + 1] & 0x0f) as i32,
             );
-            q[k / 64] = _mm256_add_epi32(q[k / 64], _mm256_madd_epi16(p, sc));
+            for t in 0..N {
+                let p = _mm256_maddubs_epi16(qv, load(&ys[t][4 + k..]));
+                q[t][k / 64] = _mm256_add_epi32(q[t][k / 64], _mm256_madd_epi16(p, sc));
+            }
         }
     }
     q
@@ -283,12 +417,12 @@ unsafe fn q2k_quarters(x: &[u8], y: &[u8]) -> Quarters {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q3k_quarters(x: &[u8], y: &[u8]) -> Quarters {
+unsafe fn q3k_quarters<const N: usize>(x: &[u8], ys: [&[u8]; N]) -> [Quarters; N] {
     let mask = _mm256_set1_epi8(3);
     let one = _mm256_set1_epi8(1);
     let scales = q3k_scales(&x[96..108]);
     let hmask = load(&x[..32]);
-    let mut q = [_mm256_setzero_si256(); 4];
+    let mut q = [[_mm256_setzero_si256(); 4]; N];
     for g in 0..2 {
         let bits = load(&x[32 + 32 * g..]);
         for s in 0..4 {
@@ -303,13 +437,15 @@ unsafe fn q3k_quarters(x: &[u8], y: &[u8]) -> Quarters {
             );
             // 4 where the high bit is clear: q = low - 4 * (1 - hbit).
             let sub4 = _mm256_slli_epi16(_mm256_xor_si256(hbit, one), 2);
-            let qy = load(&y[4 + k..]);
-            let p = _mm256_sub_epi16(
-                _mm256_maddubs_epi16(low, qy),
-                _mm256_maddubs_epi16(sub4, qy),
-            );
             let sc = scale_pair(scales[k / 16] as i32, scales[k / 16 + 1] as i32);
-            q[k / 64] = _mm256_add_epi32(q[k / 64], _mm256_madd_epi16(p, sc));
+            for t in 0..N {
+                let qy = load(&ys[t][4 + k..]);
+                let p = _mm256_sub_epi16(
+                    _mm256_maddubs_epi16(low, qy),
+                    _mm256_maddubs_epi16(sub4, qy),
+                );
+                q[t][k / 64] = _mm256_add_epi32(q[t][k / 64], _mm256_madd_epi16(p, sc));
+            }
         }
     }
     q
@@ -318,12 +454,17 @@ unsafe fn q3k_quarters(x: &[u8], y: &[u8]) -> Quarters {
 /// Q4_K (`qh` `None`) or Q5_K quarters.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q45k_quarters(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> Quarters {
+unsafe fn q45k_quarters<const N: usize>(
+    x: &[u8],
+    qh: Option<&[u8]>,
+    qs: &[u8],
+    ys: [&[u8]; N],
+) -> [Quarters; N] {
     let (sc, _) = q4k_scales_mins(&x[4..16]);
     let low_mask = _mm256_set1_epi8(0x0f);
     let one = _mm256_set1_epi8(1);
     let hbits = qh.map(|h| load(h));
-    let mut q = [_mm256_setzero_si256(); 4];
+    let mut q = [[_mm256_setzero_si256(); 4]; N];
     for g in 0..4 {
         let bits = load(&qs[32 * g..]);
         let mut lo = _mm256_and_si256(bits, low_mask);
@@ -337,46 +478,50 @@ unsafe fn q45k_quarters(x: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &[u8]) -> Qua
             lo = _mm256_or_si256(lo, _mm256_slli_epi16(b_lo, 4));
             hi = _mm256_or_si256(hi, _mm256_slli_epi16(b_hi, 4));
         }
-        let p_lo = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(lo, load(&y[4 + 64 * g..])),
+        let (s_lo, s_hi) = (
             _mm256_set1_epi16(sc[2 * g] as i16),
-        );
-        let p_hi = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(hi, load(&y[36 + 64 * g..])),
             _mm256_set1_epi16(sc[2 * g + 1] as i16),
         );
-        q[g] = _mm256_add_epi32(p_lo, p_hi);
+        for t in 0..N {
+            let p_lo =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load(&ys[t][4 + 64 * g..])), s_lo);
+            let p_hi =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load(&ys[t][36 + 64 * g..])), s_hi);
+            q[t][g] = _mm256_add_epi32(p_lo, p_hi);
+        }
     }
     q
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_quarters(x: &[u8], y: &[u8]) -> Quarters {
+unsafe fn q6k_quarters<const N: usize>(x: &[u8], ys: [&[u8]; N]) -> [Quarters; N] {
     let scales = &x[192..208];
     let low_mask = _mm256_set1_epi8(0x0f);
     let two_bits = _mm256_set1_epi8(3);
-    let mut q = [_mm256_setzero_si256(); 4];
+    let mut q = [[_mm256_setzero_si256(); 4]; N];
     for g in 0..2 {
         let ql0 = load(&x[64 * g..]);
         let ql1 = load(&x[64 * g + 32..]);
         let qh = load(&x[128 + 32 * g..]);
-        for t in 0..4 {
-            let ql = if t % 2 == 0 { ql0 } else { ql1 };
-            let low = if t < 2 {
+        for t4 in 0..4 {
+            let ql = if t4 % 2 == 0 { ql0 } else { ql1 };
+            let low = if t4 < 2 {
                 _mm256_and_si256(ql, low_mask)
             } else {
                 _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask)
             };
             let high = _mm256_and_si256(
-                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * t as i32)),
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * t4 as i32)),
                 two_bits,
             );
             let qv = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-            let k = 128 * g + 32 * t;
-            let p = _mm256_maddubs_epi16(qv, load(&y[4 + k..]));
+            let k = 128 * g + 32 * t4;
             let sc = scale_pair(scales[k / 16] as i8 as i32, scales[k / 16 + 1] as i8 as i32);
-            q[k / 64] = _mm256_add_epi32(q[k / 64], _mm256_madd_epi16(p, sc));
+            for t in 0..N {
+                let p = _mm256_maddubs_epi16(qv, load(&ys[t][4 + k..]));
+                q[t][k / 64] = _mm256_add_epi32(q[t][k / 64], _mm256_madd_epi16(p, sc));
+            }
         }
     }
     q
@@ -397,17 +542,28 @@ unsafe fn add4(q: Quarters) -> __m256i {
     _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]))
 }
 
-/// The quarters of one block of K-quant `ty`.
+/// The quarters of one block of K-quant `ty` against `N` activation rows (the weights
+/// unpacked once for all of them).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quarters(ty: GgmlType, x: &[u8], y: &[u8]) -> Quarters {
+unsafe fn quarters<const N: usize>(ty: GgmlType, x: &[u8], ys: [&[u8]; N]) -> [Quarters; N] {
     match ty {
-        GgmlType::Q2_K => q2k_quarters(x, y),
-        GgmlType::Q3_K => q3k_quarters(x, y),
-        GgmlType::Q4_K => q45k_quarters(x, None, &x[16..144], y),
-        GgmlType::Q5_K => q45k_quarters(x, Some(&x[16..48]), &x[48..176], y),
-        _ => q6k_quarters(x, y),
+        GgmlType::Q2_K => q2k_quarters(x, ys),
+        GgmlType::Q3_K => q3k_quarters(x, ys),
+        GgmlType::Q4_K => q45k_quarters(x, None, &x[16..144], ys),
+        GgmlType::Q5_K => q45k_quarters(x, Some(&x[16..48]), &x[48..176], ys),
+        _ => q6k_quarters(x, ys),
     }
+}
+
+/// The sums of four vectors of eight i32 lanes, as one vector of four: exact.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum4(v: [__m256i; 4]) -> __m128i {
+    let a = _mm256_hadd_epi32(v[0], v[1]);
+    let b = _mm256_hadd_epi32(v[2], v[3]);
+    let c = _mm256_hadd_epi32(a, b);
+    _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1))
 }
 
 /// A K-quant block's scale and min scale (zero without mins).
@@ -426,17 +582,23 @@ fn f16_bits(b: &[u8]) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
 }
 
-/// `Σ min[s] * bsum[s]` over the 16-value groups `s0..s1` of a block with mins.
+/// The min of each 16 values of a K-quant block (zero for formats without mins).
 #[inline(always)]
-fn k_imin(ty: GgmlType, x: &[u8], y: &[u8], s0: usize, s1: usize) -> i32 {
+fn k_mins(ty: GgmlType, x: &[u8]) -> [i32; 16] {
     match ty {
-        GgmlType::Q2_K => (s0..s1).map(|s| (x[s] >> 4) as i32 * bsum(y, s)).sum(),
+        GgmlType::Q2_K => std::array::from_fn(|s| (x[s] >> 4) as i32),
         GgmlType::Q4_K | GgmlType::Q5_K => {
             let (_, m) = q4k_scales_mins(&x[4..16]);
-            (s0..s1).map(|s| m[s / 2] as i32 * bsum(y, s)).sum()
+            std::array::from_fn(|s| m[s / 2] as i32)
         }
-        _ => 0,
+        _ => [0; 16],
     }
+}
+
+/// `Σ mins[s] * bsum[s]` over the 16-value groups `s0..s1`.
+#[inline(always)]
+fn k_imin(mins: &[i32; 16], y: &[u8], s0: usize, s1: usize) -> i32 {
+    (s0..s1).map(|s| mins[s] * bsum(y, s)).sum()
 }
 
 /// K-quant weights · Q8_K activations in llama.cpp's AVX2 vec-dot order (see
@@ -453,7 +615,8 @@ unsafe fn vec_dot_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
         let (dw, dmw) = k_scales(ty, x);
         let d = d_a * dw;
         let dmin = -d_a * dmw;
-        let mut lanes = add4(quarters(ty, x, y));
+        let [q] = quarters(ty, x, [y]);
+        let mut lanes = add4(q);
         match ty {
             GgmlType::Q2_K => {
                 let sc = _mm_loadu_si128(x.as_ptr() as *const __m128i);
@@ -471,7 +634,7 @@ unsafe fn vec_dot_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
                 let prod = _mm_loadu_si128(p.as_ptr() as *const __m128i);
                 acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
             }
-            GgmlType::Q5_K => summs = dmin.mul_add(k_imin(ty, x, y, 0, 16) as f32, summs),
+            GgmlType::Q5_K => summs = dmin.mul_add(k_imin(&k_mins(ty, x), y, 0, 16) as f32, summs),
             GgmlType::Q6_K => lanes = _mm256_sub_epi32(lanes, q6k_offset(x, y)),
             _ => {}
         }
@@ -494,13 +657,14 @@ unsafe fn tiled_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     let bytes = ty.row_bytes(256).unwrap_or(1);
     for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(292)) {
         let (dw, dmw) = k_scales(ty, x);
-        let mut lanes = add4(quarters(ty, x, y));
+        let [q] = quarters(ty, x, [y]);
+        let mut lanes = add4(q);
         if ty == GgmlType::Q6_K {
             lanes = _mm256_sub_epi32(lanes, q6k_offset(x, y));
         }
         let mut r = hsum_i32(lanes) as f32 * dw;
         if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
-            r = (-dmw).mul_add(k_imin(ty, x, y, 0, 16) as f32, r);
+            r = (-dmw).mul_add(k_imin(&k_mins(ty, x), y, 0, 16) as f32, r);
         }
         acc = r.mul_add(f32_at(y), acc);
     }
@@ -518,7 +682,8 @@ unsafe fn repacked_k(ty: GgmlType, step: usize, w: &[u8], a: &[u8]) -> f32 {
         let d_a = f32_at(y);
         let (dw, dmw) = k_scales(ty, x);
         let (d, dmin) = (dw * d_a, dmw * d_a);
-        let q = quarters(ty, x, y);
+        let mins = k_mins(ty, x);
+        let [q] = quarters(ty, x, [y]);
         let per = step / 64;
         for p in 0..4 / per {
             let mut s = q[p * per];
@@ -526,11 +691,157 @@ unsafe fn repacked_k(ty: GgmlType, step: usize, w: &[u8], a: &[u8]) -> f32 {
                 s = _mm256_add_epi32(s, q[p * per + i]);
             }
             acc = (hsum_i32(s) as f32).mul_add(d, acc);
-            let imin = k_imin(ty, x, y, p * step / 16, (p + 1) * step / 16);
+            let imin = k_imin(&mins, y, p * step / 16, (p + 1) * step / 16);
             acc_min = (imin as f32).mul_add(dmin, acc_min);
         }
     }
     acc - acc_min
+}
+
+/// The activation blocks `b` of four rows.
+#[inline(always)]
+fn blocks4<'a>(a: &[&'a [u8]; 4], b: usize) -> [&'a [u8]; 4] {
+    std::array::from_fn(|t| &a[t][292 * b..292 * (b + 1)])
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lanes4(v: [f32; 4]) -> __m128 {
+    _mm_loadu_ps(v.as_ptr())
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ints4(v: [i32; 4]) -> __m128 {
+    _mm_cvtepi32_ps(_mm_loadu_si128(v.as_ptr() as *const __m128i))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn out4(v: __m128) -> [f32; 4] {
+    let mut o = [0f32; 4];
+    _mm_storeu_ps(o.as_mut_ptr(), v);
+    o
+}
+
+/// [`tiled_k`] for four activation rows, the weights unpacked once: each lane performs the
+/// same operations as the single-row kernel, so each result equals it bit for bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tiled4_k(ty: GgmlType, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    let mut acc = _mm_setzero_ps();
+    let bytes = ty.row_bytes(256).unwrap_or(1);
+    for (b, x) in w.chunks_exact(bytes).enumerate() {
+        let ys = blocks4(a, b);
+        let (dw, dmw) = k_scales(ty, x);
+        let q = quarters(ty, x, ys);
+        let lanes: [__m256i; 4] = std::array::from_fn(|t| {
+            let l = add4(q[t]);
+            if ty == GgmlType::Q6_K {
+                _mm256_sub_epi32(l, q6k_offset(x, ys[t]))
+            } else {
+                l
+            }
+        });
+        let mut r = _mm_mul_ps(_mm_cvtepi32_ps(hsum4(lanes)), _mm_set1_ps(dw));
+        if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
+            let mins = k_mins(ty, x);
+            let imin = ys.map(|y| k_imin(&mins, y, 0, 16));
+            r = _mm_fnmadd_ps(_mm_set1_ps(dmw), ints4(imin), r);
+        }
+        acc = _mm_fmadd_ps(r, lanes4(ys.map(f32_at)), acc);
+    }
+    out4(acc)
+}
+
+/// [`repacked_k`] for four activation rows (llama.cpp's gemm), the weights unpacked once;
+/// each result equals the single-row kernel's bit for bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn repacked4_k(ty: GgmlType, step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
+    let bytes = ty.row_bytes(256).unwrap_or(1);
+    let per = step / 64;
+    for (b, x) in w.chunks_exact(bytes).enumerate() {
+        let ys = blocks4(a, b);
+        let (dw, dmw) = k_scales(ty, x);
+        let d_a = lanes4(ys.map(f32_at));
+        let (d, dmin) = (
+            _mm_mul_ps(_mm_set1_ps(dw), d_a),
+            _mm_mul_ps(_mm_set1_ps(dmw), d_a),
+        );
+        let q = quarters(ty, x, ys);
+        let mins = k_mins(ty, x);
+        for p in 0..4 / per {
+            let s: [__m256i; 4] = std::array::from_fn(|t| {
+                let mut s = q[t][p * per];
+                for i in 1..per {
+                    s = _mm256_add_epi32(s, q[t][p * per + i]);
+                }
+                s
+            });
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4(s)), d, acc);
+            let imin = ys.map(|y| k_imin(&mins, y, p * step / 16, (p + 1) * step / 16));
+            acc_min = _mm_fmadd_ps(ints4(imin), dmin, acc_min);
+        }
+    }
+    out4(_mm_sub_ps(acc, acc_min))
+}
+
+/// [`repacked_k`] with one step per block (llama.cpp's gemv) for four weight rows against
+/// one activation row: four independent chains; each result equals the single-row kernel's.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn repacked_rows4_k(ty: GgmlType, w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
+    let bytes = ty.row_bytes(256).unwrap_or(1);
+    for (b, y) in a.chunks_exact(292).take(w[0].len() / bytes).enumerate() {
+        let xs: [&[u8]; 4] = std::array::from_fn(|r| &w[r][bytes * b..bytes * (b + 1)]);
+        let d_a = _mm_set1_ps(f32_at(y));
+        let scales = xs.map(|x| k_scales(ty, x));
+        let d = _mm_mul_ps(lanes4(scales.map(|s| s.0)), d_a);
+        let dmin = _mm_mul_ps(lanes4(scales.map(|s| s.1)), d_a);
+        let lanes: [__m256i; 4] = std::array::from_fn(|r| {
+            let [q] = quarters(ty, xs[r], [y]);
+            add4(q)
+        });
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4(lanes)), d, acc);
+        let imin = xs.map(|x| k_imin(&k_mins(ty, x), y, 0, 16));
+        acc_min = _mm_fmadd_ps(ints4(imin), dmin, acc_min);
+    }
+    out4(_mm_sub_ps(acc, acc_min))
+}
+
+macro_rules! k4_entries {
+    ($($name:ident => $f:ident($($arg:expr),*);)*) => {
+        $(
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(crate) unsafe fn $name(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                $f($($arg,)* w, a)
+            }
+        )*
+    };
+}
+k4_entries! {
+    tiled4_q2_k => tiled4_k(GgmlType::Q2_K);
+    tiled4_q3_k => tiled4_k(GgmlType::Q3_K);
+    tiled4_q4_k => tiled4_k(GgmlType::Q4_K);
+    tiled4_q5_k => tiled4_k(GgmlType::Q5_K);
+    tiled4_q6_k => tiled4_k(GgmlType::Q6_K);
+    gemm4_q4_k => repacked4_k(GgmlType::Q4_K, 64);
+    gemm4_q2_k => repacked4_k(GgmlType::Q2_K, 128);
+}
+
+/// [`repacked_rows4_k`] for Q4_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv_rows4_q4_k(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    repacked_rows4_k(GgmlType::Q4_K, w, a)
+}
+
+/// [`repacked_rows4_k`] for Q2_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv_rows4_q2_k(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    repacked_rows4_k(GgmlType::Q2_K, w, a)
 }
 
 macro_rules! k_entries {
@@ -555,9 +866,7 @@ k_entries! {
     tiled_q5_k => tiled_k(GgmlType::Q5_K);
     tiled_q6_k => tiled_k(GgmlType::Q6_K);
     gemv_q4_k => repacked_k(GgmlType::Q4_K, 256);
-    gemm_q4_k => repacked_k(GgmlType::Q4_K, 64);
     gemv_q2_k => repacked_k(GgmlType::Q2_K, 256);
-    gemm_q2_k => repacked_k(GgmlType::Q2_K, 128);
 }
 
 /// Q4_0 weights · Q8_0 activations in llama.cpp's repacked order (`korder::repacked_q4_0`).

@@ -101,6 +101,22 @@ proptest! {
                                 }
                             }
                         }
+                        if let (Some(b4), Some(sb)) = (m.dot_batch4, s.dot_batch) {
+                            let got = b4(&w, &four);
+                            for t in 0..4 {
+                                prop_assert_eq!(got[t].to_bits(), sb(&w, four[t]).to_bits(), "{} {:?} batch4 row {}", ty, flavor, t);
+                            }
+                        }
+                        if let Some(r4) = m.dot_rows4 {
+                            let ws: Vec<Vec<u8>> = (0..4).map(|_| random_row(ty, n, scale, &mut rng)).collect();
+                            let got = r4(&[&ws[0][..], &ws[1][..], &ws[2][..], &ws[3][..]], a);
+                            for r in 0..4 {
+                                let want = (s.dot)(&ws[r], a);
+                                if exact {
+                                    prop_assert_eq!(got[r].to_bits(), want.to_bits(), "{} {:?} rows4 row {}", ty, flavor, r);
+                                }
+                            }
+                        }
                     }
                 }
             }
