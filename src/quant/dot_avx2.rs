@@ -257,6 +257,10 @@ unsafe fn legacy_quants(ty: GgmlType, x: &[u8]) -> __m256i {
     }
 }
 
+/// The formats of [`dot4_legacy`] and [`rows4_legacy`], by their const parameter (so each
+/// is compiled for one format, its layout constants folded in).
+const LEGACY: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1];
+
 /// (weight block bytes, activation block bytes, offset of the activation quants) of Q4_0,
 /// Q5_0 or Q5_1.
 #[inline(always)]
@@ -272,7 +276,8 @@ fn legacy_layout(ty: GgmlType) -> (usize, usize, usize) {
 /// each result equals the single-row kernel's bit for bit (same operations per row).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot4_legacy(ty: GgmlType, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+unsafe fn dot4_legacy<const T: u8>(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    let ty = LEGACY[T as usize];
     let (wb, ab, at) = legacy_layout(ty);
     let has_min = ty == GgmlType::Q5_1;
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -304,7 +309,8 @@ unsafe fn dot4_legacy(ty: GgmlType, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
 /// result equals the single-row kernel's bit for bit.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows4_legacy(ty: GgmlType, w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    let ty = LEGACY[T as usize];
     let (wb, ab, at) = legacy_layout(ty);
     let has_min = ty == GgmlType::Q5_1;
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -336,37 +342,37 @@ unsafe fn rows4_legacy(ty: GgmlType, w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
 /// [`dot4_legacy`] for Q4_0.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q4_0_q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-    dot4_legacy(GgmlType::Q4_0, w, a)
+    dot4_legacy::<0>(w, a)
 }
 
 /// [`dot4_legacy`] for Q5_0.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q5_0_q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-    dot4_legacy(GgmlType::Q5_0, w, a)
+    dot4_legacy::<1>(w, a)
 }
 
 /// [`dot4_legacy`] for Q5_1.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q5_1_q8_1(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-    dot4_legacy(GgmlType::Q5_1, w, a)
+    dot4_legacy::<2>(w, a)
 }
 
 /// [`rows4_legacy`] for Q4_0.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_rows4_q4_0_q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    rows4_legacy(GgmlType::Q4_0, w, a)
+    rows4_legacy::<0>(w, a)
 }
 
 /// [`rows4_legacy`] for Q5_0.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_rows4_q5_0_q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    rows4_legacy(GgmlType::Q5_0, w, a)
+    rows4_legacy::<1>(w, a)
 }
 
 /// [`rows4_legacy`] for Q5_1.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_rows4_q5_1_q8_1(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    rows4_legacy(GgmlType::Q5_1, w, a)
+    rows4_legacy::<2>(w, a)
 }
 
 /// Pairs of 16-value scales as i16 lanes for `_mm256_madd_epi16` after `maddubs`: lanes 0..8
@@ -542,6 +548,16 @@ unsafe fn add4(q: Quarters) -> __m256i {
     _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]))
 }
 
+/// The K-quants by the const parameter of the generic kernels below (each compiled for one
+/// format, its dispatch folded away).
+const KQUANTS: [GgmlType; 5] = [
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
 /// The quarters of one block of K-quant `ty` against `N` activation rows (the weights
 /// unpacked once for all of them).
 #[inline]
@@ -605,7 +621,8 @@ fn k_imin(mins: &[i32; 16], y: &[u8], s0: usize, s1: usize) -> i32 {
 /// `korder::vec_dot`, which this equals bit for bit).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+unsafe fn vec_dot_k<const K: u8>(w: &[u8], a: &[u8]) -> f32 {
+    let ty = KQUANTS[K as usize];
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     let mut summs = 0f32;
@@ -652,7 +669,8 @@ unsafe fn vec_dot_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
 /// K-quant weights · Q8_K activations in llama.cpp's tiled order (`korder::tiled`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tiled_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+unsafe fn tiled_k<const K: u8>(w: &[u8], a: &[u8]) -> f32 {
+    let ty = KQUANTS[K as usize];
     let mut acc = 0f32;
     let bytes = ty.row_bytes(256).unwrap_or(1);
     for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(292)) {
@@ -675,7 +693,8 @@ unsafe fn tiled_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
 /// multiply-add per `step` values (`korder::repacked`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn repacked_k(ty: GgmlType, step: usize, w: &[u8], a: &[u8]) -> f32 {
+unsafe fn repacked_k<const K: u8>(step: usize, w: &[u8], a: &[u8]) -> f32 {
+    let ty = KQUANTS[K as usize];
     let (mut acc, mut acc_min) = (0f32, 0f32);
     let bytes = ty.row_bytes(256).unwrap_or(1);
     for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(292)) {
@@ -728,7 +747,8 @@ unsafe fn out4(v: __m128) -> [f32; 4] {
 /// same operations as the single-row kernel, so each result equals it bit for bit.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tiled4_k(ty: GgmlType, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+unsafe fn tiled4_k<const K: u8>(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    let ty = KQUANTS[K as usize];
     let mut acc = _mm_setzero_ps();
     let bytes = ty.row_bytes(256).unwrap_or(1);
     for (b, x) in w.chunks_exact(bytes).enumerate() {
@@ -758,7 +778,8 @@ unsafe fn tiled4_k(ty: GgmlType, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
 /// each result equals the single-row kernel's bit for bit.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn repacked4_k(ty: GgmlType, step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+unsafe fn repacked4_k<const K: u8>(step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    let ty = KQUANTS[K as usize];
     let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
     let bytes = ty.row_bytes(256).unwrap_or(1);
     let per = step / 64;
@@ -792,7 +813,8 @@ unsafe fn repacked4_k(ty: GgmlType, step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f
 /// one activation row: four independent chains; each result equals the single-row kernel's.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn repacked_rows4_k(ty: GgmlType, w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+unsafe fn repacked_rows4_k<const K: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    let ty = KQUANTS[K as usize];
     let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
     let bytes = ty.row_bytes(256).unwrap_or(1);
     for (b, y) in a.chunks_exact(292).take(w[0].len() / bytes).enumerate() {
@@ -813,60 +835,60 @@ unsafe fn repacked_rows4_k(ty: GgmlType, w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
 }
 
 macro_rules! k4_entries {
-    ($($name:ident => $f:ident($($arg:expr),*);)*) => {
+    ($($name:ident => $f:ident<$k:literal>($($arg:expr),*);)*) => {
         $(
             #[target_feature(enable = "avx2,fma,f16c")]
             pub(crate) unsafe fn $name(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-                $f($($arg,)* w, a)
+                $f::<$k>($($arg,)* w, a)
             }
         )*
     };
 }
 k4_entries! {
-    tiled4_q2_k => tiled4_k(GgmlType::Q2_K);
-    tiled4_q3_k => tiled4_k(GgmlType::Q3_K);
-    tiled4_q4_k => tiled4_k(GgmlType::Q4_K);
-    tiled4_q5_k => tiled4_k(GgmlType::Q5_K);
-    tiled4_q6_k => tiled4_k(GgmlType::Q6_K);
-    gemm4_q4_k => repacked4_k(GgmlType::Q4_K, 64);
-    gemm4_q2_k => repacked4_k(GgmlType::Q2_K, 128);
+    tiled4_q2_k => tiled4_k<0>();
+    tiled4_q3_k => tiled4_k<1>();
+    tiled4_q4_k => tiled4_k<2>();
+    tiled4_q5_k => tiled4_k<3>();
+    tiled4_q6_k => tiled4_k<4>();
+    gemm4_q4_k => repacked4_k<2>(64);
+    gemm4_q2_k => repacked4_k<0>(128);
 }
 
 /// [`repacked_rows4_k`] for Q4_K.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gemv_rows4_q4_k(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    repacked_rows4_k(GgmlType::Q4_K, w, a)
+    repacked_rows4_k::<2>(w, a)
 }
 
 /// [`repacked_rows4_k`] for Q2_K.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gemv_rows4_q2_k(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    repacked_rows4_k(GgmlType::Q2_K, w, a)
+    repacked_rows4_k::<0>(w, a)
 }
 
 macro_rules! k_entries {
-    ($($name:ident => $f:ident($($arg:expr),*);)*) => {
+    ($($name:ident => $f:ident<$k:literal>($($arg:expr),*);)*) => {
         $(
             #[target_feature(enable = "avx2,fma,f16c")]
             pub(crate) unsafe fn $name(w: &[u8], a: &[u8]) -> f32 {
-                $f($($arg,)* w, a)
+                $f::<$k>($($arg,)* w, a)
             }
         )*
     };
 }
 k_entries! {
-    dot_q2_k_q8_k => vec_dot_k(GgmlType::Q2_K);
-    dot_q3_k_q8_k => vec_dot_k(GgmlType::Q3_K);
-    dot_q4_k_q8_k => vec_dot_k(GgmlType::Q4_K);
-    dot_q5_k_q8_k => vec_dot_k(GgmlType::Q5_K);
-    dot_q6_k_q8_k => vec_dot_k(GgmlType::Q6_K);
-    tiled_q2_k => tiled_k(GgmlType::Q2_K);
-    tiled_q3_k => tiled_k(GgmlType::Q3_K);
-    tiled_q4_k => tiled_k(GgmlType::Q4_K);
-    tiled_q5_k => tiled_k(GgmlType::Q5_K);
-    tiled_q6_k => tiled_k(GgmlType::Q6_K);
-    gemv_q4_k => repacked_k(GgmlType::Q4_K, 256);
-    gemv_q2_k => repacked_k(GgmlType::Q2_K, 256);
+    dot_q2_k_q8_k => vec_dot_k<0>();
+    dot_q3_k_q8_k => vec_dot_k<1>();
+    dot_q4_k_q8_k => vec_dot_k<2>();
+    dot_q5_k_q8_k => vec_dot_k<3>();
+    dot_q6_k_q8_k => vec_dot_k<4>();
+    tiled_q2_k => tiled_k<0>();
+    tiled_q3_k => tiled_k<1>();
+    tiled_q4_k => tiled_k<2>();
+    tiled_q5_k => tiled_k<3>();
+    tiled_q6_k => tiled_k<4>();
+    gemv_q4_k => repacked_k<2>(256);
+    gemv_q2_k => repacked_k<0>(256);
 }
 
 /// Q4_0 weights · Q8_0 activations in llama.cpp's repacked order (`korder::repacked_q4_0`).
