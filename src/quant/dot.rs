@@ -176,7 +176,8 @@ avx2_wrappers_rows4!(
     dot_rows4_q4_1_q8_1,
     dot_rows4_q5_0_q8_0,
     dot_rows4_q5_1_q8_1,
-    dot_rows4_q8_0_q8_0
+    dot_rows4_q8_0_q8_0,
+    repacked_rows4_q4_0
 );
 avx2_wrappers4!(
     tiled4_q2_k,
@@ -190,7 +191,8 @@ avx2_wrappers4!(
     dot4_q4_1_q8_1,
     dot4_q5_0_q8_0,
     dot4_q5_1_q8_1,
-    dot4_q8_0_q8_0
+    dot4_q8_0_q8_0,
+    repacked4_q4_0
 );
 
 /// The fused dot product for `weight` blocks with `kernel`, or `None` when the format is not
@@ -300,7 +302,11 @@ pub fn matrix_kernels(
         use GgmlType::*;
         let (dot, dot4, dot_rows4): (DotFn, Option<Dot4Fn>, Option<DotRows4Fn>) =
             match (weight, simd) {
-                (Q4_0, true) => (avx2_safe::repacked_q4_0, None, None),
+                (Q4_0, true) => (
+                    avx2_safe::repacked_q4_0,
+                    Some(avx2_safe4::repacked4_q4_0),
+                    Some(avx2_safe_rows4::repacked_rows4_q4_0),
+                ),
                 (Q4_0, false) => (kscalar::repacked_q4_0, None, None),
                 (Q4_K, true) => (
                     avx2_safe::gemv_q4_k,

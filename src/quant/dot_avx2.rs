@@ -302,7 +302,11 @@ unsafe fn dot4_legacy<const T: u8>(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
             }
         }
     }
-    std::array::from_fn(|t| hsum(acc[t]) + mins[t])
+    let mut out = [0f32; 4];
+    for t in 0..4 {
+        out[t] = hsum(acc[t]) + mins[t];
+    }
+    out
 }
 
 /// Four Q4_0, Q5_0 or Q5_1 weight rows · one activation row: four independent chains; each
@@ -336,7 +340,11 @@ unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
             }
         }
     }
-    std::array::from_fn(|r| hsum(acc[r]) + mins[r])
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        out[r] = hsum(acc[r]) + mins[r];
+    }
+    out
 }
 
 /// [`dot4_legacy`] for Q4_0.
@@ -469,7 +477,10 @@ unsafe fn q45k_quarters<const N: usize>(
     let (sc, _) = q4k_scales_mins(&x[4..16]);
     let low_mask = _mm256_set1_epi8(0x0f);
     let one = _mm256_set1_epi8(1);
-    let hbits = qh.map(|h| load(h));
+    let hbits = match qh {
+        Some(h) => Some(load(h)),
+        None => None,
+    };
     let mut q = [[_mm256_setzero_si256(); 4]; N];
     for g in 0..4 {
         let bits = load(&qs[32 * g..]);
@@ -717,12 +728,6 @@ unsafe fn repacked_k<const K: u8>(step: usize, w: &[u8], a: &[u8]) -> f32 {
     acc - acc_min
 }
 
-/// The activation blocks `b` of four rows.
-#[inline(always)]
-fn blocks4<'a>(a: &[&'a [u8]; 4], b: usize) -> [&'a [u8]; 4] {
-    std::array::from_fn(|t| &a[t][292 * b..292 * (b + 1)])
-}
-
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn lanes4(v: [f32; 4]) -> __m128 {
@@ -752,24 +757,32 @@ unsafe fn tiled4_k<const K: u8>(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
     let mut acc = _mm_setzero_ps();
     let bytes = ty.row_bytes(256).unwrap_or(1);
     for (b, x) in w.chunks_exact(bytes).enumerate() {
-        let ys = blocks4(a, b);
+        let ys = [
+            &a[0][292 * b..292 * b + 292],
+            &a[1][292 * b..292 * b + 292],
+            &a[2][292 * b..292 * b + 292],
+            &a[3][292 * b..292 * b + 292],
+        ];
         let (dw, dmw) = k_scales(ty, x);
         let q = quarters(ty, x, ys);
-        let lanes: [__m256i; 4] = std::array::from_fn(|t| {
-            let l = add4(q[t]);
+        let mut lanes = [_mm256_setzero_si256(); 4];
+        for t in 0..4 {
+            lanes[t] = add4(q[t]);
             if ty == GgmlType::Q6_K {
-                _mm256_sub_epi32(l, q6k_offset(x, ys[t]))
-            } else {
-                l
+                lanes[t] = _mm256_sub_epi32(lanes[t], q6k_offset(x, ys[t]));
             }
-        });
+        }
         let mut r = _mm_mul_ps(_mm_cvtepi32_ps(hsum4(lanes)), _mm_set1_ps(dw));
         if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
             let mins = k_mins(ty, x);
-            let imin = ys.map(|y| k_imin(&mins, y, 0, 16));
+            let mut imin = [0i32; 4];
+            for t in 0..4 {
+                imin[t] = k_imin(&mins, ys[t], 0, 16);
+            }
             r = _mm_fnmadd_ps(_mm_set1_ps(dmw), ints4(imin), r);
         }
-        acc = _mm_fmadd_ps(r, lanes4(ys.map(f32_at)), acc);
+        let d_a = lanes4([f32_at(ys[0]), f32_at(ys[1]), f32_at(ys[2]), f32_at(ys[3])]);
+        acc = _mm_fmadd_ps(r, d_a, acc);
     }
     out4(acc)
 }
@@ -784,9 +797,14 @@ unsafe fn repacked4_k<const K: u8>(step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f3
     let bytes = ty.row_bytes(256).unwrap_or(1);
     let per = step / 64;
     for (b, x) in w.chunks_exact(bytes).enumerate() {
-        let ys = blocks4(a, b);
+        let ys = [
+            &a[0][292 * b..292 * b + 292],
+            &a[1][292 * b..292 * b + 292],
+            &a[2][292 * b..292 * b + 292],
+            &a[3][292 * b..292 * b + 292],
+        ];
         let (dw, dmw) = k_scales(ty, x);
-        let d_a = lanes4(ys.map(f32_at));
+        let d_a = lanes4([f32_at(ys[0]), f32_at(ys[1]), f32_at(ys[2]), f32_at(ys[3])]);
         let (d, dmin) = (
             _mm_mul_ps(_mm_set1_ps(dw), d_a),
             _mm_mul_ps(_mm_set1_ps(dmw), d_a),
@@ -794,15 +812,18 @@ unsafe fn repacked4_k<const K: u8>(step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f3
         let q = quarters(ty, x, ys);
         let mins = k_mins(ty, x);
         for p in 0..4 / per {
-            let s: [__m256i; 4] = std::array::from_fn(|t| {
-                let mut s = q[t][p * per];
+            let mut s = [_mm256_setzero_si256(); 4];
+            for t in 0..4 {
+                s[t] = q[t][p * per];
                 for i in 1..per {
-                    s = _mm256_add_epi32(s, q[t][p * per + i]);
+                    s[t] = _mm256_add_epi32(s[t], q[t][p * per + i]);
                 }
-                s
-            });
+            }
             acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4(s)), d, acc);
-            let imin = ys.map(|y| k_imin(&mins, y, p * step / 16, (p + 1) * step / 16));
+            let mut imin = [0i32; 4];
+            for t in 0..4 {
+                imin[t] = k_imin(&mins, ys[t], p * step / 16, (p + 1) * step / 16);
+            }
             acc_min = _mm_fmadd_ps(ints4(imin), dmin, acc_min);
         }
     }
@@ -818,17 +839,30 @@ unsafe fn repacked_rows4_k<const K: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
     let bytes = ty.row_bytes(256).unwrap_or(1);
     for (b, y) in a.chunks_exact(292).take(w[0].len() / bytes).enumerate() {
-        let xs: [&[u8]; 4] = std::array::from_fn(|r| &w[r][bytes * b..bytes * (b + 1)]);
+        let o = bytes * b;
+        let xs = [
+            &w[0][o..o + bytes],
+            &w[1][o..o + bytes],
+            &w[2][o..o + bytes],
+            &w[3][o..o + bytes],
+        ];
         let d_a = _mm_set1_ps(f32_at(y));
-        let scales = xs.map(|x| k_scales(ty, x));
-        let d = _mm_mul_ps(lanes4(scales.map(|s| s.0)), d_a);
-        let dmin = _mm_mul_ps(lanes4(scales.map(|s| s.1)), d_a);
-        let lanes: [__m256i; 4] = std::array::from_fn(|r| {
+        let (mut dw, mut dmw) = ([0f32; 4], [0f32; 4]);
+        for r in 0..4 {
+            (dw[r], dmw[r]) = k_scales(ty, xs[r]);
+        }
+        let d = _mm_mul_ps(lanes4(dw), d_a);
+        let dmin = _mm_mul_ps(lanes4(dmw), d_a);
+        let mut lanes = [_mm256_setzero_si256(); 4];
+        for r in 0..4 {
             let [q] = quarters(ty, xs[r], [y]);
-            add4(q)
-        });
+            lanes[r] = add4(q);
+        }
         acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4(lanes)), d, acc);
-        let imin = xs.map(|x| k_imin(&k_mins(ty, x), y, 0, 16));
+        let mut imin = [0i32; 4];
+        for r in 0..4 {
+            imin[r] = k_imin(&k_mins(ty, xs[r]), y, 0, 16);
+        }
         acc_min = _mm_fmadd_ps(ints4(imin), dmin, acc_min);
     }
     out4(_mm_sub_ps(acc, acc_min))
@@ -901,6 +935,47 @@ pub(crate) unsafe fn repacked_q4_0(w: &[u8], a: &[u8]) -> f32 {
         acc = (s as f32).mul_add(f16_at(x) * f16_at(y), acc);
     }
     acc
+}
+
+/// [`repacked_q4_0`] for four activation rows (llama.cpp's gemm), the weight block unpacked
+/// once; each lane performs the single-row kernel's operations, so each result equals it.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn repacked4_q4_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+    let mut acc = _mm_setzero_ps();
+    let mut m = [_mm256_setzero_si256(); 4];
+    let mut d = [0f32; 4];
+    for (b, x) in w.chunks_exact(18).enumerate() {
+        let qx = _mm256_sub_epi8(nibbles32(x[2..18].as_ptr()), _mm256_set1_epi8(8));
+        let dx = f16_at(x);
+        for t in 0..4 {
+            let y = &a[t][34 * b..34 * b + 34];
+            m[t] = madd_ss(qx, load(&y[2..]));
+            d[t] = dx * f16_at(y);
+        }
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4(m)), lanes4(d), acc);
+    }
+    out4(acc)
+}
+
+/// [`repacked_q4_0`] for four weight rows against one activation row (llama.cpp's gemv over
+/// interleaved rows); each result equals the single-row kernel's.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn repacked_rows4_q4_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    let mut acc = _mm_setzero_ps();
+    let mut m = [_mm256_setzero_si256(); 4];
+    let mut d = [0f32; 4];
+    for (b, y) in a.chunks_exact(34).take(w[0].len() / 18).enumerate() {
+        let qy = load(&y[2..]);
+        let dy = f16_at(y);
+        for r in 0..4 {
+            let x = &w[r][18 * b..18 * b + 18];
+            let qx = _mm256_sub_epi8(nibbles32(x[2..18].as_ptr()), _mm256_set1_epi8(8));
+            m[r] = madd_ss(qx, qy);
+            d[r] = f16_at(x) * dy;
+        }
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4(m)), lanes4(d), acc);
+    }
+    out4(acc)
 }
 
 /// F32 weights · F32 activations.
