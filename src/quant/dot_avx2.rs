@@ -477,6 +477,8 @@ unsafe fn q45k_quarters<const N: usize>(
     let (sc, _) = q4k_scales_mins(&x[4..16]);
     let low_mask = _mm256_set1_epi8(0x0f);
     let one = _mm256_set1_epi8(1);
+    // Not `qh.map(..)`: a closure would be compiled outside this function's AVX2 context.
+    #[allow(clippy::manual_map)]
     let hbits = match qh {
         Some(h) => Some(load(h)),
         None => None,
