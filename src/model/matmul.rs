@@ -77,31 +77,24 @@ pub fn matmul(
         .par_chunks_mut(chunk * n)
         .enumerate()
         .for_each(|(c, o)| {
+            // Batches of at least TILED_MIN_BATCH rows take the batch kernels where the
+            // format has them (llama.cpp's tiled product), others the plain ones.
+            let (one, four) = match k.dot_batch.filter(|_| n >= quant::TILED_MIN_BATCH) {
+                Some(batch) => (batch, k.dot_batch4),
+                None => (k.dot, k.dot4),
+            };
             for (i, row_out) in o.chunks_exact_mut(n).enumerate() {
                 let wr = w.row(file, c * chunk + i);
                 let mut t = 0;
-                if let Some(batch) = k.dot_batch.filter(|_| n >= quant::TILED_MIN_BATCH) {
-                    if let Some(batch4) = k.dot_batch4 {
-                        while t + 4 <= n {
-                            let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
-                            row_out[t..t + 4].copy_from_slice(&batch4(wr, &xs));
-                            t += 4;
-                        }
-                    }
-                    for (v, tt) in row_out[t..].iter_mut().zip(t..) {
-                        *v = batch(wr, x.row(tt));
-                    }
-                    continue;
-                }
-                if let Some(dot4) = k.dot4 {
+                if let Some(four) = four {
                     while t + 4 <= n {
                         let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
-                        row_out[t..t + 4].copy_from_slice(&dot4(wr, &xs));
+                        row_out[t..t + 4].copy_from_slice(&four(wr, &xs));
                         t += 4;
                     }
                 }
                 for (v, tt) in row_out[t..].iter_mut().zip(t..) {
-                    *v = (k.dot)(wr, x.row(tt));
+                    *v = one(wr, x.row(tt));
                 }
             }
         });

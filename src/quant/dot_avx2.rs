@@ -287,21 +287,42 @@ unsafe fn dot4_legacy<const T: u8>(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
         let dx = f16_at(x);
         for t in 0..4 {
             let y = &a[t][ab * b..ab * (b + 1)];
-            let m = if has_min {
-                madd_us(qx, load(&y[at..]))
-            } else {
-                madd_ss(qx, load(&y[at..]))
-            };
-            acc[t] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * f16_at(y)),
-                _mm256_cvtepi32_ps(m),
-                acc[t],
-            );
-            if has_min {
-                mins[t] = f16_at(&x[2..]).mul_add(f16_at(&y[2..]), mins[t]);
-            }
+            legacy_block(has_min, qx, dx, x, y, at, &mut acc[t], &mut mins[t]);
         }
     }
+    finish4(&acc, &mins)
+}
+
+/// One block into one output's accumulators, exactly as the single-row kernel adds it.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)] // the block, its decoded parts and the two accumulators
+unsafe fn legacy_block(
+    has_min: bool,
+    qx: __m256i,
+    dx: f32,
+    x: &[u8],
+    y: &[u8],
+    at: usize,
+    acc: &mut __m256,
+    mins: &mut f32,
+) {
+    let qy = load(&y[at..]);
+    let m = if has_min {
+        madd_us(qx, qy)
+    } else {
+        madd_ss(qx, qy)
+    };
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(y)), _mm256_cvtepi32_ps(m), *acc);
+    if has_min {
+        *mins = f16_at(&x[2..]).mul_add(f16_at(&y[2..]), *mins);
+    }
+}
+
+/// Four outputs from their lane accumulators and min sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn finish4(acc: &[__m256; 4], mins: &[f32; 4]) -> [f32; 4] {
     let mut out = [0f32; 4];
     for t in 0..4 {
         out[t] = hsum(acc[t]) + mins[t];
@@ -320,67 +341,13 @@ unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut mins = [0.0f32; 4];
     for (b, y) in a.chunks_exact(ab).take(w[0].len() / wb).enumerate() {
-        let qy = load(&y[at..]);
-        let dy = f16_at(y);
         for r in 0..4 {
             let x = &w[r][wb * b..wb * (b + 1)];
             let qx = legacy_quants(ty, x);
-            let m = if has_min {
-                madd_us(qx, qy)
-            } else {
-                madd_ss(qx, qy)
-            };
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(f16_at(x) * dy),
-                _mm256_cvtepi32_ps(m),
-                acc[r],
-            );
-            if has_min {
-                mins[r] = f16_at(&x[2..]).mul_add(f16_at(&y[2..]), mins[r]);
-            }
+            legacy_block(has_min, qx, f16_at(x), x, y, at, &mut acc[r], &mut mins[r]);
         }
     }
-    let mut out = [0f32; 4];
-    for r in 0..4 {
-        out[r] = hsum(acc[r]) + mins[r];
-    }
-    out
-}
-
-/// [`dot4_legacy`] for Q4_0.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q4_0_q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-    dot4_legacy::<0>(w, a)
-}
-
-/// [`dot4_legacy`] for Q5_0.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q5_0_q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-    dot4_legacy::<1>(w, a)
-}
-
-/// [`dot4_legacy`] for Q5_1.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q5_1_q8_1(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-    dot4_legacy::<2>(w, a)
-}
-
-/// [`rows4_legacy`] for Q4_0.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_rows4_q4_0_q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    rows4_legacy::<0>(w, a)
-}
-
-/// [`rows4_legacy`] for Q5_0.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_rows4_q5_0_q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    rows4_legacy::<1>(w, a)
-}
-
-/// [`rows4_legacy`] for Q5_1.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_rows4_q5_1_q8_1(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    rows4_legacy::<2>(w, a)
+    finish4(&acc, &mins)
 }
 
 /// Pairs of 16-value scales as i16 lanes for `_mm256_madd_epi16` after `maddubs`: lanes 0..8
@@ -730,6 +697,19 @@ unsafe fn repacked_k<const K: u8>(step: usize, w: &[u8], a: &[u8]) -> f32 {
     acc - acc_min
 }
 
+/// Q8_K block `b` of each of four activation rows (a plain array: no closure, so it inlines
+/// into the AVX2 kernels).
+#[inline(always)]
+fn q8k_blocks4<'a>(a: &[&'a [u8]; 4], b: usize) -> [&'a [u8]; 4] {
+    let r = 292 * b..292 * b + 292;
+    [
+        &a[0][r.clone()],
+        &a[1][r.clone()],
+        &a[2][r.clone()],
+        &a[3][r],
+    ]
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn lanes4(v: [f32; 4]) -> __m128 {
@@ -759,12 +739,7 @@ unsafe fn tiled4_k<const K: u8>(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
     let mut acc = _mm_setzero_ps();
     let bytes = ty.row_bytes(256).unwrap_or(1);
     for (b, x) in w.chunks_exact(bytes).enumerate() {
-        let ys = [
-            &a[0][292 * b..292 * b + 292],
-            &a[1][292 * b..292 * b + 292],
-            &a[2][292 * b..292 * b + 292],
-            &a[3][292 * b..292 * b + 292],
-        ];
+        let ys = q8k_blocks4(a, b);
         let (dw, dmw) = k_scales(ty, x);
         let q = quarters(ty, x, ys);
         let mut lanes = [_mm256_setzero_si256(); 4];
@@ -799,12 +774,7 @@ unsafe fn repacked4_k<const K: u8>(step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f3
     let bytes = ty.row_bytes(256).unwrap_or(1);
     let per = step / 64;
     for (b, x) in w.chunks_exact(bytes).enumerate() {
-        let ys = [
-            &a[0][292 * b..292 * b + 292],
-            &a[1][292 * b..292 * b + 292],
-            &a[2][292 * b..292 * b + 292],
-            &a[3][292 * b..292 * b + 292],
-        ];
+        let ys = q8k_blocks4(a, b);
         let (dw, dmw) = k_scales(ty, x);
         let d_a = lanes4([f32_at(ys[0]), f32_at(ys[1]), f32_at(ys[2]), f32_at(ys[3])]);
         let (d, dmin) = (
@@ -870,49 +840,19 @@ unsafe fn repacked_rows4_k<const K: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     out4(_mm_sub_ps(acc, acc_min))
 }
 
-macro_rules! k4_entries {
-    ($($name:ident => $f:ident<$k:literal>($($arg:expr),*);)*) => {
+/// The entry points of the generic kernels, one per format and path, each with the kernels'
+/// target features.
+macro_rules! entries {
+    ($w:ty, $a:ty => $out:ty: $($name:ident => $f:ident<$k:literal>($($arg:expr),*);)*) => {
         $(
             #[target_feature(enable = "avx2,fma,f16c")]
-            pub(crate) unsafe fn $name(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+            pub(crate) unsafe fn $name(w: $w, a: $a) -> $out {
                 $f::<$k>($($arg,)* w, a)
             }
         )*
     };
 }
-k4_entries! {
-    tiled4_q2_k => tiled4_k<0>();
-    tiled4_q3_k => tiled4_k<1>();
-    tiled4_q4_k => tiled4_k<2>();
-    tiled4_q5_k => tiled4_k<3>();
-    tiled4_q6_k => tiled4_k<4>();
-    gemm4_q4_k => repacked4_k<2>(64);
-    gemm4_q2_k => repacked4_k<0>(128);
-}
-
-/// [`repacked_rows4_k`] for Q4_K.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv_rows4_q4_k(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    repacked_rows4_k::<2>(w, a)
-}
-
-/// [`repacked_rows4_k`] for Q2_K.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv_rows4_q2_k(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    repacked_rows4_k::<0>(w, a)
-}
-
-macro_rules! k_entries {
-    ($($name:ident => $f:ident<$k:literal>($($arg:expr),*);)*) => {
-        $(
-            #[target_feature(enable = "avx2,fma,f16c")]
-            pub(crate) unsafe fn $name(w: &[u8], a: &[u8]) -> f32 {
-                $f::<$k>($($arg,)* w, a)
-            }
-        )*
-    };
-}
-k_entries! {
+entries! { &[u8], &[u8] => f32:
     dot_q2_k_q8_k => vec_dot_k<0>();
     dot_q3_k_q8_k => vec_dot_k<1>();
     dot_q4_k_q8_k => vec_dot_k<2>();
@@ -925,6 +865,25 @@ k_entries! {
     tiled_q6_k => tiled_k<4>();
     gemv_q4_k => repacked_k<2>(256);
     gemv_q2_k => repacked_k<0>(256);
+}
+entries! { &[u8], &[&[u8]; 4] => [f32; 4]:
+    tiled4_q2_k => tiled4_k<0>();
+    tiled4_q3_k => tiled4_k<1>();
+    tiled4_q4_k => tiled4_k<2>();
+    tiled4_q5_k => tiled4_k<3>();
+    tiled4_q6_k => tiled4_k<4>();
+    gemm4_q4_k => repacked4_k<2>(64);
+    gemm4_q2_k => repacked4_k<0>(128);
+    dot4_q4_0_q8_0 => dot4_legacy<0>();
+    dot4_q5_0_q8_0 => dot4_legacy<1>();
+    dot4_q5_1_q8_1 => dot4_legacy<2>();
+}
+entries! { &[&[u8]; 4], &[u8] => [f32; 4]:
+    gemv_rows4_q4_k => repacked_rows4_k<2>();
+    gemv_rows4_q2_k => repacked_rows4_k<0>();
+    dot_rows4_q4_0_q8_0 => rows4_legacy<0>();
+    dot_rows4_q5_0_q8_0 => rows4_legacy<1>();
+    dot_rows4_q5_1_q8_1 => rows4_legacy<2>();
 }
 
 /// Q4_0 weights · Q8_0 activations in llama.cpp's repacked order (`korder::repacked_q4_0`).
