@@ -566,16 +566,14 @@ unsafe fn hsum4(v: [__m256i; 4]) -> __m128i {
 #[inline(always)]
 fn k_scales(ty: GgmlType, x: &[u8]) -> (f32, f32) {
     match ty {
-        GgmlType::Q2_K => (f16_bits(&x[80..]), f16_bits(&x[82..])),
-        GgmlType::Q3_K => (f16_bits(&x[108..]), 0.0),
-        GgmlType::Q4_K | GgmlType::Q5_K => (f16_bits(x), f16_bits(&x[2..])),
-        _ => (f16_bits(&x[208..]), 0.0),
+        GgmlType::Q2_K => (
+            super::float::f16_at(&x[80..]),
+            super::float::f16_at(&x[82..]),
+        ),
+        GgmlType::Q3_K => (super::float::f16_at(&x[108..]), 0.0),
+        GgmlType::Q4_K | GgmlType::Q5_K => (super::float::f16_at(x), super::float::f16_at(&x[2..])),
+        _ => (super::float::f16_at(&x[208..]), 0.0),
     }
-}
-
-#[inline(always)]
-fn f16_bits(b: &[u8]) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
 }
 
 /// The min of each 16 values of a K-quant block (zero for formats without mins).
