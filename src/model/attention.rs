@@ -125,15 +125,22 @@ fn one_head_impl(o: &mut [f32], h: &Head, s: &mut Scratch) {
             *ad = vd.mul_add(p, *ad);
         }
     }
+    // Plain loops, not closures or `array::from_fn`: those would be compiled outside this
+    // FMA-enabled copy and called once per output value.
     for (d, od) in o.iter_mut().enumerate() {
-        let lane = |l: usize| acc[l * hd + d];
         *od = if h.gemm {
-            let lanes: [f32; 16] = std::array::from_fn(|l| if l < w { lane(l) } else { 0.0 });
+            let mut lanes = [0f32; 16];
+            for l in 0..w {
+                lanes[l] = acc[l * hd + d];
+            }
             hsum(&lanes[..w], flavor)
         } else {
-            let mut regs: [[f32; 16]; 4] = std::array::from_fn(|r| {
-                std::array::from_fn(|p| if p < w { lane(r * w + p) } else { 0.0 })
-            });
+            let mut regs = [[0f32; 16]; 4];
+            for r in 0..4 {
+                for p in 0..w {
+                    regs[r][p] = acc[(r * w + p) * hd + d];
+                }
+            }
             reduce_vec_dot_f16(&mut regs, flavor)
         };
     }

@@ -153,9 +153,21 @@ pub fn softmax(x: &mut [f32], scale: f32, flavor: Flavor) {
     }
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0f64;
+    // Masked cells (`-inf` under a finite maximum) give exactly +0, and a register of them
+    // adds +0 to the sum: both are written without computing `exp`, which matters because
+    // the padded cache is mostly masked for short contexts.
+    let masked = |v: f32| v == f32::NEG_INFINITY && max.is_finite();
     for c in x.chunks_exact_mut(w) {
+        if c.iter().all(|&v| masked(v)) {
+            c.fill(0.0);
+            continue;
+        }
         for v in c.iter_mut() {
-            *v = expf(*v - max, flavor);
+            *v = if masked(*v) {
+                0.0
+            } else {
+                expf(*v - max, flavor)
+            };
         }
         sum += hsum(c, flavor) as f64;
     }

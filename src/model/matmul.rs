@@ -76,31 +76,66 @@ pub fn matmul(
     scratch
         .par_chunks_mut(chunk * n)
         .enumerate()
-        .for_each(|(c, o)| {
-            // Batches of at least TILED_MIN_BATCH rows take the batch kernels where the
-            // format has them (llama.cpp's tiled product), others the plain ones.
-            let (one, four) = match k.dot_batch.filter(|_| n >= quant::TILED_MIN_BATCH) {
-                Some(batch) => (batch, k.dot_batch4),
-                None => (k.dot, k.dot4),
-            };
-            for (i, row_out) in o.chunks_exact_mut(n).enumerate() {
-                let wr = w.row(file, c * chunk + i);
-                let mut t = 0;
-                if let Some(four) = four {
-                    while t + 4 <= n {
-                        let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
-                        row_out[t..t + 4].copy_from_slice(&four(wr, &xs));
-                        t += 4;
-                    }
-                }
-                for (v, tt) in row_out[t..].iter_mut().zip(t..) {
-                    *v = one(wr, x.row(tt));
-                }
-            }
-        });
+        .for_each(|(c, o)| batch_rows(o, c * chunk, n, x, w, k, file));
     for (r, col) in scratch.chunks_exact(n).enumerate() {
         for (t, &v) in col.iter().enumerate() {
             out[t * w.rows + r] = v;
+        }
+    }
+}
+
+/// Row-major partial results `o[i * n + t] = w[r0 + i] · x[t]` for a batch of `n` tokens:
+/// four rows by four tokens at a time where the format has a tile kernel, then one row at a
+/// time (four tokens at once where it has a four-token kernel).
+fn batch_rows(
+    o: &mut [f32],
+    r0: usize,
+    n: usize,
+    x: &QuantizedActs,
+    w: &QMatrix,
+    k: &MatrixKernels,
+    file: &[u8],
+) {
+    // Batches of at least TILED_MIN_BATCH rows take the batch kernels where the format has
+    // them (llama.cpp's tiled product), others the plain ones.
+    let (one, four) = match k.dot_batch.filter(|_| n >= quant::TILED_MIN_BATCH) {
+        Some(batch) => (batch, k.dot_batch4),
+        None => (k.dot, k.dot4),
+    };
+    let rows = o.len() / n;
+    let mut i = 0;
+    if let Some(tile) = k.dot_tile {
+        while i + 4 <= rows {
+            let ws = [0, 1, 2, 3].map(|j| w.row(file, r0 + i + j));
+            let mut t = 0;
+            while t + 4 <= n {
+                let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
+                let tile = tile(&ws, &xs);
+                for (j, v) in tile.iter().enumerate() {
+                    o[(i + j) * n + t..][..4].copy_from_slice(v);
+                }
+                t += 4;
+            }
+            for tt in t..n {
+                for (j, wr) in ws.iter().enumerate() {
+                    o[(i + j) * n + tt] = one(wr, x.row(tt));
+                }
+            }
+            i += 4;
+        }
+    }
+    for (row_out, r) in o[i * n..].chunks_exact_mut(n).zip(r0 + i..) {
+        let wr = w.row(file, r);
+        let mut t = 0;
+        if let Some(four) = four {
+            while t + 4 <= n {
+                let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
+                row_out[t..t + 4].copy_from_slice(&four(wr, &xs));
+                t += 4;
+            }
+        }
+        for (v, tt) in row_out[t..].iter_mut().zip(t..) {
+            *v = one(wr, x.row(tt));
         }
     }
 }

@@ -16,6 +16,10 @@ pub type Dot4Fn = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
 /// single-token generation); each result equals the single-row [`DotFn`]'s bit for bit.
 pub type DotRows4Fn = fn(&[&[u8]; 4], &[u8]) -> [f32; 4];
 
+/// Four weight rows against four activation rows (`out[row][token]`, a tile of a batched
+/// product); each result equals the single-row [`DotFn`]'s bit for bit.
+pub type DotTileFn = fn(&[&[u8]; 4], &[&[u8]; 4]) -> [[f32; 4]; 4];
+
 /// Which llama.cpp CPU build's arithmetic to reproduce: its element-wise functions and
 /// reductions, and which matrices it repacks (Q2_K only with AVX-512).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -195,6 +199,94 @@ avx2_wrappers4!(
     repacked4_q4_0
 );
 
+macro_rules! tile_wrappers {
+    ($($isa:ident: $($ty:ident => $f:ident),*;)*) => {
+        /// Safe entry points to the tile kernels, one list per instruction set.
+        mod tile_safe {
+            $($(
+                pub fn $f(w: &[&[u8]; 4], a: &[&[u8]; 4]) -> [[f32; 4]; 4] {
+                    // SAFETY: only reachable through `tile_fn`, which hands each list out
+                    // after runtime detection of its instruction set (`TileIsa::detect`).
+                    unsafe { super::avx2::$f(w, a) }
+                }
+            )*)*
+        }
+
+        /// The tile kernel for `weight` in instruction set `isa`, if the format has one.
+        fn tile_kernel(weight: GgmlType, isa: TileIsa) -> Option<DotTileFn> {
+            use GgmlType::*;
+            Some(match isa {
+                $(TileIsa::$isa => match weight {
+                    $($ty => tile_safe::$f as DotTileFn,)*
+                    _ => return None,
+                },)*
+            })
+        }
+    };
+}
+tile_wrappers! {
+    Avx2: Q4_0 => tile_q4_0, Q5_0 => tile_q5_0, Q5_1 => tile_q5_1, Q8_0 => tile_q8_0,
+        Q4_1 => tile_q4_1;
+    Avx512Vnni: Q4_0 => tile_q4_0_vnni, Q5_0 => tile_q5_0_vnni, Q5_1 => tile_q5_1_vnni,
+        Q8_0 => tile_q8_0_vnni, Q4_1 => tile_q4_1_vnni;
+    AvxVnni: Q4_0 => tile_q4_0_avxvnni, Q5_0 => tile_q5_0_avxvnni,
+        Q5_1 => tile_q5_1_avxvnni, Q8_0 => tile_q8_0_avxvnni, Q4_1 => tile_q4_1_avxvnni;
+}
+
+/// The instruction sets the tile kernels are compiled for. They compute the same integers
+/// (see `dot_avx2::legacy_tile`), so the choice changes speed, never results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileIsa {
+    /// AVX2 `maddubs` + `madd`.
+    Avx2,
+    /// AVX-512 VNNI on 256-bit vectors (`vpdpbusd`, EVEX).
+    Avx512Vnni,
+    /// AVX-VNNI (`vpdpbusd`, VEX).
+    AvxVnni,
+}
+
+impl TileIsa {
+    /// The instruction sets this CPU runs, fastest first (empty without AVX2).
+    pub fn available() -> Vec<TileIsa> {
+        let mut v = Vec::new();
+        if Kernel::best() != Kernel::Avx2 {
+            return v;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl")
+            {
+                v.push(TileIsa::Avx512Vnni);
+            }
+            if std::is_x86_feature_detected!("avxvnni") {
+                v.push(TileIsa::AvxVnni);
+            }
+        }
+        v.push(TileIsa::Avx2);
+        v
+    }
+}
+
+/// The four-by-four tile kernel for `weight` with `kernel` on this CPU (the fastest
+/// instruction set it has), or `None` where the format has none (K-quants, floats) or the
+/// kernel is scalar.
+pub fn tile_fn(weight: GgmlType, kernel: Kernel) -> Option<DotTileFn> {
+    if kernel != Kernel::Avx2 {
+        return None;
+    }
+    tile_kernel(weight, *TileIsa::available().first()?)
+}
+
+/// [`tile_fn`] in a given instruction set (for tests: every set the CPU has gives the same
+/// results); `None` if the CPU lacks it or the format has no tile.
+pub fn tile_fn_in(weight: GgmlType, isa: TileIsa) -> Option<DotTileFn> {
+    TileIsa::available()
+        .contains(&isa)
+        .then(|| tile_kernel(weight, isa))
+        .flatten()
+}
+
 /// The fused dot product for `weight` blocks with `kernel`, or `None` when the format is not
 /// a weight format (Q8_1, Q8_K). A `Kernel::Avx2` request on a CPU without AVX2 falls back
 /// to the scalar kernel.
@@ -280,6 +372,8 @@ pub struct MatrixKernels {
     pub dot_batch4: Option<Dot4Fn>,
     /// Four weight rows against one activation row, where a faster kernel exists.
     pub dot_rows4: Option<DotRows4Fn>,
+    /// Four weight rows against four activation rows, where a faster kernel exists.
+    pub dot_tile: Option<DotTileFn>,
 }
 
 /// The kernels for a `weight` matrix of `rows` rows reproducing llama.cpp's `flavor` build,
@@ -297,6 +391,7 @@ pub fn matrix_kernels(
         dot_batch: None,
         dot_batch4: None,
         dot_rows4: dot_rows4_fn(weight, kernel),
+        dot_tile: tile_fn(weight, kernel),
     };
     if is_repacked(weight, rows, flavor) {
         use GgmlType::*;
@@ -328,6 +423,7 @@ pub fn matrix_kernels(
             dot_batch: None,
             dot_batch4: None,
             dot_rows4,
+            dot_tile: None,
         };
     } else if TILED.contains(&weight) {
         k.dot_batch = Some(tiled_fn(weight, simd));

@@ -115,54 +115,6 @@ pub(crate) unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     hsum(acc) + mins
 }
 
-/// Q4_1 weights · four Q8_1 activation rows: each weight block is unpacked once for all
-/// four; every result equals [`dot_q4_1_q8_1`]'s bit for bit (same operations per row).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q4_1_q8_1(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut mins = [0.0f32; 4];
-    for (b, x) in w.chunks_exact(20).enumerate() {
-        let qx = nibbles32(x[4..20].as_ptr());
-        let (dx, mx) = (f16_at(x), f16_at(&x[2..]));
-        for t in 0..4 {
-            let y = &a[t][36 * b..36 * (b + 1)];
-            let p = _mm256_cvtepi32_ps(madd_us(qx, load(&y[4..])));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(y)), p, acc[t]);
-            mins[t] = mx.mul_add(f16_at(&y[2..]), mins[t]);
-        }
-    }
-    [
-        hsum(acc[0]) + mins[0],
-        hsum(acc[1]) + mins[1],
-        hsum(acc[2]) + mins[2],
-        hsum(acc[3]) + mins[3],
-    ]
-}
-
-/// Four Q4_1 weight rows · one Q8_1 activation row: four independent accumulation chains
-/// in flight; each result equals [`dot_q4_1_q8_1`]'s bit for bit.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_rows4_q4_1_q8_1(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut mins = [0.0f32; 4];
-    for (b, y) in a.chunks_exact(36).take(w[0].len() / 20).enumerate() {
-        let qy = load(&y[4..]);
-        let (dy, sy) = (f16_at(y), f16_at(&y[2..]));
-        for r in 0..4 {
-            let x = &w[r][20 * b..20 * (b + 1)];
-            let p = _mm256_cvtepi32_ps(madd_us(nibbles32(x[4..20].as_ptr()), qy));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * dy), p, acc[r]);
-            mins[r] = f16_at(&x[2..]).mul_add(sy, mins[r]);
-        }
-    }
-    [
-        hsum(acc[0]) + mins[0],
-        hsum(acc[1]) + mins[1],
-        hsum(acc[2]) + mins[2],
-        hsum(acc[3]) + mins[3],
-    ]
-}
-
 /// Q5_0 weights · Q8_0 activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
@@ -205,40 +157,8 @@ pub(crate) unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     hsum(acc)
 }
 
-/// Q8_0 weights · four Q8_0 activation rows, each equal to [`dot_q8_0_q8_0`]'s result.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q8_0_q8_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (b, x) in w.chunks_exact(34).enumerate() {
-        let qx = load(&x[2..]);
-        let dx = f16_at(x);
-        for t in 0..4 {
-            let y = &a[t][34 * b..34 * (b + 1)];
-            let p = _mm256_cvtepi32_ps(madd_ss(qx, load(&y[2..])));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16_at(y)), p, acc[t]);
-        }
-    }
-    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
-}
-
-/// Four Q8_0 weight rows · one Q8_0 activation row, each equal to [`dot_q8_0_q8_0`]'s result.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_rows4_q8_0_q8_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (b, y) in a.chunks_exact(34).take(w[0].len() / 34).enumerate() {
-        let qy = load(&y[2..]);
-        let dy = f16_at(y);
-        for r in 0..4 {
-            let x = &w[r][34 * b..34 * (b + 1)];
-            let p = _mm256_cvtepi32_ps(madd_ss(load(&x[2..]), qy));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * dy), p, acc[r]);
-        }
-    }
-    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
-}
-
-/// A 32-value block of Q4_0, Q5_0 or Q5_1 as 32 bytes, as its single-row kernel builds them
-/// (signed for Q4_0 and Q5_0, unsigned for Q5_1).
+/// A 32-value block of a legacy format as 32 bytes, as its single-row kernel builds them
+/// (signed for Q4_0, Q5_0 and Q8_0, unsigned for Q4_1 and Q5_1).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn legacy_quants(ty: GgmlType, x: &[u8]) -> __m256i {
@@ -249,6 +169,8 @@ unsafe fn legacy_quants(ty: GgmlType, x: &[u8]) -> __m256i {
             let hi = _mm256_andnot_si256(bits32(qh), _mm256_set1_epi8(0xf0u8 as i8));
             _mm256_or_si256(nibbles32(x[6..22].as_ptr()), hi)
         }
+        GgmlType::Q8_0 => load(&x[2..]),
+        GgmlType::Q4_1 => nibbles32(x[4..20].as_ptr()),
         _ => {
             let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
             let hi = _mm256_and_si256(bits32(qh), _mm256_set1_epi8(0x10));
@@ -257,29 +179,36 @@ unsafe fn legacy_quants(ty: GgmlType, x: &[u8]) -> __m256i {
     }
 }
 
-/// The formats of [`dot4_legacy`] and [`rows4_legacy`], by their const parameter (so each
-/// is compiled for one format, its layout constants folded in).
-const LEGACY: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1];
+/// The 32-value formats of [`dot4_legacy`], [`rows4_legacy`] and the tiles, by their const
+/// parameter (so each is compiled for one format, its layout constants folded in).
+const LEGACY: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_1,
+];
 
-/// (weight block bytes, activation block bytes, offset of the activation quants) of Q4_0,
-/// Q5_0 or Q5_1.
+/// (weight block bytes, activation block bytes, offset of the activation quants, whether
+/// the quants are unsigned with a min) of a [`LEGACY`] format.
 #[inline(always)]
-fn legacy_layout(ty: GgmlType) -> (usize, usize, usize) {
+fn legacy_layout(ty: GgmlType) -> (usize, usize, usize, bool) {
     match ty {
-        GgmlType::Q4_0 => (18, 34, 2),
-        GgmlType::Q5_0 => (22, 34, 2),
-        _ => (24, 36, 4),
+        GgmlType::Q4_0 => (18, 34, 2, false),
+        GgmlType::Q5_0 => (22, 34, 2, false),
+        GgmlType::Q8_0 => (34, 34, 2, false),
+        GgmlType::Q4_1 => (20, 36, 4, true),
+        _ => (24, 36, 4, true),
     }
 }
 
-/// Q4_0, Q5_0 or Q5_1 weights · four activation rows, the weight block unpacked once;
+/// Legacy-format weights · four activation rows, the weight block unpacked once;
 /// each result equals the single-row kernel's bit for bit (same operations per row).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot4_legacy<const T: u8>(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
     let ty = LEGACY[T as usize];
-    let (wb, ab, at) = legacy_layout(ty);
-    let has_min = ty == GgmlType::Q5_1;
+    let (wb, ab, at, has_min) = legacy_layout(ty);
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut mins = [0.0f32; 4];
     for (b, x) in w.chunks_exact(wb).enumerate() {
@@ -330,14 +259,13 @@ unsafe fn finish4(acc: &[__m256; 4], mins: &[f32; 4]) -> [f32; 4] {
     out
 }
 
-/// Four Q4_0, Q5_0 or Q5_1 weight rows · one activation row: four independent chains; each
+/// Four legacy-format weight rows · one activation row: four independent chains; each
 /// result equals the single-row kernel's bit for bit.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     let ty = LEGACY[T as usize];
-    let (wb, ab, at) = legacy_layout(ty);
-    let has_min = ty == GgmlType::Q5_1;
+    let (wb, ab, at, has_min) = legacy_layout(ty);
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut mins = [0.0f32; 4];
     for (b, y) in a.chunks_exact(ab).take(w[0].len() / wb).enumerate() {
@@ -348,6 +276,121 @@ unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
         }
     }
     finish4(&acc, &mins)
+}
+
+/// Four legacy-format weight rows · four activation rows (llama.cpp's tinyBLAS tile): each
+/// block's quants and scales are loaded once for the tile and reused by all sixteen outputs.
+/// Every output performs the single-row kernel's operations on its own lane accumulator, so
+/// each result equals [`dot4_legacy`]'s (and the single-row kernel's) bit for bit.
+///
+/// Stamped out once per instruction set: `$updot` forms the eight i32 sums of four unsigned
+/// × signed byte products (`maddubs` + `madd` with AVX2, one `vpdpbusd` with VNNI). Both are
+/// exact here: no pair of products reaches the `maddubs` saturation bound, because activation
+/// quants lie in [-127, 127] and unsigned weight quants in [0, 128].
+macro_rules! legacy_tile {
+    ($name:ident, $features:literal, $updot:ident) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const T: u8>(w: &[&[u8]; 4], a: &[&[u8]; 4]) -> [[f32; 4]; 4] {
+            let ty = LEGACY[T as usize];
+            let (wb, ab, at, has_min) = legacy_layout(ty);
+            let nb = w[0].len() / wb;
+            let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+            let mut mins = [_mm_setzero_ps(); 4];
+            for b in 0..nb {
+                let xs = [
+                    &w[0][wb * b..wb * (b + 1)],
+                    &w[1][wb * b..wb * (b + 1)],
+                    &w[2][wb * b..wb * (b + 1)],
+                    &w[3][wb * b..wb * (b + 1)],
+                ];
+                let qx = [
+                    legacy_quants(ty, xs[0]),
+                    legacy_quants(ty, xs[1]),
+                    legacy_quants(ty, xs[2]),
+                    legacy_quants(ty, xs[3]),
+                ];
+                // The unsigned operand: the weight quants' magnitudes for signed formats.
+                let ux = if has_min {
+                    qx
+                } else {
+                    [
+                        _mm256_sign_epi8(qx[0], qx[0]),
+                        _mm256_sign_epi8(qx[1], qx[1]),
+                        _mm256_sign_epi8(qx[2], qx[2]),
+                        _mm256_sign_epi8(qx[3], qx[3]),
+                    ]
+                };
+                let dx = _mm_cvtph_ps(_mm_loadu_si128(halves4(xs, 0).as_ptr() as *const __m128i));
+                let mx = if has_min {
+                    _mm_cvtph_ps(_mm_loadu_si128(halves4(xs, 2).as_ptr() as *const __m128i))
+                } else {
+                    _mm_setzero_ps()
+                };
+                for t in 0..4 {
+                    let y = &a[t][ab * b..ab * (b + 1)];
+                    let qy = load(&y[at..]);
+                    // dx[r] * dy for the four rows, each product the scalar kernel's.
+                    let d = _mm_mul_ps(dx, _mm_set1_ps(f16_at(y)));
+                    let d = _mm256_set_m128(d, d);
+                    let scale = [
+                        _mm256_shuffle_ps::<0x00>(d, d),
+                        _mm256_shuffle_ps::<0x55>(d, d),
+                        _mm256_shuffle_ps::<0xaa>(d, d),
+                        _mm256_shuffle_ps::<0xff>(d, d),
+                    ];
+                    for r in 0..4 {
+                        let sy = if has_min {
+                            qy
+                        } else {
+                            _mm256_sign_epi8(qy, qx[r])
+                        };
+                        let p = _mm256_cvtepi32_ps($updot(ux[r], sy));
+                        acc[t][r] = _mm256_fmadd_ps(scale[r], p, acc[t][r]);
+                    }
+                    if has_min {
+                        mins[t] = _mm_fmadd_ps(mx, _mm_set1_ps(f16_at(&y[2..])), mins[t]);
+                    }
+                }
+            }
+            let mut out = [[0f32; 4]; 4];
+            for t in 0..4 {
+                let m = out4(mins[t]);
+                for r in 0..4 {
+                    out[r][t] = hsum(acc[t][r]) + m[r];
+                }
+            }
+            out
+        }
+    };
+}
+legacy_tile!(tile_legacy, "avx2,fma,f16c", madd_us);
+legacy_tile!(
+    tile_legacy_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    dpbusd
+);
+legacy_tile!(tile_legacy_avxvnni, "avx2,fma,f16c,avxvnni", dpbusd_avx);
+
+/// `madd_us` in one VNNI instruction (exact where `maddubs` does not saturate).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn dpbusd(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+}
+
+/// `madd_us` in one AVX-VNNI instruction (exact where `maddubs` does not saturate).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn dpbusd_avx(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y)
+}
+
+/// The f16 at byte `at` of four blocks, as the low four i16 lanes for `_mm_cvtph_ps`.
+#[inline(always)]
+fn halves4(xs: [&[u8]; 4], at: usize) -> [i16; 8] {
+    let h = |x: &[u8]| i16::from_le_bytes([x[at], x[at + 1]]);
+    [h(xs[0]), h(xs[1]), h(xs[2]), h(xs[3]), 0, 0, 0, 0]
 }
 
 /// Pairs of 16-value scales as i16 lanes for `_mm256_madd_epi16` after `maddubs`: lanes 0..8
@@ -875,6 +918,38 @@ entries! { &[u8], &[&[u8]; 4] => [f32; 4]:
     dot4_q4_0_q8_0 => dot4_legacy<0>();
     dot4_q5_0_q8_0 => dot4_legacy<1>();
     dot4_q5_1_q8_1 => dot4_legacy<2>();
+    dot4_q8_0_q8_0 => dot4_legacy<3>();
+    dot4_q4_1_q8_1 => dot4_legacy<4>();
+}
+macro_rules! tile_entries {
+    ($($features:literal: $($name:ident => $f:ident<$k:literal>;)*)*) => {
+        $($(
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn $name(w: &[&[u8]; 4], a: &[&[u8]; 4]) -> [[f32; 4]; 4] {
+                $f::<$k>(w, a)
+            }
+        )*)*
+    };
+}
+tile_entries! {
+    "avx2,fma,f16c":
+        tile_q4_0 => tile_legacy<0>;
+        tile_q5_0 => tile_legacy<1>;
+        tile_q5_1 => tile_legacy<2>;
+        tile_q8_0 => tile_legacy<3>;
+        tile_q4_1 => tile_legacy<4>;
+    "avx2,fma,f16c,avx512vnni,avx512vl":
+        tile_q4_0_vnni => tile_legacy_vnni<0>;
+        tile_q5_0_vnni => tile_legacy_vnni<1>;
+        tile_q5_1_vnni => tile_legacy_vnni<2>;
+        tile_q8_0_vnni => tile_legacy_vnni<3>;
+        tile_q4_1_vnni => tile_legacy_vnni<4>;
+    "avx2,fma,f16c,avxvnni":
+        tile_q4_0_avxvnni => tile_legacy_avxvnni<0>;
+        tile_q5_0_avxvnni => tile_legacy_avxvnni<1>;
+        tile_q5_1_avxvnni => tile_legacy_avxvnni<2>;
+        tile_q8_0_avxvnni => tile_legacy_avxvnni<3>;
+        tile_q4_1_avxvnni => tile_legacy_avxvnni<4>;
 }
 entries! { &[&[u8]; 4], &[u8] => [f32; 4]:
     gemv_rows4_q4_k => repacked_rows4_k<2>();
@@ -882,6 +957,8 @@ entries! { &[&[u8]; 4], &[u8] => [f32; 4]:
     dot_rows4_q4_0_q8_0 => rows4_legacy<0>();
     dot_rows4_q5_0_q8_0 => rows4_legacy<1>();
     dot_rows4_q5_1_q8_1 => rows4_legacy<2>();
+    dot_rows4_q8_0_q8_0 => rows4_legacy<3>();
+    dot_rows4_q4_1_q8_1 => rows4_legacy<4>();
 }
 
 /// Q4_0 weights · Q8_0 activations in llama.cpp's repacked order (`korder::repacked_q4_0`).

@@ -14,8 +14,9 @@ pub mod legacy;
 pub mod synth;
 
 pub use dot::{
-    Dot4Fn, DotFn, DotRows4Fn, Flavor, Kernel, MatrixKernels, REPACKED, TILED, TILED_MIN_BATCH,
-    dot_fn, dot_rows4_fn, dot4_fn, is_repacked, matrix_kernels, vec_dot_type,
+    Dot4Fn, DotFn, DotRows4Fn, DotTileFn, Flavor, Kernel, MatrixKernels, REPACKED, TILED,
+    TILED_MIN_BATCH, TileIsa, dot_fn, dot_rows4_fn, dot4_fn, is_repacked, matrix_kernels, tile_fn,
+    tile_fn_in, vec_dot_type,
 };
 
 use crate::gguf::GgmlType;

@@ -211,6 +211,28 @@ proptest! {
                 for (r, wr) in rows.iter().enumerate() {
                     prop_assert_eq!(got[r].to_bits(), dot_fn(ty, k).unwrap()(wr, &acts[0]).to_bits());
                 }
+                // Every tile kernel this CPU runs (AVX2, AVX-512 VNNI, AVX-VNNI), on weight
+                // rows of arbitrary bytes but for the scales (quants of -128 included).
+                for isa in TileIsa::available() {
+                    let Some(tile) = tile_fn_in(ty, isa) else { continue };
+                    let mut raw = rows.clone();
+                    let wb = ty.row_bytes(32).unwrap();
+                    for row in &mut raw {
+                        for block in row.chunks_exact_mut(wb) {
+                            let keep = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) { 4 } else { 2 };
+                            for b in &mut block[keep..] {
+                                *b = rng.next_u64() as u8;
+                            }
+                        }
+                    }
+                    let got = tile(&[&raw[0], &raw[1], &raw[2], &raw[3]], &[&acts[0], &acts[1], &acts[2], &acts[3]]);
+                    for (r, wr) in raw.iter().enumerate() {
+                        for (t, a) in acts.iter().enumerate() {
+                            let want = dot_fn(ty, k).unwrap()(wr, a);
+                            prop_assert_eq!(got[r][t].to_bits(), want.to_bits(), "{} {:?} r{} t{}", ty, isa, r, t);
+                        }
+                    }
+                }
             }
         }
     }
