@@ -10,7 +10,8 @@ use rayon::prelude::*;
 
 use super::ModelConfig;
 use super::ggml_math::{
-    Flavor, fma_dispatch, hsum, reduce_vec_dot_f16, round_f16, softmax, tinyblas_dot, vec_dot_f16,
+    Flavor, fma_dispatch, hsum_rows, reduce_vec_dot_f16_rows, round_f16_in_place, softmax,
+    tinyblas_dot, vec_dot_f16,
 };
 
 /// llama.cpp pads the number of KV cells a graph sees to a multiple of this.
@@ -94,9 +95,8 @@ fma_dispatch!(fn one_head(o: &mut [f32], h: &Head, s: &mut Scratch) = one_head_i
 fn one_head_impl(o: &mut [f32], h: &Head, s: &mut Scratch) {
     let hd = o.len();
     let (flavor, w) = (h.flavor, h.flavor.lanes());
-    for (d, x) in s.qh.iter_mut().zip(h.q) {
-        *d = round_f16(*x);
-    }
+    s.qh.copy_from_slice(h.q);
+    round_f16_in_place(&mut s.qh);
     s.scores.resize(h.n_kv, 0.0);
     for (j, sc) in s.scores.iter_mut().enumerate() {
         *sc = if j >= h.first && j < h.len {
@@ -111,7 +111,7 @@ fn one_head_impl(o: &mut [f32], h: &Head, s: &mut Scratch) {
         };
     }
     softmax(&mut s.scores, h.scale, flavor);
-    s.scores.iter_mut().for_each(|p| *p = round_f16(*p));
+    round_f16_in_place(&mut s.scores[..h.len]);
 
     // out[d] = sum_j p[j] * v[j][d], with each (lane, d) partial sum accumulated in the order
     // the llama.cpp kernel accumulates it; cells past `len` would add exact zeros.
@@ -125,23 +125,10 @@ fn one_head_impl(o: &mut [f32], h: &Head, s: &mut Scratch) {
             *ad = vd.mul_add(p, *ad);
         }
     }
-    // Plain loops, not closures or `array::from_fn`: those would be compiled outside this
-    // FMA-enabled copy and called once per output value.
-    for (d, od) in o.iter_mut().enumerate() {
-        *od = if h.gemm {
-            let mut lanes = [0f32; 16];
-            for l in 0..w {
-                lanes[l] = acc[l * hd + d];
-            }
-            hsum(&lanes[..w], flavor)
-        } else {
-            let mut regs = [[0f32; 16]; 4];
-            for r in 0..4 {
-                for p in 0..w {
-                    regs[r][p] = acc[(r * w + p) * hd + d];
-                }
-            }
-            reduce_vec_dot_f16(&mut regs, flavor)
-        };
+    if h.gemm {
+        hsum_rows(acc, hd, flavor);
+    } else {
+        reduce_vec_dot_f16_rows(acc, hd, flavor);
     }
+    o.copy_from_slice(&acc[..hd]);
 }

@@ -5,7 +5,7 @@
 //! [`Observer`] sees each buffer as soon as it is computed.
 
 use super::attention::attention;
-use super::ggml_math::{Flavor, round_f16};
+use super::ggml_math::{Flavor, round_f16_in_place};
 use super::kernels::{
     add_assign, gated, rmsnorm_rows, rmsnorm_rows_in_place, rope_row, rope_table, scale,
 };
@@ -317,8 +317,11 @@ impl OwnedQuantizedModel {
             } else {
                 kq_scale
             };
-            cache.k[l].extend(b.k.iter().map(|&x| round_f16(x)));
-            cache.v[l].extend(b.v.iter().map(|&x| round_f16(x)));
+            for (cache, new) in [(&mut cache.k[l], &b.k), (&mut cache.v[l], &b.v)] {
+                let from = cache.len();
+                cache.extend_from_slice(new);
+                round_f16_in_place(&mut cache[from..]);
+            }
 
             b.att.resize(n * qd, 0.0);
             let window = cfg.is_swa(l).then_some(cfg.sliding_window);

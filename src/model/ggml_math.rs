@@ -127,19 +127,87 @@ pub fn reduce_vec_dot_f16(acc: &mut [[f32; 16]; 4], flavor: Flavor) -> f32 {
     }
 }
 
+/// `rows[dst] += rows[src]` for two `len`-wide rows of a lane-major buffer.
+#[inline(always)]
+fn add_row(rows: &mut [f32], len: usize, dst: usize, src: usize) {
+    debug_assert_ne!(dst, src);
+    let (a, b) = if dst < src {
+        let (lo, hi) = rows.split_at_mut(src * len);
+        (&mut lo[dst * len..][..len], &hi[..len])
+    } else {
+        let (lo, hi) = rows.split_at_mut(dst * len);
+        (&mut hi[..len], &lo[src * len..][..len])
+    };
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+/// [`hsum`] of many vectors at once: `rows` holds lane `l` of every vector in row `l`
+/// (`len` wide), and the sums land in row 0. Each column goes through [`hsum`]'s additions
+/// in its order, so each sum is the same; the rows make it vectorise across columns.
+#[inline(always)]
+pub fn hsum_rows(rows: &mut [f32], len: usize, flavor: Flavor) {
+    if flavor == Flavor::Avx512 {
+        for i in 0..8 {
+            add_row(rows, len, i, i + 8);
+        }
+    }
+    for i in 0..4 {
+        add_row(rows, len, i, i + 4);
+    }
+    add_row(rows, len, 0, 2);
+    add_row(rows, len, 1, 3);
+    add_row(rows, len, 0, 1);
+}
+
+/// [`reduce_vec_dot_f16`] of many accumulator sets at once: row `r * lanes + p` holds lane
+/// `p` of accumulator `r` for every column; the results land in row 0, each equal to
+/// [`reduce_vec_dot_f16`]'s for its column.
+#[inline(always)]
+pub fn reduce_vec_dot_f16_rows(rows: &mut [f32], len: usize, flavor: Flavor) {
+    let w = flavor.lanes();
+    for p in 0..w {
+        add_row(rows, len, p, 2 * w + p);
+        add_row(rows, len, w + p, 3 * w + p);
+    }
+    for p in 0..w {
+        add_row(rows, len, p, w + p);
+    }
+    match flavor {
+        Flavor::Avx2 => {
+            for i in 0..4 {
+                add_row(rows, len, i, i + 4);
+            }
+            add_row(rows, len, 0, 1);
+            add_row(rows, len, 2, 3);
+            add_row(rows, len, 0, 2);
+        }
+        Flavor::Avx512 => hsum_rows(rows, len, flavor),
+    }
+}
+
 /// One output of llamafile's `tinyBLAS` GEMM (used by llama.cpp for f16 products of two or
 /// more columns): one register accumulator over the whole row, then a horizontal sum.
 /// `x.len()` must be a multiple of the lane count.
 #[inline(always)]
 pub fn tinyblas_dot(x: &[f32], y: &[f32], flavor: Flavor) -> f32 {
-    let w = flavor.lanes();
-    let mut acc = [0f32; 16];
-    for (xc, yc) in x.chunks_exact(w).zip(y.chunks_exact(w)) {
-        for p in 0..w {
+    match flavor {
+        Flavor::Avx512 => tinyblas_dot_lanes::<16>(x, y, flavor),
+        Flavor::Avx2 => tinyblas_dot_lanes::<8>(x, y, flavor),
+    }
+}
+
+/// [`tinyblas_dot`] with the lane count as a constant, so the lanes become one register.
+#[inline(always)]
+fn tinyblas_dot_lanes<const W: usize>(x: &[f32], y: &[f32], flavor: Flavor) -> f32 {
+    let mut acc = [0f32; W];
+    for (xc, yc) in x.chunks_exact(W).zip(y.chunks_exact(W)) {
+        for p in 0..W {
             acc[p] = xc[p].mul_add(yc[p], acc[p]);
         }
     }
-    hsum(&acc[..w], flavor)
+    hsum(&acc, flavor)
 }
 
 /// In-place softmax of `x * scale` as llama.cpp's `soft_max` op: exponentials by `expf`, the
@@ -220,9 +288,93 @@ pub fn round_f16(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }
 
+/// [`round_f16`] of every element, eight at a time by F16C where the CPU has it (the same
+/// round-to-nearest-even conversion, so the same values).
+pub fn round_f16_in_place(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+        // SAFETY: F16C and AVX were just detected.
+        unsafe { round_f16_f16c(x) };
+        return;
+    }
+    x.iter_mut().for_each(|v| *v = round_f16(*v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn round_f16_f16c(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: `c` holds exactly eight f32, read and written unaligned.
+        unsafe {
+            let v = _mm256_loadu_ps(c.as_ptr());
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+    }
+    chunks
+        .into_remainder()
+        .iter_mut()
+        .for_each(|v| *v = round_f16(*v));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_reductions_equal_the_per_vector_reductions() {
+        let mut rng = crate::quant::synth::SplitMix(4);
+        let len = 13;
+        for flavor in Flavor::ALL {
+            let w = flavor.lanes();
+            let rows: Vec<f32> = (0..4 * w * len).map(|_| rng.normal(1.0)).collect();
+            let mut h = rows.clone();
+            hsum_rows(&mut h, len, flavor);
+            let mut r = rows.clone();
+            reduce_vec_dot_f16_rows(&mut r, len, flavor);
+            for d in 0..len {
+                let lanes: Vec<f32> = (0..w).map(|l| rows[l * len + d]).collect();
+                assert_eq!(h[d].to_bits(), hsum(&lanes, flavor).to_bits());
+                let mut regs = [[0f32; 16]; 4];
+                for (i, reg) in regs.iter_mut().enumerate() {
+                    for p in 0..w {
+                        reg[p] = rows[(i * w + p) * len + d];
+                    }
+                }
+                assert_eq!(
+                    r[d].to_bits(),
+                    reduce_vec_dot_f16(&mut regs, flavor).to_bits()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn f16_rounding_in_place_equals_the_scalar_rounding() {
+        let mut rng = crate::quant::synth::SplitMix(3);
+        let mut x: Vec<f32> = (0..1003)
+            .map(|i| f32::from_bits(rng.next_u64() as u32) * if i % 2 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        x.extend([
+            65504.0,
+            65520.0,
+            1e-8,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        let want: Vec<u32> = x.iter().map(|&v| round_f16(v).to_bits()).collect();
+        round_f16_in_place(&mut x);
+        for (i, (&g, &w)) in x.iter().zip(&want).enumerate() {
+            let (g, w) = (f32::from_bits(g.to_bits()), f32::from_bits(w));
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "{i}: {g} vs {w}"
+            );
+        }
+    }
 
     #[test]
     fn expf_is_accurate_in_both_flavors() {

@@ -29,11 +29,15 @@ impl QuantizedActs {
         let row_bytes = ty.row_bytes(width).expect("widths are checked at load");
         let n = x.len() / width;
         self.data.resize(n * row_bytes, 0);
-        for (src, dst) in x
-            .chunks_exact(width)
-            .zip(self.data.chunks_exact_mut(row_bytes))
-        {
-            quant::quantize_row(ty, src, dst).expect("lengths match by construction");
+        let quantize = |(src, dst): (&[f32], &mut [u8])| {
+            quant::quantize_row(ty, src, dst).expect("lengths match by construction")
+        };
+        if n > 1 {
+            x.par_chunks_exact(width)
+                .zip(self.data.par_chunks_exact_mut(row_bytes))
+                .for_each(quantize);
+        } else {
+            quantize((x, &mut self.data));
         }
         self.ty = Some(ty);
         self.row_bytes = row_bytes;
@@ -52,7 +56,7 @@ impl QuantizedActs {
 ///
 /// # Shapes
 /// `x`: `n` rows quantized to `w.act_ty`; `out`: `n * w.rows`, token-major. `scratch` is
-/// reused between calls for the row-major partial results when `n > 1`.
+/// reused between calls for the partial results of each block of rows when `n > 1`.
 pub fn matmul(
     out: &mut [f32],
     x: &QuantizedActs,
@@ -72,19 +76,22 @@ pub fn matmul(
             .for_each(|(c, o)| matvec_rows(o, c * chunk, &x.data, w, k, file));
         return;
     }
+    // Each task computes a block of rows for every token, token-major within the block, so
+    // that gathering the blocks into `out` copies contiguous runs.
     scratch.resize(n * w.rows, 0.0);
     scratch
         .par_chunks_mut(chunk * n)
         .enumerate()
         .for_each(|(c, o)| batch_rows(o, c * chunk, n, x, w, k, file));
-    for (r, col) in scratch.chunks_exact(n).enumerate() {
-        for (t, &v) in col.iter().enumerate() {
-            out[t * w.rows + r] = v;
+    for (c, block) in scratch.chunks(chunk * n).enumerate() {
+        let rows = block.len() / n;
+        for (t, src) in block.chunks_exact(rows).enumerate() {
+            out[t * w.rows + c * chunk..][..rows].copy_from_slice(src);
         }
     }
 }
 
-/// Row-major partial results `o[i * n + t] = w[r0 + i] · x[t]` for a batch of `n` tokens:
+/// Partial results `o[t * rows + i] = w[r0 + i] · x[t]` for a batch of `n` tokens:
 /// four rows by four tokens at a time where the format has a tile kernel, then one row at a
 /// time (four tokens at once where it has a four-token kernel).
 fn batch_rows(
@@ -112,30 +119,34 @@ fn batch_rows(
                 let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
                 let tile = tile(&ws, &xs);
                 for (j, v) in tile.iter().enumerate() {
-                    o[(i + j) * n + t..][..4].copy_from_slice(v);
+                    for (tt, &v) in v.iter().enumerate() {
+                        o[(t + tt) * rows + i + j] = v;
+                    }
                 }
                 t += 4;
             }
             for tt in t..n {
                 for (j, wr) in ws.iter().enumerate() {
-                    o[(i + j) * n + tt] = one(wr, x.row(tt));
+                    o[tt * rows + i + j] = one(wr, x.row(tt));
                 }
             }
             i += 4;
         }
     }
-    for (row_out, r) in o[i * n..].chunks_exact_mut(n).zip(r0 + i..) {
-        let wr = w.row(file, r);
+    for i in i..rows {
+        let wr = w.row(file, r0 + i);
         let mut t = 0;
         if let Some(four) = four {
             while t + 4 <= n {
                 let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
-                row_out[t..t + 4].copy_from_slice(&four(wr, &xs));
+                for (tt, v) in four(wr, &xs).into_iter().enumerate() {
+                    o[(t + tt) * rows + i] = v;
+                }
                 t += 4;
             }
         }
-        for (v, tt) in row_out[t..].iter_mut().zip(t..) {
-            *v = one(wr, x.row(tt));
+        for tt in t..n {
+            o[tt * rows + i] = one(wr, x.row(tt));
         }
     }
 }

@@ -288,13 +288,15 @@ unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
 /// exact here: no pair of products reaches the `maddubs` saturation bound, because activation
 /// quants lie in [-127, 127] and unsigned weight quants in [0, 128].
 macro_rules! legacy_tile {
-    ($name:ident, $features:literal, $updot:ident) => {
+    ($name:ident, $features:literal, $dp:ident, $offset:literal) => {
         #[inline]
         #[target_feature(enable = $features)]
         unsafe fn $name<const T: u8>(w: &[&[u8]; 4], a: &[&[u8]; 4]) -> [[f32; 4]; 4] {
             let ty = LEGACY[T as usize];
             let (wb, ab, at, has_min) = legacy_layout(ty);
             let nb = w[0].len() / wb;
+            let zero = _mm256_setzero_si256();
+            let c128 = _mm256_set1_epi8(0x80u8 as i8);
             let mut acc = [[_mm256_setzero_ps(); 4]; 4];
             let mut mins = [_mm_setzero_ps(); 4];
             for b in 0..nb {
@@ -310,17 +312,21 @@ macro_rules! legacy_tile {
                     legacy_quants(ty, xs[2]),
                     legacy_quants(ty, xs[3]),
                 ];
-                // The unsigned operand: the weight quants' magnitudes for signed formats.
-                let ux = if has_min {
-                    qx
-                } else {
-                    [
-                        _mm256_sign_epi8(qx[0], qx[0]),
-                        _mm256_sign_epi8(qx[1], qx[1]),
-                        _mm256_sign_epi8(qx[2], qx[2]),
-                        _mm256_sign_epi8(qx[3], qx[3]),
-                    ]
-                };
+                // Signed formats, VNNI: the activations offset to unsigned (y + 128) and the
+                // offset's products taken back out, `-128 * sum(x)` per lane, as the starting
+                // value of each sum. AVX2: the weights' magnitudes times the activations with
+                // the weights' signs (`maddubs` would saturate on the offset form).
+                let mut ux = qx;
+                let mut base = [zero; 4];
+                if !has_min {
+                    for r in 0..4 {
+                        if $offset {
+                            base[r] = _mm256_sub_epi32(zero, $dp(zero, c128, qx[r]));
+                        } else {
+                            ux[r] = _mm256_sign_epi8(qx[r], qx[r]);
+                        }
+                    }
+                }
                 let dx = _mm_cvtph_ps(_mm_loadu_si128(halves4(xs, 0).as_ptr() as *const __m128i));
                 let mx = if has_min {
                     _mm_cvtph_ps(_mm_loadu_si128(halves4(xs, 2).as_ptr() as *const __m128i))
@@ -339,13 +345,16 @@ macro_rules! legacy_tile {
                         _mm256_shuffle_ps::<0xaa>(d, d),
                         _mm256_shuffle_ps::<0xff>(d, d),
                     ];
+                    let yu = _mm256_xor_si256(qy, c128);
                     for r in 0..4 {
-                        let sy = if has_min {
-                            qy
+                        let isum = if has_min {
+                            $dp(zero, qx[r], qy)
+                        } else if $offset {
+                            $dp(base[r], yu, qx[r])
                         } else {
-                            _mm256_sign_epi8(qy, qx[r])
+                            $dp(zero, ux[r], _mm256_sign_epi8(qy, qx[r]))
                         };
-                        let p = _mm256_cvtepi32_ps($updot(ux[r], sy));
+                        let p = _mm256_cvtepi32_ps(isum);
                         acc[t][r] = _mm256_fmadd_ps(scale[r], p, acc[t][r]);
                     }
                     if has_min {
@@ -364,26 +373,39 @@ macro_rules! legacy_tile {
         }
     };
 }
-legacy_tile!(tile_legacy, "avx2,fma,f16c", madd_us);
+legacy_tile!(tile_legacy, "avx2,fma,f16c", madd_acc, false);
 legacy_tile!(
     tile_legacy_vnni,
     "avx2,fma,f16c,avx512vnni,avx512vl",
-    dpbusd
+    dpbusd,
+    true
 );
-legacy_tile!(tile_legacy_avxvnni, "avx2,fma,f16c,avxvnni", dpbusd_avx);
+legacy_tile!(
+    tile_legacy_avxvnni,
+    "avx2,fma,f16c,avxvnni",
+    dpbusd_avx,
+    true
+);
 
-/// `madd_us` in one VNNI instruction (exact where `maddubs` does not saturate).
+/// `acc + madd_us(x, y)`.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-unsafe fn dpbusd(x: __m256i, y: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn madd_acc(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, madd_us(x, y))
 }
 
-/// `madd_us` in one AVX-VNNI instruction (exact where `maddubs` does not saturate).
+/// `acc + madd_us(x, y)` in one VNNI instruction, exact (no intermediate saturation).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn dpbusd(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, x, y)
+}
+
+/// `acc + madd_us(x, y)` in one AVX-VNNI instruction, exact.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn dpbusd_avx(x: __m256i, y: __m256i) -> __m256i {
-    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y)
+unsafe fn dpbusd_avx(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(acc, x, y)
 }
 
 /// The f16 at byte `at` of four blocks, as the low four i16 lanes for `_mm_cvtph_ps`.
