@@ -1,11 +1,11 @@
 //! Throughput of every fused dot product, in GB/s of weight data: one 4096-value row against
-//! quantized activations, scalar and SIMD; and of the batched products' four-by-four tiles,
-//! in multiply-adds per second, in every instruction set the CPU has.
+//! quantized activations, scalar and SIMD; and of the batched products' tiles (four weight
+//! rows by 64 tokens), in multiply-adds per second, in every instruction set the CPU has.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pv::gguf::GgmlType;
 use pv::quant::synth::{SplitMix, random_row};
-use pv::quant::{Kernel, TileIsa, dot_fn, quantize, tile_fn_in, vec_dot_type};
+use pv::quant::{Kernel, TileIsa, TilePanel, dot_fn, quantize, tile_fn_in, vec_dot_type};
 
 fn kernels(c: &mut Criterion) {
     let n = 4096;
@@ -29,24 +29,27 @@ fn kernels(c: &mut Criterion) {
 fn tiles(c: &mut Criterion) {
     let n = 576; // SmolLM2's width: the tile's whole row stays in L1, as in a real product
     let mut rng = SplitMix(2);
-    let mut g = c.benchmark_group("tile_4x4");
-    g.throughput(Throughput::Elements(16 * n as u64));
+    let tokens = 64; // a pp64 batch
+    let mut g = c.benchmark_group("tile_4x64");
+    g.throughput(Throughput::Elements(4 * tokens as u64 * n as u64));
     for ty in GgmlType::WEIGHTS {
         let w: Vec<Vec<u8>> = (0..4).map(|_| random_row(ty, n, 1.0, &mut rng)).collect();
-        let a: Vec<Vec<u8>> = (0..4)
+        let a: Vec<Vec<u8>> = (0..tokens)
             .map(|_| {
                 let x: Vec<f32> = (0..n).map(|_| rng.normal(1.0)).collect();
                 quantize(vec_dot_type(ty).unwrap(), &x).unwrap()
             })
             .collect();
         let ws = [&w[0][..], &w[1], &w[2], &w[3]];
-        let xs = [&a[0][..], &a[1], &a[2], &a[3]];
+        let xs: Vec<&[u8]> = a.iter().map(|r| &r[..]).collect();
+        let mut out = vec![[0f32; 4]; tokens];
+        let mut panel = TilePanel::default();
         for isa in TileIsa::available() {
             let Some(f) = tile_fn_in(ty, isa) else {
                 continue;
             };
             g.bench_function(format!("{}/{isa:?}", ty.name()), |b| {
-                b.iter(|| f(std::hint::black_box(&ws), std::hint::black_box(&xs)))
+                b.iter(|| f(std::hint::black_box(&ws), &xs, &mut out, &mut panel))
             });
         }
     }

@@ -112,23 +112,14 @@ fn batch_rows(
     let rows = o.len() / n;
     let mut i = 0;
     if let Some(tile) = k.dot_tile {
+        let xs: Vec<&[u8]> = (0..n).map(|t| x.row(t)).collect();
+        let mut panel = quant::TilePanel::default();
+        let mut res = vec![[0f32; 4]; n];
         while i + 4 <= rows {
             let ws = [0, 1, 2, 3].map(|j| w.row(file, r0 + i + j));
-            let mut t = 0;
-            while t + 4 <= n {
-                let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
-                let tile = tile(&ws, &xs);
-                for (j, v) in tile.iter().enumerate() {
-                    for (tt, &v) in v.iter().enumerate() {
-                        o[(t + tt) * rows + i + j] = v;
-                    }
-                }
-                t += 4;
-            }
-            for tt in t..n {
-                for (j, wr) in ws.iter().enumerate() {
-                    o[tt * rows + i + j] = one(wr, x.row(tt));
-                }
+            tile(&ws, &xs, &mut res, &mut panel);
+            for (t, v) in res.iter().enumerate() {
+                o[t * rows + i..][..4].copy_from_slice(v);
             }
             i += 4;
         }

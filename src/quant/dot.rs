@@ -16,9 +16,14 @@ pub type Dot4Fn = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
 /// single-token generation); each result equals the single-row [`DotFn`]'s bit for bit.
 pub type DotRows4Fn = fn(&[&[u8]; 4], &[u8]) -> [f32; 4];
 
-/// Four weight rows against four activation rows (`out[row][token]`, a tile of a batched
-/// product); each result equals the single-row [`DotFn`]'s bit for bit.
-pub type DotTileFn = fn(&[&[u8]; 4], &[&[u8]; 4]) -> [[f32; 4]; 4];
+/// Four weight rows against every activation row of a batch: `out[t][r] = w[r] · a[t]`
+/// for `t < a.len()`, the weights decoded once into the reusable `panel`; each result equals
+/// the single-row [`DotFn`]'s bit for bit.
+pub type DotTileFn = fn(&[&[u8]; 4], &[&[u8]], &mut [[f32; 4]], &mut TilePanel);
+
+/// Reusable room for a [`DotTileFn`]'s decoded weight blocks (one per worker).
+#[derive(Default)]
+pub struct TilePanel(Vec<avx2::PanelBlock>);
 
 /// Which llama.cpp CPU build's arithmetic to reproduce: its element-wise functions and
 /// reductions, and which matrices it repacks (Q2_K only with AVX-512).
@@ -204,10 +209,16 @@ macro_rules! tile_wrappers {
         /// Safe entry points to the tile kernels, one list per instruction set.
         mod tile_safe {
             $($(
-                pub fn $f(w: &[&[u8]; 4], a: &[&[u8]; 4]) -> [[f32; 4]; 4] {
-                    // SAFETY: only reachable through `tile_fn`, which hands each list out
-                    // after runtime detection of its instruction set (`TileIsa::detect`).
-                    unsafe { super::avx2::$f(w, a) }
+                pub fn $f(
+                    w: &[&[u8]; 4],
+                    a: &[&[u8]],
+                    out: &mut [[f32; 4]],
+                    panel: &mut super::TilePanel,
+                ) {
+                    // SAFETY: only reachable through `tile_fn`/`tile_fn_in`, which hand each
+                    // list out after runtime detection of its instruction set
+                    // (`TileIsa::available`).
+                    unsafe { super::avx2::$f(w, a, out, &mut panel.0) }
                 }
             )*)*
         }
@@ -246,7 +257,8 @@ pub enum TileIsa {
 }
 
 impl TileIsa {
-    /// The instruction sets this CPU runs, fastest first (empty without AVX2).
+    /// The instruction sets this CPU runs, fastest first as measured on a CPU with all
+    /// three (`cargo bench --bench kernels -- tile`); empty without AVX2.
     pub fn available() -> Vec<TileIsa> {
         let mut v = Vec::new();
         if Kernel::best() != Kernel::Avx2 {
@@ -254,13 +266,13 @@ impl TileIsa {
         }
         #[cfg(target_arch = "x86_64")]
         {
+            if std::is_x86_feature_detected!("avxvnni") {
+                v.push(TileIsa::AvxVnni);
+            }
             if std::is_x86_feature_detected!("avx512vnni")
                 && std::is_x86_feature_detected!("avx512vl")
             {
                 v.push(TileIsa::Avx512Vnni);
-            }
-            if std::is_x86_feature_detected!("avxvnni") {
-                v.push(TileIsa::AvxVnni);
             }
         }
         v.push(TileIsa::Avx2);
@@ -372,7 +384,7 @@ pub struct MatrixKernels {
     pub dot_batch4: Option<Dot4Fn>,
     /// Four weight rows against one activation row, where a faster kernel exists.
     pub dot_rows4: Option<DotRows4Fn>,
-    /// Four weight rows against four activation rows, where a faster kernel exists.
+    /// Four weight rows against a whole batch, where a faster kernel exists.
     pub dot_tile: Option<DotTileFn>,
 }
 

@@ -278,62 +278,129 @@ unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     finish4(&acc, &mins)
 }
 
-/// Four legacy-format weight rows · four activation rows (llama.cpp's tinyBLAS tile): each
-/// block's quants and scales are loaded once for the tile and reused by all sixteen outputs.
-/// Every output performs the single-row kernel's operations on its own lane accumulator, so
-/// each result equals [`dot4_legacy`]'s (and the single-row kernel's) bit for bit.
+/// Four weight rows' block `b`, decoded once for a whole batch of tokens (a panel of
+/// [`legacy_tile`]): the quants as bytes, an auxiliary vector that depends on the
+/// instruction set, and the scales and mins as f32.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub(crate) struct PanelBlock {
+    q: [[u8; 32]; 4],
+    aux: [[u8; 32]; 4],
+    d: [f32; 4],
+    m: [f32; 4],
+}
+
+impl PanelBlock {
+    pub(crate) const ZERO: PanelBlock = PanelBlock {
+        q: [[0; 32]; 4],
+        aux: [[0; 32]; 4],
+        d: [0.0; 4],
+        m: [0.0; 4],
+    };
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_bytes(b: &[u8; 32]) -> __m256i {
+    _mm256_loadu_si256(b.as_ptr() as *const __m256i)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_bytes(b: &mut [u8; 32], v: __m256i) {
+    _mm256_storeu_si256(b.as_mut_ptr() as *mut __m256i, v)
+}
+
+/// Four legacy-format weight rows · every activation row of a batch (llama.cpp's tinyBLAS
+/// product): the rows' blocks are decoded once into a panel, then four tokens at a time
+/// (one at a time for the last few) share each decoded block and its scales. Every output
+/// performs the single-row kernel's operations on its own lane accumulator, so each result
+/// equals [`dot4_legacy`]'s (and the single-row kernel's) bit for bit.
 ///
-/// Stamped out once per instruction set: `$updot` forms the eight i32 sums of four unsigned
-/// × signed byte products (`maddubs` + `madd` with AVX2, one `vpdpbusd` with VNNI). Both are
-/// exact here: no pair of products reaches the `maddubs` saturation bound, because activation
-/// quants lie in [-127, 127] and unsigned weight quants in [0, 128].
+/// Stamped out once per instruction set: `$dp(acc, u, s)` adds the eight i32 sums of four
+/// unsigned × signed byte products (`maddubs` + `madd` with AVX2, one `vpdpbusd` with
+/// VNNI). Signed formats use the sign trick (the panel's `aux` holds |x|) or, with
+/// `$offset` (VNNI only, which does not saturate), the activations offset to unsigned
+/// `y + 128` with `-128 * sum(x)` per lane as each sum's starting value (held in `aux`).
+/// The offset form is the faster with AVX-VNNI; with AVX-512 VNNI the register copy it
+/// needs per sum made it slower than the sign trick (`cargo bench --bench kernels`).
+/// All are exact: no pair of products reaches the `maddubs` bound, as activation quants lie
+/// in [-127, 127] and unsigned weight quants in [0, 128].
 macro_rules! legacy_tile {
-    ($name:ident, $features:literal, $dp:ident, $offset:literal) => {
+    ($name:ident, $group:ident, $features:literal, $dp:ident, $offset:literal) => {
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn $name<const T: u8>(w: &[&[u8]; 4], a: &[&[u8]; 4]) -> [[f32; 4]; 4] {
+        unsafe fn $name<const T: u8>(
+            w: &[&[u8]; 4],
+            a: &[&[u8]],
+            out: &mut [[f32; 4]],
+            panel: &mut Vec<PanelBlock>,
+        ) {
             let ty = LEGACY[T as usize];
-            let (wb, ab, at, has_min) = legacy_layout(ty);
+            let (wb, _, _, has_min) = legacy_layout(ty);
             let nb = w[0].len() / wb;
             let zero = _mm256_setzero_si256();
             let c128 = _mm256_set1_epi8(0x80u8 as i8);
-            let mut acc = [[_mm256_setzero_ps(); 4]; 4];
-            let mut mins = [_mm_setzero_ps(); 4];
-            for b in 0..nb {
-                let xs = [
-                    &w[0][wb * b..wb * (b + 1)],
-                    &w[1][wb * b..wb * (b + 1)],
-                    &w[2][wb * b..wb * (b + 1)],
-                    &w[3][wb * b..wb * (b + 1)],
-                ];
-                let qx = [
-                    legacy_quants(ty, xs[0]),
-                    legacy_quants(ty, xs[1]),
-                    legacy_quants(ty, xs[2]),
-                    legacy_quants(ty, xs[3]),
-                ];
-                // Signed formats, VNNI: the activations offset to unsigned (y + 128) and the
-                // offset's products taken back out, `-128 * sum(x)` per lane, as the starting
-                // value of each sum. AVX2: the weights' magnitudes times the activations with
-                // the weights' signs (`maddubs` would saturate on the offset form).
-                let mut ux = qx;
-                let mut base = [zero; 4];
-                if !has_min {
-                    for r in 0..4 {
-                        if $offset {
-                            base[r] = _mm256_sub_epi32(zero, $dp(zero, c128, qx[r]));
-                        } else {
-                            ux[r] = _mm256_sign_epi8(qx[r], qx[r]);
-                        }
-                    }
+            panel.clear();
+            panel.resize(nb, PanelBlock::ZERO);
+            for (b, p) in panel.iter_mut().enumerate() {
+                for r in 0..4 {
+                    let x = &w[r][wb * b..wb * (b + 1)];
+                    let q = legacy_quants(ty, x);
+                    let aux = if has_min {
+                        zero
+                    } else if $offset {
+                        _mm256_sub_epi32(zero, $dp(zero, c128, q))
+                    } else {
+                        _mm256_sign_epi8(q, q)
+                    };
+                    store_bytes(&mut p.q[r], q);
+                    store_bytes(&mut p.aux[r], aux);
+                    p.d[r] = f16_at(x);
+                    p.m[r] = if has_min { f16_at(&x[2..]) } else { 0.0 };
                 }
-                let dx = _mm_cvtph_ps(_mm_loadu_si128(halves4(xs, 0).as_ptr() as *const __m128i));
-                let mx = if has_min {
-                    _mm_cvtph_ps(_mm_loadu_si128(halves4(xs, 2).as_ptr() as *const __m128i))
-                } else {
-                    _mm_setzero_ps()
-                };
-                for t in 0..4 {
+            }
+            let n = a.len().min(out.len());
+            let mut t = 0;
+            while t + 4 <= n {
+                $group::<T, 4>(panel, &a[t..t + 4], &mut out[t..t + 4]);
+                t += 4;
+            }
+            while t < n {
+                $group::<T, 1>(panel, &a[t..t + 1], &mut out[t..t + 1]);
+                t += 1;
+            }
+        }
+
+        /// `RN` tokens against a decoded panel.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $group<const T: u8, const RN: usize>(
+            panel: &[PanelBlock],
+            a: &[&[u8]],
+            out: &mut [[f32; 4]],
+        ) {
+            let ty = LEGACY[T as usize];
+            let (_, ab, at, has_min) = legacy_layout(ty);
+            let zero = _mm256_setzero_si256();
+            let c128 = _mm256_set1_epi8(0x80u8 as i8);
+            let mut acc = [[_mm256_setzero_ps(); 4]; RN];
+            let mut mins = [_mm_setzero_ps(); RN];
+            for (b, p) in panel.iter().enumerate() {
+                let q = [
+                    load_bytes(&p.q[0]),
+                    load_bytes(&p.q[1]),
+                    load_bytes(&p.q[2]),
+                    load_bytes(&p.q[3]),
+                ];
+                let aux = [
+                    load_bytes(&p.aux[0]),
+                    load_bytes(&p.aux[1]),
+                    load_bytes(&p.aux[2]),
+                    load_bytes(&p.aux[3]),
+                ];
+                let dx = _mm_loadu_ps(p.d.as_ptr());
+                for t in 0..RN {
                     let y = &a[t][ab * b..ab * (b + 1)];
                     let qy = load(&y[at..]);
                     // dx[r] * dy for the four rows, each product the scalar kernel's.
@@ -348,40 +415,41 @@ macro_rules! legacy_tile {
                     let yu = _mm256_xor_si256(qy, c128);
                     for r in 0..4 {
                         let isum = if has_min {
-                            $dp(zero, qx[r], qy)
+                            $dp(zero, q[r], qy)
                         } else if $offset {
-                            $dp(base[r], yu, qx[r])
+                            $dp(aux[r], yu, q[r])
                         } else {
-                            $dp(zero, ux[r], _mm256_sign_epi8(qy, qx[r]))
+                            $dp(zero, aux[r], _mm256_sign_epi8(qy, q[r]))
                         };
-                        let p = _mm256_cvtepi32_ps(isum);
-                        acc[t][r] = _mm256_fmadd_ps(scale[r], p, acc[t][r]);
+                        let prod = _mm256_cvtepi32_ps(isum);
+                        acc[t][r] = _mm256_fmadd_ps(scale[r], prod, acc[t][r]);
                     }
                     if has_min {
+                        let mx = _mm_loadu_ps(p.m.as_ptr());
                         mins[t] = _mm_fmadd_ps(mx, _mm_set1_ps(f16_at(&y[2..])), mins[t]);
                     }
                 }
             }
-            let mut out = [[0f32; 4]; 4];
-            for t in 0..4 {
+            for t in 0..RN {
                 let m = out4(mins[t]);
                 for r in 0..4 {
-                    out[r][t] = hsum(acc[t][r]) + m[r];
+                    out[t][r] = hsum(acc[t][r]) + m[r];
                 }
             }
-            out
         }
     };
 }
-legacy_tile!(tile_legacy, "avx2,fma,f16c", madd_acc, false);
+legacy_tile!(tile_legacy, group_legacy, "avx2,fma,f16c", madd_acc, false);
 legacy_tile!(
     tile_legacy_vnni,
+    group_legacy_vnni,
     "avx2,fma,f16c,avx512vnni,avx512vl",
     dpbusd,
-    true
+    false
 );
 legacy_tile!(
     tile_legacy_avxvnni,
+    group_legacy_avxvnni,
     "avx2,fma,f16c,avxvnni",
     dpbusd_avx,
     true
@@ -406,13 +474,6 @@ unsafe fn dpbusd(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn dpbusd_avx(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
     _mm256_dpbusd_avx_epi32(acc, x, y)
-}
-
-/// The f16 at byte `at` of four blocks, as the low four i16 lanes for `_mm_cvtph_ps`.
-#[inline(always)]
-fn halves4(xs: [&[u8]; 4], at: usize) -> [i16; 8] {
-    let h = |x: &[u8]| i16::from_le_bytes([x[at], x[at + 1]]);
-    [h(xs[0]), h(xs[1]), h(xs[2]), h(xs[3]), 0, 0, 0, 0]
 }
 
 /// Pairs of 16-value scales as i16 lanes for `_mm256_madd_epi16` after `maddubs`: lanes 0..8
@@ -947,8 +1008,13 @@ macro_rules! tile_entries {
     ($($features:literal: $($name:ident => $f:ident<$k:literal>;)*)*) => {
         $($(
             #[target_feature(enable = $features)]
-            pub(crate) unsafe fn $name(w: &[&[u8]; 4], a: &[&[u8]; 4]) -> [[f32; 4]; 4] {
-                $f::<$k>(w, a)
+            pub(crate) unsafe fn $name(
+                w: &[&[u8]; 4],
+                a: &[&[u8]],
+                out: &mut [[f32; 4]],
+                panel: &mut Vec<PanelBlock>,
+            ) {
+                $f::<$k>(w, a, out, panel)
             }
         )*)*
     };

@@ -225,11 +225,14 @@ proptest! {
                             }
                         }
                     }
-                    let got = tile(&[&raw[0], &raw[1], &raw[2], &raw[3]], &[&acts[0], &acts[1], &acts[2], &acts[3]]);
+                    // Seven tokens: a group of four, then three one at a time.
+                    let xs: Vec<&[u8]> = (0..7).map(|t| &acts[t % 4][..]).collect();
+                    let mut got = vec![[0f32; 4]; xs.len()];
+                    tile(&[&raw[0], &raw[1], &raw[2], &raw[3]], &xs, &mut got, &mut TilePanel::default());
                     for (r, wr) in raw.iter().enumerate() {
-                        for (t, a) in acts.iter().enumerate() {
+                        for (t, a) in xs.iter().enumerate() {
                             let want = dot_fn(ty, k).unwrap()(wr, a);
-                            prop_assert_eq!(got[r][t].to_bits(), want.to_bits(), "{} {:?} r{} t{}", ty, isa, r, t);
+                            prop_assert_eq!(got[t][r].to_bits(), want.to_bits(), "{} {:?} r{} t{}", ty, isa, r, t);
                         }
                     }
                 }
