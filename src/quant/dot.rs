@@ -535,13 +535,50 @@ pub fn dot_rows4_fn(weight: GgmlType, kernel: Kernel) -> Option<DotRows4Fn> {
     if kernel != Kernel::Avx2 || Kernel::best() != Kernel::Avx2 {
         return None;
     }
-    use GgmlType::*;
-    Some(match weight {
-        Q4_0 => avx2_safe_rows4::dot_rows4_q4_0_q8_0,
-        Q4_1 => avx2_safe_rows4::dot_rows4_q4_1_q8_1,
-        Q5_0 => avx2_safe_rows4::dot_rows4_q5_0_q8_0,
-        Q5_1 => avx2_safe_rows4::dot_rows4_q5_1_q8_1,
-        Q8_0 => avx2_safe_rows4::dot_rows4_q8_0_q8_0,
-        _ => return None,
-    })
+    rows4_kernel(weight, *TileIsa::available().first()?)
+}
+
+/// [`dot_rows4_fn`] in a given instruction set (for tests); `None` if the CPU lacks it or
+/// the format has no four-row kernel.
+pub fn dot_rows4_fn_in(weight: GgmlType, isa: TileIsa) -> Option<DotRows4Fn> {
+    TileIsa::available()
+        .contains(&isa)
+        .then(|| rows4_kernel(weight, isa))
+        .flatten()
+}
+
+macro_rules! rows4_wrappers {
+    ($($isa:ident: $($ty:ident => $f:ident),*;)*) => {
+        /// Safe entry points to the VNNI four-row kernels (the AVX2 ones are in
+        /// [`avx2_safe_rows4`]).
+        mod rows4_safe {
+            $($(
+                pub fn $f(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+                    // SAFETY: only reachable through `rows4_kernel`, called with an
+                    // instruction set from `TileIsa::available` (runtime detection).
+                    unsafe { super::avx2::$f(w, a) }
+                }
+            )*)*
+        }
+
+        /// The four-weight-row kernel for `weight` in instruction set `isa`.
+        fn rows4_kernel(weight: GgmlType, isa: TileIsa) -> Option<DotRows4Fn> {
+            use GgmlType::*;
+            Some(match (isa, weight) {
+                $($((TileIsa::$isa, $ty) => rows4_safe::$f as DotRows4Fn,)*)*
+                (TileIsa::Avx2, Q4_0) => avx2_safe_rows4::dot_rows4_q4_0_q8_0,
+                (TileIsa::Avx2, Q4_1) => avx2_safe_rows4::dot_rows4_q4_1_q8_1,
+                (TileIsa::Avx2, Q5_0) => avx2_safe_rows4::dot_rows4_q5_0_q8_0,
+                (TileIsa::Avx2, Q5_1) => avx2_safe_rows4::dot_rows4_q5_1_q8_1,
+                (TileIsa::Avx2, Q8_0) => avx2_safe_rows4::dot_rows4_q8_0_q8_0,
+                _ => return None,
+            })
+        }
+    };
+}
+rows4_wrappers! {
+    Avx512Vnni: Q4_0 => rows4_q4_0_vnni, Q5_0 => rows4_q5_0_vnni, Q5_1 => rows4_q5_1_vnni,
+        Q8_0 => rows4_q8_0_vnni, Q4_1 => rows4_q4_1_vnni;
+    AvxVnni: Q4_0 => rows4_q4_0_avxvnni, Q5_0 => rows4_q5_0_avxvnni,
+        Q5_1 => rows4_q5_1_avxvnni, Q8_0 => rows4_q8_0_avxvnni, Q4_1 => rows4_q4_1_avxvnni;
 }

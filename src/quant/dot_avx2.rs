@@ -259,24 +259,84 @@ unsafe fn finish4(acc: &[__m256; 4], mins: &[f32; 4]) -> [f32; 4] {
     out
 }
 
-/// Four legacy-format weight rows · one activation row: four independent chains; each
-/// result equals the single-row kernel's bit for bit.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-    let ty = LEGACY[T as usize];
-    let (wb, ab, at, has_min) = legacy_layout(ty);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut mins = [0.0f32; 4];
-    for (b, y) in a.chunks_exact(ab).take(w[0].len() / wb).enumerate() {
-        for r in 0..4 {
-            let x = &w[r][wb * b..wb * (b + 1)];
-            let qx = legacy_quants(ty, x);
-            legacy_block(has_min, qx, f16_at(x), x, y, at, &mut acc[r], &mut mins[r]);
-        }
-    }
-    finish4(&acc, &mins)
+/// The f16 at byte `$at` of four blocks as four f32 lanes (written out, not a call, so that
+/// it compiles inside each caller's instruction set).
+macro_rules! f16x4 {
+    ($xs:expr, $at:expr) => {
+        _mm_cvtph_ps(_mm_setr_epi16(
+            i16::from_le_bytes([$xs[0][$at], $xs[0][$at + 1]]),
+            i16::from_le_bytes([$xs[1][$at], $xs[1][$at + 1]]),
+            i16::from_le_bytes([$xs[2][$at], $xs[2][$at + 1]]),
+            i16::from_le_bytes([$xs[3][$at], $xs[3][$at + 1]]),
+            0,
+            0,
+            0,
+            0,
+        ))
+    };
 }
+
+/// Four legacy-format weight rows · one activation row (single-token generation): four
+/// independent chains, the four rows' scale products and min terms computed as one vector
+/// each; every lane performs the single-row kernel's operations, so each result equals it
+/// bit for bit. Stamped out per instruction set like [`legacy_tile`], with the sign trick
+/// for signed formats.
+macro_rules! legacy_rows4 {
+    ($name:ident, $features:literal, $dp:ident) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+            let ty = LEGACY[T as usize];
+            let (wb, ab, at, has_min) = legacy_layout(ty);
+            let zero = _mm256_setzero_si256();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut mins = _mm_setzero_ps();
+            for (b, y) in a.chunks_exact(ab).take(w[0].len() / wb).enumerate() {
+                let xs = [
+                    &w[0][wb * b..wb * (b + 1)],
+                    &w[1][wb * b..wb * (b + 1)],
+                    &w[2][wb * b..wb * (b + 1)],
+                    &w[3][wb * b..wb * (b + 1)],
+                ];
+                let qy = load(&y[at..]);
+                let d = _mm_mul_ps(f16x4!(xs, 0), _mm_set1_ps(f16_at(y)));
+                let d = _mm256_set_m128(d, d);
+                let scale = [
+                    _mm256_shuffle_ps::<0x00>(d, d),
+                    _mm256_shuffle_ps::<0x55>(d, d),
+                    _mm256_shuffle_ps::<0xaa>(d, d),
+                    _mm256_shuffle_ps::<0xff>(d, d),
+                ];
+                for r in 0..4 {
+                    let qx = legacy_quants(ty, xs[r]);
+                    let isum = if has_min {
+                        $dp(zero, qx, qy)
+                    } else {
+                        $dp(zero, _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
+                    };
+                    acc[r] = _mm256_fmadd_ps(scale[r], _mm256_cvtepi32_ps(isum), acc[r]);
+                }
+                if has_min {
+                    mins = _mm_fmadd_ps(f16x4!(xs, 2), _mm_set1_ps(f16_at(&y[2..])), mins);
+                }
+            }
+            let m = out4(mins);
+            [
+                hsum(acc[0]) + m[0],
+                hsum(acc[1]) + m[1],
+                hsum(acc[2]) + m[2],
+                hsum(acc[3]) + m[3],
+            ]
+        }
+    };
+}
+legacy_rows4!(rows4_legacy, "avx2,fma,f16c", madd_acc);
+legacy_rows4!(
+    rows4_legacy_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    dpbusd
+);
+legacy_rows4!(rows4_legacy_avxvnni, "avx2,fma,f16c,avxvnni", dpbusd_avx);
 
 /// Four weight rows' block `b`, decoded once for a whole batch of tokens (a panel of
 /// [`legacy_tile`]): the quants as bytes, an auxiliary vector that depends on the
@@ -1038,6 +1098,30 @@ tile_entries! {
         tile_q5_1_avxvnni => tile_legacy_avxvnni<2>;
         tile_q8_0_avxvnni => tile_legacy_avxvnni<3>;
         tile_q4_1_avxvnni => tile_legacy_avxvnni<4>;
+}
+macro_rules! rows4_entries {
+    ($($features:literal: $($name:ident => $f:ident<$k:literal>;)*)*) => {
+        $($(
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn $name(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+                $f::<$k>(w, a)
+            }
+        )*)*
+    };
+}
+rows4_entries! {
+    "avx2,fma,f16c,avx512vnni,avx512vl":
+        rows4_q4_0_vnni => rows4_legacy_vnni<0>;
+        rows4_q5_0_vnni => rows4_legacy_vnni<1>;
+        rows4_q5_1_vnni => rows4_legacy_vnni<2>;
+        rows4_q8_0_vnni => rows4_legacy_vnni<3>;
+        rows4_q4_1_vnni => rows4_legacy_vnni<4>;
+    "avx2,fma,f16c,avxvnni":
+        rows4_q4_0_avxvnni => rows4_legacy_avxvnni<0>;
+        rows4_q5_0_avxvnni => rows4_legacy_avxvnni<1>;
+        rows4_q5_1_avxvnni => rows4_legacy_avxvnni<2>;
+        rows4_q8_0_avxvnni => rows4_legacy_avxvnni<3>;
+        rows4_q4_1_avxvnni => rows4_legacy_avxvnni<4>;
 }
 entries! { &[&[u8]; 4], &[u8] => [f32; 4]:
     gemv_rows4_q4_k => repacked_rows4_k<2>();

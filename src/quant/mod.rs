@@ -15,8 +15,8 @@ pub mod synth;
 
 pub use dot::{
     Dot4Fn, DotFn, DotRows4Fn, DotTileFn, Flavor, Kernel, MatrixKernels, REPACKED, TILED,
-    TILED_MIN_BATCH, TileIsa, TilePanel, dot_fn, dot_rows4_fn, dot4_fn, is_repacked,
-    matrix_kernels, tile_fn, tile_fn_in, vec_dot_type,
+    TILED_MIN_BATCH, TileIsa, TilePanel, dot_fn, dot_rows4_fn, dot_rows4_fn_in, dot4_fn,
+    is_repacked, matrix_kernels, tile_fn, tile_fn_in, vec_dot_type,
 };
 
 use crate::gguf::GgmlType;

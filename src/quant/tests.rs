@@ -211,6 +211,13 @@ proptest! {
                 for (r, wr) in rows.iter().enumerate() {
                     prop_assert_eq!(got[r].to_bits(), dot_fn(ty, k).unwrap()(wr, &acts[0]).to_bits());
                 }
+                for isa in TileIsa::available() {
+                    let Some(rows4) = dot_rows4_fn_in(ty, isa) else { continue };
+                    let got = rows4(&[&rows[0], &rows[1], &rows[2], &rows[3]], &acts[1]);
+                    for (r, wr) in rows.iter().enumerate() {
+                        prop_assert_eq!(got[r].to_bits(), dot_fn(ty, k).unwrap()(wr, &acts[1]).to_bits(), "{} {:?} rows4", ty, isa);
+                    }
+                }
                 // Every tile kernel this CPU runs (AVX2, AVX-512 VNNI, AVX-VNNI), on weight
                 // rows of arbitrary bytes but for the scales (quants of -128 included).
                 for isa in TileIsa::available() {
