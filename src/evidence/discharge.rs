@@ -9,7 +9,7 @@ use super::record::{
     CodeBinding, PREDICATE_TYPE, Predicate, STATEMENT_TYPE, Statement, Subject, this_host,
 };
 use super::status::Status;
-use super::verify::{Places, TestReport, verify_test};
+use super::verify::{Places, TestReport, Verifier};
 use super::{EvidenceError, clause_sha256, dsse, head, ledger, sha256_file};
 use crate::checkers::{self, CheckError, Context, Outcome};
 use crate::contract::covers::Covers;
@@ -202,18 +202,25 @@ pub fn bind_code(root: &Path, covers: &[String]) -> Result<CodeBinding, Evidence
     })
 }
 
+/// The test's report as `pv verify` gives it, with `known` files (path, sha256) taken as
+/// hashed already by this process.
 fn test_report(
     c: &LoadedContract,
     test: &FalsificationTest,
     layout: &Layout,
     trusted: &[TrustedKey],
+    known: &[(PathBuf, String)],
 ) -> Result<TestReport, EvidenceError> {
     let places = Places {
         root: &layout.root,
         evidence: &layout.evidence,
         trusted,
     };
-    verify_test(c, test, &places)
+    let v = Verifier::new(&places);
+    for (path, digest) in known {
+        v.seed_sha256(path, digest.clone());
+    }
+    v.verify_test(c, test, None)
 }
 
 /// Finds a test by id among `contracts`, or says which exist.
@@ -239,12 +246,13 @@ fn settle(
     layout: &Layout,
     key: &ed25519_dalek::SigningKey,
     signer: &str,
+    known: &[(PathBuf, String)],
 ) -> Result<(TestReport, Option<u64>), DischargeError> {
     let cid = &c.contract.metadata.id;
     let dir = ledger::test_dir(&layout.evidence, cid, &test.id);
     ledger::remove_leftovers(&dir)?;
     let trusted = keys::trusted_keys(&layout.keys)?;
-    let mut report = test_report(c, test, layout, &trusted)?;
+    let mut report = test_report(c, test, layout, &trusted, known)?;
     let unsigned_head = report.unsigned_head
         && report.problems.len() == 1
         && report.records.iter().all(|r| r.problems.is_empty());
@@ -259,7 +267,7 @@ fn settle(
             &head::sign(cid, &test.id, last.sequence, &last.sha256, signer, key),
         )?;
         completed = Some(last.sequence);
-        report = test_report(c, test, layout, &trusted)?;
+        report = test_report(c, test, layout, &trusted, known)?;
     }
     if !report.valid() {
         let mut problems = report.problems.clone();
@@ -286,7 +294,7 @@ pub fn complete(
     let (c, test) = find(&contracts, test_id)?;
     let (key, signer, _) = signing_key(layout, key)?;
     let _lock = ledger::lock(&layout.evidence)?;
-    Ok(settle(c, test, layout, &key, &signer)?.1)
+    Ok(settle(c, test, layout, &key, &signer, &[])?.1)
 }
 
 /// Runs the checker of `req.test_id` and records the result.
@@ -302,7 +310,7 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
     // Earlier verdicts, for checkers that depend on them (citations).
     let latest_verdict = |tid: &str| -> Option<String> {
         let (c, t) = contract::find_test(&contracts, tid)?;
-        let r = test_report(c, t, layout, &trusted).ok()?;
+        let r = test_report(c, t, layout, &trusted, &[]).ok()?;
         r.valid().then(|| r.verdict.clone()).flatten()
     };
     let ctx = Context {
@@ -324,7 +332,14 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
     (req.progress)("signing and recording");
     let _lock = ledger::lock(&layout.evidence)?;
     let dir = ledger::test_dir(&layout.evidence, &cid, &test.id);
-    let (current, completed) = settle(c, test, layout, &key, &signer)?;
+    // The model files the checker just hashed (from their mapped bytes) need not be read
+    // again to check the earlier records' subjects.
+    let known: Vec<(PathBuf, String)> = outcome
+        .inputs
+        .iter()
+        .filter_map(|i| Some((PathBuf::from(&i.name), i.digest.get("sha256")?.clone())))
+        .collect();
+    let (current, completed) = settle(c, test, layout, &key, &signer, &known)?;
     let from = current.status;
     let to = from.after(outcome.passed, outcome.canonical).ok_or_else(|| DischargeError::Refused {
         from,

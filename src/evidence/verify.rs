@@ -200,10 +200,26 @@ impl<'a> Verifier<'a> {
         self.hashed.get()
     }
 
+    /// Takes `digest` as the sha256 of the file at `path` for this run, without reading it:
+    /// for files this process has just hashed itself (a discharge's model files, hashed by
+    /// the checker from their mapped bytes), so that they are not read and hashed twice.
+    /// Keyed by the canonical path, as [`Verifier::file_sha256`] looks it up.
+    pub fn seed_sha256(&self, path: &Path, digest: String) {
+        if let Ok(p) = std::fs::canonicalize(path) {
+            self.hashes.borrow_mut().insert(p, Ok(digest));
+        }
+    }
+
     /// sha256 of a regular file, once per run (`Err(NotFound)` kept as "not on disk").
     pub fn file_sha256(&self, path: &Path) -> Result<String, String> {
         if let Some(r) = self.hashes.borrow().get(path) {
             return r.clone();
+        }
+        if let Some(r) = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| self.hashes.borrow().get(&p).cloned())
+        {
+            return r;
         }
         let r = match crate::fsutil::sha256_file(path) {
             Ok(d) => {
