@@ -178,16 +178,7 @@ macro_rules! avx2_wrappers_rows4 {
         }
     };
 }
-avx2_wrappers_rows4!(
-    gemv_rows4_q4_k,
-    gemv_rows4_q2_k,
-    dot_rows4_q4_0_q8_0,
-    dot_rows4_q4_1_q8_1,
-    dot_rows4_q5_0_q8_0,
-    dot_rows4_q5_1_q8_1,
-    dot_rows4_q8_0_q8_0,
-    repacked_rows4_q4_0
-);
+avx2_wrappers_rows4!(gemv_rows4_q4_k, gemv_rows4_q2_k, repacked_rows4_q4_0);
 avx2_wrappers4!(
     tiled4_q2_k,
     tiled4_q3_k,
@@ -204,21 +195,26 @@ avx2_wrappers4!(
     repacked4_q4_0
 );
 
-macro_rules! tile_wrappers {
-    ($($isa:ident: $($ty:ident => $f:ident),*;)*) => {
-        /// Safe entry points to the tile kernels, one list per instruction set.
-        mod tile_safe {
+macro_rules! isa_wrappers {
+    ($($isa:ident { $($ty:ident => $t:ident, $r:ident;)* })*) => {
+        /// Safe entry points to the 32-value formats' tile and four-row kernels, one list
+        /// per instruction set.
+        mod isa_safe {
             $($(
-                pub fn $f(
+                pub fn $t(
                     w: &[&[u8]; 4],
                     a: &[&[u8]],
                     out: &mut [[f32; 4]],
                     panel: &mut super::TilePanel,
                 ) {
-                    // SAFETY: only reachable through `tile_fn`/`tile_fn_in`, which hand each
-                    // list out after runtime detection of its instruction set
-                    // (`TileIsa::available`).
-                    unsafe { super::avx2::$f(w, a, out, &mut panel.0) }
+                    // SAFETY: only reachable through `tile_kernel`, called with an
+                    // instruction set from `TileIsa::available` (runtime detection).
+                    unsafe { super::avx2::$t(w, a, out, &mut panel.0) }
+                }
+
+                pub fn $r(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+                    // SAFETY: as above, through `rows4_kernel`.
+                    unsafe { super::avx2::$r(w, a) }
                 }
             )*)*
         }
@@ -226,22 +222,44 @@ macro_rules! tile_wrappers {
         /// The tile kernel for `weight` in instruction set `isa`, if the format has one.
         fn tile_kernel(weight: GgmlType, isa: TileIsa) -> Option<DotTileFn> {
             use GgmlType::*;
-            Some(match isa {
-                $(TileIsa::$isa => match weight {
-                    $($ty => tile_safe::$f as DotTileFn,)*
-                    _ => return None,
-                },)*
+            Some(match (isa, weight) {
+                $($((TileIsa::$isa, $ty) => isa_safe::$t as DotTileFn,)*)*
+                _ => return None,
+            })
+        }
+
+        /// The four-weight-row kernel for `weight` in instruction set `isa`.
+        fn rows4_kernel(weight: GgmlType, isa: TileIsa) -> Option<DotRows4Fn> {
+            use GgmlType::*;
+            Some(match (isa, weight) {
+                $($((TileIsa::$isa, $ty) => isa_safe::$r as DotRows4Fn,)*)*
+                _ => return None,
             })
         }
     };
 }
-tile_wrappers! {
-    Avx2: Q4_0 => tile_q4_0, Q5_0 => tile_q5_0, Q5_1 => tile_q5_1, Q8_0 => tile_q8_0,
-        Q4_1 => tile_q4_1;
-    Avx512Vnni: Q4_0 => tile_q4_0_vnni, Q5_0 => tile_q5_0_vnni, Q5_1 => tile_q5_1_vnni,
-        Q8_0 => tile_q8_0_vnni, Q4_1 => tile_q4_1_vnni;
-    AvxVnni: Q4_0 => tile_q4_0_avxvnni, Q5_0 => tile_q5_0_avxvnni,
-        Q5_1 => tile_q5_1_avxvnni, Q8_0 => tile_q8_0_avxvnni, Q4_1 => tile_q4_1_avxvnni;
+isa_wrappers! {
+    Avx2 {
+        Q4_0 => tile_q4_0, dot_rows4_q4_0_q8_0;
+        Q5_0 => tile_q5_0, dot_rows4_q5_0_q8_0;
+        Q5_1 => tile_q5_1, dot_rows4_q5_1_q8_1;
+        Q8_0 => tile_q8_0, dot_rows4_q8_0_q8_0;
+        Q4_1 => tile_q4_1, dot_rows4_q4_1_q8_1;
+    }
+    Avx512Vnni {
+        Q4_0 => tile_q4_0_vnni, rows4_q4_0_vnni;
+        Q5_0 => tile_q5_0_vnni, rows4_q5_0_vnni;
+        Q5_1 => tile_q5_1_vnni, rows4_q5_1_vnni;
+        Q8_0 => tile_q8_0_vnni, rows4_q8_0_vnni;
+        Q4_1 => tile_q4_1_vnni, rows4_q4_1_vnni;
+    }
+    AvxVnni {
+        Q4_0 => tile_q4_0_avxvnni, rows4_q4_0_avxvnni;
+        Q5_0 => tile_q5_0_avxvnni, rows4_q5_0_avxvnni;
+        Q5_1 => tile_q5_1_avxvnni, rows4_q5_1_avxvnni;
+        Q8_0 => tile_q8_0_avxvnni, rows4_q8_0_avxvnni;
+        Q4_1 => tile_q4_1_avxvnni, rows4_q4_1_avxvnni;
+    }
 }
 
 /// The instruction sets the tile kernels are compiled for. They compute the same integers
@@ -278,25 +296,32 @@ impl TileIsa {
         v.push(TileIsa::Avx2);
         v
     }
+
+    /// The fastest set this CPU runs for `kernel`; `None` for the scalar kernel or a CPU
+    /// without AVX2.
+    pub fn best(kernel: Kernel) -> Option<TileIsa> {
+        (kernel == Kernel::Avx2)
+            .then(|| TileIsa::available().first().copied())
+            .flatten()
+    }
+
+    /// `self` if this CPU runs it.
+    pub fn if_available(self) -> Option<TileIsa> {
+        TileIsa::available().contains(&self).then_some(self)
+    }
 }
 
 /// The four-by-four tile kernel for `weight` with `kernel` on this CPU (the fastest
 /// instruction set it has), or `None` where the format has none (K-quants, floats) or the
 /// kernel is scalar.
 pub fn tile_fn(weight: GgmlType, kernel: Kernel) -> Option<DotTileFn> {
-    if kernel != Kernel::Avx2 {
-        return None;
-    }
-    tile_kernel(weight, *TileIsa::available().first()?)
+    tile_kernel(weight, TileIsa::best(kernel)?)
 }
 
 /// [`tile_fn`] in a given instruction set (for tests: every set the CPU has gives the same
 /// results); `None` if the CPU lacks it or the format has no tile.
 pub fn tile_fn_in(weight: GgmlType, isa: TileIsa) -> Option<DotTileFn> {
-    TileIsa::available()
-        .contains(&isa)
-        .then(|| tile_kernel(weight, isa))
-        .flatten()
+    tile_kernel(weight, isa.if_available()?)
 }
 
 /// The fused dot product for `weight` blocks with `kernel`, or `None` when the format is not
@@ -532,53 +557,11 @@ pub fn dot4_fn(weight: GgmlType, kernel: Kernel) -> Option<Dot4Fn> {
 /// The four-weight-row kernel for `weight`, where one exists (AVX2 for the 32-value
 /// formats).
 pub fn dot_rows4_fn(weight: GgmlType, kernel: Kernel) -> Option<DotRows4Fn> {
-    if kernel != Kernel::Avx2 || Kernel::best() != Kernel::Avx2 {
-        return None;
-    }
-    rows4_kernel(weight, *TileIsa::available().first()?)
+    rows4_kernel(weight, TileIsa::best(kernel)?)
 }
 
 /// [`dot_rows4_fn`] in a given instruction set (for tests); `None` if the CPU lacks it or
 /// the format has no four-row kernel.
 pub fn dot_rows4_fn_in(weight: GgmlType, isa: TileIsa) -> Option<DotRows4Fn> {
-    TileIsa::available()
-        .contains(&isa)
-        .then(|| rows4_kernel(weight, isa))
-        .flatten()
-}
-
-macro_rules! rows4_wrappers {
-    ($($isa:ident: $($ty:ident => $f:ident),*;)*) => {
-        /// Safe entry points to the VNNI four-row kernels (the AVX2 ones are in
-        /// [`avx2_safe_rows4`]).
-        mod rows4_safe {
-            $($(
-                pub fn $f(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-                    // SAFETY: only reachable through `rows4_kernel`, called with an
-                    // instruction set from `TileIsa::available` (runtime detection).
-                    unsafe { super::avx2::$f(w, a) }
-                }
-            )*)*
-        }
-
-        /// The four-weight-row kernel for `weight` in instruction set `isa`.
-        fn rows4_kernel(weight: GgmlType, isa: TileIsa) -> Option<DotRows4Fn> {
-            use GgmlType::*;
-            Some(match (isa, weight) {
-                $($((TileIsa::$isa, $ty) => rows4_safe::$f as DotRows4Fn,)*)*
-                (TileIsa::Avx2, Q4_0) => avx2_safe_rows4::dot_rows4_q4_0_q8_0,
-                (TileIsa::Avx2, Q4_1) => avx2_safe_rows4::dot_rows4_q4_1_q8_1,
-                (TileIsa::Avx2, Q5_0) => avx2_safe_rows4::dot_rows4_q5_0_q8_0,
-                (TileIsa::Avx2, Q5_1) => avx2_safe_rows4::dot_rows4_q5_1_q8_1,
-                (TileIsa::Avx2, Q8_0) => avx2_safe_rows4::dot_rows4_q8_0_q8_0,
-                _ => return None,
-            })
-        }
-    };
-}
-rows4_wrappers! {
-    Avx512Vnni: Q4_0 => rows4_q4_0_vnni, Q5_0 => rows4_q5_0_vnni, Q5_1 => rows4_q5_1_vnni,
-        Q8_0 => rows4_q8_0_vnni, Q4_1 => rows4_q4_1_vnni;
-    AvxVnni: Q4_0 => rows4_q4_0_avxvnni, Q5_0 => rows4_q5_0_avxvnni,
-        Q5_1 => rows4_q5_1_avxvnni, Q8_0 => rows4_q8_0_avxvnni, Q4_1 => rows4_q4_1_avxvnni;
+    rows4_kernel(weight, isa.if_available()?)
 }

@@ -276,6 +276,21 @@ macro_rules! f16x4 {
     };
 }
 
+/// `dx[r] * dy` for four weight rows (`dx` four lanes, `dy` a scalar), each broadcast to a
+/// whole vector: each product is the scalar kernel's.
+macro_rules! row_scales {
+    ($dx:expr, $dy:expr) => {{
+        let d = _mm_mul_ps($dx, _mm_set1_ps($dy));
+        let d = _mm256_set_m128(d, d);
+        [
+            _mm256_shuffle_ps::<0x00>(d, d),
+            _mm256_shuffle_ps::<0x55>(d, d),
+            _mm256_shuffle_ps::<0xaa>(d, d),
+            _mm256_shuffle_ps::<0xff>(d, d),
+        ]
+    }};
+}
+
 /// Four legacy-format weight rows · one activation row (single-token generation): four
 /// independent chains, the four rows' scale products and min terms computed as one vector
 /// each; every lane performs the single-row kernel's operations, so each result equals it
@@ -299,14 +314,7 @@ macro_rules! legacy_rows4 {
                     &w[3][wb * b..wb * (b + 1)],
                 ];
                 let qy = load(&y[at..]);
-                let d = _mm_mul_ps(f16x4!(xs, 0), _mm_set1_ps(f16_at(y)));
-                let d = _mm256_set_m128(d, d);
-                let scale = [
-                    _mm256_shuffle_ps::<0x00>(d, d),
-                    _mm256_shuffle_ps::<0x55>(d, d),
-                    _mm256_shuffle_ps::<0xaa>(d, d),
-                    _mm256_shuffle_ps::<0xff>(d, d),
-                ];
+                let scale = row_scales!(f16x4!(xs, 0), f16_at(y));
                 for r in 0..4 {
                     let qx = legacy_quants(ty, xs[r]);
                     let isum = if has_min {
@@ -463,15 +471,7 @@ macro_rules! legacy_tile {
                 for t in 0..RN {
                     let y = &a[t][ab * b..ab * (b + 1)];
                     let qy = load(&y[at..]);
-                    // dx[r] * dy for the four rows, each product the scalar kernel's.
-                    let d = _mm_mul_ps(dx, _mm_set1_ps(f16_at(y)));
-                    let d = _mm256_set_m128(d, d);
-                    let scale = [
-                        _mm256_shuffle_ps::<0x00>(d, d),
-                        _mm256_shuffle_ps::<0x55>(d, d),
-                        _mm256_shuffle_ps::<0xaa>(d, d),
-                        _mm256_shuffle_ps::<0xff>(d, d),
-                    ];
+                    let scale = row_scales!(dx, f16_at(y));
                     let yu = _mm256_xor_si256(qy, c128);
                     for r in 0..4 {
                         let isum = if has_min {
@@ -1064,73 +1064,52 @@ entries! { &[u8], &[&[u8]; 4] => [f32; 4]:
     dot4_q8_0_q8_0 => dot4_legacy<3>();
     dot4_q4_1_q8_1 => dot4_legacy<4>();
 }
-macro_rules! tile_entries {
-    ($($features:literal: $($name:ident => $f:ident<$k:literal>;)*)*) => {
+/// The entry points of the 32-value formats' tile and four-row kernels, per instruction
+/// set: `tile, rows4 => format index` for each format.
+macro_rules! isa_entries {
+    ($($features:literal ($tile:ident, $rows4:ident):
+        $($t:ident, $r:ident => $k:literal;)*)*) => {
         $($(
             #[target_feature(enable = $features)]
-            pub(crate) unsafe fn $name(
+            pub(crate) unsafe fn $t(
                 w: &[&[u8]; 4],
                 a: &[&[u8]],
                 out: &mut [[f32; 4]],
                 panel: &mut Vec<PanelBlock>,
             ) {
-                $f::<$k>(w, a, out, panel)
+                $tile::<$k>(w, a, out, panel)
             }
-        )*)*
-    };
-}
-tile_entries! {
-    "avx2,fma,f16c":
-        tile_q4_0 => tile_legacy<0>;
-        tile_q5_0 => tile_legacy<1>;
-        tile_q5_1 => tile_legacy<2>;
-        tile_q8_0 => tile_legacy<3>;
-        tile_q4_1 => tile_legacy<4>;
-    "avx2,fma,f16c,avx512vnni,avx512vl":
-        tile_q4_0_vnni => tile_legacy_vnni<0>;
-        tile_q5_0_vnni => tile_legacy_vnni<1>;
-        tile_q5_1_vnni => tile_legacy_vnni<2>;
-        tile_q8_0_vnni => tile_legacy_vnni<3>;
-        tile_q4_1_vnni => tile_legacy_vnni<4>;
-    "avx2,fma,f16c,avxvnni":
-        tile_q4_0_avxvnni => tile_legacy_avxvnni<0>;
-        tile_q5_0_avxvnni => tile_legacy_avxvnni<1>;
-        tile_q5_1_avxvnni => tile_legacy_avxvnni<2>;
-        tile_q8_0_avxvnni => tile_legacy_avxvnni<3>;
-        tile_q4_1_avxvnni => tile_legacy_avxvnni<4>;
-}
-macro_rules! rows4_entries {
-    ($($features:literal: $($name:ident => $f:ident<$k:literal>;)*)*) => {
-        $($(
+
             #[target_feature(enable = $features)]
-            pub(crate) unsafe fn $name(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
-                $f::<$k>(w, a)
+            pub(crate) unsafe fn $r(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+                $rows4::<$k>(w, a)
             }
         )*)*
     };
 }
-rows4_entries! {
-    "avx2,fma,f16c,avx512vnni,avx512vl":
-        rows4_q4_0_vnni => rows4_legacy_vnni<0>;
-        rows4_q5_0_vnni => rows4_legacy_vnni<1>;
-        rows4_q5_1_vnni => rows4_legacy_vnni<2>;
-        rows4_q8_0_vnni => rows4_legacy_vnni<3>;
-        rows4_q4_1_vnni => rows4_legacy_vnni<4>;
-    "avx2,fma,f16c,avxvnni":
-        rows4_q4_0_avxvnni => rows4_legacy_avxvnni<0>;
-        rows4_q5_0_avxvnni => rows4_legacy_avxvnni<1>;
-        rows4_q5_1_avxvnni => rows4_legacy_avxvnni<2>;
-        rows4_q8_0_avxvnni => rows4_legacy_avxvnni<3>;
-        rows4_q4_1_avxvnni => rows4_legacy_avxvnni<4>;
+isa_entries! {
+    "avx2,fma,f16c" (tile_legacy, rows4_legacy):
+        tile_q4_0, dot_rows4_q4_0_q8_0 => 0;
+        tile_q5_0, dot_rows4_q5_0_q8_0 => 1;
+        tile_q5_1, dot_rows4_q5_1_q8_1 => 2;
+        tile_q8_0, dot_rows4_q8_0_q8_0 => 3;
+        tile_q4_1, dot_rows4_q4_1_q8_1 => 4;
+    "avx2,fma,f16c,avx512vnni,avx512vl" (tile_legacy_vnni, rows4_legacy_vnni):
+        tile_q4_0_vnni, rows4_q4_0_vnni => 0;
+        tile_q5_0_vnni, rows4_q5_0_vnni => 1;
+        tile_q5_1_vnni, rows4_q5_1_vnni => 2;
+        tile_q8_0_vnni, rows4_q8_0_vnni => 3;
+        tile_q4_1_vnni, rows4_q4_1_vnni => 4;
+    "avx2,fma,f16c,avxvnni" (tile_legacy_avxvnni, rows4_legacy_avxvnni):
+        tile_q4_0_avxvnni, rows4_q4_0_avxvnni => 0;
+        tile_q5_0_avxvnni, rows4_q5_0_avxvnni => 1;
+        tile_q5_1_avxvnni, rows4_q5_1_avxvnni => 2;
+        tile_q8_0_avxvnni, rows4_q8_0_avxvnni => 3;
+        tile_q4_1_avxvnni, rows4_q4_1_avxvnni => 4;
 }
 entries! { &[&[u8]; 4], &[u8] => [f32; 4]:
     gemv_rows4_q4_k => repacked_rows4_k<2>();
     gemv_rows4_q2_k => repacked_rows4_k<0>();
-    dot_rows4_q4_0_q8_0 => rows4_legacy<0>();
-    dot_rows4_q5_0_q8_0 => rows4_legacy<1>();
-    dot_rows4_q5_1_q8_1 => rows4_legacy<2>();
-    dot_rows4_q8_0_q8_0 => rows4_legacy<3>();
-    dot_rows4_q4_1_q8_1 => rows4_legacy<4>();
 }
 
 /// Q4_0 weights · Q8_0 activations in llama.cpp's repacked order (`korder::repacked_q4_0`).
