@@ -115,8 +115,8 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path` and fsyncs it.
-pub fn write_temp(path: &Path, bytes: &[u8]) -> std::io::Result<TempFile> {
+/// Creates an empty temporary file beside `path`, for a writer that fsyncs it when done.
+pub fn create_temp(path: &Path) -> std::io::Result<(TempFile, File)> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("path has no file name"))?;
@@ -126,7 +126,13 @@ pub fn write_temp(path: &Path, bytes: &[u8]) -> std::io::Result<TempFile> {
         dest: path.to_path_buf(),
         persisted: false,
     };
-    let mut f = File::create(&t.tmp)?;
+    let f = File::create(&t.tmp)?;
+    Ok((t, f))
+}
+
+/// Writes `bytes` to a temporary file beside `path` and fsyncs it.
+pub fn write_temp(path: &Path, bytes: &[u8]) -> std::io::Result<TempFile> {
+    let (t, mut f) = create_temp(path)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(t)
@@ -150,6 +156,140 @@ impl Drop for TempFile {
         if !self.persisted {
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+/// A file laid out as a head, then sections of sizes known up front, each starting at a
+/// multiple of `align` (zero padding between): the shape of GGUF and APR files. It is
+/// written as it is produced, so no more than one piece of a section is ever held, into
+/// `W` (a `Vec<u8>` in memory, or a file through [`SectionFile`]).
+pub struct SectionWriter<W: Write> {
+    out: W,
+    sizes: Vec<u64>,
+    align: u64,
+    /// The section being written, and the bytes it has.
+    index: usize,
+    filled: u64,
+    /// Bytes written so far.
+    pos: u64,
+}
+
+impl<W: Write> SectionWriter<W> {
+    /// Writes `head` and prepares for the sections.
+    pub fn new(mut out: W, head: &[u8], sizes: Vec<u64>, align: u64) -> std::io::Result<Self> {
+        out.write_all(head)?;
+        Ok(SectionWriter {
+            out,
+            sizes,
+            align: align.max(1),
+            index: 0,
+            filled: 0,
+            pos: head.len() as u64,
+        })
+    }
+
+    fn pad_to_alignment(&mut self) -> std::io::Result<()> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let to = self.pos.div_ceil(self.align) * self.align;
+        while self.pos < to {
+            let n = (to - self.pos).min(ZEROS.len() as u64) as usize;
+            self.out.write_all(&ZEROS[..n])?;
+            self.pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Moves past empty sections (each still aligned, as a writer of the whole would).
+    fn skip_empty(&mut self) -> std::io::Result<()> {
+        while self.filled == 0 && self.sizes.get(self.index) == Some(&0) {
+            self.pad_to_alignment()?;
+            self.index += 1;
+        }
+        Ok(())
+    }
+
+    /// Appends the next bytes of the current section; a section that becomes full moves the
+    /// writer on. Bytes beyond the current section are an error.
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.skip_empty()?;
+        let Some(&size) = self.sizes.get(self.index) else {
+            return Err(std::io::Error::other(format!(
+                "{} bytes past the last section",
+                bytes.len()
+            )));
+        };
+        if self.filled + bytes.len() as u64 > size {
+            return Err(std::io::Error::other(format!(
+                "section {} is {size} bytes; this write would overflow it by {}",
+                self.index,
+                self.filled + bytes.len() as u64 - size
+            )));
+        }
+        if self.filled == 0 {
+            self.pad_to_alignment()?;
+        }
+        self.out.write_all(bytes)?;
+        self.filled += bytes.len() as u64;
+        self.pos += bytes.len() as u64;
+        if self.filled == size {
+            self.index += 1;
+            self.filled = 0;
+        }
+        Ok(())
+    }
+
+    /// Checks every section is complete, pads the end to `align` if `pad_end`, flushes and
+    /// returns the output.
+    pub fn finish(mut self, pad_end: bool) -> std::io::Result<W> {
+        self.skip_empty()?;
+        if let Some(&size) = self.sizes.get(self.index) {
+            return Err(std::io::Error::other(format!(
+                "section {} lacks {} of its {size} bytes",
+                self.index,
+                size - self.filled
+            )));
+        }
+        if pad_end {
+            self.pad_to_alignment()?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// A [`SectionWriter`] streaming into a temporary file beside its destination:
+/// [`finish`](Self::finish) fsyncs it and renames it into place; an error or a drop before
+/// that removes it, so a reader never sees half a file.
+pub struct SectionFile {
+    writer: SectionWriter<std::io::BufWriter<File>>,
+    temp: TempFile,
+}
+
+impl SectionFile {
+    /// Starts the file with `head`; see [`SectionWriter::new`].
+    pub fn create(path: &Path, head: &[u8], sizes: Vec<u64>, align: u64) -> std::io::Result<Self> {
+        let (temp, f) = create_temp(path)?;
+        let out = std::io::BufWriter::with_capacity(1 << 20, f);
+        Ok(SectionFile {
+            writer: SectionWriter::new(out, head, sizes, align)?,
+            temp,
+        })
+    }
+
+    /// See [`SectionWriter::write`].
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write(bytes)
+    }
+
+    /// Completes the file (see [`SectionWriter::finish`]), fsyncs it and moves it into place.
+    pub fn finish(self, pad_end: bool) -> std::io::Result<()> {
+        let f = self
+            .writer
+            .finish(pad_end)?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        self.temp.persist()
     }
 }
 
@@ -232,6 +372,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn sections_are_aligned_padded_and_checked() {
+        let mut w = SectionWriter::new(Vec::new(), b"HEAD", vec![3, 0, 5], 8).unwrap();
+        w.write(b"ab").unwrap();
+        w.write(b"c").unwrap();
+        // The empty section is skipped; the third starts at the next multiple of 8.
+        let err = w.write(b"123456").unwrap_err().to_string();
+        assert!(err.contains("overflow it by 1"), "{err}");
+        w.write(b"12345").unwrap();
+        assert!(
+            w.write(b"x")
+                .unwrap_err()
+                .to_string()
+                .contains("past the last section")
+        );
+        let out = w.finish(true).unwrap();
+        assert_eq!(
+            out,
+            [&b"HEAD\0\0\0\0abc\0\0\0\0\0"[..], b"12345\0\0\0"].concat()
+        );
+        let w = SectionWriter::new(Vec::new(), b"", vec![4, 2], 4).unwrap();
+        let err = w.finish(false).unwrap_err().to_string();
+        assert!(err.contains("section 0 lacks 4 of its 4 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_section_file_appears_only_when_complete() {
+        let dir = scratch("sections");
+        let dest = dir.join("out.bin");
+        let mut f = SectionFile::create(&dest, b"H", vec![2], 4).unwrap();
+        f.write(b"x").unwrap();
+        drop(f);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+        let mut f = SectionFile::create(&dest, b"H", vec![2], 4).unwrap();
+        f.write(b"x").unwrap();
+        assert!(f.finish(false).is_err());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let mut f = SectionFile::create(&dest, b"H", vec![2], 4).unwrap();
+        f.write(b"xy").unwrap();
+        f.finish(false).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"H\0\0\0xy");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use pv::apr::AprFile;
 use pv::gguf::GgmlType;
 use pv::model::{
     AprDtype, AprTransformer, LogitsFor, NoopObserver, OwnedQuantizedModel, Slot, argmax,
-    gguf_to_apr,
+    gguf_to_apr, write_apr,
 };
 use pv::tokenizer::Tokenizer;
 use pv::trace::{TracedForward, check_parity};
@@ -30,7 +30,7 @@ fn synthetic_models_agree_across_engines_for_every_architecture() {
             let gguf =
                 OwnedQuantizedModel::from_mapped(common::synthetic_model(arch, ty, None)).unwrap();
             let apr_bytes = gguf_to_apr(gguf.file(), dtype).unwrap().to_bytes();
-            let apr = AprTransformer::load(&AprFile::from_bytes(apr_bytes).unwrap()).unwrap();
+            let apr = AprTransformer::load(AprFile::from_bytes(apr_bytes).unwrap()).unwrap();
             assert_eq!(apr.config, gguf.config);
             let tokens = [5u32, 77, 3, 140, 2, 9];
             let (a, b) = (
@@ -113,11 +113,21 @@ fn smollm2_apr_reference_matches_the_gguf_engine() {
     let dir = std::env::temp_dir().join(format!("pv-apr-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let apr_path = dir.join("smollm2.apr");
-    gguf_to_apr(gguf.file(), AprDtype::F32)
-        .unwrap()
-        .write(&apr_path)
-        .unwrap();
-    let apr = AprTransformer::load(&AprFile::open(&apr_path).unwrap()).unwrap();
+    let mut calls = 0;
+    write_apr(gguf.file(), AprDtype::F32, &apr_path, &mut |done, total| {
+        assert!(done <= total);
+        calls += 1;
+    })
+    .unwrap();
+    assert!(calls > 2, "progress is reported as the file is written");
+    let in_memory = gguf_to_apr(gguf.file(), AprDtype::F32).unwrap().to_bytes();
+    assert!(
+        std::fs::read(&apr_path).unwrap() == in_memory,
+        "the streamed conversion is the in-memory one, byte for byte"
+    );
+    drop(in_memory);
+    let apr = AprTransformer::load(AprFile::open(&apr_path).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     let tok = Tokenizer::from_spec(&apr.tokenizer).unwrap();
     assert_eq!(
         tok.encode("What is 2+2?").unwrap(),

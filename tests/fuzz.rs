@@ -293,7 +293,7 @@ fn run_gguf(file: GgufFile) -> bool {
 }
 
 fn run_apr(file: AprFile) -> bool {
-    match pv::model::AprTransformer::load(&file) {
+    match pv::model::AprTransformer::load(file) {
         Ok(m) => {
             let _ = pv::tokenizer::Tokenizer::from_spec(&m.tokenizer);
             pv::trace::TracedForward::forward_traced(&m, &[1, 2]).is_ok()

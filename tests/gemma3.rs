@@ -151,7 +151,7 @@ fn gemma_contract_limits_catch_faults_where_injected() {
     let gguf = OwnedQuantizedModel::open(&path).unwrap();
     let apr =
         AprFile::from_bytes(gguf_to_apr(gguf.file(), AprDtype::F32).unwrap().to_bytes()).unwrap();
-    let apr = AprTransformer::load(&apr).unwrap();
+    let apr = AprTransformer::load(apr).unwrap();
     let tok = Tokenizer::from_gguf(gguf.file()).unwrap();
     // Two of the contract's held-out prompts keep the test short.
     let references: Vec<_> = params["prompts"].as_array().unwrap()[..2]

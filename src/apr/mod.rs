@@ -24,7 +24,7 @@ mod reader;
 mod writer;
 
 pub use reader::{AprFile, AprTensor};
-pub use writer::AprWriter;
+pub use writer::{AprEntry, AprStream, AprWriter};
 
 use std::path::PathBuf;
 

@@ -285,9 +285,15 @@ impl AprFile {
             .map(|i| &self.tensors[i])
     }
 
+    /// Where a tensor's bytes lie within [`bytes`](Self::bytes) (bounds checked at parse
+    /// time).
+    pub fn tensor_range(&self, t: &AprTensor) -> std::ops::Range<usize> {
+        let start = self.data_offset + t.offset as usize;
+        start..start + t.size
+    }
+
     /// A tensor's bytes (bounds checked at parse time).
     pub fn tensor_data(&self, t: &AprTensor) -> &[u8] {
-        let start = self.data_offset + t.offset as usize;
-        &self.bytes[start..start + t.size]
+        &self.bytes[self.tensor_range(t)]
     }
 }

@@ -96,3 +96,43 @@ proptest! {
         let _ = AprFile::from_bytes(b);
     }
 }
+
+#[test]
+fn a_streamed_file_equals_the_in_memory_one() {
+    let dir = std::env::temp_dir().join(format!("pv-apr-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.apr");
+    let meta = serde_json::json!({"architecture": "llama", "n": 1});
+    let entries = vec![
+        AprEntry::new("z.weight", GgmlType::F32, &[2, 3]).unwrap(),
+        AprEntry::new("a.weight", GgmlType::Q8_0, &[1, 32]).unwrap(),
+    ];
+    let mut s = AprStream::create(&path, &meta, entries).unwrap();
+    let order: Vec<&str> = s.entries().iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(order, ["a.weight", "z.weight"]);
+    s.write(&[0; 20]).unwrap();
+    s.write(&[0; 14]).unwrap();
+    let f32s: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    for piece in f32s.chunks(5) {
+        s.write(piece).unwrap();
+    }
+    s.finish().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), sample().to_bytes());
+    // A stream missing bytes never appears; duplicates and bad shapes are refused up front.
+    let mut s = AprStream::create(
+        &dir.join("short.apr"),
+        &meta,
+        vec![AprEntry::new("a", GgmlType::F32, &[4]).unwrap()],
+    )
+    .unwrap();
+    s.write(&[0; 8]).unwrap();
+    assert!(s.finish().unwrap_err().to_string().contains("lacks 8"));
+    assert!(!dir.join("short.apr").exists());
+    let twice = vec![
+        AprEntry::new("a", GgmlType::F32, &[4]).unwrap(),
+        AprEntry::new("a", GgmlType::F32, &[2]).unwrap(),
+    ];
+    assert!(AprStream::create(&dir.join("d.apr"), &meta, twice).is_err());
+    assert!(AprEntry::new("b", GgmlType::Q8_0, &[2, 31]).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

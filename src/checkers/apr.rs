@@ -11,21 +11,22 @@ use super::judge::{Judged, Judgement, agrees, arr, flag, num, text, uint};
 use super::params::{CanonicalModel, EquationParams, StdRatioParams, TracePromptParams};
 use crate::apr::AprFile;
 use crate::gguf::GgufFile;
-use crate::model::{AprDtype, AprTransformer, FfnAct, Slot, gguf_to_apr, with_threads};
+use crate::model::{AprTransformer, FfnAct, Slot, with_threads, write_apr};
 use crate::trace::{CaptureSpec, TraceOptions, TracedForward, check_parity};
 
-/// The APR sibling of the test's GGUF model, converted (f32, atomically) when absent.
+/// The APR sibling of the test's GGUF model, converted (streamed, atomically, in the model's
+/// `apr_dtype`) when absent.
 fn apr_path(ctx: &Context, m: &CanonicalModel, gguf: &Path) -> Result<PathBuf, CheckError> {
     let apr = ctx.models.join(m.apr_file());
     if !apr.is_file() {
+        let dtype = m.apr_dtype();
         (ctx.progress)(&format!(
-            "converting {} to {} (f32; pv convert)",
+            "converting {} to {} ({dtype:?}; pv convert)",
             gguf.display(),
             apr.display()
         ));
         let file = GgufFile::open(gguf).map_err(|e| CheckError::Input(e.to_string()))?;
-        gguf_to_apr(&file, AprDtype::F32)?
-            .write(&apr)
+        write_apr(&file, dtype, &apr, &mut |_, _| {})
             .map_err(|e| CheckError::Input(format!("{}: {e}", apr.display())))?;
     }
     Ok(apr)
@@ -39,12 +40,13 @@ pub(super) fn load_apr(
 ) -> Result<(AprTransformer, Input), CheckError> {
     let path = apr_path(ctx, m, gguf)?;
     (ctx.progress)(&format!("loading and hashing {}", path.display()));
-    let file = AprFile::open(&path).map_err(|e| CheckError::Input(e.to_string()))?;
+    let file =
+        std::sync::Arc::new(AprFile::open(&path).map_err(|e| CheckError::Input(e.to_string()))?);
     // The digest is taken from the mapped bytes while the loader decodes them: one read of
     // the file, two cores busy.
     let (model, input) = std::thread::scope(|s| {
         let hash = s.spawn(|| bytes_input(&path, file.bytes()));
-        let model = AprTransformer::load(&file);
+        let model = AprTransformer::load(file.clone());
         (model, hash.join().expect("hashing does not panic"))
     });
     Ok((model?, input))

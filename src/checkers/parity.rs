@@ -93,7 +93,7 @@ impl Sides {
                         Engine::Apr => {
                             let f =
                                 AprFile::open(&p).map_err(|e| CheckError::Input(e.to_string()))?;
-                            Loaded::Apr(AprTransformer::load(&f)?)
+                            Loaded::Apr(AprTransformer::load(f)?)
                         }
                     };
                     (loaded, Some(input))

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 
 use super::CliError;
 use crate::gguf::GgufFile;
-use crate::model::{AprDtype, gguf_to_apr};
+use crate::model::{AprDtype, write_apr};
 
 /// Arguments of `pv convert`.
+///
+/// The file is streamed tensor by tensor (a few megabytes held at a time, whatever the
+/// model's size) into a temporary file that is renamed into place when complete.
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  pv convert models/SmolLM2-135M-Instruct.Q4_1.gguf -o models/SmolLM2-135M-Instruct.Q4_1.apr"
@@ -26,10 +29,20 @@ pub struct Args {
 /// Runs `pv convert`.
 pub fn run(a: Args) -> Result<(), CliError> {
     let file = GgufFile::open(&a.model).map_err(|e| CliError::input(e.to_string()))?;
-    let writer = gguf_to_apr(&file, a.dtype)?;
-    writer
-        .write(&a.output)
-        .map_err(|e| CliError::other(e.to_string()))?;
-    eprintln!("wrote {} ({:?})", a.output.display(), a.dtype);
+    let bar = super::progress_bar("converting");
+    let start = std::time::Instant::now();
+    write_apr(&file, a.dtype, &a.output, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    let bytes = std::fs::metadata(&a.output).map_or(0, |m| m.len());
+    eprintln!(
+        "wrote {} ({:?}, {:.1} MB in {:.1} s)",
+        a.output.display(),
+        a.dtype,
+        bytes as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

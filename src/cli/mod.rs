@@ -181,7 +181,7 @@ fn load_traceable(path: &Path) -> Result<Traceable, CliError> {
     let is_apr = &magic == crate::apr::APR_MAGIC;
     if is_apr {
         let file = AprFile::open(path).map_err(|e| CliError::input(e.to_string()))?;
-        let m = AprTransformer::load(&file)?;
+        let m = AprTransformer::load(file)?;
         let tok = Tokenizer::from_spec(&m.tokenizer)?;
         let n = m.config.n_layer;
         Ok((Box::new(m), tok, n))
@@ -204,6 +204,23 @@ fn spinner() -> indicatif::ProgressBar {
             .expect("a valid template"),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// A byte-count progress bar on stderr for long work, hidden when stderr is not a terminal.
+fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{elapsed}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_message(what.to_string());
     bar
 }
 

@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Slot;
+use crate::model::{AprDtype, Slot};
 
 /// The model a test is meant for: the canonical GGUF file, named and pinned by digest.
 /// A passing run on this exact file discharges the test; on any other model it is an
@@ -19,6 +19,10 @@ pub struct CanonicalModel {
     /// Lower-case hex sha256 of the canonical file.
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: String,
+    /// The element type of the APR reference converted from this model when it is absent
+    /// (f32 unless given; f16 halves the file of a large model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apr_dtype: Option<AprDtype>,
 }
 
 /// A model file pinned by digest, GGUF or APR: an entry of a contract's `models` table, or
@@ -32,6 +36,10 @@ pub struct ModelPin {
     /// Lower-case hex sha256 of the file.
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: String,
+    /// For a GGUF model, the element type of the APR reference converted from it when that
+    /// is absent (f32 unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apr_dtype: Option<AprDtype>,
 }
 
 /// A name in a contract's `models` or `prompt_sets` table.
@@ -66,12 +74,20 @@ enum PromptsRef {
 }
 
 impl CanonicalModel {
-    /// The APR file converted from this model (`pv convert`): same stem, `.apr`.
+    /// The APR file converted from this model (`pv convert`): same stem, `.apr`, with the
+    /// element type before it when that is not f32 (`MODEL.f16.apr`).
     pub fn apr_file(&self) -> String {
-        format!(
-            "{}.apr",
-            self.file.strip_suffix(".gguf").unwrap_or(&self.file)
-        )
+        let stem = self.file.strip_suffix(".gguf").unwrap_or(&self.file);
+        match self.apr_dtype() {
+            AprDtype::F32 => format!("{stem}.apr"),
+            AprDtype::F16 => format!("{stem}.f16.apr"),
+            AprDtype::Keep => format!("{stem}.keep.apr"),
+        }
+    }
+
+    /// The element type of the APR reference.
+    pub fn apr_dtype(&self) -> AprDtype {
+        self.apr_dtype.unwrap_or_default()
     }
 }
 

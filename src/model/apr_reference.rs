@@ -1,30 +1,66 @@
 //! `AprTransformer`: a deliberately plain float32 implementation of the same decoder, written
-//! to be read. It shares no matrix or quantization kernel with the GGUF engine: weights are
-//! decoded to f32 rows once at load, activations are never quantized, every product is an
-//! f32 loop, attention is computed from scratch for the whole prompt.
+//! to be read. It shares no matrix or quantization kernel with the GGUF engine: activations
+//! are never quantized, every product is an f32 loop, attention is computed from scratch for
+//! the whole prompt.
+//!
+//! Weights are read in place from the mapped APR file, so memory grows with the file, not
+//! with a copy of it: f32 rows are used where they lie (APR aligns every tensor to 64
+//! bytes), and f16, bf16 or quantized rows are widened to f32 a block of rows at a time
+//! inside the matrix product. Only the small vectors (norms, biases) are decoded at load.
+
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use super::arch::{Block, FfnAct, RopeStyle, TensorSource};
 use super::{Logits, ModelConfig, ModelError, Observer, Slot};
 use crate::apr::{AprError, AprFile};
+use crate::gguf::GgmlType;
 use crate::quant;
 use crate::tokenizer::TokenizerSpec;
 
-/// A dense f32 matrix.
+/// A weight matrix inside the mapped APR file, in its stored element type.
 ///
 /// # Shapes
-/// `rows x cols`, row-major: row `r` is output `r`'s weights.
+/// `rows x cols`, row-major: row `r` is output `r`'s weights, `row_bytes` bytes at
+/// `start + r * row_bytes` of the file.
 pub struct Matrix {
     rows: usize,
     cols: usize,
-    data: Vec<f32>,
+    dtype: GgmlType,
+    start: usize,
+    row_bytes: usize,
 }
 
-/// One block's weights as f32 rows.
+impl Matrix {
+    /// Rows `r0 .. r0 + nr` as f32: borrowed from the file when they are stored as aligned
+    /// f32, otherwise widened into `scratch` (the same values either way).
+    fn rows_f32<'a>(
+        &self,
+        file: &'a [u8],
+        r0: usize,
+        nr: usize,
+        scratch: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        let from = self.start + r0 * self.row_bytes;
+        let bytes = &file[from..from + nr * self.row_bytes];
+        #[cfg(target_endian = "little")]
+        if self.dtype == GgmlType::F32
+            && let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes)
+        {
+            return values;
+        }
+        scratch.resize(nr * self.cols, 0.0);
+        quant::dequantize_row(self.dtype, bytes, scratch)
+            .expect("element type and size were checked at load");
+        scratch
+    }
+}
+
+/// One block's weights, read in place.
 type Layer = Block<Matrix>;
 
-/// The APR file as a tensor source: every weight decoded to f32 rows.
+/// The APR file as a tensor source: matrices located and checked, vectors decoded.
 struct Decoder<'a>(&'a AprFile);
 
 impl TensorSource for Decoder<'_> {
@@ -50,6 +86,8 @@ pub struct AprTransformer {
     pub config: ModelConfig,
     /// The tokenizer description, from the APR metadata.
     pub tokenizer: TokenizerSpec,
+    /// The file the matrices are read from.
+    file: Arc<AprFile>,
     token_embd: Matrix,
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
@@ -72,7 +110,12 @@ fn tensor_err(name: &str, reason: impl Into<String>) -> ModelError {
     })
 }
 
-fn decode(file: &AprFile, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+/// The tensor `name`, checked to have dims `shape`.
+fn located<'a>(
+    file: &'a AprFile,
+    name: &str,
+    shape: &[usize],
+) -> Result<&'a crate::apr::AprTensor, ModelError> {
     let t = file
         .tensor(name)
         .ok_or_else(|| tensor_err(name, "required tensor is missing"))?;
@@ -82,21 +125,39 @@ fn decode(file: &AprFile, name: &str, shape: &[usize]) -> Result<Vec<f32>, Model
             format!("dims {:?}, expected {shape:?}", t.dims),
         ));
     }
+    Ok(t)
+}
+
+fn decode(file: &AprFile, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+    let t = located(file, name, shape)?;
     let n = shape.iter().product();
     quant::dequantize(t.dtype, file.tensor_data(t), n).map_err(|e| tensor_err(name, e.to_string()))
 }
 
+/// The matrix `name` located in the file; its first row is decoded once here, so an element
+/// type pv cannot widen is an error at load rather than in the middle of a product.
 fn matrix(file: &AprFile, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
+    let t = located(file, name, &[rows, cols])?;
+    let row_bytes = t.size / rows.max(1);
+    let range = file.tensor_range(t);
+    quant::dequantize(t.dtype, &file.bytes()[range.start..][..row_bytes], cols)
+        .map_err(|e| tensor_err(name, e.to_string()))?;
+    let start = range.start;
     Ok(Matrix {
         rows,
         cols,
-        data: decode(file, name, &[rows, cols])?,
+        dtype: t.dtype,
+        start,
+        row_bytes,
     })
 }
 
 impl AprTransformer {
-    /// Loads the model an APR file holds, decoding every weight to f32.
-    pub fn load(file: &AprFile) -> Result<Self, ModelError> {
+    /// Loads the model an APR file holds: hyper-parameters, tokenizer and every tensor's
+    /// name and shape checked, matrices left in the file (see the module documentation).
+    pub fn load(file: impl Into<Arc<AprFile>>) -> Result<Self, ModelError> {
+        let shared: Arc<AprFile> = file.into();
+        let file = &*shared;
         let meta = &file.metadata;
         let config: ModelConfig = serde_json::from_value(
             meta.get("hyperparameters")
@@ -152,6 +213,7 @@ impl AprTransformer {
             layers,
             tokenizer,
             config,
+            file: shared.clone(),
         })
     }
 
@@ -187,7 +249,13 @@ impl AprTransformer {
                     vocab: c.vocab_size,
                 });
             }
-            x[t * d..(t + 1) * d].copy_from_slice(&self.token_embd.data[tok * d..(tok + 1) * d]);
+            let mut scratch = Vec::new();
+            x[t * d..(t + 1) * d].copy_from_slice(self.token_embd.rows_f32(
+                self.file.bytes(),
+                tok,
+                1,
+                &mut scratch,
+            ));
         }
         if spec.embd_scale {
             let s = (d as f32).sqrt();
@@ -200,9 +268,9 @@ impl AprTransformer {
             let at = Some(l);
             rmsnorm(&mut xb, &x, &w.attn_norm, c.rms_eps);
             obs.capture(at, Slot::AttnNorm, &mut xb, d);
-            let mut q = matmul(&xb, &w.wq, w.bq.as_deref());
-            let mut k = matmul(&xb, &w.wk, w.bk.as_deref());
-            let mut v = matmul(&xb, &w.wv, w.bv.as_deref());
+            let mut q = self.matmul(&xb, &w.wq, w.bq.as_deref());
+            let mut k = self.matmul(&xb, &w.wk, w.bk.as_deref());
+            let mut v = self.matmul(&xb, &w.wv, w.bv.as_deref());
             obs.capture(at, Slot::Q, &mut q, qd);
             obs.capture(at, Slot::K, &mut k, kv);
             obs.capture(at, Slot::V, &mut v, kv);
@@ -219,7 +287,7 @@ impl AprTransformer {
             obs.capture(at, Slot::KRope, &mut k, kv);
             let window = c.is_swa(l).then_some(c.sliding_window);
             let att = attention(&q, &k, &v, n, window, c);
-            let mut attn_out = matmul(&att, &w.wo, None);
+            let mut attn_out = self.matmul(&att, &w.wo, None);
             obs.capture(at, Slot::AttnOut, &mut attn_out, d);
             if let Some(pn) = &w.attn_post_norm {
                 attn_out = normed(&attn_out, pn, c.rms_eps);
@@ -230,8 +298,8 @@ impl AprTransformer {
 
             rmsnorm(&mut xb, &x, &w.ffn_norm, c.rms_eps);
             obs.capture(at, Slot::FfnNorm, &mut xb, d);
-            let mut gate = matmul(&xb, &w.ffn_gate, None);
-            let mut up = matmul(&xb, &w.ffn_up, None);
+            let mut gate = self.matmul(&xb, &w.ffn_gate, None);
+            let mut up = self.matmul(&xb, &w.ffn_up, None);
             obs.capture(at, Slot::FfnGate, &mut gate, ff);
             obs.capture(at, Slot::FfnUp, &mut up, ff);
             let f = spec.ffn_act;
@@ -239,7 +307,7 @@ impl AprTransformer {
             let mut inner: Vec<f32> = act.iter().zip(&up).map(|(a, u)| a * u).collect();
             obs.capture(at, Slot::FfnAct, &mut act, ff);
             obs.capture(at, Slot::FfnInner, &mut inner, ff);
-            let mut down = matmul(&inner, &w.ffn_down, None);
+            let mut down = self.matmul(&inner, &w.ffn_down, None);
             obs.capture(at, Slot::FfnDown, &mut down, d);
             if let Some(pn) = &w.ffn_post_norm {
                 down = normed(&down, pn, c.rms_eps);
@@ -250,7 +318,7 @@ impl AprTransformer {
         }
         rmsnorm(&mut xb, &x, &self.output_norm, c.rms_eps);
         obs.capture(None, Slot::FinalNorm, &mut xb, d);
-        let mut logits = matmul(&xb, self.output.as_ref().unwrap_or(&self.token_embd), None);
+        let mut logits = self.matmul(&xb, self.output.as_ref().unwrap_or(&self.token_embd), None);
         if let Some(cap) = c.logit_softcap {
             logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
         }
@@ -293,27 +361,45 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
-/// `y[t] = W x[t] (+ b)` for every token row, f32 throughout. Outputs are split across
-/// threads in blocks of rows; each output is one [`dot`] in a fixed order, so the result
-/// does not depend on the thread count.
-fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>) -> Vec<f32> {
-    let n = x.len() / w.cols;
-    let mut y = vec![0f32; n * w.rows];
-    const ROWS_PER_TASK: usize = 64;
-    y.par_chunks_mut(ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(c, out)| {
-            for (i, yr) in out.iter_mut().enumerate() {
-                let (t, r) = (
-                    (c * ROWS_PER_TASK + i) / w.rows,
-                    (c * ROWS_PER_TASK + i) % w.rows,
-                );
-                let row = &w.data[r * w.cols..(r + 1) * w.cols];
-                *yr = dot(row, &x[t * w.cols..(t + 1) * w.cols]) + bias.map_or(0.0, |b| b[r]);
+impl AprTransformer {
+    /// `y[t] = W x[t] (+ b)` for every token row, f32 throughout. Weight rows are split
+    /// across threads in blocks of [`ROWS_PER_TASK`]; each block is read (or widened) once
+    /// and used for every token. Each output is one [`dot`] in a fixed order, so the result
+    /// depends neither on the thread count nor on how the rows are stored.
+    fn matmul(&self, x: &[f32], w: &Matrix, bias: Option<&[f32]>) -> Vec<f32> {
+        let n = x.len() / w.cols;
+        let file = self.file.bytes();
+        // Weight-row-major first (each task owns whole rows), then transposed.
+        let mut yt = vec![0f32; w.rows * n];
+        yt.par_chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (c, out)| {
+                let (r0, nr) = (c * ROWS_PER_TASK, out.len() / n);
+                let rows = w.rows_f32(file, r0, nr, scratch);
+                for ((yr, row), r) in out
+                    .chunks_exact_mut(n)
+                    .zip(rows.chunks_exact(w.cols))
+                    .zip(r0..)
+                {
+                    for (t, y) in yr.iter_mut().enumerate() {
+                        *y =
+                            dot(row, &x[t * w.cols..(t + 1) * w.cols]) + bias.map_or(0.0, |b| b[r]);
+                    }
+                }
+            });
+        let mut y = vec![0f32; n * w.rows];
+        for (r, yr) in yt.chunks_exact(n).enumerate() {
+            for (t, &v) in yr.iter().enumerate() {
+                y[t * w.rows + r] = v;
             }
-        });
-    y
+        }
+        y
+    }
 }
+
+/// Weight rows per matrix-product task: 16 rows of a 7B model's widest matrix (18,944
+/// inputs) widen into 1.2 MB of f32.
+const ROWS_PER_TASK: usize = 16;
 
 /// `a · b` in f32 with eight running sums (element `i` into sum `i % 8`), then the sums
 /// pairwise: a fixed order, the same on every CPU and thread count. Each step is a rounded
@@ -411,4 +497,55 @@ fn attention(
         }
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apr::AprWriter;
+
+    /// An f32 matrix is used where it lies in the mapped file (no copy); an f16 one is
+    /// widened into the scratch buffer, to the same values.
+    #[test]
+    fn f32_rows_are_read_in_place_and_f16_rows_widened() {
+        let values: Vec<f32> = (0..64 * 3).map(|i| i as f32 * 0.25 - 7.0).collect();
+        let mut w = AprWriter::new(serde_json::json!({}));
+        w.tensor(
+            "m32",
+            GgmlType::F32,
+            &[3, 64],
+            quant::quantize(GgmlType::F32, &values).unwrap(),
+        )
+        .unwrap();
+        w.tensor(
+            "m16",
+            GgmlType::F16,
+            &[3, 64],
+            quant::quantize(GgmlType::F16, &values).unwrap(),
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("pv-apr-inplace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.apr");
+        w.write(&path).unwrap();
+        let file = AprFile::open(&path).unwrap();
+        let bytes = file.bytes();
+        let span = bytes.as_ptr_range();
+        let (m32, m16) = (
+            matrix(&file, "m32", 3, 64).unwrap(),
+            matrix(&file, "m16", 3, 64).unwrap(),
+        );
+        let mut scratch = Vec::new();
+        let rows = m32.rows_f32(bytes, 1, 2, &mut scratch);
+        assert!(
+            span.contains(&(rows.as_ptr() as *const u8)),
+            "read in place"
+        );
+        assert_eq!(rows, &values[64..]);
+        let mut scratch = Vec::new();
+        let rows = m16.rows_f32(bytes, 1, 2, &mut scratch).to_vec();
+        assert_eq!(scratch.len(), 128);
+        assert_eq!(rows, &values[64..], "these values are exact in f16");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

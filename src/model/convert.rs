@@ -1,17 +1,34 @@
 //! GGUF to APR: the same model in pv's reference container, with weights dequantized to f32
 //! (or f16, or kept in their GGUF format) and the architecture, hyper-parameters and
 //! tokenizer in the JSON metadata.
+//!
+//! Tensors are encoded a band of rows at a time (bands in parallel), so converting holds a
+//! few megabytes of values whatever the model's size: [`write_apr`] streams them to disk,
+//! [`gguf_to_apr`] collects them in memory for small models and tests.
 
+use rayon::prelude::*;
 use serde_json::json;
 
 use super::{ModelConfig, ModelError};
-use crate::apr::AprWriter;
-use crate::gguf::{GgmlType, GgufError, GgufFile};
+use crate::apr::{AprEntry, AprStream, AprWriter};
+use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
 use crate::quant;
 use crate::tokenizer::TokenizerSpec;
 
 /// The element type of the converted tensors.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum AprDtype {
     /// Dequantize everything to f32 (the reference).
     #[default]
@@ -22,42 +39,136 @@ pub enum AprDtype {
     Keep,
 }
 
-/// The APR version of a GGUF model.
-pub fn gguf_to_apr(file: &GgufFile, dtype: AprDtype) -> Result<AprWriter, ModelError> {
+/// Values per band of rows encoded as one piece (16 MiB of f32).
+const BAND_VALUES: usize = 1 << 22;
+
+/// One tensor's conversion: where it comes from and what it becomes.
+struct Plan<'a> {
+    info: &'a TensorInfo,
+    entry: AprEntry,
+}
+
+fn tensor_err(t: &TensorInfo, reason: impl ToString) -> ModelError {
+    GgufError::Tensor {
+        name: t.name.clone(),
+        reason: reason.to_string(),
+    }
+    .into()
+}
+
+/// The metadata and per-tensor plan of `file`'s conversion to `dtype`.
+fn plan(
+    file: &GgufFile,
+    dtype: AprDtype,
+) -> Result<(serde_json::Value, Vec<Plan<'_>>), ModelError> {
     let config = ModelConfig::try_from(file)?;
     let tokenizer = TokenizerSpec::from_gguf(file)?;
-    let mut w = AprWriter::new(json!({
+    let metadata = json!({
         "format": "apr/2.0",
         "architecture": config.arch,
         "hyperparameters": config,
         "tokenizer": tokenizer,
-    }));
-    for t in &file.tensors {
-        let n = t.n_elements() as usize;
-        let src = file.tensor_data(t);
-        let bad = |e: quant::QuantError| GgufError::Tensor {
-            name: t.name.clone(),
-            reason: e.to_string(),
-        };
-        let (ty, data) = match dtype {
-            AprDtype::Keep => (t.ggml_type, src.to_vec()),
-            AprDtype::F32 | AprDtype::F16 => {
-                let ty = if dtype == AprDtype::F32 {
-                    GgmlType::F32
-                } else {
-                    GgmlType::F16
-                };
-                let values = quant::dequantize(t.ggml_type, src, n).map_err(bad)?;
-                (ty, quant::quantize(ty, &values).map_err(bad)?)
+    });
+    let plans = file
+        .tensors
+        .iter()
+        .map(|info| {
+            let ty = match dtype {
+                AprDtype::Keep => info.ggml_type,
+                AprDtype::F32 => GgmlType::F32,
+                AprDtype::F16 => GgmlType::F16,
+            };
+            // GGUF lists dims innermost first; APR outermost first.
+            let dims: Vec<u64> = info.dims.iter().rev().copied().collect();
+            let entry = AprEntry::new(&info.name, ty, &dims).map_err(|e| tensor_err(info, e))?;
+            Ok(Plan { info, entry })
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    Ok((metadata, plans))
+}
+
+impl Plan<'_> {
+    /// The converted bytes of the tensor, band by band, each band to `sink` in order.
+    fn encode(
+        &self,
+        file: &GgufFile,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
+        let src = file.tensor_data(self.info);
+        let (from, to) = (self.info.ggml_type, self.entry.dtype);
+        let (rows, cols) = self.info.rows_cols();
+        let in_row = src.len() / rows.max(1);
+        if from == to {
+            return src.chunks(BAND_VALUES).try_for_each(&mut *sink);
+        }
+        let band_rows = (BAND_VALUES / cols.max(1)).max(1);
+        // A batch of bands is encoded in parallel, then written in order.
+        let batch = band_rows * rayon::current_num_threads();
+        for first in (0..rows).step_by(batch) {
+            let last = (first + batch).min(rows);
+            let bands: Vec<Vec<u8>> = (first..last)
+                .step_by(band_rows)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|r0| {
+                    let r1 = (r0 + band_rows).min(last);
+                    let n = (r1 - r0) * cols;
+                    let values = quant::dequantize(from, &src[r0 * in_row..r1 * in_row], n)
+                        .map_err(|e| tensor_err(self.info, e))?;
+                    quant::quantize(to, &values).map_err(|e| tensor_err(self.info, e))
+                })
+                .collect::<Result<_, _>>()?;
+            for b in &bands {
+                sink(b)?;
             }
-        };
-        // GGUF lists dims innermost first; APR outermost first.
-        let dims: Vec<u64> = t.dims.iter().rev().copied().collect();
-        w.tensor(&t.name, ty, &dims, data)
-            .map_err(|e| GgufError::Tensor {
-                name: t.name.clone(),
-                reason: e.to_string(),
-            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The APR version of a GGUF model, built in memory.
+pub fn gguf_to_apr(file: &GgufFile, dtype: AprDtype) -> Result<AprWriter, ModelError> {
+    let (metadata, plans) = plan(file, dtype)?;
+    let mut w = AprWriter::new(metadata);
+    for p in &plans {
+        let mut data = Vec::with_capacity(p.entry.size());
+        p.encode(file, &mut |b| {
+            data.extend_from_slice(b);
+            Ok(())
+        })?;
+        w.tensor(&p.entry.name, p.entry.dtype, &p.entry.dims, data)?;
     }
     Ok(w)
+}
+
+/// Converts `file` to an APR file at `path`, streamed tensor by tensor with bounded memory
+/// and written atomically. `progress(done, total)` is called with output bytes as they are
+/// written.
+pub fn write_apr(
+    file: &GgufFile,
+    dtype: AprDtype,
+    path: &std::path::Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), ModelError> {
+    let (metadata, mut plans) = plan(file, dtype)?;
+    // The stream takes tensors in name order.
+    plans.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
+    let total: u64 = plans.iter().map(|p| p.entry.size() as u64).sum();
+    let mut out = AprStream::create(
+        path,
+        &metadata,
+        plans.iter().map(|p| p.entry.clone()).collect(),
+    )?;
+    let mut done = 0u64;
+    progress(0, total);
+    for p in &plans {
+        p.encode(file, &mut |b| {
+            out.write(b)?;
+            done += b.len() as u64;
+            progress(done, total);
+            Ok(())
+        })?;
+    }
+    out.finish()?;
+    Ok(())
 }

@@ -21,7 +21,7 @@ pub use arch::{
     ARCHS, Arch, ArchSpec, Block, FfnAct, Role, RopeStyle, TENSORS, TensorSource, TensorSpec,
 };
 pub use config::{ConfigError, Hyper, MAX_COUNT, ModelConfig};
-pub use convert::{AprDtype, gguf_to_apr};
+pub use convert::{AprDtype, gguf_to_apr, write_apr};
 pub use fault::{Fault, FaultKind, Faulty};
 pub use forward::{KvCache, LogitsFor};
 pub use ggml_math::Flavor;

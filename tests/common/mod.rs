@@ -269,7 +269,7 @@ pub fn synthetic_pair(
         .unwrap()
         .to_bytes();
     let apr =
-        pv::model::AprTransformer::load(&pv::apr::AprFile::from_bytes(apr_bytes).unwrap()).unwrap();
+        pv::model::AprTransformer::load(pv::apr::AprFile::from_bytes(apr_bytes).unwrap()).unwrap();
     (gguf, apr)
 }
 
