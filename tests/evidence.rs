@@ -453,7 +453,7 @@ fn kills_at_every_moment_of_a_discharge_leave_a_ledger_that_verifies_or_says_how
 
 /// The repository as committed at HEAD (not the working tree, whose ledger the README's
 /// main job may have extended), in a fresh directory, with the models linked in.
-fn committed_tree(tag: &str) -> std::path::PathBuf {
+fn committed_tree(tag: &str) -> common::repo::Scratch {
     let root = common::root();
     let d = fresh_dir(tag);
     let archive = Command::new("git")

@@ -380,10 +380,11 @@ fn a_pull_request_that_swaps_gate_and_up_is_blocked_with_h2() {
         .unwrap();
     assert!(tree.success());
     let repo = SynRepo {
-        root: d.clone(),
+        root: d.to_path_buf(),
         models: model.parent().unwrap().to_path_buf(),
         key: d.join("unused"),
         sha: String::new(),
+        scratch: d,
     };
     repo.commit("base: the repository at HEAD");
     repo.git(&["tag", "base"]);
@@ -415,7 +416,7 @@ fn a_pull_request_that_swaps_gate_and_up_is_blocked_with_h2() {
         out.contains("        |    3* "),
         "the table marks layer 3: {out}"
     );
-    assert!(Path::new(&d.join("target/pv-gate/summary.json")).exists());
+    assert!(Path::new(&repo.root.join("target/pv-gate/summary.json")).exists());
 }
 
 /// Every deliberate bug in tests/mutants still applies to the source as it is: a patch

@@ -10,11 +10,30 @@ use pv::evidence::keys;
 use pv::gguf::GgmlType;
 
 /// A fresh empty directory for test `tag`.
-pub fn fresh_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pv-evidence-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+pub fn fresh_dir(tag: &str) -> Scratch {
+    Scratch(
+        tempfile::Builder::new()
+            .prefix(&format!("pv-evidence-{tag}-"))
+            .tempdir()
+            .unwrap(),
+    )
+}
+
+/// A scratch directory, removed with everything in it when dropped (so a test run leaves
+/// nothing behind in the temporary directory).
+pub struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
 }
 
 /// Copies a directory tree.
@@ -49,8 +68,10 @@ pub struct Spec {
 /// A repository with one contract (`syn-v1`: SYN-001 the std ratio, required; SYN-002 a
 /// citation, not required), a key pair `tester`, and no evidence.
 pub struct SynRepo {
-    /// The repository root.
+    /// The repository root (removed when the repository is dropped).
     pub root: PathBuf,
+    /// The directory, held so it lives as long as the repository.
+    pub scratch: Scratch,
     /// `root/models`.
     pub models: PathBuf,
     /// The tester's private key.
@@ -62,7 +83,8 @@ pub struct SynRepo {
 impl SynRepo {
     /// A new repository in a fresh directory.
     pub fn new(tag: &str) -> Self {
-        let root = fresh_dir(tag);
+        let scratch = fresh_dir(tag);
+        let root = scratch.to_path_buf();
         let models = root.join("models");
         std::fs::create_dir_all(&models).unwrap();
         let gguf = super::synthetic_model("llama", GgmlType::Q8_0, None);
@@ -85,6 +107,7 @@ impl SynRepo {
         keys::keygen("tester", &key, &root.join("keys")).unwrap();
         let repo = SynRepo {
             root,
+            scratch,
             models,
             key,
             sha,
