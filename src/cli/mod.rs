@@ -13,6 +13,7 @@ mod measure;
 mod plot;
 mod run;
 mod schema;
+mod synth;
 mod tokenize;
 mod trace;
 mod validate;
@@ -78,6 +79,9 @@ enum Command {
     Calibrate(calibrate::Args),
     /// Convert a GGUF model to the APR reference format (f32 by default).
     Convert(convert::Args),
+    /// Write a synthetic model at a real shape (Qwen2 0.5B-7B, Llama 3 1B-8B), for measuring
+    /// cost.
+    Synth(synth::Args),
     /// Show a GGUF model's architecture, hyper-parameters, tokenizer and tensor table.
     Inspect(inspect::Args),
     /// Turn text into the model's token ids (special tokens such as <|im_start|> stay whole).
@@ -259,6 +263,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Trace(a) => trace::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Synth(a) => synth::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Validate(a) => validate::run(a),

@@ -1,5 +1,6 @@
-//! Writing GGUF v3 files: used by tests to build synthetic models of every format and
-//! architecture, and round-trip tested against the reader.
+//! Writing GGUF v3 files: synthetic models of every format and architecture, in memory for
+//! tests or streamed to disk at real sizes (`pv synth`); round-trip tested against the
+//! reader.
 
 use std::path::Path;
 
@@ -7,6 +8,7 @@ use super::error::GgufError;
 use super::reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC};
 use super::types::GgmlType;
 use super::value::{Array, Value};
+use crate::fsutil::{SectionFile, SectionWriter};
 
 /// A GGUF file under construction: metadata in insertion order and tensors with their
 /// already-encoded bytes.
@@ -65,13 +67,18 @@ impl GgufWriter {
             .map_or(DEFAULT_ALIGNMENT, |a| a as usize)
     }
 
-    /// The encoded file.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let align = self.alignment();
+    /// The bytes before the data section for tensors `(name, dims, type, size)` in file
+    /// order: header, metadata, tensor infos, padding to the alignment.
+    fn head<'a>(
+        &self,
+        tensors: impl Iterator<Item = (&'a str, &'a [u64], GgmlType, usize)>,
+    ) -> Vec<u8> {
+        let align = self.alignment() as u64;
+        let tensors: Vec<_> = tensors.collect();
         let mut out = Vec::new();
         out.extend_from_slice(GGUF_MAGIC);
         out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
         out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
             put_str(&mut out, k);
@@ -79,8 +86,7 @@ impl GgufWriter {
             put_value(&mut out, v);
         }
         let mut offset = 0u64;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        for (name, dims, ty, data) in &self.tensors {
+        for (name, dims, ty, size) in tensors {
             put_str(&mut out, name);
             out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
             for d in dims {
@@ -88,16 +94,65 @@ impl GgufWriter {
             }
             out.extend_from_slice(&ty.id().to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + data.len() as u64).div_ceil(align as u64) * align as u64;
+            offset = (offset + size as u64).div_ceil(align) * align;
         }
-        out.resize(out.len().div_ceil(align) * align, 0);
-        let base = out.len();
-        for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
-            out.resize(base + off as usize, 0);
-            out.extend_from_slice(data);
-        }
+        out.resize(out.len().div_ceil(align as usize) * align as usize, 0);
         out
+    }
+
+    /// The encoded file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let head = self.head(
+            self.tensors
+                .iter()
+                .map(|(n, d, t, data)| (n.as_str(), d.as_slice(), *t, data.len())),
+        );
+        let sizes = self.tensors.iter().map(|t| t.3.len() as u64).collect();
+        let mut w = SectionWriter::new(Vec::new(), &head, sizes, self.alignment() as u64)
+            .expect("writing to memory does not fail");
+        for t in &self.tensors {
+            w.write(&t.3).expect("sizes were taken from the data");
+        }
+        w.finish(false).expect("writing to memory does not fail")
+    }
+
+    /// Starts a file at `path` with this writer's metadata and the tensors `(name, dims,
+    /// type)` (`dims[0]` the row length), whose bytes are then written in this order through
+    /// the returned [`SectionFile`]: a model larger than memory is never held whole. Tensors
+    /// added with [`tensor`](Self::tensor) are not part of it.
+    pub fn stream(
+        &self,
+        path: &Path,
+        tensors: &[(String, Vec<u64>, GgmlType)],
+    ) -> Result<SectionFile, GgufError> {
+        let mut sizes = Vec::with_capacity(tensors.len());
+        for (name, dims, ty) in tensors {
+            let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+            let size = n
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|_| {
+                    dims.first()
+                        .is_some_and(|&c| (c as usize).is_multiple_of(ty.block_size()))
+                })
+                .and_then(|n| ty.row_bytes(n))
+                .ok_or_else(|| GgufError::Tensor {
+                    name: name.clone(),
+                    reason: format!("{ty} with dims {dims:?} is not whole blocks per row"),
+                })?;
+            sizes.push(size as u64);
+        }
+        let head = self.head(
+            tensors
+                .iter()
+                .zip(&sizes)
+                .map(|((n, d, t), &s)| (n.as_str(), d.as_slice(), *t, s as usize)),
+        );
+        SectionFile::create(path, &head, sizes, self.alignment() as u64).map_err(|source| {
+            GgufError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 
     /// Writes the file atomically (temporary file, fsync, rename).

@@ -12,6 +12,7 @@ pub mod ggml_math;
 pub mod kernels;
 mod matmul;
 mod observer;
+pub mod synth;
 mod weights;
 
 use std::path::Path;
