@@ -92,7 +92,8 @@ pub fn matmul(
 }
 
 /// Partial results `o[t * rows + i] = w[r0 + i] · x[t]` for a batch of `n` tokens:
-/// four rows by four tokens at a time where the format has a tile kernel, then one row at a
+/// four rows at a time against the whole batch (their blocks decoded once into a panel) where
+/// the format has a tile kernel, then one row at a
 /// time (four tokens at once where it has a four-token kernel).
 fn batch_rows(
     o: &mut [f32],
