@@ -57,20 +57,24 @@ pub(super) fn load_apr(
 pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: StdRatioParams = typed_params(p)?;
     p.check().map_err(CheckError::Params)?;
-    let g = gguf::load(ctx, &p.model, &p.prompt)?;
+    // One engine at a time: the GGUF model is traced and unmapped before the APR file is
+    // mapped, so peak memory is the larger model's, not the sum (a 7B f16 reference is 15 GB).
+    let gguf::Loaded {
+        model,
+        tokens,
+        input: gguf_input,
+    } = gguf::load(ctx, &p.model, &p.prompt)?;
+    (ctx.progress)(&format!(
+        "tracing the GGUF engine ({} tokens)",
+        tokens.len()
+    ));
+    let tg = with_threads(ctx.threads, || model.forward_traced(&tokens))?;
+    drop(model);
     let gguf_path = ctx.models.join(&p.model.file);
     let (apr, apr_input) = load_apr(ctx, &p.model, &gguf_path)?;
     let apr_tokens = crate::tokenizer::Tokenizer::from_spec(&apr.tokenizer)?.encode(&p.prompt)?;
-    (ctx.progress)(&format!(
-        "tracing the GGUF engine ({} tokens)",
-        g.tokens.len()
-    ));
-    let tg = with_threads(ctx.threads, || g.model.forward_traced(&g.tokens))?;
-    (ctx.progress)(&format!(
-        "tracing the APR engine ({} tokens)",
-        g.tokens.len()
-    ));
-    let ta = with_threads(ctx.threads, || apr.forward_traced(&g.tokens))?;
+    (ctx.progress)(&format!("tracing the APR engine ({} tokens)", tokens.len()));
+    let ta = with_threads(ctx.threads, || apr.forward_traced(&tokens))?;
     check_parity(&ta, &tg)?;
     if p.layer >= tg.layers.len() {
         return Err(CheckError::Params(format!(
@@ -96,8 +100,8 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let at = &rows[p.layer];
     Ok(Measured {
         measurements: json!({
-            "tokens": g.tokens,
-            "apr_tokenizer_agrees": apr_tokens == g.tokens,
+            "tokens": tokens,
+            "apr_tokenizer_agrees": apr_tokens == tokens,
             "parity": "ok: same tokens, slots, layers and scopes",
             "slot": p.slot,
             "layer": p.layer,
@@ -106,7 +110,7 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
             "ratio_last": at["ratio_last"],
             "per_layer": rows,
         }),
-        inputs: vec![g.input, apr_input],
+        inputs: vec![gguf_input, apr_input],
     })
 }
 
