@@ -42,14 +42,11 @@ pub(super) fn load_apr(
     (ctx.progress)(&format!("loading and hashing {}", path.display()));
     let file =
         std::sync::Arc::new(AprFile::open(&path).map_err(|e| CheckError::Input(e.to_string()))?);
-    // The digest is taken from the mapped bytes while the loader decodes them: one read of
-    // the file, two cores busy.
-    let (model, input) = std::thread::scope(|s| {
-        let hash = s.spawn(|| bytes_input(&path, file.bytes()));
-        let model = AprTransformer::load(file.clone());
-        (model, hash.join().expect("hashing does not panic"))
-    });
-    Ok((model?, input))
+    // Checked first (cheap: nothing is decoded), then hashed from the mapped bytes, which the
+    // engine then reads in place: one read of the file from disk.
+    let model = AprTransformer::load(file.clone())?;
+    let input = bytes_input(&path, file.bytes());
+    Ok((model, input))
 }
 
 /// FFN-GGUF-003: both engines traced on the same tokens; per layer, the std of one slot in
