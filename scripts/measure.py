@@ -38,8 +38,8 @@ def main():
     wall = time.monotonic() - start
     peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with open(out, "w") as f:
-        json.dump({"seconds": round(wall, 2), "peak_rss_mb": round(peak_rss / 1024),
-                   "peak_anon_mb": round(peak_anon / 1024), "exit": p.returncode}, f)
+        json.dump({"seconds": round(wall, 2), "peak_rss_mib": round(peak_rss / 1024),
+                   "peak_anon_mib": round(peak_anon / 1024), "exit": p.returncode}, f)
     sys.exit(p.returncode)
 
 

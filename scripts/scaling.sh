@@ -61,10 +61,10 @@ params = {"qwen2-0.5b": 0.49, "llama-1b": 1.24, "qwen2-1.5b": 1.54, "llama-3b": 
 print("| shape | params | GGUF | pp64 tok/s | tg32 tok/s | convert f16: s / RSS / anon | "
       "APR trace: s / RSS / anon | discharge: s / RSS / anon | convert + discharge |")
 print("|---|---:|---:|---:|---:|---|---|---|---:|")
-gb = lambda mb: f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb} MB"
+gib = lambda m: f"{m / 1024:.1f} GiB" if m >= 1024 else f"{m} MiB"
 for s in shapes:
     r = json.load(open(f"{out}/{s}.json"))
-    cell = lambda k: f"{r[k]['seconds']:.1f} / {gb(r[k]['peak_rss_mb'])} / {gb(r[k]['peak_anon_mb'])}"
+    cell = lambda k: f"{r[k]['seconds']:.1f} / {gib(r[k]['peak_rss_mib'])} / {gib(r[k]['peak_anon_mib'])}"
     total = r["convert"]["seconds"] + r["discharge"]["seconds"]
     print(f"| {s} | {params.get(s, 0):.2f}B | {r['gguf_gb']:.2f} GB | {r['pp']:.1f} | {r['tg']:.2f} | "
           f"{cell('convert')} | {cell('trace')} | {cell('discharge')} | {total:.0f} s |")
