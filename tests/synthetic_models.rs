@@ -97,3 +97,49 @@ fn out_of_range_tokens_and_context_overflow_are_errors() {
     assert!(model.forward(&[]).is_err());
     assert!(model.forward(&vec![1u32; 129]).is_err());
 }
+
+/// `pv synth` writes the bytes `contracts/synthetic-scaling-v1.yaml` pins, so the scaling
+/// tests discharge on any machine (and a change to the generator that would silently turn
+/// them into algorithm-level discharges fails here). The smallest shape stands for the six;
+/// the generated model loads, converts to f16 APR and runs in both engines.
+#[test]
+fn pv_synth_writes_the_pinned_bytes_and_the_model_runs() {
+    let text = std::fs::read_to_string(common::root().join("contracts/synthetic-scaling-v1.yaml"))
+        .unwrap();
+    let contract = pv::contract::parse_text("synthetic-scaling-v1.yaml", &text).unwrap();
+    let pin = &contract.models["qwen2-0_5b"];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(&pin.file);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pv"))
+        .args(["synth", "qwen2-0.5b", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pv::evidence::sha256_file(&path).unwrap(), pin.sha256);
+
+    let gguf = OwnedQuantizedModel::open(&path).unwrap();
+    let apr_path = dir.path().join("m.f16.apr");
+    pv::model::write_apr(
+        gguf.file(),
+        pv::model::AprDtype::F16,
+        &apr_path,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let apr = pv::model::AprTransformer::load(pv::apr::AprFile::open(&apr_path).unwrap()).unwrap();
+    let tokens = [5u32, 77, 3];
+    let (a, b) = (
+        gguf.forward(&tokens).unwrap(),
+        apr.forward(&tokens).unwrap(),
+    );
+    assert!(
+        cosine(a.row(2), b.row(2)) > 0.99,
+        "{}",
+        cosine(a.row(2), b.row(2))
+    );
+}
