@@ -101,29 +101,45 @@ impl Plan<'_> {
         if from == to {
             return src.chunks(BAND_VALUES).try_for_each(&mut *sink);
         }
-        let band_rows = (BAND_VALUES / cols.max(1)).max(1);
-        // A batch of bands is encoded in parallel, then written in order.
-        let batch = band_rows * rayon::current_num_threads();
-        for first in (0..rows).step_by(batch) {
-            let last = (first + batch).min(rows);
-            let bands: Vec<Vec<u8>> = (first..last)
-                .step_by(band_rows)
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .map(|r0| {
-                    let r1 = (r0 + band_rows).min(last);
-                    let n = (r1 - r0) * cols;
-                    let values = quant::dequantize(from, &src[r0 * in_row..r1 * in_row], n)
+        in_bands(
+            rows,
+            cols,
+            &|r0, r1| {
+                let values =
+                    quant::dequantize(from, &src[r0 * in_row..r1 * in_row], (r1 - r0) * cols)
                         .map_err(|e| tensor_err(self.info, e))?;
-                    quant::quantize(to, &values).map_err(|e| tensor_err(self.info, e))
-                })
-                .collect::<Result<_, _>>()?;
-            for b in &bands {
-                sink(b)?;
-            }
-        }
-        Ok(())
+                quant::quantize(to, &values).map_err(|e| tensor_err(self.info, e))
+            },
+            sink,
+        )
     }
+}
+
+/// Rows `0..rows` of `cols` values each, encoded by `encode(first, end)` in bands of about
+/// [`BAND_VALUES`] values, the bands of a batch in parallel, and handed to `sink` in order:
+/// memory bounded by a few bands, every core busy, the output independent of the thread
+/// count.
+pub(super) fn in_bands(
+    rows: usize,
+    cols: usize,
+    encode: &(dyn Fn(usize, usize) -> Result<Vec<u8>, ModelError> + Sync),
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    let band = (BAND_VALUES / cols.max(1)).max(1);
+    let batch = band * rayon::current_num_threads();
+    for first in (0..rows).step_by(batch) {
+        let last = (first + batch).min(rows);
+        let bands: Vec<Vec<u8>> = (first..last)
+            .step_by(band)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|r0| encode(r0, (r0 + band).min(last)))
+            .collect::<Result<_, _>>()?;
+        for b in &bands {
+            sink(b)?;
+        }
+    }
+    Ok(())
 }
 
 /// The APR version of a GGUF model, built in memory.

@@ -9,8 +9,6 @@
 //! writes the same bytes (and a contract can pin their digest). Memory stays at a few bands
 //! of rows whatever the size.
 
-use rayon::prelude::*;
-
 use super::ModelError;
 use crate::gguf::{GgmlType, GgufError, GgufWriter, Value, ValueType};
 use crate::quant::{self, synth::SplitMix};
@@ -237,9 +235,6 @@ fn more_bits(layer: usize, n: usize) -> bool {
     layer < n / 8 || layer >= 7 * n / 8 || (layer as isize - (n / 8) as isize) % 3 == 2
 }
 
-/// Values per band of rows generated as one piece.
-const BAND_VALUES: usize = 1 << 22;
-
 /// One tensor's bytes, band by band, to `sink`. Matrices hold uniform values of standard
 /// deviation 1/sqrt(row length) (so activations keep their scale through the layers);
 /// norms are near 1; biases small.
@@ -253,43 +248,29 @@ fn generate(
     let cols = dims[0] as usize;
     let rows: usize = dims[1..].iter().product::<u64>() as usize;
     let vector = dims.len() == 1;
-    let band = (BAND_VALUES / cols).max(1);
-    let batch = band * rayon::current_num_threads();
     let amplitude = (3.0f32).sqrt() / (cols as f32).sqrt();
-    for first in (0..rows).step_by(batch) {
-        let last = (first + batch).min(rows);
-        let bands: Vec<Vec<u8>> = (first..last)
-            .step_by(band)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|r0| {
-                let r1 = (r0 + band).min(last);
-                let mut values = vec![0f32; (r1 - r0) * cols];
-                for (r, row) in (r0..r1).zip(values.chunks_exact_mut(cols)) {
-                    let mut rng = SplitMix(((index as u64) << 32) ^ r as u64 ^ 0x5eed);
-                    for v in row.iter_mut() {
-                        *v = if !vector {
-                            rng.uniform() * amplitude
-                        } else if name.ends_with("norm.weight") {
-                            1.0 + 0.1 * rng.uniform()
-                        } else {
-                            0.02 * rng.uniform()
-                        };
-                    }
-                }
-                quant::quantize(ty, &values).map_err(|e| {
-                    ModelError::from(GgufError::Tensor {
-                        name: name.into(),
-                        reason: e.to_string(),
-                    })
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        for b in &bands {
-            sink(b)?;
+    let encode = |r0: usize, r1: usize| {
+        let mut values = vec![0f32; (r1 - r0) * cols];
+        for (r, row) in (r0..r1).zip(values.chunks_exact_mut(cols)) {
+            let mut rng = SplitMix(((index as u64) << 32) ^ r as u64 ^ 0x5eed);
+            for v in row.iter_mut() {
+                *v = if !vector {
+                    rng.uniform() * amplitude
+                } else if name.ends_with("norm.weight") {
+                    1.0 + 0.1 * rng.uniform()
+                } else {
+                    0.02 * rng.uniform()
+                };
+            }
         }
-    }
-    Ok(())
+        quant::quantize(ty, &values).map_err(|e| {
+            ModelError::from(GgufError::Tensor {
+                name: name.into(),
+                reason: e.to_string(),
+            })
+        })
+    };
+    super::convert::in_bands(rows, cols, &encode, sink)
 }
 
 /// Writes the synthetic model of `shape` to `path` (atomically, streamed);
