@@ -3,7 +3,7 @@
 
 use crate::gguf::GgmlType;
 
-use super::{dot_avx2 as avx2, dot_scalar as scalar};
+use super::{dot_avx2 as avx2, dot_avx512 as avx512, dot_scalar as scalar};
 
 /// A fused dot product over whole blocks: weight row bytes, activation row bytes.
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
@@ -196,7 +196,7 @@ avx2_wrappers4!(
 );
 
 macro_rules! isa_wrappers {
-    ($($isa:ident { $($ty:ident => $t:ident, $r:ident;)* })*) => {
+    ($($isa:ident $module:ident { $($ty:ident => $t:ident, $r:ident;)* })*) => {
         /// Safe entry points to the 32-value formats' tile and four-row kernels, one list
         /// per instruction set.
         mod isa_safe {
@@ -209,12 +209,12 @@ macro_rules! isa_wrappers {
                 ) {
                     // SAFETY: only reachable through `tile_kernel`, called with an
                     // instruction set from `TileIsa::available` (runtime detection).
-                    unsafe { super::avx2::$t(w, a, out, &mut panel.0) }
+                    unsafe { super::$module::$t(w, a, out, &mut panel.0) }
                 }
 
                 pub fn $r(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
                     // SAFETY: as above, through `rows4_kernel`.
-                    unsafe { super::avx2::$r(w, a) }
+                    unsafe { super::$module::$r(w, a) }
                 }
             )*)*
         }
@@ -239,21 +239,21 @@ macro_rules! isa_wrappers {
     };
 }
 isa_wrappers! {
-    Avx2 {
+    Avx2 avx2 {
         Q4_0 => tile_q4_0, dot_rows4_q4_0_q8_0;
         Q5_0 => tile_q5_0, dot_rows4_q5_0_q8_0;
         Q5_1 => tile_q5_1, dot_rows4_q5_1_q8_1;
         Q8_0 => tile_q8_0, dot_rows4_q8_0_q8_0;
         Q4_1 => tile_q4_1, dot_rows4_q4_1_q8_1;
     }
-    Avx512Vnni {
-        Q4_0 => tile_q4_0_vnni, rows4_q4_0_vnni;
-        Q5_0 => tile_q5_0_vnni, rows4_q5_0_vnni;
-        Q5_1 => tile_q5_1_vnni, rows4_q5_1_vnni;
-        Q8_0 => tile_q8_0_vnni, rows4_q8_0_vnni;
-        Q4_1 => tile_q4_1_vnni, rows4_q4_1_vnni;
+    Avx512Vnni avx512 {
+        Q4_0 => tile_q4_0_zmm, rows4_q4_0_zmm;
+        Q5_0 => tile_q5_0_zmm, rows4_q5_0_zmm;
+        Q5_1 => tile_q5_1_zmm, rows4_q5_1_zmm;
+        Q8_0 => tile_q8_0_zmm, rows4_q8_0_zmm;
+        Q4_1 => tile_q4_1_zmm, rows4_q4_1_zmm;
     }
-    AvxVnni {
+    AvxVnni avx2 {
         Q4_0 => tile_q4_0_avxvnni, rows4_q4_0_avxvnni;
         Q5_0 => tile_q5_0_avxvnni, rows4_q5_0_avxvnni;
         Q5_1 => tile_q5_1_avxvnni, rows4_q5_1_avxvnni;
@@ -268,7 +268,7 @@ isa_wrappers! {
 pub enum TileIsa {
     /// AVX2 `maddubs` + `madd`.
     Avx2,
-    /// AVX-512 VNNI on 256-bit vectors (`vpdpbusd`, EVEX).
+    /// AVX-512 VNNI on 512-bit vectors, two weight rows per register (`dot_avx512`).
     Avx512Vnni,
     /// AVX-VNNI (`vpdpbusd`, VEX).
     AvxVnni,
@@ -284,13 +284,13 @@ impl TileIsa {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avxvnni") {
-                v.push(TileIsa::AvxVnni);
-            }
-            if std::is_x86_feature_detected!("avx512vnni")
-                && std::is_x86_feature_detected!("avx512vl")
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vnni")
             {
                 v.push(TileIsa::Avx512Vnni);
+            }
+            if std::is_x86_feature_detected!("avxvnni") {
+                v.push(TileIsa::AvxVnni);
             }
         }
         v.push(TileIsa::Avx2);

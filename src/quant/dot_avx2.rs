@@ -15,7 +15,7 @@ use crate::gguf::GgmlType;
 /// An f16 at `b[0..2]` as f32, by the F16C instruction (the portable path is a call).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(b: &[u8]) -> f32 {
+pub(super) unsafe fn f16_at(b: &[u8]) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
         u16::from_le_bytes([b[0], b[1]]) as i32,
     )))
@@ -28,7 +28,7 @@ fn f32_at(b: &[u8]) -> f32 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -161,7 +161,7 @@ pub(crate) unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 /// (signed for Q4_0, Q5_0 and Q8_0, unsigned for Q4_1 and Q5_1).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn legacy_quants(ty: GgmlType, x: &[u8]) -> __m256i {
+pub(super) unsafe fn legacy_quants(ty: GgmlType, x: &[u8]) -> __m256i {
     match ty {
         GgmlType::Q4_0 => _mm256_sub_epi8(nibbles32(x[2..18].as_ptr()), _mm256_set1_epi8(8)),
         GgmlType::Q5_0 => {
@@ -181,7 +181,7 @@ unsafe fn legacy_quants(ty: GgmlType, x: &[u8]) -> __m256i {
 
 /// The 32-value formats of [`dot4_legacy`], [`rows4_legacy`] and the tiles, by their const
 /// parameter (so each is compiled for one format, its layout constants folded in).
-const LEGACY: [GgmlType; 5] = [
+pub(super) const LEGACY: [GgmlType; 5] = [
     GgmlType::Q4_0,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
@@ -192,7 +192,7 @@ const LEGACY: [GgmlType; 5] = [
 /// (weight block bytes, activation block bytes, offset of the activation quants, whether
 /// the quants are unsigned with a min) of a [`LEGACY`] format.
 #[inline(always)]
-fn legacy_layout(ty: GgmlType) -> (usize, usize, usize, bool) {
+pub(super) fn legacy_layout(ty: GgmlType) -> (usize, usize, usize, bool) {
     match ty {
         GgmlType::Q4_0 => (18, 34, 2, false),
         GgmlType::Q5_0 => (22, 34, 2, false),
@@ -339,11 +339,6 @@ macro_rules! legacy_rows4 {
     };
 }
 legacy_rows4!(rows4_legacy, "avx2,fma,f16c", madd_acc);
-legacy_rows4!(
-    rows4_legacy_vnni,
-    "avx2,fma,f16c,avx512vnni,avx512vl",
-    dpbusd
-);
 legacy_rows4!(rows4_legacy_avxvnni, "avx2,fma,f16c,avxvnni", dpbusd_avx);
 
 /// Four weight rows' block `b`, decoded once for a whole batch of tokens (a panel of
@@ -352,10 +347,10 @@ legacy_rows4!(rows4_legacy_avxvnni, "avx2,fma,f16c,avxvnni", dpbusd_avx);
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 pub(crate) struct PanelBlock {
-    q: [[u8; 32]; 4],
-    aux: [[u8; 32]; 4],
-    d: [f32; 4],
-    m: [f32; 4],
+    pub(super) q: [[u8; 32]; 4],
+    pub(super) aux: [[u8; 32]; 4],
+    pub(super) d: [f32; 4],
+    pub(super) m: [f32; 4],
 }
 
 impl PanelBlock {
@@ -365,6 +360,16 @@ impl PanelBlock {
         d: [0.0; 4],
         m: [0.0; 4],
     };
+
+    /// Stores row `r`'s decoded block: quants, auxiliary vector, scale and min.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn set(&mut self, r: usize, q: __m256i, aux: __m256i, d: f32, m: f32) {
+        store_bytes(&mut self.q[r], q);
+        store_bytes(&mut self.aux[r], aux);
+        self.d[r] = d;
+        self.m[r] = m;
+    }
 }
 
 #[inline]
@@ -390,8 +395,7 @@ unsafe fn store_bytes(b: &mut [u8; 32], v: __m256i) {
 /// VNNI). Signed formats use the sign trick (the panel's `aux` holds |x|) or, with
 /// `$offset` (VNNI only, which does not saturate), the activations offset to unsigned
 /// `y + 128` with `-128 * sum(x)` per lane as each sum's starting value (held in `aux`).
-/// The offset form is the faster with AVX-VNNI; with AVX-512 VNNI the register copy it
-/// needs per sum made it slower than the sign trick (`cargo bench --bench kernels`).
+/// The offset form is the faster with AVX-VNNI (`cargo bench --bench kernels`).
 /// All are exact: no pair of products reaches the `maddubs` bound, as activation quants lie
 /// in [-127, 127] and unsigned weight quants in [0, 128].
 macro_rules! legacy_tile {
@@ -422,10 +426,13 @@ macro_rules! legacy_tile {
                     } else {
                         _mm256_sign_epi8(q, q)
                     };
-                    store_bytes(&mut p.q[r], q);
-                    store_bytes(&mut p.aux[r], aux);
-                    p.d[r] = f16_at(x);
-                    p.m[r] = if has_min { f16_at(&x[2..]) } else { 0.0 };
+                    p.set(
+                        r,
+                        q,
+                        aux,
+                        f16_at(x),
+                        if has_min { f16_at(&x[2..]) } else { 0.0 },
+                    );
                 }
             }
             let n = a.len().min(out.len());
@@ -501,13 +508,6 @@ macro_rules! legacy_tile {
 }
 legacy_tile!(tile_legacy, group_legacy, "avx2,fma,f16c", madd_acc, false);
 legacy_tile!(
-    tile_legacy_vnni,
-    group_legacy_vnni,
-    "avx2,fma,f16c,avx512vnni,avx512vl",
-    dpbusd,
-    false
-);
-legacy_tile!(
     tile_legacy_avxvnni,
     group_legacy_avxvnni,
     "avx2,fma,f16c,avxvnni",
@@ -520,13 +520,6 @@ legacy_tile!(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn madd_acc(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
     _mm256_add_epi32(acc, madd_us(x, y))
-}
-
-/// `acc + madd_us(x, y)` in one VNNI instruction, exact (no intermediate saturation).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-unsafe fn dpbusd(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(acc, x, y)
 }
 
 /// `acc + madd_us(x, y)` in one AVX-VNNI instruction, exact.
@@ -908,7 +901,7 @@ unsafe fn ints4(v: [i32; 4]) -> __m128 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn out4(v: __m128) -> [f32; 4] {
+pub(super) unsafe fn out4(v: __m128) -> [f32; 4] {
     let mut o = [0f32; 4];
     _mm_storeu_ps(o.as_mut_ptr(), v);
     o
@@ -1094,12 +1087,6 @@ isa_entries! {
         tile_q5_1, dot_rows4_q5_1_q8_1 => 2;
         tile_q8_0, dot_rows4_q8_0_q8_0 => 3;
         tile_q4_1, dot_rows4_q4_1_q8_1 => 4;
-    "avx2,fma,f16c,avx512vnni,avx512vl" (tile_legacy_vnni, rows4_legacy_vnni):
-        tile_q4_0_vnni, rows4_q4_0_vnni => 0;
-        tile_q5_0_vnni, rows4_q5_0_vnni => 1;
-        tile_q5_1_vnni, rows4_q5_1_vnni => 2;
-        tile_q8_0_vnni, rows4_q8_0_vnni => 3;
-        tile_q4_1_vnni, rows4_q4_1_vnni => 4;
     "avx2,fma,f16c,avxvnni" (tile_legacy_avxvnni, rows4_legacy_avxvnni):
         tile_q4_0_avxvnni, rows4_q4_0_avxvnni => 0;
         tile_q5_0_avxvnni, rows4_q5_0_avxvnni => 1;

@@ -6,6 +6,7 @@
 
 mod dot;
 mod dot_avx2;
+mod dot_avx512;
 mod dot_scalar;
 pub mod float;
 mod korder;

@@ -232,8 +232,8 @@ proptest! {
                             }
                         }
                     }
-                    // Seven tokens: a group of four, then three one at a time.
-                    let xs: Vec<&[u8]> = (0..7).map(|t| &acts[t % 4][..]).collect();
+                    // Fifteen tokens: whole groups of every kernel's size, then one at a time.
+                    let xs: Vec<&[u8]> = (0..15).map(|t| &acts[t % 4][..]).collect();
                     let mut got = vec![[0f32; 4]; xs.len()];
                     tile(&[&raw[0], &raw[1], &raw[2], &raw[3]], &xs, &mut got, &mut TilePanel::default());
                     for (r, wr) in raw.iter().enumerate() {
