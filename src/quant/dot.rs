@@ -285,6 +285,7 @@ impl TileIsa {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
                 && std::is_x86_feature_detected!("avx512vnni")
             {
                 v.push(TileIsa::Avx512Vnni);

@@ -291,6 +291,24 @@ macro_rules! row_scales {
     }};
 }
 
+/// Rows read ahead by [`prefetch_ahead`]: two groups of four.
+const PREFETCH_ROWS: usize = 8;
+
+/// Asks for the bytes `PREFETCH_ROWS` rows of `row_bytes` past each of `xs` (the same block
+/// of the rows two groups on, as a matrix's rows lie end to end). Generation reads every
+/// weight once, in rows too short (hundreds of bytes) for the hardware prefetcher to get
+/// ahead of; this one prefetch per row and block took SmolLM2 Q8_0 tg32 on one thread from
+/// 35 to 55 tokens/s. Past the matrix's end it touches whatever follows, harmlessly: a
+/// prefetch never faults, and the address is formed without dereferencing.
+#[inline(always)]
+pub(super) fn prefetch_ahead<const N: usize>(xs: [&[u8]; N], row_bytes: usize) {
+    for x in xs {
+        let ahead = x.as_ptr().wrapping_add(PREFETCH_ROWS * row_bytes);
+        // SAFETY: SSE (baseline on x86-64); a prefetch reads nothing the program sees.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8) };
+    }
+}
+
 /// Four legacy-format weight rows · one activation row (single-token generation): four
 /// independent chains, the four rows' scale products and min terms computed as one vector
 /// each; every lane performs the single-row kernel's operations, so each result equals it
@@ -313,6 +331,7 @@ macro_rules! legacy_rows4 {
                     &w[2][wb * b..wb * (b + 1)],
                     &w[3][wb * b..wb * (b + 1)],
                 ];
+                prefetch_ahead(xs, w[0].len());
                 let qy = load(&y[at..]);
                 let scale = row_scales!(f16x4!(xs, 0), f16_at(y));
                 for r in 0..4 {

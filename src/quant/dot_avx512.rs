@@ -6,14 +6,16 @@
 //! block sums, the same `dx * dy` product, the same FMA, the same final reduction. Results
 //! therefore equal `dot_avx2`'s bit for bit; only the number of instructions changes.
 //!
-//! Every function here requires AVX-512F and AVX-512 VNNI (plus AVX2, FMA and F16C);
+//! Every function here requires AVX-512F, BW and VNNI (plus AVX2, FMA and F16C);
 //! `quant::dot` hands them out only after runtime detection.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::*;
 
-use super::dot_avx2::{LEGACY, PanelBlock, f16_at, hsum, legacy_layout, legacy_quants, out4};
+use super::dot_avx2::{
+    LEGACY, PanelBlock, f16_at, hsum, legacy_layout, legacy_quants, out4, prefetch_ahead,
+};
 
 /// The two halves of `v` as eight-lane vectors.
 #[inline]
@@ -167,13 +169,14 @@ unsafe fn group<const T: u8, const RN: usize>(
 }
 
 /// Four legacy-format weight rows · one activation row (single-token generation), two rows
-/// per register as in [`tile_legacy`], the blocks decoded on the fly.
+/// per register as in [`tile_legacy`], the blocks decoded on the fly. Signed formats take
+/// the sign trick in mask form (`|x|` times `y` negated where `x < 0`): no per-block
+/// correction to compute, as there is no panel to hold it.
 #[inline]
-#[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     let ty = LEGACY[T as usize];
     let (wb, ab, at, has_min) = legacy_layout(ty);
-    let c128 = _mm512_set1_epi8(0x80u8 as i8);
     let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); 2];
     let mut mins = _mm_setzero_ps();
@@ -184,32 +187,26 @@ unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
             &w[2][wb * b..wb * (b + 1)],
             &w[3][wb * b..wb * (b + 1)],
         ];
+        prefetch_ahead(xs, w[0].len());
         let qy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y[at..].as_ptr() as *const __m256i));
-        let yu = _mm512_xor_si512(qy, c128);
         let dy = _mm512_set1_ps(f16_at(y));
-        let d4 = _mm_setr_ps(f16_at(xs[0]), f16_at(xs[1]), f16_at(xs[2]), f16_at(xs[3]));
+        let d4 = f16x4(xs, 0);
         for h in 0..2 {
-            let (q0, q1) = (
+            let q = join(
                 legacy_quants(ty, xs[2 * h]),
                 legacy_quants(ty, xs[2 * h + 1]),
             );
             let isum = if has_min {
-                _mm512_dpbusd_epi32(zero, join(q0, q1), qy)
+                _mm512_dpbusd_epi32(zero, q, qy)
             } else {
-                let aux = join(offset_correction(q0), offset_correction(q1));
-                _mm512_dpbusd_epi32(aux, yu, join(q0, q1))
+                let signed_y = _mm512_mask_sub_epi8(qy, _mm512_movepi8_mask(q), zero, qy);
+                _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(q), signed_y)
             };
             let scale = _mm512_mul_ps(spread_pair(d4, 2 * h as i32), dy);
             acc[h] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc[h]);
         }
         if has_min {
-            let m4 = _mm_setr_ps(
-                f16_at(&xs[0][2..]),
-                f16_at(&xs[1][2..]),
-                f16_at(&xs[2][2..]),
-                f16_at(&xs[3][2..]),
-            );
-            mins = _mm_fmadd_ps(m4, _mm_set1_ps(f16_at(&y[2..])), mins);
+            mins = _mm_fmadd_ps(f16x4(xs, 2), _mm_set1_ps(f16_at(&y[2..])), mins);
         }
     }
     let m = out4(mins);
@@ -220,6 +217,25 @@ unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
         o[2 * h + 1] = hsum(hi) + m[2 * h + 1];
     }
     o
+}
+
+/// The f16 at byte `at` of four blocks as four f32 lanes, one conversion for all four.
+#[inline(always)]
+fn f16x4(xs: [&[u8]; 4], at: usize) -> __m128 {
+    let h = |x: &[u8]| i16::from_le_bytes([x[at], x[at + 1]]);
+    // SAFETY: F16C and SSE2, implied by every caller's target features (runtime-detected).
+    unsafe {
+        _mm_cvtph_ps(_mm_setr_epi16(
+            h(xs[0]),
+            h(xs[1]),
+            h(xs[2]),
+            h(xs[3]),
+            0,
+            0,
+            0,
+            0,
+        ))
+    }
 }
 
 /// The entry points, one tile and one four-row kernel per format (by [`LEGACY`] index).
@@ -236,7 +252,7 @@ macro_rules! entries {
                 tile_legacy::<$k>(w, a, out, panel)
             }
 
-            #[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
             pub(crate) unsafe fn $r(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
                 rows4_legacy::<$k>(w, a)
             }
