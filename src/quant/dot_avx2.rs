@@ -294,18 +294,20 @@ macro_rules! row_scales {
 /// Rows read ahead by [`prefetch_ahead`]: two groups of four.
 const PREFETCH_ROWS: usize = 8;
 
-/// Asks for the bytes `PREFETCH_ROWS` rows of `row_bytes` past each of `xs` (the same block
-/// of the rows two groups on, as a matrix's rows lie end to end). Generation reads every
+/// Asks for the `span` bytes `PREFETCH_ROWS` rows of `row_bytes` past each of `xs` (the same
+/// block of the rows two groups on, as a matrix's rows lie end to end). Generation reads every
 /// weight once, in rows too short (hundreds of bytes) for the hardware prefetcher to get
 /// ahead of; this one prefetch per row and block took SmolLM2 Q8_0 tg32 on one thread from
 /// 35 to 55 tokens/s. Past the matrix's end it touches whatever follows, harmlessly: a
 /// prefetch never faults, and the address is formed without dereferencing.
 #[inline(always)]
-pub(super) fn prefetch_ahead<const N: usize>(xs: [&[u8]; N], row_bytes: usize) {
+pub(super) fn prefetch_ahead<const N: usize>(xs: [&[u8]; N], row_bytes: usize, span: usize) {
     for x in xs {
         let ahead = x.as_ptr().wrapping_add(PREFETCH_ROWS * row_bytes);
-        // SAFETY: SSE (baseline on x86-64); a prefetch reads nothing the program sees.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8) };
+        for line in (0..span).step_by(64) {
+            // SAFETY: SSE (baseline on x86-64); a prefetch reads nothing the program sees.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8) };
+        }
     }
 }
 
@@ -331,7 +333,7 @@ macro_rules! legacy_rows4 {
                     &w[2][wb * b..wb * (b + 1)],
                     &w[3][wb * b..wb * (b + 1)],
                 ];
-                prefetch_ahead(xs, w[0].len());
+                prefetch_ahead(xs, w[0].len(), wb);
                 let qy = load(&y[at..]);
                 let scale = row_scales!(f16x4!(xs, 0), f16_at(y));
                 for r in 0..4 {
@@ -793,6 +795,49 @@ fn k_imin(mins: &[i32; 16], y: &[u8], s0: usize, s1: usize) -> i32 {
     (s0..s1).map(|s| mins[s] * bsum(y, s)).sum()
 }
 
+/// [`k_mins`] as sixteen i16 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k_mins16(ty: GgmlType, x: &[u8]) -> __m256i {
+    let m = k_mins(ty, x).map(|v| v as i16);
+    _mm256_loadu_si256(m.as_ptr() as *const __m256i)
+}
+
+/// `mins · bsums` of a Q8_K block `y` per 16-value group, summed in pairs: eight i32 lanes,
+/// lane `j` covering values `32 j .. 32 j + 32` (exact: products stay far below `i32`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn imin_pairs(mins16: __m256i, y: &[u8]) -> __m256i {
+    _mm256_madd_epi16(mins16, load(&y[260..]))
+}
+
+/// [`k_imin`] over each 64-value quarter of `y`, as four i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn imin_quarters(mins16: __m256i, y: &[u8]) -> __m128i {
+    let pairs = imin_pairs(mins16, y);
+    _mm_hadd_epi32(
+        _mm256_castsi256_si128(pairs),
+        _mm256_extracti128_si256(pairs, 1),
+    )
+}
+
+/// The 4×4 transpose of four i32 vectors: lane `j` of result `i` is lane `i` of `v[j]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose4(v: [__m128i; 4]) -> [__m128i; 4] {
+    let t0 = _mm_unpacklo_epi32(v[0], v[1]);
+    let t1 = _mm_unpacklo_epi32(v[2], v[3]);
+    let t2 = _mm_unpackhi_epi32(v[0], v[1]);
+    let t3 = _mm_unpackhi_epi32(v[2], v[3]);
+    [
+        _mm_unpacklo_epi64(t0, t1),
+        _mm_unpackhi_epi64(t0, t1),
+        _mm_unpacklo_epi64(t2, t3),
+        _mm_unpackhi_epi64(t2, t3),
+    ]
+}
+
 /// K-quant weights · Q8_K activations in llama.cpp's AVX2 vec-dot order (see
 /// `korder::vec_dot`, which this equals bit for bit).
 #[inline]
@@ -877,7 +922,11 @@ unsafe fn repacked_k<const K: u8>(step: usize, w: &[u8], a: &[u8]) -> f32 {
         let d_a = f32_at(y);
         let (dw, dmw) = k_scales(ty, x);
         let (d, dmin) = (dw * d_a, dmw * d_a);
-        let mins = k_mins(ty, x);
+        let mut iq = [0i32; 4];
+        _mm_storeu_si128(
+            iq.as_mut_ptr() as *mut __m128i,
+            imin_quarters(k_mins16(ty, x), y),
+        );
         let [q] = quarters(ty, x, [y]);
         let per = step / 64;
         for p in 0..4 / per {
@@ -886,7 +935,7 @@ unsafe fn repacked_k<const K: u8>(step: usize, w: &[u8], a: &[u8]) -> f32 {
                 s = _mm256_add_epi32(s, q[p * per + i]);
             }
             acc = (hsum_i32(s) as f32).mul_add(d, acc);
-            let imin = k_imin(&mins, y, p * step / 16, (p + 1) * step / 16);
+            let imin: i32 = iq[p * per..(p + 1) * per].iter().sum();
             acc_min = (imin as f32).mul_add(dmin, acc_min);
         }
     }
@@ -978,7 +1027,14 @@ unsafe fn repacked4_k<const K: u8>(step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f3
             _mm_mul_ps(_mm_set1_ps(dmw), d_a),
         );
         let q = quarters(ty, x, ys);
-        let mins = k_mins(ty, x);
+        let mins16 = k_mins16(ty, x);
+        // Quarter `g`'s min sums of the four tokens, as one vector per quarter.
+        let iq = transpose4([
+            imin_quarters(mins16, ys[0]),
+            imin_quarters(mins16, ys[1]),
+            imin_quarters(mins16, ys[2]),
+            imin_quarters(mins16, ys[3]),
+        ]);
         for p in 0..4 / per {
             let mut s = [_mm256_setzero_si256(); 4];
             for t in 0..4 {
@@ -988,11 +1044,11 @@ unsafe fn repacked4_k<const K: u8>(step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f3
                 }
             }
             acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4(s)), d, acc);
-            let mut imin = [0i32; 4];
-            for t in 0..4 {
-                imin[t] = k_imin(&mins, ys[t], p * step / 16, (p + 1) * step / 16);
+            let mut imin = iq[p * per];
+            for i in 1..per {
+                imin = _mm_add_epi32(imin, iq[p * per + i]);
             }
-            acc_min = _mm_fmadd_ps(ints4(imin), dmin, acc_min);
+            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(imin), dmin, acc_min);
         }
     }
     out4(_mm_sub_ps(acc, acc_min))
@@ -1021,17 +1077,16 @@ unsafe fn repacked_rows4_k<const K: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
         }
         let d = _mm_mul_ps(lanes4(dw), d_a);
         let dmin = _mm_mul_ps(lanes4(dmw), d_a);
+        prefetch_ahead(xs, w[0].len(), bytes);
         let mut lanes = [_mm256_setzero_si256(); 4];
+        let mut pairs = [_mm256_setzero_si256(); 4];
         for r in 0..4 {
             let [q] = quarters(ty, xs[r], [y]);
             lanes[r] = add4(q);
+            pairs[r] = imin_pairs(k_mins16(ty, xs[r]), y);
         }
         acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4(lanes)), d, acc);
-        let mut imin = [0i32; 4];
-        for r in 0..4 {
-            imin[r] = k_imin(&k_mins(ty, xs[r]), y, 0, 16);
-        }
-        acc_min = _mm_fmadd_ps(ints4(imin), dmin, acc_min);
+        acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4(pairs)), dmin, acc_min);
     }
     out4(_mm_sub_ps(acc, acc_min))
 }

@@ -187,7 +187,7 @@ unsafe fn rows4_legacy<const T: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
             &w[2][wb * b..wb * (b + 1)],
             &w[3][wb * b..wb * (b + 1)],
         ];
-        prefetch_ahead(xs, w[0].len());
+        prefetch_ahead(xs, w[0].len(), wb);
         let qy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y[at..].as_ptr() as *const __m256i));
         let dy = _mm512_set1_ps(f16_at(y));
         let d4 = f16x4(xs, 0);
