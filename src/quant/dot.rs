@@ -21,9 +21,41 @@ pub type DotRows4Fn = fn(&[&[u8]; 4], &[u8]) -> [f32; 4];
 /// the single-row [`DotFn`]'s bit for bit.
 pub type DotTileFn = fn(&[&[u8]; 4], &[&[u8]], &mut [[f32; 4]], &mut TilePanel);
 
-/// Reusable room for a [`DotTileFn`]'s decoded weight blocks (one per worker).
+/// Reusable room for a [`DotTileFn`]'s decoded weight blocks, and the block scales of the
+/// batch of activations it serves, converted to f32 by the first tile call and reused by
+/// the next ones (one panel per worker and batch).
 #[derive(Default)]
-pub struct TilePanel(Vec<avx2::PanelBlock>);
+pub struct TilePanel {
+    /// The 32-value formats' blocks.
+    pub(super) legacy: Vec<avx2::PanelBlock>,
+    /// Repacked Q4_K blocks, four rows per block.
+    pub(super) kquant: Vec<avx512::KPanelBlock>,
+    /// Each Q4_K block's `d` and `dmin`.
+    pub(super) kscales: Vec<[f32; 2]>,
+    /// The activations' block scales (`d`, and `s` where the format has it), token-major.
+    pub(super) act_scales: Vec<[f32; 2]>,
+    /// Which batch `act_scales` belongs to: its first row's address and its shape.
+    pub(super) act_key: (usize, usize, usize),
+}
+
+impl TilePanel {
+    /// Fills `act_scales` with the f32 scales (`d`, `s`) of every `block_bytes` block of every
+    /// row of `a`, token-major, once per batch: a later call with the same rows (same address
+    /// and shape) keeps the stored ones. A panel serves one batch at a time; `matmul` makes
+    /// one per task, so a batch never changes under it.
+    pub(super) fn convert_act_scales(&mut self, a: &[&[u8]], block_bytes: usize) {
+        let key = (a.first().map_or(0, |r| r.as_ptr() as usize), a.len(), block_bytes);
+        if self.act_key != key || self.act_scales.is_empty() {
+            self.act_scales.clear();
+            for row in a {
+                self.act_scales.extend(row.chunks_exact(block_bytes).map(|b| {
+                    [super::float::f16_at(b), super::float::f16_at(&b[2..])]
+                }));
+            }
+            self.act_key = key;
+        }
+    }
+}
 
 /// Which llama.cpp CPU build's arithmetic to reproduce: its element-wise functions and
 /// reductions, and which matrices it repacks (Q2_K only with AVX-512).
@@ -209,7 +241,7 @@ macro_rules! isa_wrappers {
                 ) {
                     // SAFETY: only reachable through `tile_kernel`, called with an
                     // instruction set from `TileIsa::available` (runtime detection).
-                    unsafe { super::$module::$t(w, a, out, &mut panel.0) }
+                    unsafe { super::$module::$t(w, a, out, panel) }
                 }
 
                 pub fn $r(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
@@ -260,6 +292,13 @@ isa_wrappers! {
         Q8_0 => tile_q8_0_avxvnni, rows4_q8_0_avxvnni;
         Q4_1 => tile_q4_1_avxvnni, rows4_q4_1_avxvnni;
     }
+}
+
+/// The repacked Q4_K tile (gemm order for whole groups of four tokens, gemv order after).
+fn tile_q4_k_repacked(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: &mut TilePanel) {
+    // SAFETY: handed out by `matrix_kernels` only when `TileIsa::Avx512Vnni` is available
+    // (runtime detection of AVX-512 F, BW and VNNI).
+    unsafe { avx512::tile_q4_k_zmm(w, a, out, &mut panel.kquant, &mut panel.kscales) }
 }
 
 /// The instruction sets the tile kernels are compiled for. They compute the same integers
@@ -455,13 +494,15 @@ pub fn matrix_kernels(
                 (Q2_K, false) => (kscalar::gemv_q2_k, Some(kscalar::gemm4_q2_k), None),
                 _ => unreachable!("REPACKED lists these formats"),
             };
+        let tile_isa = TileIsa::best(kernel);
         k = MatrixKernels {
             dot,
             dot4,
             dot_batch: None,
             dot_batch4: None,
             dot_rows4,
-            dot_tile: None,
+            dot_tile: (weight == Q4_K && tile_isa == Some(TileIsa::Avx512Vnni))
+                .then_some(tile_q4_k_repacked as DotTileFn),
         };
     } else if TILED.contains(&weight) {
         k.dot_batch = Some(tiled_fn(weight, simd));

@@ -755,7 +755,7 @@ unsafe fn quarters<const N: usize>(ty: GgmlType, x: &[u8], ys: [&[u8]; N]) -> [Q
 /// The sums of four vectors of eight i32 lanes, as one vector of four: exact.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum4(v: [__m256i; 4]) -> __m128i {
+pub(super) unsafe fn hsum4(v: [__m256i; 4]) -> __m128i {
     let a = _mm256_hadd_epi32(v[0], v[1]);
     let b = _mm256_hadd_epi32(v[2], v[3]);
     let c = _mm256_hadd_epi32(a, b);
@@ -825,7 +825,7 @@ unsafe fn imin_quarters(mins16: __m256i, y: &[u8]) -> __m128i {
 /// The 4×4 transpose of four i32 vectors: lane `j` of result `i` is lane `i` of `v[j]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn transpose4(v: [__m128i; 4]) -> [__m128i; 4] {
+pub(super) unsafe fn transpose4(v: [__m128i; 4]) -> [__m128i; 4] {
     let t0 = _mm_unpacklo_epi32(v[0], v[1]);
     let t1 = _mm_unpacklo_epi32(v[2], v[3]);
     let t2 = _mm_unpackhi_epi32(v[0], v[1]);
@@ -1142,9 +1142,9 @@ macro_rules! isa_entries {
                 w: &[&[u8]; 4],
                 a: &[&[u8]],
                 out: &mut [[f32; 4]],
-                panel: &mut Vec<PanelBlock>,
+                panel: &mut super::TilePanel,
             ) {
-                $tile::<$k>(w, a, out, panel)
+                $tile::<$k>(w, a, out, &mut panel.legacy)
             }
 
             #[target_feature(enable = $features)]

@@ -14,7 +14,8 @@
 use std::arch::x86_64::*;
 
 use super::dot_avx2::{
-    LEGACY, PanelBlock, f16_at, hsum, legacy_layout, legacy_quants, out4, prefetch_ahead,
+    LEGACY, PanelBlock, f16_at, hsum, hsum4, legacy_layout, legacy_quants, out4, prefetch_ahead,
+    transpose4,
 };
 
 /// The two halves of `v` as eight-lane vectors.
@@ -80,6 +81,7 @@ unsafe fn offset_correction(q: __m256i) -> __m256i {
 unsafe fn tile_legacy<const T: u8>(
     w: &[&[u8]; 4],
     a: &[&[u8]],
+    a_scales: &[[f32; 2]],
     out: &mut [[f32; 4]],
     panel: &mut Vec<PanelBlock>,
 ) {
@@ -109,11 +111,13 @@ unsafe fn tile_legacy<const T: u8>(
     let n = a.len().min(out.len());
     let mut t = 0;
     while t + 6 <= n {
-        group::<T, 6>(panel, &a[t..t + 6], &mut out[t..t + 6]);
+        let s = &a_scales[t * nb..(t + 6) * nb];
+        group::<T, 6>(panel, &a[t..t + 6], s, &mut out[t..t + 6]);
         t += 6;
     }
     while t < n {
-        group::<T, 1>(panel, &a[t..t + 1], &mut out[t..t + 1]);
+        let s = &a_scales[t * nb..(t + 1) * nb];
+        group::<T, 1>(panel, &a[t..t + 1], s, &mut out[t..t + 1]);
         t += 1;
     }
 }
@@ -125,8 +129,10 @@ unsafe fn tile_legacy<const T: u8>(
 unsafe fn group<const T: u8, const RN: usize>(
     panel: &[PanelBlock],
     a: &[&[u8]],
+    a_scales: &[[f32; 2]],
     out: &mut [[f32; 4]],
 ) {
+    let nb = panel.len();
     let ty = LEGACY[T as usize];
     let (_, ab, at, has_min) = legacy_layout(ty);
     let c128 = _mm512_set1_epi8(0x80u8 as i8);
@@ -140,8 +146,9 @@ unsafe fn group<const T: u8, const RN: usize>(
         let dx = [spread_pair(d4, 0), spread_pair(d4, 2)];
         for t in 0..RN {
             let y = &a[t][ab * b..ab * (b + 1)];
+            let [dy, sy] = a_scales[t * nb + b];
             let qy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y[at..].as_ptr() as *const __m256i));
-            let dy = _mm512_set1_ps(f16_at(y));
+            let dy = _mm512_set1_ps(dy);
             let yu = _mm512_xor_si512(qy, c128);
             for h in 0..2 {
                 let isum = if has_min {
@@ -154,7 +161,7 @@ unsafe fn group<const T: u8, const RN: usize>(
             }
             if has_min {
                 let mx = _mm_loadu_ps(p.m.as_ptr());
-                mins[t] = _mm_fmadd_ps(mx, _mm_set1_ps(f16_at(&y[2..])), mins[t]);
+                mins[t] = _mm_fmadd_ps(mx, _mm_set1_ps(sy), mins[t]);
             }
         }
     }
@@ -247,9 +254,11 @@ macro_rules! entries {
                 w: &[&[u8]; 4],
                 a: &[&[u8]],
                 out: &mut [[f32; 4]],
-                panel: &mut Vec<PanelBlock>,
+                panel: &mut super::TilePanel,
             ) {
-                tile_legacy::<$k>(w, a, out, panel)
+                let (_, ab, _, _) = legacy_layout(LEGACY[$k]);
+                panel.convert_act_scales(a, ab);
+                tile_legacy::<$k>(w, a, &panel.act_scales, out, &mut panel.legacy)
             }
 
             #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
@@ -265,4 +274,157 @@ entries! {
     tile_q5_1_zmm, rows4_q5_1_zmm => 2;
     tile_q8_0_zmm, rows4_q8_0_zmm => 3;
     tile_q4_1_zmm, rows4_q4_1_zmm => 4;
+}
+
+/// One Q4_K block of one weight row, decoded for [`tile_q4_k`]: per 64-value step `g`, the
+/// quants of its two 32-value sub-blocks as 64 bytes and their scales as 32 i16 lanes
+/// (each sub-block's scale for the 16 `maddubs` pairs it yields); the mins per 16 values.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct KPanelBlock {
+    q: [[u8; 64]; 4],
+    sc: [[i16; 32]; 4],
+    mins: [i16; 16],
+}
+
+impl KPanelBlock {
+    pub(crate) const ZERO: KPanelBlock = KPanelBlock {
+        q: [[0; 64]; 4],
+        sc: [[0; 32]; 4],
+        mins: [0; 16],
+    };
+}
+
+/// Four repacked Q4_K weight rows · every Q8_K activation row of a batch, in llama.cpp's
+/// repacked order: whole groups of four tokens in the gemm order (one FMA per 64 values),
+/// the tokens after the last whole group in the gemv order (one per block), exactly as
+/// `matmul` would call `gemm4_q4_k` and `gemv_q4_k` for them.
+///
+/// Each row's blocks are decoded once into the panel; then, per token, block and step, one
+/// `maddubs` and one `madd` per row give sixteen i32 lanes whose sum is the step's integer
+/// dot (the same integers as the AVX2 kernels), reduced four rows at a time into one
+/// vector so that the FMAs run across the rows. Every output still sees its own sequence of
+/// FMAs, so results equal the AVX2 and portable kernels bit for bit.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q4_k(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    out: &mut [[f32; 4]],
+    panel: &mut Vec<KPanelBlock>,
+    scales: &mut Vec<[f32; 2]>,
+) {
+    const BYTES: usize = 144;
+    let nb = w[0].len() / BYTES;
+    panel.clear();
+    panel.resize(4 * nb, KPanelBlock::ZERO);
+    scales.clear();
+    scales.resize(4 * nb, [0.0; 2]);
+    let low = _mm256_set1_epi8(0x0f);
+    for b in 0..nb {
+        for (r, row) in w.iter().enumerate() {
+            let x = &row[BYTES * b..BYTES * (b + 1)];
+            let p = &mut panel[4 * b + r];
+            let (sc, m) = super::kquants::q4k_scales_mins(&x[4..16]);
+            for g in 0..4 {
+                let bits = _mm256_loadu_si256(x[16 + 32 * g..].as_ptr() as *const __m256i);
+                let lo = _mm256_and_si256(bits, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
+                _mm512_storeu_si512(p.q[g].as_mut_ptr() as *mut __m512i, join(lo, hi));
+                p.sc[g][..16].fill(sc[2 * g] as i16);
+                p.sc[g][16..].fill(sc[2 * g + 1] as i16);
+            }
+            for (s, v) in p.mins.iter_mut().enumerate() {
+                *v = m[s / 2] as i16;
+            }
+            scales[4 * b + r] = [f16_at(x), f16_at(&x[2..])];
+        }
+    }
+    let n = a.len().min(out.len());
+    let grouped = n / 4 * 4;
+    for (t, (y_row, o)) in a.iter().zip(out.iter_mut()).take(n).enumerate() {
+        *o = if t < grouped {
+            q4k_token::<4>(panel, scales, y_row)
+        } else {
+            q4k_token::<1>(panel, scales, y_row)
+        };
+    }
+}
+
+/// One token against a decoded Q4_K panel: `STEPS` FMAs per block (4: gemm, 1: gemv).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4k_token<const STEPS: usize>(
+    panel: &[KPanelBlock],
+    scales: &[[f32; 2]],
+    y_row: &[u8],
+) -> [f32; 4] {
+    let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
+    for (b, (ps, ss)) in panel.chunks_exact(4).zip(scales.chunks_exact(4)).enumerate() {
+        let y = &y_row[292 * b..292 * (b + 1)];
+        let d_a = _mm_set1_ps(f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
+        let d = _mm_mul_ps(_mm_setr_ps(ss[0][0], ss[1][0], ss[2][0], ss[3][0]), d_a);
+        let dmin = _mm_mul_ps(_mm_setr_ps(ss[0][1], ss[1][1], ss[2][1], ss[3][1]), d_a);
+        let bs = _mm256_loadu_si256(y[260..].as_ptr() as *const __m256i);
+        let mut mins = [_mm_setzero_si128(); 4];
+        for r in 0..4 {
+            let m16 = _mm256_loadu_si256(ps[r].mins.as_ptr() as *const __m256i);
+            let pairs = _mm256_madd_epi16(m16, bs);
+            mins[r] = _mm_hadd_epi32(
+                _mm256_castsi256_si128(pairs),
+                _mm256_extracti128_si256::<1>(pairs),
+            );
+        }
+        // Step `g`'s min sums of the four rows, as one vector per step.
+        let mins = transpose4(mins);
+        let mut steps = [_mm_setzero_si128(); 4];
+        for g in 0..4 {
+            let yv = _mm512_loadu_si512(y[4 + 64 * g..].as_ptr() as *const __m512i);
+            let mut v = [_mm512_setzero_si512(); 4];
+            for r in 0..4 {
+                let q = _mm512_loadu_si512(ps[r].q[g].as_ptr() as *const __m512i);
+                let sc = _mm512_loadu_si512(ps[r].sc[g].as_ptr() as *const __m512i);
+                v[r] = _mm512_madd_epi16(_mm512_maddubs_epi16(q, yv), sc);
+            }
+            steps[g] = reduce4(v);
+        }
+        if STEPS == 4 {
+            for g in 0..4 {
+                acc = _mm_fmadd_ps(_mm_cvtepi32_ps(steps[g]), d, acc);
+                acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(mins[g]), dmin, acc_min);
+            }
+        } else {
+            let sum = |v: [__m128i; 4]| {
+                _mm_add_epi32(_mm_add_epi32(v[0], v[1]), _mm_add_epi32(v[2], v[3]))
+            };
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sum(steps)), d, acc);
+            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(sum(mins)), dmin, acc_min);
+        }
+    }
+    out4(_mm_sub_ps(acc, acc_min))
+}
+
+/// The lane sums of four vectors, as four i32 lanes (exact: integer adds).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn reduce4(v: [__m512i; 4]) -> __m128i {
+    let fold = |x: __m512i| {
+        _mm256_add_epi32(
+            _mm512_castsi512_si256(x),
+            _mm512_extracti64x4_epi64::<1>(x),
+        )
+    };
+    hsum4([fold(v[0]), fold(v[1]), fold(v[2]), fold(v[3])])
+}
+
+/// Entry point of [`tile_q4_k`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn tile_q4_k_zmm(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    out: &mut [[f32; 4]],
+    panel: &mut Vec<KPanelBlock>,
+    scales: &mut Vec<[f32; 2]>,
+) {
+    tile_q4_k(w, a, out, panel, scales)
 }

@@ -117,6 +117,25 @@ proptest! {
                                 }
                             }
                         }
+                        // The tile, where there is one, is `matmul`'s per-token path: whole
+                        // groups of four tokens through the four-token order, the rest one by
+                        // one (14 tokens: three groups and two left over).
+                        if let Some(tile) = m.dot_tile {
+                            let ws: Vec<Vec<u8>> = (0..4).map(|_| random_row(ty, n, scale, &mut rng)).collect();
+                            let ws = [&ws[0][..], &ws[1][..], &ws[2][..], &ws[3][..]];
+                            let xs: Vec<&[u8]> = (0..14).map(|t| &acts[t % 4][..]).collect();
+                            let mut got = vec![[0f32; 4]; xs.len()];
+                            tile(&ws, &xs, &mut got, &mut TilePanel::default());
+                            for (r, wr) in ws.iter().enumerate() {
+                                for (t, x) in xs.iter().enumerate() {
+                                    let want = match s.dot4 {
+                                        Some(d4) if t < 12 => d4(wr, &four)[t % 4],
+                                        _ => (s.dot)(wr, x),
+                                    };
+                                    prop_assert_eq!(got[t][r].to_bits(), want.to_bits(), "{} {:?} tile r{} t{}", ty, flavor, r, t);
+                                }
+                            }
+                        }
                     }
                 }
             }
