@@ -44,13 +44,18 @@ impl TilePanel {
     /// and shape) keeps the stored ones. A panel serves one batch at a time; `matmul` makes
     /// one per task, so a batch never changes under it.
     pub(super) fn convert_act_scales(&mut self, a: &[&[u8]], block_bytes: usize) {
-        let key = (a.first().map_or(0, |r| r.as_ptr() as usize), a.len(), block_bytes);
+        let key = (
+            a.first().map_or(0, |r| r.as_ptr() as usize),
+            a.len(),
+            block_bytes,
+        );
         if self.act_key != key || self.act_scales.is_empty() {
             self.act_scales.clear();
             for row in a {
-                self.act_scales.extend(row.chunks_exact(block_bytes).map(|b| {
-                    [super::float::f16_at(b), super::float::f16_at(&b[2..])]
-                }));
+                self.act_scales.extend(
+                    row.chunks_exact(block_bytes)
+                        .map(|b| [super::float::f16_at(b), super::float::f16_at(&b[2..])]),
+                );
             }
             self.act_key = key;
         }
@@ -301,6 +306,12 @@ fn tile_q4_k_repacked(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: 
     unsafe { avx512::tile_q4_k_zmm(w, a, out, &mut panel.kquant, &mut panel.kscales) }
 }
 
+/// The Q6_K tile (tiled order from `TILED_MIN_BATCH` tokens, vec-dot order below).
+fn tile_q6_k_tiled(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: &mut TilePanel) {
+    // SAFETY: as `tile_q4_k_repacked`.
+    unsafe { avx512::tile_q6_k_zmm(w, a, out, &mut panel.kquant, &mut panel.kscales) }
+}
+
 /// The instruction sets the tile kernels are compiled for. They compute the same integers
 /// (see `dot_avx2::legacy_tile`), so the choice changes speed, never results.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -507,6 +518,9 @@ pub fn matrix_kernels(
     } else if TILED.contains(&weight) {
         k.dot_batch = Some(tiled_fn(weight, simd));
         k.dot_batch4 = simd.then(|| tiled4_fn(weight));
+        k.dot_tile = (weight == GgmlType::Q6_K
+            && TileIsa::best(kernel) == Some(TileIsa::Avx512Vnni))
+        .then_some(tile_q6_k_tiled as DotTileFn);
     }
     Some(k)
 }

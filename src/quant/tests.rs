@@ -117,22 +117,28 @@ proptest! {
                                 }
                             }
                         }
-                        // The tile, where there is one, is `matmul`'s per-token path: whole
-                        // groups of four tokens through the four-token order, the rest one by
-                        // one (14 tokens: three groups and two left over).
+                        // The tile, where there is one, is `matmul`'s per-token path: from
+                        // TILED_MIN_BATCH tokens the batch order where the format has one,
+                        // otherwise whole groups of four tokens through the four-token order
+                        // and the rest one by one (6 and 14 tokens: below and above the batch
+                        // threshold, with tokens left over after the groups).
                         if let Some(tile) = m.dot_tile {
                             let ws: Vec<Vec<u8>> = (0..4).map(|_| random_row(ty, n, scale, &mut rng)).collect();
                             let ws = [&ws[0][..], &ws[1][..], &ws[2][..], &ws[3][..]];
-                            let xs: Vec<&[u8]> = (0..14).map(|t| &acts[t % 4][..]).collect();
-                            let mut got = vec![[0f32; 4]; xs.len()];
-                            tile(&ws, &xs, &mut got, &mut TilePanel::default());
-                            for (r, wr) in ws.iter().enumerate() {
-                                for (t, x) in xs.iter().enumerate() {
-                                    let want = match s.dot4 {
-                                        Some(d4) if t < 12 => d4(wr, &four)[t % 4],
-                                        _ => (s.dot)(wr, x),
-                                    };
-                                    prop_assert_eq!(got[t][r].to_bits(), want.to_bits(), "{} {:?} tile r{} t{}", ty, flavor, r, t);
+                            for tokens in [6, 14] {
+                                let xs: Vec<&[u8]> = (0..tokens).map(|t| &acts[t % 4][..]).collect();
+                                let mut got = vec![[0f32; 4]; xs.len()];
+                                tile(&ws, &xs, &mut got, &mut TilePanel::default());
+                                let batch = s.dot_batch.filter(|_| tokens >= TILED_MIN_BATCH);
+                                for (r, wr) in ws.iter().enumerate() {
+                                    for (t, x) in xs.iter().enumerate() {
+                                        let want = match (batch, s.dot4) {
+                                            (Some(b), _) => b(wr, x),
+                                            (None, Some(d4)) if t < tokens / 4 * 4 => d4(wr, &four)[t % 4],
+                                            _ => (s.dot)(wr, x),
+                                        };
+                                        prop_assert_eq!(got[t][r].to_bits(), want.to_bits(), "{} {:?} tile r{} t{} of {}", ty, flavor, r, t, tokens);
+                                    }
                                 }
                             }
                         }
