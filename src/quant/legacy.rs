@@ -168,7 +168,29 @@ pub fn quantize_q5_1(src: &[f32], dst: &mut [u8]) {
 /// Quantizes one block to i8 with scale `amax / 127`, as llama.cpp's x86 kernels do (the
 /// multiplier is `127 / amax`, rounding half to even), so activations quantize to the same
 /// integers as in llama.cpp. Returns the f32 scale and the sum of the quants.
+///
+/// With AVX2 the block is done in vectors; every element sees the same float operations,
+/// so the bytes are the same (tested), and blocks holding NaN or infinity, where vector and
+/// scalar maxima differ, take the portable code.
 fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at runtime.
+        if let Some(r) = unsafe { q8_block_avx2(x, qs) } {
+            return r;
+        }
+    }
+    q8_block_portable(x, qs)
+}
+
+/// [`q8_block`], for tests against [`q8_block_portable`].
+#[cfg(test)]
+pub(crate) fn q8_block_for_tests(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    q8_block(x, qs)
+}
+
+/// [`q8_block`] in portable code.
+pub(crate) fn q8_block_portable(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
     let amax = abs_max(x);
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -179,6 +201,62 @@ fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
         *q = i as i8 as u8;
     }
     (d, sum)
+}
+
+/// [`q8_block`] with AVX2, or `None` when the block holds a NaN or an infinity.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn q8_block_avx2(x: &[f32], qs: &mut [u8]) -> Option<(f32, i32)> {
+    use std::arch::x86_64::*;
+    assert!(x.len() == QK && qs.len() == QK);
+    // SAFETY: `x` holds 32 floats (asserted), four loads of eight.
+    let v: [__m256; 4] = unsafe {
+        [
+            _mm256_loadu_ps(x.as_ptr()),
+            _mm256_loadu_ps(x.as_ptr().add(8)),
+            _mm256_loadu_ps(x.as_ptr().add(16)),
+            _mm256_loadu_ps(x.as_ptr().add(24)),
+        ]
+    };
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_setzero_ps();
+    let mut special = 0;
+    for vi in v {
+        let a = _mm256_andnot_ps(sign, vi);
+        // NaN or infinity: |v| compares unordered or equal to infinity.
+        let inf = _mm256_set1_ps(f32::INFINITY);
+        special |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLT_UQ>(a, inf));
+        m = _mm256_max_ps(m, a);
+    }
+    if special != 0 {
+        return None;
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let magic = _mm256_set1_ps(12_582_912.0);
+    // The products lie within [-127, 127]: adding and subtracting 1.5 * 2^23 rounds them
+    // half to even, as `round_even_small` does, and the conversion is then exact.
+    let mut q = [_mm256_setzero_si256(); 4];
+    for (qi, vi) in q.iter_mut().zip(v) {
+        let p = _mm256_mul_ps(vi, id);
+        *qi = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(p, magic), magic));
+    }
+    let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    // Packing interleaves the 128-bit lanes; the permutation puts the bytes back in order.
+    let bytes = _mm256_packs_epi16(
+        _mm256_packs_epi32(q[0], q[1]),
+        _mm256_packs_epi32(q[2], q[3]),
+    );
+    let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // SAFETY: `qs` holds 32 bytes (asserted).
+    unsafe { _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, bytes) };
+    Some((d, _mm_cvtsi128_si32(s)))
 }
 
 /// Encodes Q8_0 blocks (activations for Q4_0, Q5_0 and Q8_0 weights).

@@ -272,3 +272,27 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Q8_0/Q8_1 activation blocks quantize to the same bytes and sums whichever code path
+    /// the CPU takes (vectors with AVX2, portable otherwise): random blocks at any scale,
+    /// with exact zeros, ties and, now and then, a NaN or an infinity.
+    #[test]
+    fn q8_blocks_equal_portable_code(seed: u64, scale in -30i32..30, special in 0usize..40) {
+        let mut rng = SplitMix(seed);
+        let mut x: Vec<f32> = (0..32).map(|_| rng.normal(2f32.powi(scale))).collect();
+        x[3] = 0.0;
+        x[7] = -x[9];
+        if special < 32 && seed % 3 == 0 {
+            x[special] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][(seed % 9 / 3) as usize];
+        }
+        let mut fast = [0u8; 32];
+        let mut slow = [0u8; 32];
+        let (d0, s0) = legacy::q8_block_for_tests(&x, &mut fast);
+        let (d1, s1) = legacy::q8_block_portable(&x, &mut slow);
+        prop_assert_eq!(fast, slow);
+        prop_assert_eq!(d0.to_bits(), d1.to_bits());
+        prop_assert_eq!(s0, s1);
+    }
+}
