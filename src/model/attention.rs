@@ -97,17 +97,16 @@ fn one_head_impl(o: &mut [f32], h: &Head, s: &mut Scratch) {
     let (flavor, w) = (h.flavor, h.flavor.lanes());
     s.qh.copy_from_slice(h.q);
     round_f16_in_place(&mut s.qh);
-    s.scores.resize(h.n_kv, 0.0);
-    for (j, sc) in s.scores.iter_mut().enumerate() {
-        *sc = if j >= h.first && j < h.len {
-            let kj = &h.k[j * h.kv + h.kv_off..][..hd];
-            if h.gemm {
-                tinyblas_dot(kj, &s.qh, flavor)
-            } else {
-                vec_dot_f16(kj, &s.qh, flavor)
-            }
+    // Cells outside the window and past the last position are masked: written in bulk, as
+    // the padded cache is mostly such cells for short contexts.
+    s.scores.clear();
+    s.scores.resize(h.n_kv, f32::NEG_INFINITY);
+    for (j, sc) in s.scores[..h.len].iter_mut().enumerate().skip(h.first) {
+        let kj = &h.k[j * h.kv + h.kv_off..][..hd];
+        *sc = if h.gemm {
+            tinyblas_dot(kj, &s.qh, flavor)
         } else {
-            f32::NEG_INFINITY
+            vec_dot_f16(kj, &s.qh, flavor)
         };
     }
     softmax(&mut s.scores, h.scale, flavor);

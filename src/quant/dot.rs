@@ -38,30 +38,6 @@ pub struct TilePanel {
     pub(super) act_key: (usize, usize, usize),
 }
 
-impl TilePanel {
-    /// Fills `act_scales` with the f32 scales (`d`, `s`) of every `block_bytes` block of every
-    /// row of `a`, token-major, once per batch: a later call with the same rows (same address
-    /// and shape) keeps the stored ones. A panel serves one batch at a time; `matmul` makes
-    /// one per task, so a batch never changes under it.
-    pub(super) fn convert_act_scales(&mut self, a: &[&[u8]], block_bytes: usize) {
-        let key = (
-            a.first().map_or(0, |r| r.as_ptr() as usize),
-            a.len(),
-            block_bytes,
-        );
-        if self.act_key != key || self.act_scales.is_empty() {
-            self.act_scales.clear();
-            for row in a {
-                self.act_scales.extend(
-                    row.chunks_exact(block_bytes)
-                        .map(|b| [super::float::f16_at(b), super::float::f16_at(&b[2..])]),
-                );
-            }
-            self.act_key = key;
-        }
-    }
-}
-
 /// Which llama.cpp CPU build's arithmetic to reproduce: its element-wise functions and
 /// reductions, and which matrices it repacks (Q2_K only with AVX-512).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -245,6 +245,34 @@ fn f16x4(xs: [&[u8]; 4], at: usize) -> __m128 {
     }
 }
 
+/// Fills the panel's `act_scales` with the f32 scales (`d`, `s`) of every `block_bytes`
+/// block of every row of `a`, token-major, once per batch: a later call with the same rows
+/// (same address and shape) keeps the stored ones. A panel serves one batch at a time;
+/// `matmul` makes one per task, so a batch never changes under it.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn convert_act_scales(panel: &mut super::TilePanel, a: &[&[u8]], block_bytes: usize) {
+    let key = (
+        a.first().map_or(0, |r| r.as_ptr() as usize),
+        a.len(),
+        block_bytes,
+    );
+    if panel.act_key == key && !panel.act_scales.is_empty() {
+        return;
+    }
+    panel.act_scales.clear();
+    for row in a {
+        for b in row.chunks_exact(block_bytes) {
+            let pair = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(pair as i32));
+            panel
+                .act_scales
+                .push([_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v))]);
+        }
+    }
+    panel.act_key = key;
+}
+
 /// The entry points, one tile and one four-row kernel per format (by [`LEGACY`] index).
 macro_rules! entries {
     ($($t:ident, $r:ident => $k:literal;)*) => {
@@ -257,7 +285,7 @@ macro_rules! entries {
                 panel: &mut super::TilePanel,
             ) {
                 let (_, ab, _, _) = legacy_layout(LEGACY[$k]);
-                panel.convert_act_scales(a, ab);
+                convert_act_scales(panel, a, ab);
                 tile_legacy::<$k>(w, a, &panel.act_scales, out, &mut panel.legacy)
             }
 
