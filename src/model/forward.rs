@@ -9,7 +9,7 @@ use super::ggml_math::{Flavor, round_f16_in_place};
 use super::kernels::{
     add_assign, gated, rmsnorm_rows, rmsnorm_rows_in_place, rope_row, rope_table, scale,
 };
-use super::matmul::{QuantizedActs, matmul, matvec_many};
+use super::matmul::{QuantizedActs, matmul, matmul_many};
 use super::observer::{Observer, Slot};
 use super::weights::QMatrix;
 use super::{ModelError, OwnedQuantizedModel};
@@ -135,8 +135,8 @@ fn project(
     );
 }
 
-/// [`project`] for several matrices reading the same input; for a single token with one
-/// activation format they run in one parallel region.
+/// [`project`] for several matrices reading the same input; with one activation format
+/// they run in one parallel region.
 fn project_all<const N: usize>(
     outs: [(&mut Vec<f32>, &QMatrix); N],
     x: &[f32],
@@ -145,18 +145,25 @@ fn project_all<const N: usize>(
     file: &[u8],
 ) {
     let ty = outs[0].1.act_ty;
-    if x.len() != width || outs.iter().any(|(_, w)| w.act_ty != ty) {
+    if outs.iter().any(|(_, w)| w.act_ty != ty) {
         for (out, w) in outs {
             project(out, x, width, w, cache, file);
         }
         return;
     }
     let slot = cache.slot(ty, x, width);
+    let n = x.len() / width;
     let mut jobs = outs.map(|(out, w)| {
-        out.resize(w.rows, 0.0);
+        out.resize(n * w.rows, 0.0);
         (&mut out[..], w)
     });
-    matvec_many(&mut jobs, &cache.slots[slot], file, cache.flavor);
+    matmul_many(
+        &mut jobs,
+        &cache.slots[slot],
+        file,
+        &mut cache.scratch,
+        cache.flavor,
+    );
 }
 
 /// What a sub-block adds to the residual stream: `x` itself, or, in families with a

@@ -65,28 +65,49 @@ pub fn matmul(
     scratch: &mut Vec<f32>,
     flavor: Flavor,
 ) {
-    debug_assert_eq!(x.ty, Some(w.act_ty));
-    let k = w.kernels(flavor);
+    matmul_many(&mut [(out, w)], x, file, scratch, flavor);
+}
+
+/// [`matmul`] of several matrices reading the same activations, in one parallel region:
+/// one fork and join for q, k and v together, or gate and up, and one pool of tasks to
+/// balance between the threads. A single token goes to [`matvec_many`].
+pub fn matmul_many(
+    outs: &mut [(&mut [f32], &QMatrix)],
+    x: &QuantizedActs,
+    file: &[u8],
+    scratch: &mut Vec<f32>,
+    flavor: Flavor,
+) {
     let n = x.data.len() / x.row_bytes;
-    debug_assert_eq!(out.len(), n * w.rows);
-    let chunk = rows_per_task(w.rows);
     if n == 1 {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(c, o)| matvec_rows(o, c * chunk, &x.data, w, k, file));
-        return;
+        return matvec_many(outs, x, file, flavor);
     }
+    let total: usize = outs.iter().map(|(_, w)| w.rows).sum();
+    let chunk = rows_per_task(total);
     // Each task computes a block of rows for every token, token-major within the block, so
-    // that gathering the blocks into `out` copies contiguous runs.
-    scratch.resize(n * w.rows, 0.0);
-    scratch
-        .par_chunks_mut(chunk * n)
-        .enumerate()
-        .for_each(|(c, o)| batch_rows(o, c * chunk, n, x, w, k, file));
-    for (c, block) in scratch.chunks(chunk * n).enumerate() {
+    // that gathering the blocks into the outputs copies contiguous runs.
+    scratch.resize(n * total, 0.0);
+    let mut tasks = Vec::new();
+    let mut rest = &mut scratch[..];
+    for (m, (out, w)) in outs.iter().enumerate() {
+        debug_assert_eq!(x.ty, Some(w.act_ty));
+        debug_assert_eq!(out.len(), n * w.rows);
+        let k = w.kernels(flavor);
+        for r0 in (0..w.rows).step_by(chunk) {
+            let rows = chunk.min(w.rows - r0);
+            let (o, tail) = std::mem::take(&mut rest).split_at_mut(rows * n);
+            rest = tail;
+            tasks.push((m, r0, o, *w, k));
+        }
+    }
+    tasks
+        .par_iter_mut()
+        .for_each(|(_, r0, o, w, k)| batch_rows(o, *r0, n, x, w, k, file));
+    for (m, r0, block, _, _) in &tasks {
+        let (out, w) = &mut outs[*m];
         let rows = block.len() / n;
         for (t, src) in block.chunks_exact(rows).enumerate() {
-            out[t * w.rows + c * chunk..][..rows].copy_from_slice(src);
+            out[t * w.rows + r0..][..rows].copy_from_slice(src);
         }
     }
 }
