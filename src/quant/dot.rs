@@ -282,6 +282,12 @@ fn tile_q4_k_repacked(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: 
     unsafe { avx512::tile_q4_k_zmm(w, a, out, &mut panel.kquant, &mut panel.kscales) }
 }
 
+/// The repacked Q4_0 tile (one FMA per block by `dx * dy`, every batch size).
+fn tile_q4_0_repacked(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: &mut TilePanel) {
+    // SAFETY: as `tile_q4_k_repacked`.
+    unsafe { avx512::tile_repacked_q4_0_zmm(w, a, out, panel) }
+}
+
 /// The Q6_K tile (tiled order from `TILED_MIN_BATCH` tokens, vec-dot order below).
 fn tile_q6_k_tiled(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: &mut TilePanel) {
     // SAFETY: as `tile_q4_k_repacked`.
@@ -488,8 +494,11 @@ pub fn matrix_kernels(
             dot_batch: None,
             dot_batch4: None,
             dot_rows4,
-            dot_tile: (weight == Q4_K && tile_isa == Some(TileIsa::Avx512Vnni))
-                .then_some(tile_q4_k_repacked as DotTileFn),
+            dot_tile: match (weight, tile_isa) {
+                (Q4_K, Some(TileIsa::Avx512Vnni)) => Some(tile_q4_k_repacked as DotTileFn),
+                (Q4_0, Some(TileIsa::Avx512Vnni)) => Some(tile_q4_0_repacked as DotTileFn),
+                _ => None,
+            },
         };
     } else if TILED.contains(&weight) {
         k.dot_batch = Some(tiled_fn(weight, simd));

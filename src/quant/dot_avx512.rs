@@ -85,6 +85,27 @@ unsafe fn tile_legacy<const T: u8>(
     out: &mut [[f32; 4]],
     panel: &mut Vec<PanelBlock>,
 ) {
+    fill_panel::<T>(w, panel);
+    let nb = panel.len();
+    let n = a.len().min(out.len());
+    let mut t = 0;
+    while t + 6 <= n {
+        let s = &a_scales[t * nb..(t + 6) * nb];
+        group::<T, 6>(panel, &a[t..t + 6], s, &mut out[t..t + 6]);
+        t += 6;
+    }
+    while t < n {
+        let s = &a_scales[t * nb..(t + 1) * nb];
+        group::<T, 1>(panel, &a[t..t + 1], s, &mut out[t..t + 1]);
+        t += 1;
+    }
+}
+
+/// Decodes four legacy-format weight rows into a panel: per block, each row's quants, the
+/// offset correction of signed formats (zero for unsigned ones), scale and min.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn fill_panel<const T: u8>(w: &[&[u8]; 4], panel: &mut Vec<PanelBlock>) {
     let ty = LEGACY[T as usize];
     let (wb, _, _, has_min) = legacy_layout(ty);
     let nb = w[0].len() / wb;
@@ -107,18 +128,6 @@ unsafe fn tile_legacy<const T: u8>(
                 if has_min { f16_at(&x[2..]) } else { 0.0 },
             );
         }
-    }
-    let n = a.len().min(out.len());
-    let mut t = 0;
-    while t + 6 <= n {
-        let s = &a_scales[t * nb..(t + 6) * nb];
-        group::<T, 6>(panel, &a[t..t + 6], s, &mut out[t..t + 6]);
-        t += 6;
-    }
-    while t < n {
-        let s = &a_scales[t * nb..(t + 1) * nb];
-        group::<T, 1>(panel, &a[t..t + 1], s, &mut out[t..t + 1]);
-        t += 1;
     }
 }
 
@@ -243,6 +252,61 @@ fn f16x4(xs: [&[u8]; 4], at: usize) -> __m128 {
             0,
         ))
     }
+}
+
+/// Four repacked Q4_0 weight rows · every Q8_0 activation row of a batch, in llama.cpp's
+/// repacked order (`korder::repacked_q4_0`): per block, the exact integer dot, then one FMA
+/// by `dx * dy` into each output's scalar accumulator. The rows are decoded once into the
+/// panel as in [`tile_legacy`]; per token and block two `vpdpbusd` give the four rows'
+/// sums as lanes, reduced into one vector so that the FMAs run across the rows.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_repacked_q4_0(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    a_scales: &[[f32; 2]],
+    out: &mut [[f32; 4]],
+    panel: &mut Vec<PanelBlock>,
+) {
+    const T: u8 = 0;
+    debug_assert_eq!(LEGACY[T as usize], super::GgmlType::Q4_0);
+    fill_panel::<T>(w, panel);
+    let nb = panel.len();
+    let c128 = _mm512_set1_epi8(0x80u8 as i8);
+    for (t, (y_row, o)) in a.iter().zip(out.iter_mut()).enumerate() {
+        let mut acc = _mm_setzero_ps();
+        for (b, p) in panel.iter().enumerate() {
+            let y = &y_row[34 * b..34 * (b + 1)];
+            let qy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y[2..].as_ptr() as *const __m256i));
+            let yu = _mm512_xor_si512(qy, c128);
+            let v01 = _mm512_dpbusd_epi32(aux_pair(p, 0), yu, quants_pair(p, 0));
+            let v23 = _mm512_dpbusd_epi32(aux_pair(p, 2), yu, quants_pair(p, 2));
+            let isum = hsum4([
+                _mm512_castsi512_si256(v01),
+                _mm512_extracti64x4_epi64::<1>(v01),
+                _mm512_castsi512_si256(v23),
+                _mm512_extracti64x4_epi64::<1>(v23),
+            ]);
+            let d = _mm_mul_ps(
+                _mm_loadu_ps(p.d.as_ptr()),
+                _mm_set1_ps(a_scales[t * nb + b][0]),
+            );
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), d, acc);
+        }
+        *o = out4(acc);
+    }
+}
+
+/// Entry point of [`tile_repacked_q4_0`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn tile_repacked_q4_0_zmm(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    out: &mut [[f32; 4]],
+    panel: &mut super::TilePanel,
+) {
+    convert_act_scales(panel, a, 34);
+    tile_repacked_q4_0(w, a, &panel.act_scales, out, &mut panel.legacy)
 }
 
 /// Fills the panel's `act_scales` with the f32 scales (`d`, `s`) of every `block_bytes`
