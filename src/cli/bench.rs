@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{CliError, Format, emit, print_json};
 use crate::model::{LogitsFor, NoopObserver, OwnedQuantizedModel, with_threads};
-use crate::quant::{Kernel, synth::SplitMix};
+use crate::quant::{Kernel, TileIsa, synth::SplitMix};
 use crate::trace::{TraceOptions, TracedForward};
 
 /// Arguments of `pv bench`.
@@ -123,6 +123,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
         None
     };
 
+    // The instruction set of the batched (tile) and four-row kernels, where the CPU has one.
+    let tiles = TileIsa::best(Kernel::best()).map(TileIsa::name);
     match a.format {
         Format::Json => print_json(&json!({
             "model": a.model,
@@ -135,14 +137,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "threads": threads,
             "repetitions": a.repetitions,
             "kernel": Kernel::best().name(),
+            "tile_isa": tiles,
             "trace_overhead": overhead,
         })),
         Format::Text => emit(
             &(format!(
-                "{} ({} threads, {} kernels, {} repetitions)\n  pp{:<4} {:>9.2} ± {:.2} tokens/s\n  tg{:<4} {:>9.2} ± {:.2} tokens/s\n",
+                "{} ({} threads, {} kernels, {} tiles, {} repetitions)\n  pp{:<4} {:>9.2} ± {:.2} tokens/s\n  tg{:<4} {:>9.2} ± {:.2} tokens/s\n",
                 a.model.display(),
                 threads,
                 Kernel::best().name(),
+                tiles.unwrap_or("no"),
                 a.repetitions,
                 a.prompt_tokens,
                 pp.0,

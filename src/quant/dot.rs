@@ -338,6 +338,15 @@ impl TileIsa {
             .flatten()
     }
 
+    /// Lower-case name, as `pv bench` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TileIsa::Avx2 => "avx2",
+            TileIsa::Avx512Vnni => "avx512-vnni",
+            TileIsa::AvxVnni => "avx-vnni",
+        }
+    }
+
     /// `self` if this CPU runs it.
     pub fn if_available(self) -> Option<TileIsa> {
         TileIsa::available().contains(&self).then_some(self)
