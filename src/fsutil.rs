@@ -257,22 +257,87 @@ impl<W: Write> SectionWriter<W> {
     }
 }
 
+/// A writer that keeps the CRC32 (IEEE) of every byte written through it, for formats that
+/// end with one (APR's footer).
+pub struct CrcWriter<W: Write> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: Write> CrcWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        CrcWriter {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// Appends the CRC32 of everything written so far (little-endian, not itself hashed)
+    /// and returns the inner writer.
+    pub fn append_crc(mut self) -> std::io::Result<W> {
+        let crc = self.hasher.clone().finalize();
+        self.inner.write_all(&crc.to_le_bytes())?;
+        Ok(self.inner)
+    }
+
+    /// The inner writer, without a CRC.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A [`SectionWriter`] streaming into a temporary file beside its destination:
 /// [`finish`](Self::finish) fsyncs it and renames it into place; an error or a drop before
 /// that removes it, so a reader never sees half a file.
 pub struct SectionFile {
-    writer: SectionWriter<std::io::BufWriter<File>>,
+    writer: SectionWriter<CrcWriter<std::io::BufWriter<File>>>,
     temp: TempFile,
+    crc_footer: bool,
 }
 
 impl SectionFile {
     /// Starts the file with `head`; see [`SectionWriter::new`].
     pub fn create(path: &Path, head: &[u8], sizes: Vec<u64>, align: u64) -> std::io::Result<Self> {
+        Self::create_with(path, head, sizes, align, false)
+    }
+
+    /// As [`create`](Self::create), ending the file with the CRC32 of every byte before it
+    /// (APR's footer).
+    pub fn create_with_crc_footer(
+        path: &Path,
+        head: &[u8],
+        sizes: Vec<u64>,
+        align: u64,
+    ) -> std::io::Result<Self> {
+        Self::create_with(path, head, sizes, align, true)
+    }
+
+    fn create_with(
+        path: &Path,
+        head: &[u8],
+        sizes: Vec<u64>,
+        align: u64,
+        crc_footer: bool,
+    ) -> std::io::Result<Self> {
         let (temp, f) = create_temp(path)?;
-        let out = std::io::BufWriter::with_capacity(1 << 20, f);
+        let out = CrcWriter::new(std::io::BufWriter::with_capacity(1 << 20, f));
         Ok(SectionFile {
             writer: SectionWriter::new(out, head, sizes, align)?,
             temp,
+            crc_footer,
         })
     }
 
@@ -281,13 +346,16 @@ impl SectionFile {
         self.writer.write(bytes)
     }
 
-    /// Completes the file (see [`SectionWriter::finish`]), fsyncs it and moves it into place.
+    /// Completes the file (see [`SectionWriter::finish`]; then the footer, if any), fsyncs
+    /// it and moves it into place.
     pub fn finish(self, pad_end: bool) -> std::io::Result<()> {
-        let f = self
-            .writer
-            .finish(pad_end)?
-            .into_inner()
-            .map_err(|e| e.into_error())?;
+        let crc = self.writer.finish(pad_end)?;
+        let buffered = if self.crc_footer {
+            crc.append_crc()?
+        } else {
+            crc.into_inner()
+        };
+        let f = buffered.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         self.temp.persist()
     }

@@ -172,6 +172,9 @@ fn convert_then_trace_the_apr_file() {
         apr.to_str().unwrap(),
         "--dtype",
         "keep",
+        // Q4_1 and Q8_0 are not in aprender's type table: stored as f16.
+        "--other",
+        "f16",
     ]);
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = pv(&[

@@ -45,7 +45,10 @@ struct Setup {
 fn setup() -> Option<Setup> {
     let path = common::smollm2()?;
     let gguf = OwnedQuantizedModel::open(&path).unwrap();
-    let apr_file = gguf_to_apr(gguf.file(), AprDtype::F32).unwrap().to_bytes();
+    let apr_file = gguf_to_apr(gguf.file(), AprDtype::F32)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
     let apr = AprTransformer::load(pv::apr::AprFile::from_bytes(apr_file).unwrap()).unwrap();
     let tok = Tokenizer::from_gguf(gguf.file()).unwrap();
     let params = parity_params("PARITY-001");

@@ -292,10 +292,32 @@ fn run_gguf(file: GgufFile) -> bool {
     }
 }
 
+/// `apr`'s tensors under names `rename` gives (in any order: the writer sorts them) with
+/// `meta`; a rename that collides is left out.
+fn rebuild_apr(
+    apr: &AprFile,
+    meta: &serde_json::Value,
+    rename: impl Fn(&str) -> String,
+) -> Vec<u8> {
+    let mut w = AprWriter::new(meta).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for t in &apr.tensors {
+        let name = rename(&t.name);
+        if seen.insert(name.clone()) {
+            w.tensor(&name, t.dtype, &t.dims, apr.tensor_data(t).to_vec())
+                .unwrap();
+        }
+    }
+    w.to_bytes().unwrap()
+}
+
 fn run_apr(file: AprFile) -> bool {
     match pv::model::AprTransformer::load(file) {
         Ok(m) => {
-            let _ = pv::tokenizer::Tokenizer::from_spec(&m.tokenizer);
+            let _ = m
+                .tokenizer
+                .as_ref()
+                .map(pv::tokenizer::Tokenizer::from_spec);
             pv::trace::TracedForward::forward_traced(&m, &[1, 2]).is_ok()
         }
         Err(_) => false,
@@ -326,9 +348,8 @@ fn hostile_inputs_never_panic_or_allocate_out_of_proportion() {
         let gguf_hot = gguf.data_offset;
         let apr_bytes = pv::model::gguf_to_apr(&gguf, pv::model::AprDtype::F32)
             .unwrap()
-            .to_bytes();
-        let apr = AprFile::from_bytes(apr_bytes.clone()).unwrap();
-        let apr_hot = apr.tensors.iter().map(|t| t.offset).min().unwrap_or(0) as usize + 4096;
+            .to_bytes()
+            .unwrap();
 
         // GGUF bytes: header, metadata and tensor table mutated.
         drive("gguf-bytes", seed, |s, tally| {
@@ -379,39 +400,101 @@ fn hostile_inputs_never_panic_or_allocate_out_of_proportion() {
             );
         });
 
-        // APR: bytes mutated (the header checksum recomputed most of the time, so the
-        // mutation reaches the fields), or metadata fields set to hostile values.
-        drive("apr", seed, |s, tally| {
+        // APR, three dialects of one model: pv's conversion (aprender's dialect, GGUF
+        // names, an lm_head copy), the same weights under Hugging Face names in aprender's
+        // own block formats (APR_Q8, APR_Q4) and padded K-quant rows, and a file of pv's first
+        // dialect (GGML type ids). Bytes mutated (the header and footer checksums recomputed
+        // most of the time, so the mutation reaches the fields; the flags set to any
+        // combination of aprender's), or metadata keys set to hostile values or removed, or a
+        // tensor renamed.
+        let legacy = common::fixture("apr/legacy-llama.keep.apr");
+        let bases: [(&str, Vec<u8>); 3] = [
+            ("pv", apr_bytes.clone()),
+            ("aprender-quantized", common::aprender_quantized(&gguf)),
+            ("legacy", legacy),
+        ];
+        let parsed: Vec<AprFile> = bases
+            .iter()
+            .map(|(_, b)| AprFile::from_bytes(b.clone()).unwrap())
+            .collect();
+        for (f, (name, _)) in parsed.iter().zip(&bases) {
+            assert!(
+                run_apr(AprFile::from_bytes(f.bytes().to_vec()).unwrap()),
+                "{name} runs"
+            );
+        }
+        let tally = drive("apr", seed, |s, tally| {
             let mut rng = SplitMix(s);
-            let b = if rng.next_u64().is_multiple_of(2) {
-                let mut b = apr_bytes.clone();
-                mutate(&mut rng, &mut b, apr_hot, &[8, 12, 20, 24, 32]);
-                if !rng.next_u64().is_multiple_of(5) && b.len() >= 64 && &b[..4] == b"APR\0" {
-                    let mut c = crc32fast::Hasher::new();
-                    c.update(&b[..40]);
-                    c.update(&b[44..64]);
-                    let crc = c.finalize().to_le_bytes();
-                    b[40..44].copy_from_slice(&crc);
-                }
-                b
+            let which = (rng.next_u64() % bases.len() as u64) as usize;
+            let (base, apr) = (&bases[which].1, &parsed[which]);
+            // pv's first dialect cannot be rewritten (its Q8_0 has no aprender id): bytes only.
+            let mode = if bases[which].0 == "legacy" {
+                0
             } else {
-                let mut meta = apr.metadata.clone();
-                let section = if rng.next_u64().is_multiple_of(3) {
-                    "tokenizer"
-                } else {
-                    "hyperparameters"
-                };
-                if let Some(obj) = meta[section].as_object_mut() {
+                rng.next_u64() % 4
+            };
+            let b = match mode {
+                0 | 1 => {
+                    let mut b = base.clone();
+                    let hot =
+                        apr.tensors.iter().map(|t| t.offset).min().unwrap_or(0) as usize + 4096;
+                    if rng.next_u64().is_multiple_of(3) && b.len() >= 8 {
+                        let bits = (rng.next_u64() as u16) & (1 << (rng.next_u64() % 16));
+                        b[6..8].copy_from_slice(&(bits | 0x0400).to_le_bytes());
+                    } else {
+                        mutate(&mut rng, &mut b, hot, &[8, 12, 20, 24, 32]);
+                    }
+                    if !rng.next_u64().is_multiple_of(5) && b.len() >= 64 && &b[..4] == b"APR\0" {
+                        let mut c = crc32fast::Hasher::new();
+                        c.update(&b[..40]);
+                        c.update(&b[44..64]);
+                        let crc = c.finalize().to_le_bytes();
+                        b[40..44].copy_from_slice(&crc);
+                    }
+                    if !rng.next_u64().is_multiple_of(4) && b.len() >= 68 {
+                        let at = b.len() - 4;
+                        let crc = crc32fast::hash(&b[..at]).to_le_bytes();
+                        b[at..].copy_from_slice(&crc);
+                    }
+                    b
+                }
+                2 => {
+                    // A metadata value (top level in aprender's dialect, nested in pv's).
+                    let mut meta = apr.metadata.clone();
+                    let nested = ["hyperparameters", "tokenizer"][(rng.next_u64() % 2) as usize];
+                    let obj = match meta.get_mut(nested).and_then(|v| v.as_object_mut()) {
+                        Some(o) => o,
+                        None => meta.as_object_mut().unwrap(),
+                    };
                     let keys: Vec<String> = obj.keys().cloned().collect();
                     let k = &keys[(rng.next_u64() % keys.len() as u64) as usize];
-                    obj.insert(k.clone(), hostile_json(&mut rng));
+                    if rng.next_u64().is_multiple_of(4) {
+                        obj.remove(k);
+                    } else {
+                        obj.insert(k.clone(), hostile_json(&mut rng));
+                    }
+                    rebuild_apr(apr, &meta, |n| n.to_string())
                 }
-                let mut w = AprWriter::new(meta);
-                for t in &apr.tensors {
-                    w.tensor(&t.name, t.dtype, &t.dims, apr.tensor_data(t).to_vec())
-                        .unwrap();
+                _ => {
+                    // One tensor renamed: to an unknown name, to the other naming's spelling
+                    // of another tensor, or with a layer number spelled oddly.
+                    let i = (rng.next_u64() % apr.tensors.len() as u64) as usize;
+                    let victim = apr.tensors[i].name.clone();
+                    let to = match rng.next_u64() % 3 {
+                        0 => format!("{victim}.x"),
+                        1 => apr.tensors[(i + 1) % apr.tensors.len()]
+                            .name
+                            .replace("blk.", "model.layers."),
+                        _ => victim.replace(".0.", ".00."),
+                    };
+                    rebuild_apr(apr, &apr.metadata, |n| {
+                        if n == victim {
+                            to.clone()
+                        } else {
+                            n.to_string()
+                        }
+                    })
                 }
-                w.to_bytes()
             };
             let len = b.len();
             run_case("apr", s, len, tally, || match AprFile::from_bytes(b) {
@@ -419,6 +502,10 @@ fn hostile_inputs_never_panic_or_allocate_out_of_proportion() {
                 Err(_) => false,
             });
         });
+        assert!(
+            tally.cases < 20 || tally.accepted > 0,
+            "no mutated APR file got through to the engine: the target tests only the first check"
+        );
 
         // Tokenizers: random text (spaces, tabs, newlines, accents, CJK, emoji, control
         // characters, special-token texts and fragments of them) through byte-level BPE and

@@ -149,8 +149,13 @@ fn gemma_contract_limits_catch_faults_where_injected() {
     let params = &contract.test("GEMMA-005").unwrap().params;
     let limits: Thresholds = serde_json::from_value(params["thresholds"].clone()).unwrap();
     let gguf = OwnedQuantizedModel::open(&path).unwrap();
-    let apr =
-        AprFile::from_bytes(gguf_to_apr(gguf.file(), AprDtype::F32).unwrap().to_bytes()).unwrap();
+    let apr = AprFile::from_bytes(
+        gguf_to_apr(gguf.file(), AprDtype::F32)
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+    )
+    .unwrap();
     let apr = AprTransformer::load(apr).unwrap();
     let tok = Tokenizer::from_gguf(gguf.file()).unwrap();
     // Two of the contract's held-out prompts keep the test short.

@@ -100,15 +100,36 @@ fn patch_offset(bytes: &mut [u8], f: &GgufFile, name: &str, offset: u64) {
 
 /// An APR file rebuilt with its metadata edited.
 fn rewrite_apr(bytes: Vec<u8>, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    rebuild_apr(bytes, edit, |_| true)
+}
+
+/// An APR file rebuilt with its metadata edited and only the tensors `keep` accepts.
+fn rebuild_apr(
+    bytes: Vec<u8>,
+    edit: impl FnOnce(&mut serde_json::Value),
+    keep: impl Fn(&pv::apr::AprTensor) -> bool,
+) -> Vec<u8> {
     let f = AprFile::from_bytes(bytes).unwrap();
     let mut meta = f.metadata.clone();
     edit(&mut meta);
-    let mut w = AprWriter::new(meta);
-    for t in &f.tensors {
+    let mut w = AprWriter::new(&meta).unwrap();
+    for t in f.tensors.iter().filter(|t| keep(t)) {
         w.tensor(&t.name, t.dtype, &t.dims, f.tensor_data(t).to_vec())
             .unwrap();
     }
-    w.to_bytes()
+    w.to_bytes().unwrap()
+}
+
+/// `bytes` with the first `from` replaced by `to` (same length, so every offset holds).
+fn patched(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap_or_else(|| panic!("{from:?} not found"));
+    let mut b = bytes.to_vec();
+    b[at..at + to.len()].copy_from_slice(to.as_bytes());
+    b
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
@@ -125,7 +146,8 @@ fn every_hostile_input_class_is_a_one_line_exit_2_with_bounded_memory() {
     let gguf = common::synthetic_model("llama", GgmlType::Q8_0, None);
     let apr = pv::model::gguf_to_apr(&gguf, pv::model::AprDtype::F32)
         .unwrap()
-        .to_bytes();
+        .to_bytes()
+        .unwrap();
     let ceiling_mib = 400;
     let check_memory = |case: &str| {
         let peak = children_peak_mib();
@@ -135,59 +157,196 @@ fn every_hostile_input_class_is_a_one_line_exit_2_with_bounded_memory() {
         );
     };
 
-    // APR hyperparameters: the checks GGUF files get, named by APR field.
+    // APR hyper-parameters (aprender's flat keys): the checks GGUF files get, named by key.
     let hyper = |field: &str, v: serde_json::Value| {
-        let bytes = rewrite_apr(apr.clone(), |m| m["hyperparameters"][field] = v);
+        let bytes = rewrite_apr(apr.clone(), |m| m[field] = v);
         write(&dir, &format!("{field}.apr"), &bytes)
     };
     for (field, v) in [
-        ("n_head", serde_json::json!(0)),
+        ("num_heads", serde_json::json!(0)),
         ("rope_dim", serde_json::json!(66)),
         ("rope_dim", serde_json::json!(63)),
         ("rope_dim", serde_json::json!(0)),
-        ("rms_eps", serde_json::json!(0.0)),
-        ("rms_eps", serde_json::json!(-1.0)),
+        ("rms_norm_eps", serde_json::json!(0.0)),
+        ("rms_norm_eps", serde_json::json!(-1.0)),
         ("rope_theta", serde_json::json!(0.0)),
         ("rope_theta", serde_json::json!(-1.0)),
-        ("n_layer", serde_json::json!(3)),
-        ("n_layer", serde_json::json!(1u64 << 40)),
+        ("num_layers", serde_json::json!(3)),
+        ("num_layers", serde_json::json!(1u64 << 40)),
         ("vocab_size", serde_json::json!(7)),
+        ("hidden_size", serde_json::json!("256")),
+        ("architecture", serde_json::json!("mamba")),
     ] {
         let p = hyper(field, v.clone());
-        let what = format!("metadata.hyperparameters.{field}");
+        let what = format!("metadata.{field}");
         refused(&["trace", &p, "-p", "hi"], &["malformed APR", &what]);
         check_memory(&format!("APR {field} = {v}"));
     }
+    // A required key missing, and an alias that contradicts its key (realizar's readers
+    // would take one or the other).
+    let p = write(
+        &dir,
+        "no-heads.apr",
+        &rewrite_apr(apr.clone(), |m| {
+            m.as_object_mut().unwrap().remove("num_heads");
+        }),
+    );
+    refused(
+        &["trace", &p, "-p", "hi"],
+        &["metadata.num_heads", "missing"],
+    );
+    let p = write(
+        &dir,
+        "alias.apr",
+        &rewrite_apr(apr.clone(), |m| m["hidden_dim"] = serde_json::json!(128)),
+    );
+    refused(
+        &["trace", &p, "-p", "hi"],
+        &["metadata.hidden_size", "hidden_dim gives 128"],
+    );
 
-    // APR tokenizer metadata: the GGUF path's checks, named by APR field.
+    // APR tokenizer metadata: the GGUF path's checks, named by aprender's key.
     for (field, v) in [
-        ("merges", serde_json::json!(["h e"])),
-        ("bos", serde_json::json!(1_000_000)),
-        ("token_types", serde_json::json!([1, 1])),
-        ("model", serde_json::json!("unigram")),
+        ("tokenizer.merges", serde_json::json!(["h e"])),
+        ("tokenizer.bos_token_id", serde_json::json!(1_000_000)),
+        ("tokenizer.token_type", serde_json::json!([1, 1])),
+        ("tokenizer.model", serde_json::json!("unigram")),
+        ("tokenizer.vocabulary", serde_json::json!("abc")),
     ] {
-        let bytes = rewrite_apr(apr.clone(), |m| m["tokenizer"][field] = v.clone());
-        let p = write(&dir, &format!("tokenizer-{field}.apr"), &bytes);
-        let what = format!("metadata.tokenizer.{field}");
+        let bytes = rewrite_apr(apr.clone(), |m| m[field] = v.clone());
+        let p = write(&dir, &format!("{field}.apr"), &bytes);
+        let what = format!("metadata.{field}");
         refused(&["trace", &p, "-p", "hi"], &["malformed APR", &what]);
     }
 
-    // An APR file missing a tensor, and one under four bytes: APR errors, not GGUF ones.
-    let missing = {
-        let f = AprFile::from_bytes(apr.clone()).unwrap();
-        let mut w = AprWriter::new(f.metadata.clone());
-        for t in f.tensors.iter().filter(|t| t.name != "blk.1.ffn_up.weight") {
+    // pv's first dialect (nested metadata, GGML ids), still read, checked the same way and
+    // named by its own fields.
+    let legacy = common::fixture("apr/legacy-llama.keep.apr");
+    let p = write(
+        &dir,
+        "legacy-heads.apr",
+        &patched(&legacy, "\"n_head\":4", "\"n_head\":0"),
+    );
+    refused(
+        &["trace", &p, "-p", "hi"],
+        &["malformed APR", "metadata.hyperparameters.n_head"],
+    );
+
+    // An APR file missing a tensor, one with a tensor pv does not know, one naming the LM
+    // head twice, a weight of a type that cannot hold weights, and one under four bytes: APR
+    // errors, not GGUF ones.
+    let missing = rebuild_apr(apr.clone(), |_| {}, |t| t.name != "blk.1.ffn_up.weight");
+    let missing = write(&dir, "missing.apr", &missing);
+    refused(
+        &["trace", &missing, "-p", "hi"],
+        &["APR", "blk.1.ffn_up.weight", "missing"],
+    );
+    let f = AprFile::from_bytes(apr.clone()).unwrap();
+    let head = f.tensor("lm_head.weight").unwrap();
+    let extra = |name: &str, dims: &[u64], data: Vec<u8>| {
+        let mut w = AprWriter::new(&f.metadata).unwrap();
+        for t in &f.tensors {
             w.tensor(&t.name, t.dtype, &t.dims, f.tensor_data(t).to_vec())
                 .unwrap();
         }
-        write(&dir, "missing.apr", &w.to_bytes())
+        w.tensor(name, head.dtype, dims, data).unwrap();
+        w.to_bytes().unwrap()
     };
+    let twice = extra("output.weight", &head.dims, f.tensor_data(head).to_vec());
+    let twice = write(&dir, "twice.apr", &twice);
     refused(
-        &["trace", &missing, "-p", "hi"],
-        &["APR", "blk.1.ffn_up.weight"],
+        &["trace", &twice, "-p", "hi"],
+        &["output.weight", "names the same weight as lm_head.weight"],
     );
+    let unknown = write(
+        &dir,
+        "unknown.apr",
+        &extra("blk.0.attn_o_gate.weight", &[1, 4], vec![0; 16]),
+    );
+    refused(
+        &["trace", &unknown, "-p", "hi"],
+        &["blk.0.attn_o_gate.weight", "not a tensor of a llama model"],
+    );
+    let mut w = AprWriter::new(&f.metadata).unwrap();
+    for t in &f.tensors {
+        let (dtype, data) = if t.name == "blk.0.ffn_up.weight" {
+            // The same bytes as half as many f64 values, dims adjusted.
+            (pv::apr::DType::F64, f.tensor_data(t).to_vec())
+        } else {
+            (t.dtype, f.tensor_data(t).to_vec())
+        };
+        let mut dims = t.dims.clone();
+        if dtype == pv::apr::DType::F64 {
+            dims[1] /= 2;
+        }
+        w.tensor(&t.name, dtype, &dims, data).unwrap();
+    }
+    let f64s = write(&dir, "f64.apr", &w.to_bytes().unwrap());
+    refused(&["trace", &f64s, "-p", "hi"], &["blk.0.ffn_up.weight"]);
     let tiny = write(&dir, "tiny.apr", b"AP");
     refused(&["trace", &tiny, "-p", "hi"], &["too short", "APR"]);
+
+    // The container: a column-major or compressed file, a footer that does not match, and
+    // aprender's own quantized blocks cut short.
+    let mut flagged = apr.clone();
+    flagged[6..8].copy_from_slice(&0x0c00u16.to_le_bytes());
+    let crc = {
+        let mut c = crc32fast::Hasher::new();
+        c.update(&flagged[..40]);
+        c.update(&flagged[44..64]);
+        c.finalize()
+    };
+    flagged[40..44].copy_from_slice(&crc.to_le_bytes());
+    let p = write(&dir, "column-major.apr", &flagged);
+    refused(
+        &["inspect", &p],
+        &["malformed APR", "`flags`", "column-major", "LAYOUT-002"],
+    );
+    let mut foot = apr.clone();
+    let at = foot.len() - 100;
+    foot[at] ^= 0x40;
+    let p = write(&dir, "footer.apr", &foot);
+    refused(
+        &["trace", &p, "-p", "hi"],
+        &["malformed APR", "`footer_crc32`"],
+    );
+    let quantized = common::aprender_quantized(&gguf);
+    let q = AprFile::from_bytes(quantized.clone()).unwrap();
+    let q4 = q
+        .tensors
+        .iter()
+        .find(|t| t.dtype == pv::apr::DType::AprQ4)
+        .unwrap();
+    let short = rebuild_apr(quantized.clone(), |_| {}, |t| t.name != q4.name);
+    let mut w = AprWriter::new(&q.metadata).unwrap();
+    let sf = AprFile::from_bytes(short).unwrap();
+    for t in &sf.tensors {
+        w.tensor(&t.name, t.dtype, &t.dims, sf.tensor_data(t).to_vec())
+            .unwrap();
+    }
+    let mut dims = q4.dims.clone();
+    dims[0] += 1; // one row more than the blocks hold
+    let err = w
+        .tensor(&q4.name, q4.dtype, &dims, q.tensor_data(q4).to_vec())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains(&q4.name) && err.contains("APR_Q4"), "{err}");
+    // The same cut made in the file's bytes (size field left as it was): refused on read.
+    let at = quantized
+        .windows(q4.name.len())
+        .position(|w| w == q4.name.as_bytes())
+        .unwrap()
+        + q4.name.len()
+        + 2;
+    let mut cut = quantized.clone();
+    cut[at..at + 8].copy_from_slice(&(q4.dims[0] + 1).to_le_bytes());
+    let crc = crc32fast::hash(&cut[..cut.len() - 4]);
+    let n = cut.len();
+    cut[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    let p = write(&dir, "q4-short.apr", &cut);
+    refused(&["inspect", &p], &["malformed APR", "size", "APR_Q4"]);
+    check_memory("the container cases");
 
     // GGUF: a 64 MiB array of u8 in a valid file is shown, in memory near its size.
     let big = rebuild(&gguf, |m| {

@@ -1,13 +1,13 @@
-//! The APR format (version 2.0), pv's reference container: a checksummed 64-byte header,
-//! JSON metadata (architecture, hyper-parameters and tokenizer, so a file is self-contained),
-//! a tensor index sorted by name, and 64-byte-aligned row-major tensor data.
+//! The APR format (version 2.0) as aprender defines it (`apr-format`, `AprV2Writer` /
+//! `AprV2Reader`): a checksummed 64-byte header, JSON metadata, a tensor index sorted by
+//! name, 64-byte-aligned row-major tensor data, and a CRC32 footer.
 //!
 //! # Layout (little-endian)
 //! | offset | field |
 //! |---|---|
 //! | 0 | magic `APR\0` |
 //! | 4 | version major (u8) = 2, minor (u8) = 0 |
-//! | 6 | flags (u16) |
+//! | 6 | flags (u16, [`flags`]) |
 //! | 8 | tensor_count (u32) |
 //! | 12 | metadata_offset (u64) |
 //! | 20 | metadata_size (u32) |
@@ -16,14 +16,23 @@
 //! | 40 | CRC32 (IEEE) of header bytes 0..40 and 44..64 |
 //! | 44 | 20 reserved zero bytes |
 //!
-//! Index entry: name_len (u16), name, dtype (u8, GGML type id), ndim (u8), dims (u64 x ndim,
-//! outermost first; the last is the row length), offset (u64, from the data section), size
-//! (u64).
+//! Index entry: name_len (u16), name, dtype (u8, [`DType::from_id`]), ndim (u8, up to 8),
+//! dims (u64 x ndim, outermost first; the last is the row length), offset (u64, from the
+//! data section), size (u64). After the last tensor (padded to 64 bytes) aprender's writers
+//! append the CRC32 of every byte before it; older files end without one.
+//!
+//! Two dialects share this container ([`Dialect`]): aprender's, with flat typed metadata
+//! and aprender's type ids, which pv reads and writes; and pv's first one, with nested
+//! metadata and GGML type ids, which pv still reads.
 
+mod dtype;
+pub mod metadata;
 mod reader;
 mod writer;
 
-pub use reader::{AprFile, AprTensor};
+pub use dtype::{DType, Dialect};
+pub use metadata::{AprenderMetadata, flags};
+pub use reader::{AprFile, AprTensor, Footer};
 pub use writer::{AprEntry, AprStream, AprWriter};
 
 use std::path::PathBuf;
@@ -34,6 +43,8 @@ pub const APR_MAGIC: &[u8; 4] = b"APR\0";
 pub const HEADER_LEN: usize = 64;
 /// Alignment of the metadata end, index end and every tensor.
 pub const ALIGN: usize = 64;
+/// Longest tensor name aprender's writer keeps (it cuts longer ones).
+pub const MAX_NAME_LEN: usize = 256;
 
 /// An error reading or writing an APR file.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,12 @@
-//! Building APR files: in memory ([`AprWriter`], for small models and tests) or streamed
-//! tensor by tensor into a file ([`AprStream`], for models larger than memory). Both lay the
-//! file out with the same code.
+//! Building APR files in aprender's dialect, as `apr-format`'s `AprV2Writer` lays them out
+//! (row-major flag, aprender's type ids, every tensor padded to 64 bytes, a CRC32 footer):
+//! in memory ([`AprWriter`], for small models and tests) or streamed tensor by tensor into
+//! a file ([`AprStream`], for models larger than memory). Both use the same layout code.
 
 use std::path::Path;
 
-use super::{ALIGN, APR_MAGIC, AprError, HEADER_LEN, header_crc};
-use crate::fsutil::{SectionFile, SectionWriter};
-use crate::gguf::GgmlType;
+use super::{ALIGN, APR_MAGIC, AprError, DType, Dialect, HEADER_LEN, MAX_NAME_LEN, flags};
+use crate::fsutil::{CrcWriter, SectionFile, SectionWriter};
 
 /// One tensor of an APR file to be written.
 #[derive(Clone, Debug, PartialEq)]
@@ -14,44 +14,51 @@ pub struct AprEntry {
     /// Name.
     pub name: String,
     /// Element type.
-    pub dtype: GgmlType,
+    pub dtype: DType,
     /// Dimensions, outermost first; the last is the row length.
     pub dims: Vec<u64>,
     size: usize,
+    id: u8,
 }
 
 impl AprEntry {
-    /// An entry, checked: 1 to 4 dims, whole blocks per row, a name and type the index can
-    /// hold.
-    pub fn new(name: &str, dtype: GgmlType, dims: &[u64]) -> Result<Self, AprError> {
-        let row = *dims.last().unwrap_or(&1) as usize;
-        let size = dims
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|_| row.is_multiple_of(dtype.block_size()))
-            .and_then(|n| dtype.row_bytes(n));
-        match size {
-            Some(size)
-                if !dims.is_empty()
-                    && dims.len() <= 4
-                    && name.len() <= u16::MAX as usize
-                    && dtype.id() <= 255 =>
-            {
-                Ok(AprEntry {
-                    name: name.to_string(),
-                    dtype,
-                    dims: dims.to_vec(),
-                    size,
-                })
-            }
-            _ => Err(AprError::malformed(
-                format!("tensor {name:?}"),
-                0,
-                format!(
-                    "{dtype} with dims {dims:?} cannot be stored (whole blocks per row, 1 to 4 dims)"
-                ),
-            )),
+    /// An entry, checked: a type aprender's table holds (any other would be read by
+    /// aprender as something else), up to 8 dims (at least one for a block format), a
+    /// name aprender keeps whole (up to 256 bytes), a size that does not overflow.
+    pub fn new(name: &str, dtype: DType, dims: &[u64]) -> Result<Self, AprError> {
+        let bad = |reason: String| Err(AprError::malformed(format!("tensor {name:?}"), 0, reason));
+        let Some(id) = dtype.aprender_id() else {
+            return bad(format!(
+                "{dtype} is not in aprender's type table (F32, F16, BF16, Q4_K, Q6_K, ...): \
+                 aprender would read its id {} as another type; convert it first",
+                match dtype {
+                    DType::Ggml(t) => t.id().to_string(),
+                    _ => "?".into(),
+                }
+            ));
+        };
+        if name.len() > MAX_NAME_LEN {
+            return bad(format!(
+                "name of {} bytes: aprender keeps {MAX_NAME_LEN}",
+                name.len()
+            ));
+        }
+        let min_ndim = usize::from(dtype.element_bytes().is_none());
+        if !(min_ndim..=8).contains(&dims.len()) {
+            return bad(format!(
+                "{} dims ({min_ndim} to 8 allowed for {dtype})",
+                dims.len()
+            ));
+        }
+        match dtype.tensor_bytes(dims, Dialect::Aprender) {
+            Some(size) => Ok(AprEntry {
+                name: name.to_string(),
+                dtype,
+                dims: dims.to_vec(),
+                size,
+                id,
+            }),
+            None => bad(format!("{dtype} with dims {dims:?} cannot be stored")),
         }
     }
 
@@ -63,19 +70,18 @@ impl AprEntry {
 
 /// The bytes before the data section: header, metadata and the index of `entries` (sorted
 /// by name), padded to [`ALIGN`].
-fn head(metadata: &serde_json::Value, entries: &[AprEntry]) -> Vec<u8> {
+fn head(meta: &[u8], entries: &[AprEntry]) -> Vec<u8> {
     let pad = |v: &mut Vec<u8>| v.resize(v.len().div_ceil(ALIGN) * ALIGN, 0);
     let mut out = vec![0u8; HEADER_LEN];
-    let meta = serde_json::to_vec(metadata).expect("JSON values serialise");
     let metadata_offset = out.len();
-    out.extend_from_slice(&meta);
+    out.extend_from_slice(meta);
     pad(&mut out);
     let index_offset = out.len();
     let mut offset = 0u64;
     for e in entries {
         out.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
         out.extend_from_slice(e.name.as_bytes());
-        out.push(e.dtype.id() as u8);
+        out.push(e.id);
         out.push(e.dims.len() as u8);
         for d in &e.dims {
             out.extend_from_slice(&d.to_le_bytes());
@@ -90,12 +96,13 @@ fn head(metadata: &serde_json::Value, entries: &[AprEntry]) -> Vec<u8> {
     h[..4].copy_from_slice(APR_MAGIC);
     h[4] = 2;
     h[5] = 0;
+    h[6..8].copy_from_slice(&flags::ROW_MAJOR.to_le_bytes());
     h[8..12].copy_from_slice(&(entries.len() as u32).to_le_bytes());
     h[12..20].copy_from_slice(&(metadata_offset as u64).to_le_bytes());
     h[20..24].copy_from_slice(&(meta.len() as u32).to_le_bytes());
     h[24..32].copy_from_slice(&(index_offset as u64).to_le_bytes());
     h[32..40].copy_from_slice(&(data_offset as u64).to_le_bytes());
-    let crc = header_crc(h);
+    let crc = super::header_crc(h);
     h[40..44].copy_from_slice(&crc.to_le_bytes());
     out
 }
@@ -113,26 +120,41 @@ fn sorted(mut entries: Vec<AprEntry>) -> Result<Vec<AprEntry>, AprError> {
     Ok(entries)
 }
 
+/// Metadata as the JSON bytes of the file, refusing what the header cannot hold.
+fn json(metadata: &(impl serde::Serialize + ?Sized)) -> Result<Vec<u8>, AprError> {
+    let bytes = serde_json::to_vec(metadata)
+        .map_err(|e| AprError::malformed("metadata", HEADER_LEN, e.to_string()))?;
+    if u32::try_from(bytes.len()).is_err() {
+        return Err(AprError::malformed(
+            "metadata_size",
+            20,
+            format!("{} bytes of metadata do not fit a u32", bytes.len()),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// An APR file under construction in memory.
 pub struct AprWriter {
-    metadata: serde_json::Value,
+    metadata: Vec<u8>,
     tensors: Vec<(AprEntry, Vec<u8>)>,
 }
 
 impl AprWriter {
-    /// A file with the given JSON metadata.
-    pub fn new(metadata: serde_json::Value) -> Self {
-        AprWriter {
-            metadata,
+    /// A file with the given metadata (an [`AprenderMetadata`](super::AprenderMetadata), or
+    /// any JSON object).
+    pub fn new(metadata: &(impl serde::Serialize + ?Sized)) -> Result<Self, AprError> {
+        Ok(AprWriter {
+            metadata: json(metadata)?,
             tensors: Vec::new(),
-        }
+        })
     }
 
     /// Adds a tensor; `dims` outermost first, `data` already encoded in `dtype`.
     pub fn tensor(
         &mut self,
         name: &str,
-        dtype: GgmlType,
+        dtype: DType,
         dims: &[u64],
         data: Vec<u8>,
     ) -> Result<&mut Self, AprError> {
@@ -152,28 +174,27 @@ impl AprWriter {
         Ok(self)
     }
 
-    /// Writes the file's bytes to `out` in order.
-    fn emit<W: std::io::Write>(&self, out: W) -> std::io::Result<W> {
+    /// The encoded file.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, AprError> {
         let mut order: Vec<&(AprEntry, Vec<u8>)> = self.tensors.iter().collect();
         order.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        let entries: Vec<AprEntry> = order.iter().map(|t| t.0.clone()).collect();
+        let entries = sorted(order.iter().map(|t| t.0.clone()).collect())?;
         let sizes = entries.iter().map(|e| e.size as u64).collect();
-        let mut w = SectionWriter::new(out, &head(&self.metadata, &entries), sizes, ALIGN as u64)?;
+        let memory = |e: std::io::Error| AprError::malformed("tensor data", 0, e.to_string());
+        let out = CrcWriter::new(Vec::new());
+        let mut w = SectionWriter::new(out, &head(&self.metadata, &entries), sizes, ALIGN as u64)
+            .map_err(memory)?;
         for (_, data) in order {
-            w.write(data)?;
+            w.write(data).map_err(memory)?;
         }
         w.finish(true)
-    }
-
-    /// The encoded file.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.emit(Vec::new())
-            .expect("writing to memory does not fail")
+            .and_then(CrcWriter::append_crc)
+            .map_err(memory)
     }
 
     /// Writes the file atomically.
     pub fn write(&self, path: &Path) -> Result<(), AprError> {
-        crate::fsutil::atomic_write(path, &self.to_bytes()).map_err(|source| AprError::Io {
+        crate::fsutil::atomic_write(path, &self.to_bytes()?).map_err(|source| AprError::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -181,8 +202,9 @@ impl AprWriter {
 }
 
 /// An APR file streamed to disk tensor by tensor, in name order, never held whole: the index
-/// is written first from the entries' sizes, then each tensor's bytes as they are produced.
-/// The file appears at its path only when [`finish`](Self::finish) succeeds.
+/// is written first from the entries' sizes, then each tensor's bytes as they are produced,
+/// then the CRC32 footer. The file appears at its path only when
+/// [`finish`](Self::finish) succeeds.
 pub struct AprStream {
     file: SectionFile,
     entries: Vec<AprEntry>,
@@ -193,16 +215,21 @@ impl AprStream {
     /// Starts the file at `path` with `metadata` and the tensors `entries` (any order).
     pub fn create(
         path: &Path,
-        metadata: &serde_json::Value,
+        metadata: &(impl serde::Serialize + ?Sized),
         entries: Vec<AprEntry>,
     ) -> Result<Self, AprError> {
         let entries = sorted(entries)?;
         let sizes = entries.iter().map(|e| e.size as u64).collect();
-        let file = SectionFile::create(path, &head(metadata, &entries), sizes, ALIGN as u64)
-            .map_err(|source| AprError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let file = SectionFile::create_with_crc_footer(
+            path,
+            &head(&json(metadata)?, &entries),
+            sizes,
+            ALIGN as u64,
+        )
+        .map_err(|source| AprError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(AprStream {
             file,
             entries,
@@ -223,7 +250,8 @@ impl AprStream {
         })
     }
 
-    /// Checks every tensor is complete, fsyncs and moves the file into place.
+    /// Checks every tensor is complete, appends the footer, fsyncs and moves the file into
+    /// place.
     pub fn finish(self) -> Result<(), AprError> {
         self.file.finish(true).map_err(|source| AprError::Io {
             path: self.path,

@@ -113,13 +113,16 @@ pub fn pinned_model(params: &Value) -> Option<CanonicalModel> {
         .and_then(|m| CanonicalModel::deserialize(m).ok())
 }
 
-/// Every file a test's params pin, as (file, sha256): the test's `model`, and the model of
-/// each side that names its own file.
+/// Every file a test's params pin, as (file, sha256): the test's `model` and its pinned
+/// APR reference, and the model of each side that names its own file.
 pub fn pinned_files(params: &Value) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = pinned_model(params)
-        .map(|m| (m.file, m.sha256))
-        .into_iter()
-        .collect();
+    let mut out: Vec<(String, String)> = Vec::new();
+    if let Some(m) = pinned_model(params) {
+        out.push((m.file, m.sha256));
+        if let Some(r) = m.reference {
+            out.push((r.file, r.sha256));
+        }
+    }
     let sides = params.get("sides").and_then(Value::as_array);
     for side in sides.into_iter().flatten() {
         if let Some(m) = side

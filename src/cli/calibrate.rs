@@ -87,8 +87,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
     if !(a.margin.is_finite() && a.margin >= 1.0 && a.floor.is_finite() && a.floor >= 0.0) {
         return Err(CliError::input("--margin must be >= 1 and --floor >= 0"));
     }
-    let (ma, tok, n_layer) = load_traceable(&a.a)?;
-    let (mb, _, _) = load_traceable(&a.b)?;
+    let (ma, tok_a, n_layer) = load_traceable(&a.a)?;
+    let (mb, tok_b, _) = load_traceable(&a.b)?;
+    let tok = super::some_tokenizer([(a.a.as_path(), &tok_a), (a.b.as_path(), &tok_b)])?;
     let how = Calibration {
         margin: a.margin,
         band_k: a.band_k,

@@ -76,8 +76,9 @@ pub fn read_thresholds(path: &Path) -> Result<Thresholds, CliError> {
 
 /// Runs `pv diff`.
 pub fn run(a: Args) -> Result<(), CliError> {
-    let (ma, tok, n_layer) = load_traceable(&a.a)?;
+    let (ma, tok_a, n_layer) = load_traceable(&a.a)?;
     let (mb, tok_b, _) = load_traceable(&a.b)?;
+    let tok = super::some_tokenizer([(a.a.as_path(), &tok_a), (a.b.as_path(), &tok_b)])?;
     let mut prompts = a.prompt.clone();
     if let Some(p) = &a.prompts {
         prompts.extend(super::calibrate::read_prompts(p)?);
@@ -85,7 +86,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
     let mut token_lists = Vec::new();
     for p in &prompts {
         let tokens = tok.encode(p)?;
-        if tok_b.encode(p)? != tokens {
+        if let (Some(_), Some(b)) = (&tok_a, &tok_b)
+            && b.encode(p)? != tokens
+        {
             eprintln!("note: model B tokenizes {p:?} differently; both run on model A's ids");
         }
         token_lists.push(tokens);

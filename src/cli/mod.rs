@@ -160,13 +160,39 @@ fn load(path: &Path) -> Result<(OwnedQuantizedModel, Tokenizer), CliError> {
     Ok((model, tok))
 }
 
-/// A model either engine can trace, its tokenizer and layer count: APR files (by magic)
-/// load into the f32 reference engine, anything else into the GGUF engine.
-type Traceable = (Box<dyn TracedForward + Sync>, Tokenizer, usize);
+/// A model either engine can trace, its tokenizer (an APR file may hold none) and layer
+/// count: APR files (by magic) load into the f32 reference engine, anything else into the
+/// GGUF engine.
+type Traceable = (Box<dyn TracedForward + Sync>, Option<Tokenizer>, usize);
 
-fn load_traceable(path: &Path) -> Result<Traceable, CliError> {
-    // Only a regular file is sniffed (a FIFO would block, a directory has no bytes): anything
-    // else is refused by type, naming it.
+/// The tokenizer of the first of `models` that has one.
+fn some_tokenizer<'a>(
+    models: impl IntoIterator<Item = (&'a Path, &'a Option<Tokenizer>)>,
+) -> Result<&'a Tokenizer, CliError> {
+    let mut names = Vec::new();
+    for (path, tok) in models {
+        match tok {
+            Some(t) => return Ok(t),
+            None => names.push(path.display().to_string()),
+        }
+    }
+    Err(CliError::input(format!(
+        "{}: no tokenizer (the APR metadata has no tokenizer.vocabulary), so the prompt cannot \
+         be tokenized; trace it beside a GGUF file or an APR file that has one",
+        names.join(", ")
+    )))
+}
+
+/// A model file's format, told by its first four bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gguf,
+    Apr,
+}
+
+/// Which format `path` is in. Only a regular file is sniffed (a FIFO would block, a
+/// directory has no bytes): anything else is refused by type, naming it.
+fn sniff(path: &Path) -> Result<Kind, CliError> {
     let mut f = crate::fsutil::open_regular(path)
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
     let mut magic = [0u8; 4];
@@ -176,23 +202,32 @@ fn load_traceable(path: &Path) -> Result<Traceable, CliError> {
             path.display()
         )));
     }
-    if &magic != crate::apr::APR_MAGIC && &magic != crate::gguf::GGUF_MAGIC {
-        return Err(CliError::input(format!(
+    if &magic == crate::apr::APR_MAGIC {
+        Ok(Kind::Apr)
+    } else if &magic == crate::gguf::GGUF_MAGIC {
+        Ok(Kind::Gguf)
+    } else {
+        Err(CliError::input(format!(
             "{}: neither a GGUF nor an APR file (magic {magic:02x?})",
             path.display()
-        )));
+        )))
     }
-    let is_apr = &magic == crate::apr::APR_MAGIC;
-    if is_apr {
+}
+
+fn load_traceable(path: &Path) -> Result<Traceable, CliError> {
+    if sniff(path)? == Kind::Apr {
         let file = AprFile::open(path).map_err(|e| CliError::input(e.to_string()))?;
         let m = AprTransformer::load(file)?;
-        let tok = Tokenizer::from_spec(&m.tokenizer)?;
+        for note in &m.notes {
+            eprintln!("note: {}: {note}", path.display());
+        }
+        let tok = m.tokenizer.as_ref().map(Tokenizer::from_spec).transpose()?;
         let n = m.config.n_layer;
         Ok((Box::new(m), tok, n))
     } else {
         let (m, tok) = load(path)?;
         let n = m.config.n_layer;
-        Ok((Box::new(m), tok, n))
+        Ok((Box::new(m), Some(tok), n))
     }
 }
 

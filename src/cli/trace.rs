@@ -50,6 +50,7 @@ pub struct Args {
 /// Runs `pv trace`.
 pub fn run(a: Args) -> Result<(), CliError> {
     let (model, tok, n_layer) = load_traceable(&a.model)?;
+    let tok = super::some_tokenizer([(a.model.as_path(), &tok)])?;
     if let Some(bad) = a.layers.iter().flatten().find(|&&l| l >= n_layer) {
         return Err(CliError::input(format!(
             "--layers {bad}: the model has layers 0..{}",

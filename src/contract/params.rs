@@ -23,6 +23,23 @@ pub struct CanonicalModel {
     /// (f32 unless given; f16 halves the file of a large model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apr_dtype: Option<AprDtype>,
+    /// The APR reference itself, pinned: the file the APR engine reads (made by `pv
+    /// convert` in `apr_dtype` when absent). A run is canonical only when this file, too,
+    /// has the pinned sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferencePin>,
+}
+
+/// An APR reference file pinned by digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferencePin {
+    /// File name, looked up in `--models DIR` beside the model.
+    #[schemars(regex(pattern = r"^[^/\\]+\.apr$"))]
+    pub file: String,
+    /// Lower-case hex sha256 of the file.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
 }
 
 /// A model file pinned by digest, GGUF or APR: an entry of a contract's `models` table, or
@@ -40,6 +57,9 @@ pub struct ModelPin {
     /// is absent (f32 unless given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apr_dtype: Option<AprDtype>,
+    /// For a GGUF model, its APR reference, pinned (see [`CanonicalModel::reference`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferencePin>,
 }
 
 /// A name in a contract's `models` or `prompt_sets` table.
@@ -74,9 +94,13 @@ enum PromptsRef {
 }
 
 impl CanonicalModel {
-    /// The APR file converted from this model (`pv convert`): same stem, `.apr`, with the
-    /// element type before it when that is not f32 (`MODEL.f16.apr`).
+    /// The APR reference of this model: the pinned file, or else the one `pv convert` makes
+    /// of it, same stem, `.apr`, with the element type before it when that is not f32
+    /// (`MODEL.f16.apr`).
     pub fn apr_file(&self) -> String {
+        if let Some(r) = &self.reference {
+            return r.file.clone();
+        }
         let stem = self.file.strip_suffix(".gguf").unwrap_or(&self.file);
         match self.apr_dtype() {
             AprDtype::F32 => format!("{stem}.apr"),

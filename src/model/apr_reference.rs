@@ -8,13 +8,14 @@
 //! bytes), and f16, bf16 or quantized rows are widened to f32 a block of rows at a time
 //! inside the matrix product. Only the small vectors (norms, biases) are decoded at load.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use super::arch::{Block, FfnAct, RopeStyle, TensorSource};
 use super::{Logits, ModelConfig, ModelError, Observer, Slot};
-use crate::apr::{AprError, AprFile};
+use crate::apr::{AprError, AprFile, AprTensor, DType};
 use crate::gguf::GgmlType;
 use crate::quant;
 use crate::tokenizer::TokenizerSpec;
@@ -22,13 +23,16 @@ use crate::tokenizer::TokenizerSpec;
 /// A weight matrix inside the mapped APR file, in its stored element type.
 ///
 /// # Shapes
-/// `rows x cols`, row-major: row `r` is output `r`'s weights, `row_bytes` bytes at
-/// `start + r * row_bytes` of the file.
+/// `rows x cols`, row-major: the tensor's bytes are `size` bytes at `start` of the file.
+/// For a plain or GGML block type row `r` is `row_bytes` bytes at `start + r * row_bytes`
+/// (a K-quant row of aprender's may be padded to whole super-blocks); aprender's APR_Q4
+/// and APR_Q8 are decoded by value index, as their blocks and scale span rows.
 pub struct Matrix {
     rows: usize,
     cols: usize,
-    dtype: GgmlType,
+    dtype: DType,
     start: usize,
+    size: usize,
     row_bytes: usize,
 }
 
@@ -42,17 +46,46 @@ impl Matrix {
         nr: usize,
         scratch: &'a mut Vec<f32>,
     ) -> &'a [f32] {
-        let from = self.start + r0 * self.row_bytes;
-        let bytes = &file[from..from + nr * self.row_bytes];
-        #[cfg(target_endian = "little")]
-        if self.dtype == GgmlType::F32
-            && let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes)
-        {
-            return values;
+        let tensor = &file[self.start..self.start + self.size];
+        let cols = self.cols;
+        match self.dtype {
+            DType::Ggml(t) => {
+                let bytes = &tensor[r0 * self.row_bytes..(r0 + nr) * self.row_bytes];
+                #[cfg(target_endian = "little")]
+                if t == GgmlType::F32
+                    && let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes)
+                {
+                    return values;
+                }
+                // A padded row decodes to whole blocks; its first `cols` values are kept.
+                let stored = self.row_bytes / t.block_bytes() * t.block_size();
+                scratch.resize(nr * stored, 0.0);
+                for (row, out) in bytes
+                    .chunks_exact(self.row_bytes)
+                    .zip(scratch.chunks_exact_mut(stored))
+                {
+                    quant::dequantize_row(t, row, out)
+                        .expect("element type and size were checked at load");
+                }
+                if stored != cols {
+                    for r in 0..nr {
+                        scratch.copy_within(r * stored..r * stored + cols, r * cols);
+                    }
+                }
+                scratch.truncate(nr * cols);
+            }
+            DType::AprQ4 => {
+                scratch.resize(nr * cols, 0.0);
+                quant::aprq::dequantize_q4(tensor, r0 * cols, scratch)
+                    .expect("size was checked at load");
+            }
+            DType::AprQ8 => {
+                scratch.resize(nr * cols, 0.0);
+                quant::aprq::dequantize_q8(tensor, r0 * cols, scratch)
+                    .expect("size was checked at load");
+            }
+            _ => unreachable!("plain integer and f64 tensors are refused at load"),
         }
-        scratch.resize(nr * self.cols, 0.0);
-        quant::dequantize_row(self.dtype, bytes, scratch)
-            .expect("element type and size were checked at load");
         scratch
     }
 }
@@ -60,23 +93,55 @@ impl Matrix {
 /// One block's weights, read in place.
 type Layer = Block<Matrix>;
 
-/// The APR file as a tensor source: matrices located and checked, vectors decoded.
-struct Decoder<'a>(&'a AprFile);
+/// The APR file as a tensor source: its tensors under their GGUF names, matrices located
+/// and checked, vectors decoded.
+struct Decoder<'a> {
+    file: &'a AprFile,
+    tensors: &'a BTreeMap<String, &'a AprTensor>,
+}
+
+impl Decoder<'_> {
+    /// The tensor with GGUF name `name`, checked to have dims `shape`.
+    fn located(&self, name: &str, shape: &[usize]) -> Result<&AprTensor, ModelError> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| tensor_err(name, "required tensor is missing"))?;
+        if t.dims.iter().map(|&d| d as usize).ne(shape.iter().copied()) {
+            return Err(tensor_err(
+                &t.name,
+                format!("dims {:?}, expected {shape:?}", t.dims),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// The matrix `name` located in the file; its first row is decoded once here, so an
+    /// element type pv cannot widen is an error at load rather than in the middle of a
+    /// product.
+    fn matrix_at(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
+        let t = self.located(name, &[rows, cols])?;
+        matrix_of(self.file, t, rows, cols)
+    }
+}
 
 impl TensorSource for Decoder<'_> {
     type Matrix = Matrix;
     type Error = ModelError;
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
-        matrix(self.0, name, rows, cols)
+        self.matrix_at(name, rows, cols)
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-        decode(self.0, name, &[len])
+        let t = self.located(name, &[len])?;
+        let m = matrix_of(self.file, t, 1, len)?;
+        let mut out = Vec::new();
+        Ok(m.rows_f32(self.file.bytes(), 0, 1, &mut out).to_vec())
     }
 
     fn has(&self, name: &str) -> bool {
-        self.0.tensor(name).is_some()
+        self.tensors.contains_key(name)
     }
 }
 
@@ -84,8 +149,12 @@ impl TensorSource for Decoder<'_> {
 pub struct AprTransformer {
     /// Hyper-parameters, from the APR metadata.
     pub config: ModelConfig,
-    /// The tokenizer description, from the APR metadata.
-    pub tokenizer: TokenizerSpec,
+    /// The tokenizer description, from the APR metadata (`None` when the file holds no
+    /// vocabulary).
+    pub tokenizer: Option<TokenizerSpec>,
+    /// What pv noticed reading the file (values inferred from tensor shapes, metadata that
+    /// contradicts the architecture).
+    pub notes: Vec<String>,
     /// The file the matrices are read from.
     file: Arc<AprFile>,
     token_embd: Matrix,
@@ -95,14 +164,6 @@ pub struct AprTransformer {
     rope_freqs: Option<Vec<f32>>,
 }
 
-fn meta_err(file: &AprFile, field: &str, reason: impl Into<String>) -> ModelError {
-    ModelError::Apr(AprError::Malformed {
-        field: format!("metadata.{field}"),
-        offset: file.metadata_offset,
-        reason: reason.into(),
-    })
-}
-
 fn tensor_err(name: &str, reason: impl Into<String>) -> ModelError {
     ModelError::Apr(AprError::Tensor {
         name: name.into(),
@@ -110,108 +171,77 @@ fn tensor_err(name: &str, reason: impl Into<String>) -> ModelError {
     })
 }
 
-/// The tensor `name`, checked to have dims `shape`.
-fn located<'a>(
-    file: &'a AprFile,
-    name: &str,
-    shape: &[usize],
-) -> Result<&'a crate::apr::AprTensor, ModelError> {
-    let t = file
-        .tensor(name)
-        .ok_or_else(|| tensor_err(name, "required tensor is missing"))?;
-    if t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>() != shape {
-        return Err(tensor_err(
-            name,
-            format!("dims {:?}, expected {shape:?}", t.dims),
-        ));
-    }
-    Ok(t)
-}
-
-fn decode(file: &AprFile, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-    let t = located(file, name, shape)?;
-    let n = shape.iter().product();
-    quant::dequantize(t.dtype, file.tensor_data(t), n).map_err(|e| tensor_err(name, e.to_string()))
-}
-
-/// The matrix `name` located in the file; its first row is decoded once here, so an element
-/// type pv cannot widen is an error at load rather than in the middle of a product.
-fn matrix(file: &AprFile, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
-    let t = located(file, name, &[rows, cols])?;
-    let row_bytes = t.size / rows.max(1);
+/// Tensor `t` as a `rows x cols` matrix, after checking its element type can hold weights
+/// and decoding its first row.
+fn matrix_of(
+    file: &AprFile,
+    t: &AprTensor,
+    rows: usize,
+    cols: usize,
+) -> Result<Matrix, ModelError> {
+    let row_bytes = match t.dtype {
+        DType::Ggml(_) => t.size / rows.max(1),
+        DType::AprQ4 | DType::AprQ8 => 0,
+        other => {
+            return Err(tensor_err(
+                &t.name,
+                format!("element type {other} cannot hold the weights pv runs"),
+            ));
+        }
+    };
     let range = file.tensor_range(t);
-    quant::dequantize(t.dtype, &file.bytes()[range.start..][..row_bytes], cols)
-        .map_err(|e| tensor_err(name, e.to_string()))?;
-    let start = range.start;
-    Ok(Matrix {
+    let m = Matrix {
         rows,
         cols,
         dtype: t.dtype,
-        start,
+        start: range.start,
+        size: t.size,
         row_bytes,
-    })
+    };
+    if rows > 0 {
+        let mut scratch = Vec::new();
+        let first = m.rows_f32(file.bytes(), 0, 1, &mut scratch);
+        debug_assert_eq!(first.len(), cols);
+    }
+    Ok(m)
 }
 
 impl AprTransformer {
-    /// Loads the model an APR file holds: hyper-parameters, tokenizer and every tensor's
-    /// name and shape checked, matrices left in the file (see the module documentation).
+    /// Loads the model an APR file of either dialect holds: hyper-parameters, tokenizer and
+    /// every tensor's name and shape checked, matrices left in the file (see the module
+    /// documentation).
     pub fn load(file: impl Into<Arc<AprFile>>) -> Result<Self, ModelError> {
         let shared: Arc<AprFile> = file.into();
         let file = &*shared;
-        let meta = &file.metadata;
-        let config: ModelConfig = serde_json::from_value(
-            meta.get("hyperparameters")
-                .cloned()
-                .ok_or_else(|| meta_err(file, "hyperparameters", "missing"))?,
-        )
-        .map_err(|e| meta_err(file, "hyperparameters", e.to_string()))?;
-        // The same checks as a GGUF file's, before any weight is read or buffer sized.
-        let named = |e: crate::model::ConfigError| {
-            meta_err(
-                file,
-                &format!("hyperparameters.{}", e.param.apr_field()),
-                e.reason,
-            )
+        let model = super::apr_meta::read(file)?;
+        let config = model.config;
+        let src = Decoder {
+            file,
+            tensors: &model.tensors,
         };
-        config.validate().map_err(named)?;
-        config
-            .check_tensors(
-                file.tensors
-                    .iter()
-                    .map(|t| (t.name.as_str(), t.dims.first().copied().unwrap_or(0))),
-            )
-            .map_err(named)?;
-        let tokenizer: TokenizerSpec = serde_json::from_value(
-            meta.get("tokenizer")
-                .cloned()
-                .ok_or_else(|| meta_err(file, "tokenizer", "missing"))?,
-        )
-        .map_err(|e| meta_err(file, "tokenizer", e.to_string()))?;
-        tokenizer
-            .check()
-            .map_err(|e| meta_err(file, &format!("tokenizer.{}", e.field), e.reason))?;
         let d = config.n_embd;
         // Names and shapes from the tensor table the GGUF engine reads too.
         let layers = (0..config.n_layer)
-            .map(|i| Block::load(&Decoder(file), &config, i))
+            .map(|i| Block::load(&src, &config, i))
             .collect::<Result<Vec<_>, _>>()?;
         let optional = |name: &str, len: usize| -> Result<Option<Vec<f32>>, ModelError> {
-            match file.tensor(name) {
-                None => Ok(None),
-                Some(_) => decode(file, name, &[len]).map(Some),
+            match src.has(name) {
+                false => Ok(None),
+                true => src.vector(name, len).map(Some),
             }
         };
-        let output = match file.tensor("output.weight") {
-            Some(_) => Some(matrix(file, "output.weight", config.vocab_size, d)?),
-            None => None,
+        let output = match src.has("output.weight") {
+            true => Some(src.matrix_at("output.weight", config.vocab_size, d)?),
+            false => None,
         };
         Ok(AprTransformer {
-            token_embd: matrix(file, "token_embd.weight", config.vocab_size, d)?,
-            output_norm: decode(file, "output_norm.weight", &[d])?,
+            token_embd: src.matrix_at("token_embd.weight", config.vocab_size, d)?,
+            output_norm: src.vector("output_norm.weight", d)?,
             output,
             rope_freqs: optional("rope_freqs.weight", config.rope_dim / 2)?,
             layers,
-            tokenizer,
+            tokenizer: model.tokenizer,
+            notes: model.notes,
             config,
             file: shared.clone(),
         })
@@ -509,17 +539,17 @@ mod tests {
     #[test]
     fn f32_rows_are_read_in_place_and_f16_rows_widened() {
         let values: Vec<f32> = (0..64 * 3).map(|i| i as f32 * 0.25 - 7.0).collect();
-        let mut w = AprWriter::new(serde_json::json!({}));
+        let mut w = AprWriter::new(&serde_json::json!({})).unwrap();
         w.tensor(
             "m32",
-            GgmlType::F32,
+            DType::Ggml(GgmlType::F32),
             &[3, 64],
             quant::quantize(GgmlType::F32, &values).unwrap(),
         )
         .unwrap();
         w.tensor(
             "m16",
-            GgmlType::F16,
+            DType::Ggml(GgmlType::F16),
             &[3, 64],
             quant::quantize(GgmlType::F16, &values).unwrap(),
         )
@@ -532,8 +562,8 @@ mod tests {
         let bytes = file.bytes();
         let span = bytes.as_ptr_range();
         let (m32, m16) = (
-            matrix(&file, "m32", 3, 64).unwrap(),
-            matrix(&file, "m16", 3, 64).unwrap(),
+            matrix_of(&file, file.tensor("m32").unwrap(), 3, 64).unwrap(),
+            matrix_of(&file, file.tensor("m16").unwrap(), 3, 64).unwrap(),
         );
         let mut scratch = Vec::new();
         let rows = m32.rows_f32(bytes, 1, 2, &mut scratch);
@@ -547,5 +577,52 @@ mod tests {
         assert_eq!(scratch.len(), 128);
         assert_eq!(rows, &values[64..], "these values are exact in f16");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Rows of aprender's layouts: a Q4_K matrix whose rows are padded to whole
+    /// super-blocks keeps each row's first `cols` values; APR_Q4 blocks and the APR_Q8
+    /// scale span rows, and a row decodes to the same values as the whole tensor.
+    #[test]
+    fn padded_and_row_spanning_layouts_decode_by_row() {
+        let (rows, cols) = (3usize, 300usize);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.1)
+            .collect();
+        let padded: Vec<u8> = values
+            .chunks(cols)
+            .flat_map(|r| {
+                let mut row = r.to_vec();
+                row.resize(512, 0.0);
+                quant::quantize(GgmlType::Q4_K, &row).unwrap()
+            })
+            .collect();
+        let mut w = AprWriter::new(&serde_json::json!({})).unwrap();
+        let dims = [rows as u64, cols as u64];
+        w.tensor("k", DType::Ggml(GgmlType::Q4_K), &dims, padded.clone())
+            .unwrap();
+        w.tensor("q4", DType::AprQ4, &dims, quant::aprq::quantize_q4(&values))
+            .unwrap();
+        w.tensor("q8", DType::AprQ8, &dims, quant::aprq::quantize_q8(&values))
+            .unwrap();
+        let file = AprFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+        for name in ["k", "q4", "q8"] {
+            let t = file.tensor(name).unwrap();
+            let m = matrix_of(&file, t, rows, cols).unwrap();
+            let mut whole = Vec::new();
+            let all = m.rows_f32(file.bytes(), 0, rows, &mut whole).to_vec();
+            assert_eq!(all.len(), rows * cols);
+            for r in 0..rows {
+                let mut one = Vec::new();
+                assert_eq!(
+                    m.rows_f32(file.bytes(), r, 1, &mut one),
+                    &all[r * cols..][..cols],
+                    "{name} row {r}"
+                );
+            }
+            if name == "k" {
+                let first = quant::dequantize(GgmlType::Q4_K, &padded[..288], 512).unwrap();
+                assert_eq!(&all[..cols], &first[..cols]);
+            }
+        }
     }
 }

@@ -237,14 +237,22 @@ impl Dim {
     }
 }
 
-/// One block tensor: its role, its name after `blk.N.`, its shape as (outputs, inputs) for
-/// a matrix or (length, none) for a vector, and when it is present.
+/// One block tensor: its role, its name after `blk.N.` (GGUF, and APR files imported from
+/// GGUF) and after `model.layers.N.` (Hugging Face, and APR files imported from SafeTensors
+/// or of Qwen), its shape as (outputs, inputs) for a matrix or (length, none) for a vector,
+/// and when it is present.
 #[derive(Clone, Copy, Debug)]
 pub struct TensorSpec {
     /// Role.
     pub role: Role,
-    /// GGUF (and APR) name after `blk.N.`.
+    /// GGUF name after `blk.N.`.
     pub suffix: &'static str,
+    /// Hugging Face name after `model.layers.N.`.
+    pub hf: &'static str,
+    /// The Hugging Face name in families with post-norms, where it differs (Gemma's FFN
+    /// pre-norm is `pre_feedforward_layernorm`, and its `post_attention_layernorm` is the
+    /// attention output's norm, not the FFN's).
+    pub hf_post_norms: Option<&'static str>,
     /// Outputs (rows), or the length of a vector.
     pub rows: Dim,
     /// Inputs (columns) of a matrix; `None` for a vector.
@@ -255,7 +263,7 @@ pub struct TensorSpec {
 
 const fn t(
     role: Role,
-    suffix: &'static str,
+    (suffix, hf): (&'static str, &'static str),
     rows: Dim,
     cols: Option<Dim>,
     presence: Presence,
@@ -263,6 +271,8 @@ const fn t(
     TensorSpec {
         role,
         suffix,
+        hf,
+        hf_post_norms: None,
         rows,
         cols,
         presence,
@@ -275,30 +285,151 @@ pub const TENSORS: [TensorSpec; 16] = {
     use Presence::*;
     use Role::*;
     [
-        t(AttnNorm, "attn_norm.weight", Embd, None, Always),
-        t(Wq, "attn_q.weight", Q, Some(Embd), Always),
-        t(Wk, "attn_k.weight", Kv, Some(Embd), Always),
-        t(Wv, "attn_v.weight", Kv, Some(Embd), Always),
-        t(Bq, "attn_q.bias", Q, None, Bias),
-        t(Bk, "attn_k.bias", Kv, None, Bias),
-        t(Bv, "attn_v.bias", Kv, None, Bias),
-        t(QNorm, "attn_q_norm.weight", Head, None, QkNorm),
-        t(KNorm, "attn_k_norm.weight", Head, None, QkNorm),
-        t(Wo, "attn_output.weight", Embd, Some(Q), Always),
+        t(
+            AttnNorm,
+            ("attn_norm.weight", "input_layernorm.weight"),
+            Embd,
+            None,
+            Always,
+        ),
+        t(
+            Wq,
+            ("attn_q.weight", "self_attn.q_proj.weight"),
+            Q,
+            Some(Embd),
+            Always,
+        ),
+        t(
+            Wk,
+            ("attn_k.weight", "self_attn.k_proj.weight"),
+            Kv,
+            Some(Embd),
+            Always,
+        ),
+        t(
+            Wv,
+            ("attn_v.weight", "self_attn.v_proj.weight"),
+            Kv,
+            Some(Embd),
+            Always,
+        ),
+        t(Bq, ("attn_q.bias", "self_attn.q_proj.bias"), Q, None, Bias),
+        t(Bk, ("attn_k.bias", "self_attn.k_proj.bias"), Kv, None, Bias),
+        t(Bv, ("attn_v.bias", "self_attn.v_proj.bias"), Kv, None, Bias),
+        t(
+            QNorm,
+            ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+            Head,
+            None,
+            QkNorm,
+        ),
+        t(
+            KNorm,
+            ("attn_k_norm.weight", "self_attn.k_norm.weight"),
+            Head,
+            None,
+            QkNorm,
+        ),
+        t(
+            Wo,
+            ("attn_output.weight", "self_attn.o_proj.weight"),
+            Embd,
+            Some(Q),
+            Always,
+        ),
         t(
             AttnPostNorm,
-            "post_attention_norm.weight",
+            (
+                "post_attention_norm.weight",
+                "post_attention_layernorm.weight",
+            ),
             Embd,
             None,
             PostNorm,
         ),
-        t(FfnNorm, "ffn_norm.weight", Embd, None, Always),
-        t(FfnGate, "ffn_gate.weight", Ff, Some(Embd), Always),
-        t(FfnUp, "ffn_up.weight", Ff, Some(Embd), Always),
-        t(FfnDown, "ffn_down.weight", Embd, Some(Ff), Always),
-        t(FfnPostNorm, "post_ffw_norm.weight", Embd, None, PostNorm),
+        TensorSpec {
+            hf_post_norms: Some("pre_feedforward_layernorm.weight"),
+            ..t(
+                FfnNorm,
+                ("ffn_norm.weight", "post_attention_layernorm.weight"),
+                Embd,
+                None,
+                Always,
+            )
+        },
+        t(
+            FfnGate,
+            ("ffn_gate.weight", "mlp.gate_proj.weight"),
+            Ff,
+            Some(Embd),
+            Always,
+        ),
+        t(
+            FfnUp,
+            ("ffn_up.weight", "mlp.up_proj.weight"),
+            Ff,
+            Some(Embd),
+            Always,
+        ),
+        t(
+            FfnDown,
+            ("ffn_down.weight", "mlp.down_proj.weight"),
+            Embd,
+            Some(Ff),
+            Always,
+        ),
+        t(
+            FfnPostNorm,
+            ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"),
+            Embd,
+            None,
+            PostNorm,
+        ),
     ]
 };
+
+/// The tensors outside the blocks, by GGUF name and Hugging Face name (`rope_freqs` has
+/// none).
+pub const MODEL_TENSORS: [(&str, Option<&str>); 4] = [
+    ("token_embd.weight", Some("model.embed_tokens.weight")),
+    ("output_norm.weight", Some("model.norm.weight")),
+    ("output.weight", Some("lm_head.weight")),
+    ("rope_freqs.weight", None),
+];
+
+/// The GGUF name of the tensor a file calls `name`, whether it uses GGUF names
+/// (`blk.3.ffn_down.weight`) or Hugging Face ones (`model.layers.3.mlp.down_proj.weight`,
+/// `lm_head.weight`): `None` for a tensor that is not part of a `spec` model.
+pub fn gguf_name(name: &str, spec: &ArchSpec) -> Option<String> {
+    if let Some((gguf, _)) = MODEL_TENSORS
+        .iter()
+        .find(|(g, hf)| *g == name || *hf == Some(name))
+    {
+        return Some(gguf.to_string());
+    }
+    let (layer, rest) = name
+        .strip_prefix("blk.")
+        .or_else(|| name.strip_prefix("model.layers."))?
+        .split_once('.')?;
+    // Only the plain spelling of a number ("3", not "03" or "+3"), so two names cannot
+    // claim one tensor.
+    let layer: usize = layer
+        .parse()
+        .ok()
+        .filter(|n: &usize| n.to_string() == layer)?;
+    let hf = name.starts_with("model.layers.");
+    TENSORS
+        .iter()
+        .filter(|t| t.need(spec) != Need::Absent)
+        .find(|t| {
+            if hf {
+                t.hf_suffix(spec) == rest
+            } else {
+                t.suffix == rest
+            }
+        })
+        .map(|t| t.name(layer))
+}
 
 /// Whether a block tensor must be present, may be, or is not part of the family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,6 +454,14 @@ impl TensorSpec {
     /// The tensor's name in layer `layer`.
     pub fn name(&self, layer: usize) -> String {
         format!("blk.{layer}.{}", self.suffix)
+    }
+
+    /// The Hugging Face name after `model.layers.N.` in `spec`'s family.
+    pub fn hf_suffix(&self, spec: &ArchSpec) -> &'static str {
+        match self.hf_post_norms {
+            Some(n) if spec.post_norms => n,
+            _ => self.hf,
+        }
     }
 
     /// Whether `spec`'s family holds this tensor.

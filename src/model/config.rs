@@ -238,47 +238,155 @@ pub enum Hyper {
     ContextLength,
 }
 
+/// One hyper-parameter's names: the GGUF key (after the architecture's prefix), the field
+/// of pv's first APR dialect (`hyperparameters.*`), and aprender's key with the aliases its
+/// readers accept (realizar's `AprMetadata` serde aliases), first match wins.
+struct Keys {
+    hyper: Hyper,
+    gguf: &'static str,
+    pv: &'static str,
+    aprender: &'static str,
+    aliases: &'static [&'static str],
+}
+
+const fn keys(
+    hyper: Hyper,
+    gguf: &'static str,
+    pv: &'static str,
+    aprender: &'static str,
+    aliases: &'static [&'static str],
+) -> Keys {
+    Keys {
+        hyper,
+        gguf,
+        pv,
+        aprender,
+        aliases,
+    }
+}
+
+/// Every hyper-parameter's names in every format, one row each. Keys aprender has no name
+/// for (the sliding window, its RoPE base, soft-capping) take the Hugging Face config's.
+const KEYS: [Keys; 15] = {
+    use Hyper::*;
+    [
+        keys(
+            NLayer,
+            "block_count",
+            "n_layer",
+            "num_layers",
+            &["num_hidden_layers", "n_layers", "n_layer"],
+        ),
+        keys(
+            NEmbd,
+            "embedding_length",
+            "n_embd",
+            "hidden_size",
+            &["hidden_dim", "d_model", "n_embd"],
+        ),
+        keys(
+            NFf,
+            "feed_forward_length",
+            "n_ff",
+            "intermediate_size",
+            &["intermediate_dim", "ffn_dim", "n_inner"],
+        ),
+        keys(
+            NHead,
+            "attention.head_count",
+            "n_head",
+            "num_heads",
+            &["num_attention_heads", "n_heads", "n_head"],
+        ),
+        keys(
+            NHeadKv,
+            "attention.head_count_kv",
+            "n_head_kv",
+            "num_kv_heads",
+            &["num_key_value_heads", "n_kv_heads"],
+        ),
+        keys(HeadDim, "attention.key_length", "head_dim", "head_dim", &[]),
+        keys(
+            HeadDimV,
+            "attention.value_length",
+            "head_dim",
+            "head_dim",
+            &[],
+        ),
+        keys(
+            SlidingWindow,
+            "attention.sliding_window",
+            "sliding_window",
+            "sliding_window",
+            &[],
+        ),
+        keys(
+            RopeThetaSwa,
+            "rope.freq_base_swa",
+            "rope_theta_swa",
+            "rope_local_base_freq",
+            &["rope_theta_swa"],
+        ),
+        keys(
+            LogitSoftcap,
+            "final_logit_softcapping",
+            "logit_softcap",
+            "final_logit_softcapping",
+            &[],
+        ),
+        keys(RopeDim, "rope.dimension_count", "rope_dim", "rope_dim", &[]),
+        keys(RopeTheta, "rope.freq_base", "rope_theta", "rope_theta", &[]),
+        keys(
+            RmsEps,
+            "attention.layer_norm_rms_epsilon",
+            "rms_eps",
+            "rms_norm_eps",
+            &["layer_norm_eps", "norm_eps"],
+        ),
+        keys(
+            VocabSize,
+            "vocab_size",
+            "vocab_size",
+            "vocab_size",
+            &["n_vocab"],
+        ),
+        keys(
+            ContextLength,
+            "context_length",
+            "context_length",
+            "max_position_embeddings",
+            &["max_seq_len", "context_length", "n_ctx"],
+        ),
+    ]
+};
+
 impl Hyper {
-    /// The GGUF metadata key (under the architecture's prefix).
-    pub fn gguf_key(self, arch: Arch) -> String {
-        let k = match self {
-            Hyper::NLayer => "block_count",
-            Hyper::NEmbd => "embedding_length",
-            Hyper::HeadDim => "attention.key_length",
-            Hyper::HeadDimV => "attention.value_length",
-            Hyper::SlidingWindow => "attention.sliding_window",
-            Hyper::RopeThetaSwa => "rope.freq_base_swa",
-            Hyper::LogitSoftcap => "final_logit_softcapping",
-            Hyper::NFf => "feed_forward_length",
-            Hyper::NHead => "attention.head_count",
-            Hyper::NHeadKv => "attention.head_count_kv",
-            Hyper::RopeDim => "rope.dimension_count",
-            Hyper::RopeTheta => "rope.freq_base",
-            Hyper::RmsEps => "attention.layer_norm_rms_epsilon",
-            Hyper::VocabSize => "vocab_size",
-            Hyper::ContextLength => "context_length",
-        };
-        format!("{}.{k}", arch.name())
+    fn keys(self) -> &'static Keys {
+        KEYS.iter()
+            .find(|k| k.hyper == self)
+            .expect("every hyper-parameter has a row")
     }
 
-    /// The field of an APR file's `hyperparameters` metadata.
+    /// The GGUF metadata key (under the architecture's prefix).
+    pub fn gguf_key(self, arch: Arch) -> String {
+        format!("{}.{}", arch.name(), self.keys().gguf)
+    }
+
+    /// The field of the `hyperparameters` object of pv's first APR dialect.
     pub fn apr_field(self) -> &'static str {
-        match self {
-            Hyper::NLayer => "n_layer",
-            Hyper::NEmbd => "n_embd",
-            Hyper::NFf => "n_ff",
-            Hyper::NHead => "n_head",
-            Hyper::NHeadKv => "n_head_kv",
-            Hyper::HeadDim | Hyper::HeadDimV => "head_dim",
-            Hyper::SlidingWindow => "sliding_window",
-            Hyper::RopeThetaSwa => "rope_theta_swa",
-            Hyper::LogitSoftcap => "logit_softcap",
-            Hyper::RopeDim => "rope_dim",
-            Hyper::RopeTheta => "rope_theta",
-            Hyper::RmsEps => "rms_eps",
-            Hyper::VocabSize => "vocab_size",
-            Hyper::ContextLength => "context_length",
-        }
+        self.keys().pv
+    }
+
+    /// aprender's metadata key, which pv writes.
+    pub fn aprender_key(self) -> &'static str {
+        self.keys().aprender
+    }
+
+    /// aprender's key and then the aliases readers accept for it, in the order they are
+    /// tried.
+    pub fn aprender_keys(self) -> impl Iterator<Item = &'static str> {
+        let k = self.keys();
+        std::iter::once(k.aprender).chain(k.aliases.iter().copied())
     }
 }
 

@@ -1,16 +1,18 @@
-//! GGUF to APR: the same model in pv's reference container, with weights dequantized to f32
-//! (or f16, or kept in their GGUF format) and the architecture, hyper-parameters and
-//! tokenizer in the JSON metadata.
+//! GGUF to APR: the same model in aprender's dialect, laid out as `apr import` lays out a
+//! llama-family GGUF (GGUF tensor names, an explicit `lm_head.weight` copy when the head is
+//! tied to the embedding, flat typed metadata with the tokenizer under `tokenizer.*`), with
+//! weights dequantized to f32 (or f16, or kept in their GGUF format where aprender's type
+//! table holds it).
 //!
 //! Tensors are encoded a band of rows at a time (bands in parallel), so converting holds a
 //! few megabytes of values whatever the model's size: [`write_apr`] streams them to disk,
 //! [`gguf_to_apr`] collects them in memory for small models and tests.
 
 use rayon::prelude::*;
-use serde_json::json;
 
+use super::apr_meta::{WriteInfo, aprender_metadata};
 use super::{ModelConfig, ModelError};
-use crate::apr::{AprEntry, AprStream, AprWriter};
+use crate::apr::{AprEntry, AprStream, AprWriter, AprenderMetadata, DType};
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
 use crate::quant;
 use crate::tokenizer::TokenizerSpec;
@@ -35,12 +37,41 @@ pub enum AprDtype {
     F32,
     /// Dequantize, then store as f16.
     F16,
-    /// Keep each tensor's GGUF format.
+    /// Keep each tensor's GGUF format where aprender's type table holds it (F32, F16,
+    /// BF16, Q4_K, Q6_K); any other is refused unless a conversion for it is given.
     Keep,
+}
+
+/// What `--dtype keep` makes of a tensor whose GGUF format aprender's type table lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtherDtype {
+    /// Dequantize it to f32.
+    F32,
+    /// Dequantize it and store f16.
+    F16,
+}
+
+/// How to convert: the element type, and for `keep` what to do with the formats aprender
+/// cannot hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conversion {
+    /// The element type.
+    pub dtype: AprDtype,
+    /// With [`AprDtype::Keep`], the type of tensors aprender's table lacks (`None`: refuse).
+    pub other: Option<OtherDtype>,
+}
+
+impl From<AprDtype> for Conversion {
+    fn from(dtype: AprDtype) -> Self {
+        Conversion { dtype, other: None }
+    }
 }
 
 /// Values per band of rows encoded as one piece (16 MiB of f32).
 const BAND_VALUES: usize = 1 << 22;
+
+/// The name `apr import` gives the copy of a tied embedding.
+const TIED_HEAD: &str = "lm_head.weight";
 
 /// One tensor's conversion: where it comes from and what it becomes.
 struct Plan<'a> {
@@ -56,35 +87,68 @@ fn tensor_err(t: &TensorInfo, reason: impl ToString) -> ModelError {
     .into()
 }
 
-/// The metadata and per-tensor plan of `file`'s conversion to `dtype`.
-fn plan(
-    file: &GgufFile,
-    dtype: AprDtype,
-) -> Result<(serde_json::Value, Vec<Plan<'_>>), ModelError> {
+/// The type tensor `info` is stored in under `how`.
+fn target(info: &TensorInfo, how: Conversion) -> Result<GgmlType, ModelError> {
+    let from = info.ggml_type;
+    Ok(match (how.dtype, how.other) {
+        (AprDtype::F32, _) => GgmlType::F32,
+        (AprDtype::F16, _) => GgmlType::F16,
+        (AprDtype::Keep, _) if DType::Ggml(from).aprender_id().is_some() => from,
+        (AprDtype::Keep, Some(OtherDtype::F32)) => GgmlType::F32,
+        (AprDtype::Keep, Some(OtherDtype::F16)) => GgmlType::F16,
+        (AprDtype::Keep, None) => {
+            return Err(tensor_err(
+                info,
+                format!(
+                    "is {from}, which aprender's APR type table does not hold (F32, F16, BF16, \
+                     Q4_K, Q6_K): aprender would read its id as another type. Keep the others \
+                     with --other f32 (or f16), or convert everything with --dtype f32"
+                ),
+            ));
+        }
+    })
+}
+
+/// The metadata and per-tensor plan of `file`'s conversion.
+fn plan(file: &GgufFile, how: Conversion) -> Result<(AprenderMetadata, Vec<Plan<'_>>), ModelError> {
     let config = ModelConfig::try_from(file)?;
     let tokenizer = TokenizerSpec::from_gguf(file)?;
-    let metadata = json!({
-        "format": "apr/2.0",
-        "architecture": config.arch,
-        "hyperparameters": config,
-        "tokenizer": tokenizer,
-    });
+    let tied = file.tensor("output.weight").is_none();
+    let head = file.tensor("token_embd.weight").filter(|_| tied);
     let plans = file
         .tensors
         .iter()
-        .map(|info| {
-            let ty = match dtype {
-                AprDtype::Keep => info.ggml_type,
-                AprDtype::F32 => GgmlType::F32,
-                AprDtype::F16 => GgmlType::F16,
-            };
+        .map(|info| (info, info.name.as_str()))
+        .chain(head.map(|embd| (embd, TIED_HEAD)))
+        .map(|(info, name)| {
             // GGUF lists dims innermost first; APR outermost first.
             let dims: Vec<u64> = info.dims.iter().rev().copied().collect();
-            let entry = AprEntry::new(&info.name, ty, &dims).map_err(|e| tensor_err(info, e))?;
+            let ty = DType::Ggml(target(info, how)?);
+            let entry = AprEntry::new(name, ty, &dims).map_err(|e| tensor_err(info, e))?;
             Ok(Plan { info, entry })
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
-    Ok((metadata, plans))
+    let info = WriteInfo {
+        name: file
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .map(String::from),
+        chat_template: file
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(String::from),
+        shapes: plans
+            .iter()
+            .map(|p| (p.entry.name.clone(), p.entry.dims.clone()))
+            .collect(),
+        param_count: plans
+            .iter()
+            .map(|p| p.entry.dims.iter().product::<u64>())
+            .sum(),
+        total_size: plans.iter().map(|p| p.entry.size() as u64).sum(),
+        tied,
+    };
+    Ok((aprender_metadata(&config, &tokenizer, info), plans))
 }
 
 impl Plan<'_> {
@@ -95,7 +159,10 @@ impl Plan<'_> {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), ModelError>,
     ) -> Result<(), ModelError> {
         let src = file.tensor_data(self.info);
-        let (from, to) = (self.info.ggml_type, self.entry.dtype);
+        let from = self.info.ggml_type;
+        let DType::Ggml(to) = self.entry.dtype else {
+            unreachable!("conversions write GGML types")
+        };
         let (rows, cols) = self.info.rows_cols();
         let in_row = src.len() / rows.max(1);
         if from == to {
@@ -143,9 +210,9 @@ pub(super) fn in_bands(
 }
 
 /// The APR version of a GGUF model, built in memory.
-pub fn gguf_to_apr(file: &GgufFile, dtype: AprDtype) -> Result<AprWriter, ModelError> {
-    let (metadata, plans) = plan(file, dtype)?;
-    let mut w = AprWriter::new(metadata);
+pub fn gguf_to_apr(file: &GgufFile, how: impl Into<Conversion>) -> Result<AprWriter, ModelError> {
+    let (metadata, plans) = plan(file, how.into())?;
+    let mut w = AprWriter::new(&metadata)?;
     for p in &plans {
         let mut data = Vec::with_capacity(p.entry.size());
         p.encode(file, &mut |b| {
@@ -162,11 +229,11 @@ pub fn gguf_to_apr(file: &GgufFile, dtype: AprDtype) -> Result<AprWriter, ModelE
 /// written.
 pub fn write_apr(
     file: &GgufFile,
-    dtype: AprDtype,
+    how: impl Into<Conversion>,
     path: &std::path::Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), ModelError> {
-    let (metadata, mut plans) = plan(file, dtype)?;
+    let (metadata, mut plans) = plan(file, how.into())?;
     // The stream takes tensors in name order.
     plans.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
     let total: u64 = plans.iter().map(|p| p.entry.size() as u64).sum();

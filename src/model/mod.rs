@@ -1,6 +1,7 @@
 //! The embedded GGUF transformer engine: typed config, zero-copy quantized weights, one
 //! forward pass per architecture family with an observer seam, and greedy generation.
 
+pub mod apr_meta;
 mod apr_reference;
 pub mod arch;
 mod attention;
@@ -22,7 +23,7 @@ pub use arch::{
     ARCHS, Arch, ArchSpec, Block, FfnAct, Role, RopeStyle, TENSORS, TensorSource, TensorSpec,
 };
 pub use config::{ConfigError, Hyper, MAX_COUNT, ModelConfig};
-pub use convert::{AprDtype, gguf_to_apr, write_apr};
+pub use convert::{AprDtype, Conversion, OtherDtype, gguf_to_apr, write_apr};
 pub use fault::{Fault, FaultKind, Faulty};
 pub use forward::{KvCache, LogitsFor};
 pub use ggml_math::Flavor;

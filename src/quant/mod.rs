@@ -4,6 +4,7 @@
 //! Rows are byte slices in the format's block layout; lengths are checked here so the
 //! per-format code can index blocks directly.
 
+pub mod aprq;
 mod dot;
 mod dot_avx2;
 mod dot_avx512;

@@ -5,6 +5,7 @@
 //! Gemma), SentencePiece-style merging by score with byte fallback ([`spm`]). Control and
 //! user-defined tokens are kept whole in both.
 
+mod aprender;
 pub mod spm;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -227,6 +228,19 @@ impl SpecError {
 }
 
 impl TokenizerSpec {
+    /// The special token ids, each with its field's name.
+    pub fn special_ids(&self) -> [(&'static str, Option<u32>); 7] {
+        [
+            ("bos", self.bos),
+            ("eos", self.eos),
+            ("eot", self.eot),
+            ("eom", self.eom),
+            ("fim_pad", self.fim_pad),
+            ("fim_rep", self.fim_rep),
+            ("fim_sep", self.fim_sep),
+        ]
+    }
+
     /// The checks a description must pass before a tokenizer is built from it, the same for
     /// both formats (each names the field its own way): a supported model, special ids
     /// below the vocabulary size, one type per token, and merges that join two tokens of the
@@ -252,15 +266,7 @@ impl TokenizerSpec {
                 );
             }
         }
-        for (field, id) in [
-            ("bos", self.bos),
-            ("eos", self.eos),
-            ("eot", self.eot),
-            ("eom", self.eom),
-            ("fim_pad", self.fim_pad),
-            ("fim_rep", self.fim_rep),
-            ("fim_sep", self.fim_sep),
-        ] {
+        for (field, id) in self.special_ids() {
             if let Some(id) = id.filter(|&id| id as usize >= n) {
                 return err(
                     field,

@@ -267,7 +267,8 @@ pub fn synthetic_pair(
         pv::model::OwnedQuantizedModel::from_mapped(synthetic_model(arch, ty, None)).unwrap();
     let apr_bytes = pv::model::gguf_to_apr(gguf.file(), pv::model::AprDtype::F32)
         .unwrap()
-        .to_bytes();
+        .to_bytes()
+        .unwrap();
     let apr =
         pv::model::AprTransformer::load(pv::apr::AprFile::from_bytes(apr_bytes).unwrap()).unwrap();
     (gguf, apr)
@@ -311,3 +312,76 @@ pub fn spm_vocabulary(pieces: &[(&str, f32)]) -> (GgufFile, Vec<String>) {
 }
 
 pub mod repo;
+
+/// The Hugging Face name of a GGUF tensor name of a llama/qwen model, written out here
+/// (not taken from pv's table) so tests check pv's mapping against an independent one.
+pub fn hf_name(gguf: &str) -> String {
+    let whole = [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+    ];
+    if let Some((_, hf)) = whole.iter().find(|(g, _)| *g == gguf) {
+        return hf.to_string();
+    }
+    let Some((layer, rest)) = gguf.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
+        return gguf.to_string();
+    };
+    let suffix = match rest {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.bias" => "self_attn.v_proj.bias",
+        "attn_q_norm.weight" => "self_attn.q_norm.weight",
+        "attn_k_norm.weight" => "self_attn.k_norm.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        other => other,
+    };
+    format!("model.layers.{layer}.{suffix}")
+}
+
+/// `gguf` in aprender's own formats under Hugging Face names, as pv's writer lays out an
+/// aprender file: attention matrices APR_Q8, FFN matrices APR_Q4, the LM head Q4_K, the
+/// rest f32 (pv's f32 conversion, requantized).
+pub fn aprender_quantized(gguf: &GgufFile) -> Vec<u8> {
+    use pv::apr::DType;
+    use pv::quant::aprq;
+    let f32_file = pv::apr::AprFile::from_bytes(
+        pv::model::gguf_to_apr(gguf, pv::model::AprDtype::F32)
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut w = pv::apr::AprWriter::new(&f32_file.metadata).unwrap();
+    for t in &f32_file.tensors {
+        let values: Vec<f32> = f32_file
+            .tensor_data(t)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let (dtype, data) = if t.dims.len() == 1 {
+            (t.dtype, f32_file.tensor_data(t).to_vec())
+        } else if t.name.contains("attn_") {
+            (DType::AprQ8, aprq::quantize_q8(&values))
+        } else if t.name.contains("ffn_") {
+            (DType::AprQ4, aprq::quantize_q4(&values))
+        } else if t.name == "lm_head.weight" {
+            (
+                DType::Ggml(GgmlType::Q4_K),
+                pv::quant::quantize(GgmlType::Q4_K, &values).unwrap(),
+            )
+        } else {
+            (t.dtype, f32_file.tensor_data(t).to_vec())
+        };
+        w.tensor(&hf_name(&t.name), dtype, &t.dims, data).unwrap();
+    }
+    w.to_bytes().unwrap()
+}
