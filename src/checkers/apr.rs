@@ -8,16 +8,23 @@ use serde_json::{Value, json};
 use super::context::{CheckError, Context, Input, Measured, bytes_input, typed_params};
 use super::gguf::{self, count_problems, recorded_slots, recorded_width, slot_counts, widths_of};
 use super::judge::{Judged, Judgement, agrees, arr, flag, num, text, uint};
-use super::params::{CanonicalModel, EquationParams, StdRatioParams, TracePromptParams};
+use super::params::{CanonicalModel, EquationParams, ModelPin, StdRatioParams, TracePromptParams};
 use crate::apr::AprFile;
 use crate::gguf::GgufFile;
 use crate::model::{AprTransformer, FfnAct, Slot, with_threads, write_apr};
 use crate::trace::{CaptureSpec, TraceOptions, TracedForward, check_parity};
 
-/// The APR reference of the test's GGUF model: the pinned file or its sibling, converted
-/// (streamed, atomically, in the model's `apr_dtype`) when absent.
-fn apr_path(ctx: &Context, m: &CanonicalModel, gguf: &Path) -> Result<PathBuf, CheckError> {
-    let apr = ctx.models.join(m.apr_file());
+/// The APR reference of the test's GGUF model: the pinned `reference`, else its sibling;
+/// converted (streamed, atomically, in the model's `apr_dtype`) when absent.
+fn apr_path(
+    ctx: &Context,
+    m: &CanonicalModel,
+    reference: Option<&ModelPin>,
+    gguf: &Path,
+) -> Result<PathBuf, CheckError> {
+    let apr = ctx
+        .models
+        .join(reference.map_or_else(|| m.apr_file(), |r| r.file.clone()));
     if !apr.is_file() {
         let dtype = m.apr_dtype();
         (ctx.progress)(&format!(
@@ -32,13 +39,14 @@ fn apr_path(ctx: &Context, m: &CanonicalModel, gguf: &Path) -> Result<PathBuf, C
     Ok(apr)
 }
 
-/// Loads the APR engine of the test's model.
+/// Loads the APR engine of the test's model, on the pinned `reference` if there is one.
 pub(super) fn load_apr(
     ctx: &Context,
     m: &CanonicalModel,
+    reference: Option<&ModelPin>,
     gguf: &Path,
 ) -> Result<(AprTransformer, Input), CheckError> {
-    let path = apr_path(ctx, m, gguf)?;
+    let path = apr_path(ctx, m, reference, gguf)?;
     (ctx.progress)(&format!("loading and hashing {}", path.display()));
     let file =
         std::sync::Arc::new(AprFile::open(&path).map_err(|e| CheckError::Input(e.to_string()))?);
@@ -49,7 +57,7 @@ pub(super) fn load_apr(
         (ctx.progress)(&format!("note: {}: {note}", path.display()));
     }
     let input = bytes_input(&path, file.bytes());
-    if let Some(pin) = &m.reference
+    if let Some(pin) = reference
         && input.digest.get("sha256") != Some(&pin.sha256)
     {
         (ctx.progress)(&format!(
@@ -81,7 +89,7 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let tg = with_threads(ctx.threads, || model.forward_traced(&tokens))?;
     drop(model);
     let gguf_path = ctx.models.join(&p.model.file);
-    let (apr, apr_input) = load_apr(ctx, &p.model, &gguf_path)?;
+    let (apr, apr_input) = load_apr(ctx, &p.model, p.reference.as_ref(), &gguf_path)?;
     // The APR file's own tokenizer, if it has one, is only compared: both engines run on
     // the GGUF tokenizer's ids.
     let apr_tokens = match &apr.tokenizer {
@@ -237,7 +245,7 @@ pub fn judge_std_ratio(j: &Judged) -> Result<Judgement, String> {
 pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: TracePromptParams = typed_params(p)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
-    let (apr, input) = load_apr(ctx, &p.model, &ctx.models.join(&p.model.file))?;
+    let (apr, input) = load_apr(ctx, &p.model, None, &ctx.models.join(&p.model.file))?;
     (ctx.progress)(&format!(
         "tracing the APR engine ({} tokens)",
         g.tokens.len()
@@ -318,7 +326,7 @@ fn capture(
 ) -> Result<(crate::trace::Traced, Vec<Input>), CheckError> {
     p.check().map_err(CheckError::Params)?;
     let g = gguf::load(ctx, &p.model, &p.prompt)?;
-    let (apr, input) = load_apr(ctx, &p.model, &ctx.models.join(&p.model.file))?;
+    let (apr, input) = load_apr(ctx, &p.model, None, &ctx.models.join(&p.model.file))?;
     if let Some(&l) = p.layers.iter().find(|&&l| l >= apr.config.n_layer) {
         return Err(CheckError::Params(format!(
             "layer {l} does not exist; the model has {} layers",

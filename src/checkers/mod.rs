@@ -113,15 +113,18 @@ pub fn pinned_model(params: &Value) -> Option<CanonicalModel> {
         .and_then(|m| CanonicalModel::deserialize(m).ok())
 }
 
-/// Every file a test's params pin, as (file, sha256): the test's `model` and its pinned
-/// APR reference, and the model of each side that names its own file.
+/// Every file a test's params pin, as (file, sha256): the test's `model`, its pinned APR
+/// `reference`, and the model of each side that names its own file.
 pub fn pinned_files(params: &Value) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    if let Some(m) = pinned_model(params) {
-        out.push((m.file, m.sha256));
-        if let Some(r) = m.reference {
-            out.push((r.file, r.sha256));
-        }
+    let mut out: Vec<(String, String)> = pinned_model(params)
+        .map(|m| (m.file, m.sha256))
+        .into_iter()
+        .collect();
+    if let Some(r) = params
+        .get("reference")
+        .and_then(|m| params::ModelPin::deserialize(m).ok())
+    {
+        out.push((r.file, r.sha256));
     }
     let sides = params.get("sides").and_then(Value::as_array);
     for side in sides.into_iter().flatten() {
@@ -188,5 +191,38 @@ mod tests {
             .collect();
         let registry: Vec<&str> = super::REGISTRY.iter().map(|c| c.name).collect();
         assert_eq!(catalog, registry);
+    }
+
+    /// A pinned APR reference is part of what makes a run canonical, for the test that
+    /// names it; a test on the same model without one is judged on its model alone.
+    #[test]
+    fn a_pinned_reference_must_match_too() {
+        let (g, a) = ("a".repeat(64), "b".repeat(64));
+        let with = serde_json::json!({
+            "model": {"file": "m.gguf", "sha256": g},
+            "reference": {"file": "m.apr", "sha256": a},
+        });
+        assert_eq!(
+            super::pinned_files(&with),
+            [
+                ("m.gguf".to_string(), g.clone()),
+                ("m.apr".to_string(), a.clone())
+            ]
+        );
+        let digests = |apr: &str| {
+            let (g, apr) = (g.clone(), apr.to_string());
+            move |f: &str| {
+                Some(if f == "m.gguf" {
+                    g.clone()
+                } else {
+                    apr.clone()
+                })
+            }
+        };
+        assert!(super::canonical(&with, digests(&a)));
+        assert!(!super::canonical(&with, digests(&"c".repeat(64))));
+        assert!(!super::canonical(&with, |f: &str| (f == "m.gguf").then(|| g.clone())));
+        let without = serde_json::json!({"model": {"file": "m.gguf", "sha256": g}});
+        assert!(super::canonical(&without, |f: &str| (f == "m.gguf").then(|| g.clone())));
     }
 }

@@ -81,7 +81,7 @@ impl Sides {
                     (Loaded::Gguf(OwnedQuantizedModel::open(&path)?), None)
                 }
                 Side::Engine(Engine::Apr) => {
-                    let (apr, input) = load_apr(ctx, m, &path)?;
+                    let (apr, input) = load_apr(ctx, m, None, &path)?;
                     (Loaded::Apr(apr), Some(input))
                 }
                 Side::File { engine, model } => {

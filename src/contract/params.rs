@@ -23,23 +23,6 @@ pub struct CanonicalModel {
     /// (f32 unless given; f16 halves the file of a large model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apr_dtype: Option<AprDtype>,
-    /// The APR reference itself, pinned: the file the APR engine reads (made by `pv
-    /// convert` in `apr_dtype` when absent). A run is canonical only when this file, too,
-    /// has the pinned sha256.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<ReferencePin>,
-}
-
-/// An APR reference file pinned by digest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReferencePin {
-    /// File name, looked up in `--models DIR` beside the model.
-    #[schemars(regex(pattern = r"^[^/\\]+\.apr$"))]
-    pub file: String,
-    /// Lower-case hex sha256 of the file.
-    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
-    pub sha256: String,
 }
 
 /// A model file pinned by digest, GGUF or APR: an entry of a contract's `models` table, or
@@ -57,9 +40,6 @@ pub struct ModelPin {
     /// is absent (f32 unless given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apr_dtype: Option<AprDtype>,
-    /// For a GGUF model, its APR reference, pinned (see [`CanonicalModel::reference`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<ReferencePin>,
 }
 
 /// A name in a contract's `models` or `prompt_sets` table.
@@ -94,13 +74,9 @@ enum PromptsRef {
 }
 
 impl CanonicalModel {
-    /// The APR reference of this model: the pinned file, or else the one `pv convert` makes
-    /// of it, same stem, `.apr`, with the element type before it when that is not f32
-    /// (`MODEL.f16.apr`).
+    /// The APR file converted from this model (`pv convert`): same stem, `.apr`, with the
+    /// element type before it when that is not f32 (`MODEL.f16.apr`).
     pub fn apr_file(&self) -> String {
-        if let Some(r) = &self.reference {
-            return r.file.clone();
-        }
         let stem = self.file.strip_suffix(".gguf").unwrap_or(&self.file);
         match self.apr_dtype() {
             AprDtype::F32 => format!("{stem}.apr"),
@@ -144,6 +120,13 @@ pub struct StdRatioParams {
     pub slot: Slot,
     /// `[low, high]`: a ratio APR/GGUF inside it is H1 (normal), outside H2 (a bug).
     pub band: [f64; 2],
+    /// The APR reference, pinned (an `.apr` file, inline or a name in the contract's
+    /// `models`): the file the APR engine reads instead of the model's converted sibling,
+    /// made by `pv convert` when absent. A run is canonical only when it, too, has the pinned
+    /// sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<ModelRef<ModelPin>>")]
+    pub reference: Option<ModelPin>,
 }
 
 /// A fix's commit must cite the hypothesis a falsification test recorded.
@@ -482,6 +465,16 @@ impl StdRatioParams {
         if !(lo > 0.0 && lo < hi && hi.is_finite()) {
             return Err(format!(
                 "band must be [low, high] with 0 < low < high, got [{lo}, {hi}]"
+            ));
+        }
+        if let Some(r) = self
+            .reference
+            .as_ref()
+            .filter(|r| !r.file.ends_with(".apr"))
+        {
+            return Err(format!(
+                "reference {:?} is not an .apr file: the APR engine's side is pinned here",
+                r.file
             ));
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! Names stated once per contract: the `models` table (file and sha256) and the
-//! `prompt_sets` table. A test's params may give a name where a model (`model`, or a side's
-//! `model`) or a prompt list (`prompts`) is expected; the loader replaces each name by its
+//! `prompt_sets` table. A test's params may give a name where a model (`model`, a side's
+//! `model`, or a pinned APR `reference`) or a prompt list (`prompts`) is expected; the loader replaces each name by its
 //! entry before the schema and the types see the document. So everything downstream (the
 //! checkers, evidence records, `pv verify`'s comparison of a record's params with the
 //! contract's) sees the pinned file and the list itself, and moving a pin into the table
@@ -16,8 +16,8 @@ use super::yaml::Located;
 struct Table {
     /// The top-level key holding the table.
     name: &'static str,
-    /// The params key a name may stand in for.
-    key: &'static str,
+    /// The params keys a name may stand in for.
+    keys: &'static [&'static str],
     /// The rule id of a name that is not in the table.
     rule: &'static str,
 }
@@ -25,12 +25,12 @@ struct Table {
 const TABLES: [Table; 2] = [
     Table {
         name: "models",
-        key: "model",
+        keys: &["model", "reference"],
         rule: "unknown-model",
     },
     Table {
         name: "prompt_sets",
-        key: "prompts",
+        keys: &["prompts"],
         rule: "unknown-prompt-set",
     },
 ];
@@ -67,7 +67,7 @@ pub fn resolve(display: &str, doc: &mut Located) -> Vec<Finding> {
             Finding {
                 rule: TABLES
                     .iter()
-                    .find(|t| t.key == key)
+                    .find(|t| t.keys.contains(&key))
                     .map_or("unknown-model", |t| t.rule),
                 severity: Severity::Error,
                 file: display.to_string(),
@@ -90,7 +90,10 @@ fn walk(
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
                 let here = format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"));
-                let slot = TABLES.iter().zip(tables).find(|(t, _)| t.key == k);
+                let slot = TABLES
+                    .iter()
+                    .zip(tables)
+                    .find(|(t, _)| t.keys.contains(&k.as_str()));
                 match (slot, child.as_str()) {
                     (Some((t, table)), Some(name)) => {
                         match table.as_ref().and_then(|tb| tb.get(name)) {

@@ -318,7 +318,7 @@ fn check_tables(s: &mut Sink) {
     let mut found = Vec::new();
     for (name, pin) in &k.models {
         let v = serde_json::to_value(pin).unwrap_or_default();
-        if !holds("model", &v) {
+        if !holds("model", &v) && !holds("reference", &v) {
             found.push(("unused-model", format!("/models/{name}"), name));
         }
     }
