@@ -275,10 +275,10 @@ impl<W: Write> CrcWriter<W> {
 
     /// Appends the CRC32 of everything written so far (little-endian, not itself hashed)
     /// and returns the inner writer.
-    pub fn append_crc(mut self) -> std::io::Result<W> {
-        let crc = self.hasher.clone().finalize();
-        self.inner.write_all(&crc.to_le_bytes())?;
-        Ok(self.inner)
+    pub fn append_crc(self) -> std::io::Result<W> {
+        let CrcWriter { mut inner, hasher } = self;
+        inner.write_all(&hasher.finalize().to_le_bytes())?;
+        Ok(inner)
     }
 
     /// The inner writer, without a CRC.

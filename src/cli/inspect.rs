@@ -119,7 +119,7 @@ fn summarised(v: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-fn short(v: &serde_json::Value) -> String {
+fn one_line(v: &serde_json::Value) -> String {
     match summarised(v) {
         serde_json::Value::Object(o) if o.get("type").is_some() && o.get("len").is_some() => {
             format!("[{} {}]", o["len"], o["type"].as_str().unwrap_or_default())
@@ -212,7 +212,7 @@ fn apr(a: Args) -> Result<(), CliError> {
             tokenizer_line(&mut o, &tok);
             let _ = writeln!(o, "\nmetadata ({} keys):", meta.len());
             for (k, v) in &meta {
-                let _ = writeln!(o, "  {k} = {}", crate::fsutil::short(&short(v), 100));
+                let _ = writeln!(o, "  {k} = {}", crate::fsutil::short(&one_line(v), 100));
             }
             let _ = writeln!(o, "\ntensors ({}):", f.tensors.len());
             let _ = writeln!(
