@@ -226,6 +226,37 @@ fn pv_reads_apr_import_files_and_traces_them_as_its_own() {
     }
 }
 
+/// A file whose metadata says little more than the family (by its Hugging Face class name),
+/// the heads and the epsilon: the widths, layer count, vocabulary and KV heads are read off
+/// the tensor table, each said so, and the model is the same.
+#[test]
+fn what_the_tensor_table_says_need_not_be_in_the_metadata() {
+    let gguf = common::synthetic_model("qwen2", GgmlType::Q8_0, None);
+    let full = apr_import(&gguf);
+    let sparse = rewritten_by_aprender(&full, |m| {
+        m.hf_architecture = Some("Qwen2ForCausalLM".into());
+        m.model_type = "Auto".into();
+        (m.architecture, m.hidden_size, m.num_layers) = (None, None, None);
+        (m.num_kv_heads, m.vocab_size, m.intermediate_size) = (None, None, None);
+        m.rope_type = Some(2);
+    });
+    let (a, b) = (load(sparse), load(full));
+    assert_eq!(a.config, b.config);
+    for key in [
+        "hidden_size 256",
+        "num_layers 2",
+        "intermediate_size 512",
+        "num_kv_heads 2",
+    ] {
+        assert!(
+            a.notes.iter().any(|n| n.starts_with(key)),
+            "{key}: {:?}",
+            a.notes
+        );
+    }
+    assert_eq!(trace(&a, &TOKENS), trace(&b, &TOKENS));
+}
+
 /// `apr import` of SmolLM2 Q4_1 as aprender writes it: pv's trace of it is pv's trace of
 /// its own conversion, to the bit.
 #[test]
@@ -382,6 +413,9 @@ fn aprenders_own_quantized_files_under_hf_names_trace_as_the_same_weights_in_f32
         assert!(kinds.contains(&DType::AprQ4) && kinds.contains(&DType::AprQ8));
         let (a, b) = (load(theirs), load(same.to_bytes().unwrap()));
         assert_eq!(a.config, b.config, "{arch}");
+        // HF names say nothing of a llama's q/k row order: said, for llama only.
+        let said = a.notes.iter().any(|n| n.contains("q/k rows"));
+        assert_eq!(said, arch == "llama", "{arch}: {:?}", a.notes);
         assert_eq!(trace(&a, &TOKENS), trace(&b, &TOKENS), "{arch}: to the bit");
     }
 }

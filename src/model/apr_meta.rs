@@ -33,8 +33,13 @@ pub struct AprModel<'a> {
 }
 
 /// Architecture names aprender and Hugging Face use, with the family pv runs.
-const ARCH_NAMES: [(&str, Arch); 9] = [
+const ARCH_NAMES: [(&str, Arch); 14] = [
     ("llama", Arch::Llama),
+    ("llamaforcausallm", Arch::Llama),
+    ("qwen2forcausallm", Arch::Qwen2),
+    ("qwen3forcausallm", Arch::Qwen3),
+    ("gemma3forcausallm", Arch::Gemma3),
+    ("gemma3forconditionalgeneration", Arch::Gemma3),
     ("smollm", Arch::Llama),
     ("smollm2", Arch::Llama),
     ("qwen2", Arch::Qwen2),
@@ -108,6 +113,20 @@ pub fn read(file: &AprFile) -> Result<AprModel<'_>, ModelError> {
                         .into(),
                 );
             }
+            let hf_q = file
+                .tensors
+                .iter()
+                .any(|t| t.name.ends_with(".self_attn.q_proj.weight"));
+            if hf_q && arch.rope_style() == RopeStyle::Adjacent {
+                notes.push(format!(
+                    "Hugging Face names on a {} model: pv maps names only and takes the q/k rows \
+                     in the order the file stores them, rotating adjacent pairs as the family \
+                     does (as realizar does); a file imported from SafeTensors keeps Hugging \
+                     Face's row order, which rotates halves, and aprender records no layout to \
+                     tell the two apart",
+                    arch.name()
+                ));
+            }
             let named = |e: ConfigError| (e.param.aprender_key().to_string(), e.reason);
             (config, tokenizer, named as fn(ConfigError) -> MetaErr)
         }
@@ -162,18 +181,26 @@ fn pv_config(meta: &Map<String, Value>) -> Result<ModelConfig, MetaErr> {
 }
 
 /// The family an aprender file names: `architecture`, else `hf_model_type`, else
-/// `model_type` (aprender writes `"Auto"` there when it did not know).
+/// `model_type` (aprender writes `"Auto"` there when it did not know), else the Hugging Face
+/// class name `hf_architecture`.
 fn aprender_arch(meta: &Map<String, Value>) -> Result<Arch, MetaErr> {
-    let named = ["architecture", "hf_model_type", "model_type"]
-        .into_iter()
-        .find_map(|k| {
-            let s = meta.get(k)?.as_str()?.to_ascii_lowercase();
-            (!s.is_empty() && s != "auto").then_some((k, s))
-        });
+    let named = [
+        "architecture",
+        "hf_model_type",
+        "model_type",
+        "hf_architecture",
+    ]
+    .into_iter()
+    .find_map(|k| {
+        let s = meta.get(k)?.as_str()?.to_ascii_lowercase();
+        (!s.is_empty() && s != "auto").then_some((k, s))
+    });
     let Some((key, name)) = named else {
         return Err((
             "architecture".into(),
-            "missing: no architecture, hf_model_type or model_type names the family".into(),
+            "missing: no architecture, hf_model_type, model_type or hf_architecture names the \
+             family"
+                .into(),
         ));
     };
     ARCH_NAMES
@@ -296,7 +323,44 @@ fn aprender_config(
 ) -> Result<ModelConfig, MetaErr> {
     use Hyper::*;
     let spec = arch.spec();
-    let n_embd = required(count(meta, NEmbd, false)?, NEmbd)?;
+    // The widths and the layer count are unambiguous in the tensor table: taken from it
+    // (and said so) when the metadata leaves them out.
+    let mut from_tensors = |h: Hyper, what: &str, v: Option<usize>| -> Result<usize, MetaErr> {
+        if let Some(n) = count(meta, h, false)? {
+            return Ok(n);
+        }
+        let n = required(v.filter(|&n| n > 0), h)?;
+        notes.push(format!("{} {n} inferred from {what}", h.aprender_key()));
+        Ok(n)
+    };
+    let n_embd = from_tensors(
+        NEmbd,
+        "the columns of token_embd.weight",
+        tensors
+            .get("token_embd.weight")
+            .and_then(|t| t.dims.last())
+            .and_then(|&c| usize::try_from(c).ok()),
+    )?;
+    let n_layer = from_tensors(
+        NLayer,
+        "the blk groups of the tensor table",
+        tensors
+            .keys()
+            .filter_map(|n| {
+                n.strip_prefix("blk.")?
+                    .split_once('.')?
+                    .0
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map(|l| l + 1),
+    )?;
+    let n_ff = from_tensors(
+        NFf,
+        "the rows of blk.0.ffn_gate.weight",
+        rows(tensors, "blk.0.ffn_gate.weight"),
+    )?;
     let n_head = required(count(meta, NHead, false)?, NHead)?;
     // aprender's GGUF import leaves head_dim out (Gemma 3's heads are wider than
     // width / heads): the query projection's rows say it.
@@ -380,9 +444,9 @@ fn aprender_config(
     };
     Ok(ModelConfig {
         arch,
-        n_layer: required(count(meta, NLayer, false)?, NLayer)?,
+        n_layer,
         n_embd,
-        n_ff: required(count(meta, NFf, false)?, NFf)?,
+        n_ff,
         n_head,
         n_head_kv,
         head_dim,
