@@ -77,12 +77,12 @@ enum Command {
     Diff(diff::Args),
     /// Derive per-slot, per-layer limits for `pv diff` from an intact GGUF/APR pair's noise.
     Calibrate(calibrate::Args),
-    /// Convert a GGUF model to the APR reference format (f32 by default).
+    /// Convert a GGUF model to an APR file in aprender's dialect, the reference (f32 by default).
     Convert(convert::Args),
     /// Write a synthetic model at a real shape (Qwen2 0.5B-7B, Llama 3 1B-8B), for measuring
     /// cost.
     Synth(synth::Args),
-    /// Show a GGUF model's architecture, hyper-parameters, tokenizer and tensor table.
+    /// Show a GGUF or APR model's architecture, hyper-parameters, tokenizer and tensor table.
     Inspect(inspect::Args),
     /// Turn text into the model's token ids (special tokens such as <|im_start|> stay whole).
     Tokenize(tokenize::Args),
