@@ -6,6 +6,7 @@ mod calibrate;
 mod convert;
 mod diff;
 mod discharge;
+mod engine_trace;
 mod inspect;
 mod keygen;
 mod ledger;
@@ -73,6 +74,8 @@ enum Command {
     Measure(measure::Args),
     /// Trace one forward pass: per-layer activation statistics down to the FFN's sub-steps.
     Trace(trace::Args),
+    /// One traced pass on given token ids, as the engine protocol asks (pv's own engine).
+    EngineTrace(engine_trace::Args),
     /// Compare two models (GGUF or APR) slot by slot on the same tokens.
     Diff(diff::Args),
     /// Derive per-slot, per-layer limits for `pv diff` from an intact GGUF/APR pair's noise.
@@ -297,6 +300,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Trace(a) => trace::run(a),
+        Command::EngineTrace(a) => engine_trace::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Diff(a) => diff::run(a),

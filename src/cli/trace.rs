@@ -6,13 +6,15 @@ use std::path::PathBuf;
 
 use super::{CliError, Format, emit, load_traceable, print_json};
 use crate::model::{Slot, with_threads};
-use crate::trace::{CaptureSpec, ForwardTrace, TraceOptions, write_npy};
+use crate::trace::engine::{self, Engine, EngineError};
+use crate::trace::{CaptureSpec, Captured, ForwardTrace, TraceOptions, Traced, write_npy};
 
 /// Arguments of `pv trace`.
 #[derive(clap::Args)]
 #[command(
     after_help = "The table shows each slot's population std over all tokens; `!` marks NaN/Inf, \
-`^` a std more than 8x the median of the same slot over all layers.\n\nExamples:\n  \
+`^` a std more than 8x the median of the same slot over all layers, `-` a slot the engine \
+does not capture.\n\nExamples:\n  \
 pv trace models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'What is 2+2?'\n  \
 pv trace models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'What is 2+2?' --format json > trace.json\n  \
 pv trace models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'What is 2+2?' --dump out --slots ffn_inner,l_out --layers 3,4"
@@ -42,6 +44,11 @@ pub struct Args {
     /// zero-channel=N, zero-fraction=F, swap-channels=A,B, negate, drop-residual).
     #[arg(long, value_name = "SLOT@LAYER:KIND")]
     fault: Option<crate::model::Fault>,
+    /// The engine that runs the pass: pv (its GGUF or APR engine, by the file), an engine
+    /// pv knows by name (realizar, llama.cpp; built by scripts/engines.sh), or the path of an
+    /// executable speaking the engine protocol. The prompt is tokenized by pv.
+    #[arg(long, default_value = "pv")]
+    engine: String,
     /// Worker threads (0 = all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
@@ -77,19 +84,38 @@ pub fn run(a: Args) -> Result<(), CliError> {
         fault: a.fault,
         inputs: None,
     };
-    let traced = with_threads(a.threads, || model.forward_traced_with(&tokens, &options))?;
-    if let Some(dir) = &a.dump {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CliError::input(format!("{}: {e}", dir.display())))?;
-        for c in &traced.captured {
-            let name = match c.layer {
-                Some(l) => format!("{}-{l}.npy", c.slot.name()),
-                None => format!("{}.npy", c.slot.name()),
-            };
-            let path = dir.join(name);
-            write_npy(&path, &c.data, c.data.len() / c.width, c.width)
-                .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
+    let traced = match Engine::resolve(&a.engine).map_err(|e| CliError::input(e.to_string()))? {
+        Engine::Pv => with_threads(a.threads, || model.forward_traced_with(&tokens, &options))?,
+        Engine::External { name, program } => {
+            if a.fault.is_some() {
+                return Err(CliError::input(format!(
+                    "--fault injects into pv's engines only, not into {name}"
+                )));
+            }
+            let answer = engine::run(
+                &program,
+                &name,
+                &engine::Request {
+                    model: &a.model,
+                    tokens: &tokens,
+                    per_token: a.per_token,
+                    top_k: options.top_k,
+                    capture: options.capture.as_ref(),
+                },
+            )
+            .map_err(engine_error)?;
+            Traced {
+                trace: answer.trace,
+                logits: answer.logits.unwrap_or(crate::model::Logits {
+                    vocab: 0,
+                    data: Vec::new(),
+                }),
+                captured: answer.captured,
+            }
         }
+    };
+    if let Some(dir) = &a.dump {
+        write_dumps(dir, &traced.captured)?;
         eprintln!(
             "wrote {} tensors to {}",
             traced.captured.len(),
@@ -104,23 +130,56 @@ pub fn run(a: Args) -> Result<(), CliError> {
     }
 }
 
+/// An engine's failure as a command error: bad input when the engine is missing or refused
+/// the model, else a failure.
+pub(super) fn engine_error(e: EngineError) -> CliError {
+    match e {
+        EngineError::Missing(_) | EngineError::Refused { .. } => CliError::input(e.to_string()),
+        EngineError::Failed { .. } | EngineError::Protocol { .. } => CliError::other(e.to_string()),
+    }
+}
+
+/// Writes captured tensors into `dir` as `SLOT-LAYER.npy` (`SLOT.npy` for the
+/// once-per-pass slots), the names the engine protocol uses.
+pub(super) fn write_dumps(dir: &std::path::Path, captured: &[Captured]) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|e| CliError::input(format!("{}: {e}", dir.display())))?;
+    for c in captured {
+        let name = match c.layer {
+            Some(l) => format!("{}-{l}.npy", c.slot.name()),
+            None => format!("{}.npy", c.slot.name()),
+        };
+        let path = dir.join(name);
+        write_npy(&path, &c.data, c.data.len() / c.width, c.width)
+            .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// The per-layer std table, with NaN/Inf and outliers flagged.
 fn table(t: &ForwardTrace, layers: Option<&[usize]>) -> String {
     let median = |slot: Slot| {
         let mut v: Vec<f64> = t
             .layers
             .iter()
-            .map(|l| l.get(slot).expect("layer slot").all.std)
+            .filter_map(|l| Some(l.get(slot)?.all.std))
             .collect();
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let slots = t.layer_slots();
+    // Every slot any layer records (an engine may capture fewer than pv's).
+    let mut slots: Vec<Slot> = t
+        .layers
+        .iter()
+        .flat_map(|l| l.slots().map(|(s, _)| s))
+        .collect();
+    slots.sort();
+    slots.dedup();
     let medians: Vec<f64> = slots.iter().map(|&s| median(s)).collect();
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{} tokens; std over all tokens (scope `all`), population, f64",
+        "{}: {} tokens; std over all tokens (scope `all`), population, f64",
+        t.engine,
         t.tokens.len()
     );
     let _ = write!(o, "{:>5}", "layer");
@@ -134,7 +193,10 @@ fn table(t: &ForwardTrace, layers: Option<&[usize]>) -> String {
         }
         let _ = write!(o, "{l:>5}");
         for (i, s) in slots.iter().enumerate() {
-            let st = &layer.get(*s).expect("layer slot").all;
+            let Some(st) = layer.get(*s).map(|x| &x.all) else {
+                let _ = write!(o, " {:>10}", "-");
+                continue;
+            };
             let flag = if st.nan + st.inf > 0 {
                 "!"
             } else if medians[i] > 0.0 && st.std > 8.0 * medians[i] {

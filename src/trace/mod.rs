@@ -2,6 +2,7 @@
 //! as production with an observer that records every capture point.
 
 mod diff;
+pub mod engine;
 mod limits;
 mod npy;
 mod observer;
@@ -14,7 +15,7 @@ pub use diff::{
     Worst, diff, judge_set, judge_summary, kl_divergence, summarize,
 };
 pub use limits::{Bound, Calibration, Limit, Thresholds, Values, calibrate};
-pub use npy::{npy_bytes, write_npy};
+pub use npy::{npy_bytes, read_npy, write_npy};
 pub use observer::{CaptureSpec, Captured, TraceObserver};
 pub use parity::{ParityError, check_parity};
 pub use stats::{ActivationStats, Scope, ScopeKind};
