@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::{CliError, Format, emit, load_traceable, print_json};
 use crate::model::{Slot, with_threads};
 use crate::trace::engine::{self, Engine, EngineError};
-use crate::trace::{CaptureSpec, Captured, ForwardTrace, TraceOptions, Traced, write_npy};
+use crate::trace::{CaptureSpec, ForwardTrace, TraceOptions, Traced};
 
 /// Arguments of `pv trace`.
 #[derive(clap::Args)]
@@ -115,7 +115,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
         }
     };
     if let Some(dir) = &a.dump {
-        write_dumps(dir, &traced.captured)?;
+        engine::write_dumps(dir, &traced.captured)
+            .map_err(|e| CliError::input(format!("{}: {e}", dir.display())))?;
         eprintln!(
             "wrote {} tensors to {}",
             traced.captured.len(),
@@ -137,22 +138,6 @@ pub(super) fn engine_error(e: EngineError) -> CliError {
         EngineError::Missing(_) | EngineError::Refused { .. } => CliError::input(e.to_string()),
         EngineError::Failed { .. } | EngineError::Protocol { .. } => CliError::other(e.to_string()),
     }
-}
-
-/// Writes captured tensors into `dir` as `SLOT-LAYER.npy` (`SLOT.npy` for the
-/// once-per-pass slots), the names the engine protocol uses.
-pub(super) fn write_dumps(dir: &std::path::Path, captured: &[Captured]) -> Result<(), CliError> {
-    std::fs::create_dir_all(dir).map_err(|e| CliError::input(format!("{}: {e}", dir.display())))?;
-    for c in captured {
-        let name = match c.layer {
-            Some(l) => format!("{}-{l}.npy", c.slot.name()),
-            None => format!("{}.npy", c.slot.name()),
-        };
-        let path = dir.join(name);
-        write_npy(&path, &c.data, c.data.len() / c.width, c.width)
-            .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
-    }
-    Ok(())
 }
 
 /// The per-layer std table, with NaN/Inf and outliers flagged.

@@ -28,11 +28,72 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{CaptureSpec, Captured, ForwardTrace, read_npy};
+use super::{CaptureSpec, Captured, ForwardTrace, capture_all, read_npy, write_npy};
 use crate::model::{Logits, Slot};
 
 /// The protocol's name.
 pub const PROTOCOL: &str = "pv-engine/1";
+
+/// The protocol's command line after `engine-trace`: one definition for pv's side and for
+/// every adapter (`#[command(flatten)]` it).
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineArgs {
+    /// The model file.
+    pub model: PathBuf,
+    /// The token ids of the pass, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tokens: Vec<u32>,
+    /// How many of the last position's largest logits to record.
+    #[arg(long, default_value_t = 10)]
+    pub top_k: usize,
+    /// Per-token statistics too.
+    #[arg(long)]
+    pub per_token: bool,
+    /// Write the tensors of --slots (default all) as float32 .npy files into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub dump: Option<PathBuf>,
+    /// Slots to dump (pv's names, or `all`).
+    #[arg(long, value_delimiter = ',', requires = "dump")]
+    pub slots: Option<Vec<String>>,
+    /// Layers to dump (default every layer).
+    #[arg(long, value_delimiter = ',', requires = "dump")]
+    pub layers: Option<Vec<usize>>,
+}
+
+impl EngineArgs {
+    /// What to keep whole: `None` without `--dump`; `--slots` (all when absent or `all`).
+    pub fn capture(&self) -> Result<Option<CaptureSpec>, String> {
+        if self.dump.is_none() {
+            return Ok(None);
+        }
+        let slots = match self.slots.as_deref() {
+            None => capture_all().slots,
+            Some(s) if s.iter().any(|x| x == "all") => capture_all().slots,
+            Some(s) => s
+                .iter()
+                .map(|x| Slot::from_name(x).ok_or_else(|| format!("--slots: unknown slot {x:?}")))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Some(CaptureSpec {
+            slots,
+            layers: self.layers.clone(),
+        }))
+    }
+}
+
+/// Writes kept tensors into `dir` as the protocol names them: `SLOT-LAYER.npy`, and
+/// `SLOT.npy` for the once-per-pass slots.
+pub fn write_dumps(dir: &Path, captured: &[Captured]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for c in captured {
+        let name = match c.layer {
+            Some(l) => format!("{}-{l}.npy", c.slot.name()),
+            None => format!("{}.npy", c.slot.name()),
+        };
+        write_npy(&dir.join(name), &c.data, c.data.len() / c.width, c.width)?;
+    }
+    Ok(())
+}
 
 /// An engine pv knows by name: the executable `scripts/engines.sh NAME` builds.
 pub struct KnownEngine {

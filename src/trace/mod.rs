@@ -189,6 +189,41 @@ pub trait TracedForward {
     ) -> Result<Traced, ModelError>;
 }
 
+/// The trace of a pass an observer has seen, and the tensors it kept: `slots` are the
+/// per-layer slots every layer must have (`None` if one is missing, or a once-per-pass
+/// slot), `last_logits` the last position's logits for the top-k. pv's engines and any
+/// engine adapter that hands its tensors to a [`TraceObserver`] assemble traces this way.
+pub fn assemble(
+    engine: &str,
+    tokens: &[u32],
+    mut obs: TraceObserver,
+    slots: &[Slot],
+    last_logits: &[f32],
+    k: usize,
+) -> Option<(ForwardTrace, Vec<Captured>)> {
+    let captured = std::mem::take(&mut obs.captured);
+    let (layers, [embd, final_norm, logit_stats]) = obs.finish(slots)?;
+    let trace = ForwardTrace {
+        format: TRACE_FORMAT.into(),
+        engine: engine.into(),
+        statistics: STATISTICS.into(),
+        tokens: tokens.to_vec(),
+        embd,
+        layers,
+        final_norm,
+        logits: LogitsTrace {
+            all: logit_stats.all,
+            last: logit_stats.last,
+            per_token: logit_stats.per_token,
+            top_k: top_k(last_logits, k)
+                .into_iter()
+                .map(|(t, v)| (t as u32, v))
+                .collect(),
+        },
+    };
+    Some((trace, captured))
+}
+
 /// Runs one observed pass and assembles its trace.
 fn trace_with(
     config: &crate::model::ModelConfig,
@@ -203,28 +238,15 @@ fn trace_with(
         options.inputs.as_deref(),
         &mut faulty,
     ))?;
-    let captured = std::mem::take(&mut obs.captured);
-    let (layers, [embd, final_norm, logit_stats]) = obs
-        .finish(&Slot::layer_slots(config.spec()))
-        .expect("the forward pass observes every capture point");
-    let trace = ForwardTrace {
-        format: TRACE_FORMAT.into(),
-        engine: engine.into(),
-        statistics: STATISTICS.into(),
-        tokens: tokens.to_vec(),
-        embd,
-        layers,
-        final_norm,
-        logits: LogitsTrace {
-            all: logit_stats.all,
-            last: logit_stats.last,
-            per_token: logit_stats.per_token,
-            top_k: top_k(logits.last(), options.top_k)
-                .into_iter()
-                .map(|(t, v)| (t as u32, v))
-                .collect(),
-        },
-    };
+    let (trace, captured) = assemble(
+        engine,
+        tokens,
+        obs,
+        &Slot::layer_slots(config.spec()),
+        logits.last(),
+        options.top_k,
+    )
+    .expect("the forward pass observes every capture point");
     Ok(Traced {
         trace,
         logits,

@@ -14,15 +14,13 @@
 //! not in the trace: pv reports it as not captured.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pv::model::{Observer, Slot, top_k};
-use pv::trace::{
-    CaptureSpec, ForwardTrace, LogitsTrace, STATISTICS, TRACE_FORMAT, TraceObserver, capture_all,
-    write_npy,
-};
+use pv::model::{Observer, Slot};
+use pv::trace::engine::{EngineArgs, write_dumps};
+use pv::trace::{ForwardTrace, TraceObserver, assemble};
 use realizar::apr_transformer::AprTransformer;
 use realizar::gguf::{MappedGGUFModel, OwnedQuantizedKVCache, OwnedQuantizedModel};
 use realizar::inference_trace::gpu_stage_dump::per_op_tap;
@@ -62,32 +60,9 @@ struct Cli {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// One traced pass of realizar on given token ids, answered as pv's trace.
-    EngineTrace(Args),
-}
-
-#[derive(clap::Args)]
-struct Args {
-    /// The model: `.gguf` (realizar's GGUF path) or `.apr` (its APR path).
-    model: PathBuf,
-    /// The token ids, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
-    tokens: Vec<u32>,
-    /// How many of the last position's largest logits to record.
-    #[arg(long, default_value_t = 10)]
-    top_k: usize,
-    /// Per-token statistics too.
-    #[arg(long)]
-    per_token: bool,
-    /// Write the tensors of --slots as float32 .npy files into DIR.
-    #[arg(long, value_name = "DIR")]
-    dump: Option<PathBuf>,
-    /// Slots to dump (pv's names, or `all`).
-    #[arg(long, value_delimiter = ',', requires = "dump")]
-    slots: Option<Vec<String>>,
-    /// Layers to dump.
-    #[arg(long, value_delimiter = ',', requires = "dump")]
-    layers: Option<Vec<usize>>,
+    /// One traced pass of realizar on given token ids, answered as pv's trace (a `.gguf`
+    /// through realizar's GGUF path, a `.apr` through its APR path).
+    EngineTrace(EngineArgs),
 }
 
 /// realizar's stage tensors by (stage name, layer; `None` for a whole-model stage), every
@@ -240,7 +215,7 @@ fn run_apr(model: &Path, tokens: &[u32], scratch: &Path) -> Result<(Stages, Vec<
     Ok((tensors, logits))
 }
 
-fn run(a: &Args) -> Result<ForwardTrace, Failure> {
+fn run(a: &EngineArgs) -> Result<ForwardTrace, Failure> {
     if a.tokens.is_empty() {
         return Err(bad("no tokens"));
     }
@@ -256,10 +231,7 @@ fn run(a: &Args) -> Result<ForwardTrace, Failure> {
     let _ = std::fs::remove_dir_all(&scratch);
     let (tensors, logits) = result?;
     let n = a.tokens.len();
-    let capture = match &a.dump {
-        None => None,
-        Some(_) => Some(spec(a.slots.as_deref(), a.layers.clone())?),
-    };
+    let capture = a.capture().map_err(bad)?;
     let mut obs = TraceObserver::new(n_layer, a.per_token, capture);
     let width = |name: &str, data: &[f32]| -> Result<usize, Failure> {
         match data.len() % n {
@@ -321,59 +293,29 @@ fn run(a: &Args) -> Result<ForwardTrace, Failure> {
         .filter(|&(_, &count)| count == n_layer)
         .map(|(&s, _)| s)
         .collect();
-    let captured = std::mem::take(&mut obs.captured);
-    let (mut layers, [embd, final_norm, logit_stats]) = obs
-        .finish(&slots)
-        .ok_or_else(|| failed("realizar gave no embedding or final norm"))?;
-    for l in &mut layers {
-        l.0.retain(|s, _| slots.contains(s));
-    }
-    if let Some(dir) = &a.dump {
-        std::fs::create_dir_all(dir).map_err(|e| bad(format!("{}: {e}", dir.display())))?;
-        for c in captured
-            .iter()
-            .filter(|c| c.layer.is_none() || slots.contains(&c.slot))
-        {
-            let name = match c.layer {
-                Some(l) => format!("{}-{l}.npy", c.slot.name()),
-                None => format!("{}.npy", c.slot.name()),
-            };
-            write_npy(&dir.join(name), &c.data, n, c.width).map_err(|e| failed(e.to_string()))?;
-        }
-    }
     let path = if apr {
         "apr: AprTransformer::forward_traced_with_plan"
     } else {
         "gguf: OwnedQuantizedModel::forward_single_with_cache"
     };
-    Ok(ForwardTrace {
-        format: TRACE_FORMAT.into(),
-        engine: format!("{ENGINE} {path}"),
-        statistics: STATISTICS.into(),
-        tokens: a.tokens.clone(),
-        embd,
-        layers,
-        final_norm,
-        logits: LogitsTrace {
-            all: logit_stats.all,
-            last: logit_stats.last,
-            per_token: logit_stats.per_token,
-            top_k: top_k(&logits[(n - 1) * vocab..], a.top_k)
-                .into_iter()
-                .map(|(t, v)| (t as u32, v))
-                .collect(),
-        },
-    })
-}
-
-fn spec(slots: Option<&[String]>, layers: Option<Vec<usize>>) -> Result<CaptureSpec, Failure> {
-    let slots = match slots {
-        None => capture_all().slots,
-        Some(s) if s.iter().any(|x| x == "all") => capture_all().slots,
-        Some(s) => s
-            .iter()
-            .map(|x| Slot::from_name(x).ok_or_else(|| bad(format!("--slots: unknown slot {x:?}"))))
-            .collect::<Result<_, _>>()?,
-    };
-    Ok(CaptureSpec { slots, layers })
+    let (mut trace, captured) = assemble(
+        &format!("{ENGINE} {path}"),
+        &a.tokens,
+        obs,
+        &slots,
+        &logits[(n - 1) * vocab..],
+        a.top_k,
+    )
+    .ok_or_else(|| failed("realizar gave no embedding or final norm"))?;
+    for l in &mut trace.layers {
+        l.0.retain(|s, _| slots.contains(s));
+    }
+    if let Some(dir) = &a.dump {
+        let kept: Vec<_> = captured
+            .into_iter()
+            .filter(|c| c.layer.is_none() || slots.contains(&c.slot))
+            .collect();
+        write_dumps(dir, &kept).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+    }
+    Ok(trace)
 }
