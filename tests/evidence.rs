@@ -721,8 +721,16 @@ fn the_main_job_discharges_ffn_gguf_003_on_smollm2() {
     };
     let root = common::root();
     let d = fresh_dir("mainjob");
-    // What the contracts reference must exist: the sources, schemas and prompt sets.
-    for sub in ["contracts", "schemas", "src", "tests/fixtures/prompts"] {
+    // What the contracts reference must exist: the sources (pv's and the engine adapters'),
+    // scripts, schemas and prompt sets.
+    for sub in [
+        "contracts",
+        "schemas",
+        "src",
+        "engines",
+        "scripts",
+        "tests/fixtures/prompts",
+    ] {
         copy_dir(&root.join(sub), &d.join(sub));
     }
     std::fs::copy(root.join("Cargo.lock"), d.join("Cargo.lock")).unwrap();

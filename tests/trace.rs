@@ -114,6 +114,46 @@ fn smollm2_trace_is_complete_valid_and_bit_identical() {
     );
 }
 
+/// A slot only one trace records is refused between pv's engines, and listed as not
+/// captured (by the engine lacking it) when that side may leave slots out; its scopes and
+/// everything else must still agree.
+#[test]
+fn parity_lists_what_a_partial_engine_did_not_capture() {
+    let model =
+        OwnedQuantizedModel::from_mapped(common::synthetic_model("llama", GgmlType::Q8_0, None))
+            .unwrap();
+    let a = model.forward_traced(&[1, 2, 3]).unwrap();
+    let mut b = a.clone();
+    b.engine = "other 1.0".into();
+    for l in &mut b.layers {
+        l.0.remove(&Slot::FfnGate);
+    }
+    assert!(matches!(
+        check_parity(&a, &b),
+        Err(ParityError::Slot { .. })
+    ));
+    assert!(pv::trace::parity(&a, &b, [true, false]).is_err());
+    let missing = pv::trace::parity(&a, &b, [false, true]).unwrap();
+    let got: Vec<(usize, Slot, &str)> = missing
+        .iter()
+        .map(|m| (m.layer, m.slot, m.engine.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, Slot::FfnGate, "other 1.0"),
+            (1, Slot::FfnGate, "other 1.0")
+        ]
+    );
+    let mut c = b.clone();
+    let inner = c.layers[1].get_mut(Slot::FfnInner).unwrap();
+    inner.last = inner.all.clone();
+    assert!(matches!(
+        pv::trace::parity(&a, &c, [false, true]),
+        Err(ParityError::Scope { .. })
+    ));
+}
+
 #[test]
 fn parity_refuses_unlike_traces_and_capture_keeps_whole_tensors() {
     let model =

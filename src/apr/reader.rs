@@ -110,6 +110,14 @@ impl AprFile {
         Self::parse(Bytes::Mapped(map))
     }
 
+    /// The metadata section's bytes, as stored.
+    pub fn metadata_bytes(&self) -> &[u8] {
+        let b = self.bytes();
+        let len = u32::from_le_bytes(b[20..24].try_into().expect("a checked header")) as usize;
+        let at = self.metadata_offset as usize;
+        &b[at..at + len]
+    }
+
     /// The whole file's bytes (mapped or held).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes

@@ -150,6 +150,22 @@ impl AprWriter {
         })
     }
 
+    /// A file whose metadata section is `bytes` exactly, JSON or not: for files made to
+    /// test other readers (pv's own reader refuses metadata that is not a JSON object).
+    pub fn with_metadata_bytes(bytes: Vec<u8>) -> Result<Self, AprError> {
+        if u32::try_from(bytes.len()).is_err() {
+            return Err(AprError::malformed(
+                "metadata_size",
+                20,
+                format!("{} bytes of metadata do not fit a u32", bytes.len()),
+            ));
+        }
+        Ok(AprWriter {
+            metadata: bytes,
+            tensors: Vec::new(),
+        })
+    }
+
     /// Adds a tensor; `dims` outermost first, `data` already encoded in `dtype`.
     pub fn tensor(
         &mut self,

@@ -16,7 +16,7 @@ use crate::trace::{CaptureSpec, TraceOptions, TracedForward, check_parity};
 
 /// The APR reference of the test's GGUF model: the pinned `reference`, else its sibling;
 /// converted (streamed, atomically, in the model's `apr_dtype`) when absent.
-fn apr_path(
+pub(super) fn apr_path(
     ctx: &Context,
     m: &CanonicalModel,
     reference: Option<&ModelPin>,
@@ -75,6 +75,9 @@ pub(super) fn load_apr(
 pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: StdRatioParams = typed_params(p)?;
     p.check().map_err(CheckError::Params)?;
+    if let Some(name) = p.engine.and_then(|e| e.external()) {
+        return external_std_ratio(&p, name, ctx);
+    }
     // One engine at a time: the GGUF model is traced and unmapped before the APR file is
     // mapped, so peak memory is the larger model's, not the sum (a 7B f16 reference is 15 GB).
     let gguf::Loaded {
@@ -99,6 +102,67 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     (ctx.progress)(&format!("tracing the APR engine ({} tokens)", tokens.len()));
     let ta = with_threads(ctx.threads, || apr.forward_traced(&tokens))?;
     check_parity(&ta, &tg)?;
+    std_ratio_rows(&p, &tokens, &ta, &tg, apr_tokens.map(|t| t == tokens)).map(|measurements| {
+        Measured {
+            measurements,
+            inputs: vec![gguf_input, apr_input],
+        }
+    })
+}
+
+/// `apr_gguf_std_ratio` with an external engine on both files (`engine: realizar`): its
+/// GGUF path on the model, its APR path on the reference, both on the GGUF tokenizer's ids.
+fn external_std_ratio(
+    p: &StdRatioParams,
+    name: &str,
+    ctx: &Context,
+) -> Result<Measured, CheckError> {
+    let gguf_path = super::context::model_path(ctx, &p.model.file)?;
+    let (gguf_input, _) = super::context::file_input(&gguf_path)?;
+    let file =
+        crate::gguf::GgufFile::open(&gguf_path).map_err(|e| CheckError::Input(e.to_string()))?;
+    let tokens = crate::tokenizer::Tokenizer::from_gguf(&file)?.encode(&p.prompt)?;
+    drop(file);
+    let apr_path = apr_path(ctx, &p.model, p.reference.as_ref(), &gguf_path)?;
+    let (apr_input, _) = super::context::file_input(&apr_path)?;
+    let (xg, engine_input) = super::parity::external(ctx, name, &gguf_path)?;
+    let (xa, _) = super::parity::external(ctx, name, &apr_path)?;
+    (ctx.progress)(&format!(
+        "tracing {name}'s GGUF path ({} tokens)",
+        tokens.len()
+    ));
+    let tg = xg.forward_traced(&tokens)?;
+    (ctx.progress)(&format!(
+        "tracing {name}'s APR path ({} tokens)",
+        tokens.len()
+    ));
+    let ta = xa.forward_traced(&tokens)?;
+    let missing = crate::trace::parity(&ta, &tg, [true, true])?;
+    if let Some(m) = missing.iter().find(|m| m.slot == p.slot) {
+        return Err(CheckError::Input(format!(
+            "{} did not capture {} at layer {}: the ratio cannot be measured",
+            m.engine,
+            p.slot.name(),
+            m.layer
+        )));
+    }
+    let mut m = std_ratio_rows(p, &tokens, &ta, &tg, None)?;
+    m["engines"] = json!({"gguf": tg.engine, "apr": ta.engine});
+    Ok(Measured {
+        measurements: m,
+        inputs: vec![gguf_input, apr_input, engine_input],
+    })
+}
+
+/// The per-layer std table of `p.slot` and the ratios at `p.layer`, from the APR and GGUF
+/// traces of one token list.
+fn std_ratio_rows(
+    p: &StdRatioParams,
+    tokens: &[u32],
+    ta: &crate::trace::ForwardTrace,
+    tg: &crate::trace::ForwardTrace,
+    apr_tokenizer_agrees: Option<bool>,
+) -> Result<Value, CheckError> {
     if p.layer >= tg.layers.len() {
         return Err(CheckError::Params(format!(
             "layer {} does not exist; the model has {} layers",
@@ -121,10 +185,9 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
         }));
     }
     let at = &rows[p.layer];
-    Ok(Measured {
-        measurements: json!({
+    Ok(json!({
             "tokens": tokens,
-            "apr_tokenizer_agrees": apr_tokens.map(|t| t == tokens),
+            "apr_tokenizer_agrees": apr_tokenizer_agrees,
             "parity": "ok: same tokens, slots, layers and scopes",
             "slot": p.slot,
             "layer": p.layer,
@@ -132,9 +195,7 @@ pub fn std_ratio(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
             "ratio_all": at["ratio_all"],
             "ratio_last": at["ratio_last"],
             "per_layer": rows,
-        }),
-        inputs: vec![gguf_input, apr_input],
-    })
+    }))
 }
 
 /// FFN-GGUF-003's judge: the ratios at the params' layer, recomputed from the recorded
@@ -221,8 +282,12 @@ pub fn judge_std_ratio(j: &Judged) -> Result<Judgement, String> {
     }
     let h1 = inside(ra) && inside(rl);
     let verdict = if h1 { "H1" } else { "H2" };
+    let engines = match (m.pointer("/engines/apr"), m.pointer("/engines/gguf")) {
+        (Some(Value::String(a)), Some(Value::String(g))) => format!("APR: {a}\nGGUF: {g}\n"),
+        _ => String::new(),
+    };
     let report = format!(
-        "{} std ratio APR/GGUF per layer, scopes all ({n} tokens) and last (1 token, position {}); band [{lo}, {hi}]\n{table}\
+        "{engines}{} std ratio APR/GGUF per layer, scopes all ({n} tokens) and last (1 token, position {}); band [{lo}, {hi}]\n{table}\
          layer {}: ratio(all) = {ra:.4}, ratio(last) = {rl:.4} -> {verdict}: {}",
         p.slot.name(),
         n.saturating_sub(1),

@@ -18,6 +18,7 @@ mod apr;
 mod citation;
 pub mod context;
 mod gguf;
+mod hazard;
 pub mod judge;
 mod parity;
 
@@ -94,6 +95,11 @@ pub static REGISTRY: &[Checker] = &[
         measure: parity::decode_consistency,
         judge: parity::judge_decode_consistency,
     },
+    Checker {
+        name: "engine_loader_hazard",
+        measure: hazard::loader_hazard,
+        judge: hazard::judge_loader_hazard,
+    },
 ];
 
 /// The registered checker of this name.
@@ -134,6 +140,31 @@ pub fn pinned_files(params: &Value) -> Vec<(String, String)> {
         {
             out.push((m.file, m.sha256));
         }
+    }
+    out
+}
+
+/// The external engines a test's params name (`engine: realizar`, a side `realizar` or
+/// `{engine: realizar, ...}`), as `pv trace --engine` names them: a run of the test needs
+/// their adapters built (`scripts/engines.sh NAME`).
+pub fn external_engines(params: &Value) -> Vec<&'static str> {
+    fn engine(v: &Value) -> Option<&'static str> {
+        params::Engine::deserialize(v).ok()?.external()
+    }
+    let mut out: Vec<&'static str> = Vec::new();
+    let mut add = |e: Option<&'static str>| {
+        if let Some(e) = e.filter(|e| !out.contains(e)) {
+            out.push(e);
+        }
+    };
+    add(params.get("engine").and_then(engine));
+    for side in params
+        .get("sides")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add(engine(side).or_else(|| side.get("engine").and_then(engine)));
     }
     out
 }
@@ -183,6 +214,21 @@ pub fn run(checker: &Checker, params: &Value, ctx: &Context) -> Result<Outcome, 
 
 #[cfg(test)]
 mod tests {
+    /// Every way params name an external engine is found; pv's own engines are not listed.
+    #[test]
+    fn external_engines_are_found_wherever_params_name_them() {
+        use serde_json::json;
+        let e = super::external_engines;
+        assert_eq!(e(&json!({"engine": "realizar"})), ["realizar"]);
+        assert_eq!(e(&json!({"sides": ["realizar", "apr"]})), ["realizar"]);
+        assert_eq!(
+            e(&json!({"sides": [{"engine": "llama.cpp", "model": "x"}, "realizar"]})),
+            ["llama.cpp", "realizar"]
+        );
+        assert!(e(&json!({"sides": ["gguf", {"engine": "apr", "model": "x"}]})).is_empty());
+        assert!(e(&json!({"model": "m"})).is_empty());
+    }
+
     #[test]
     fn the_registry_runs_exactly_the_catalog() {
         let catalog: Vec<&str> = crate::contract::catalog::CATALOG

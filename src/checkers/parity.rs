@@ -25,14 +25,18 @@ use crate::model::{
     AprTransformer, Faulty, NoopObserver, OwnedQuantizedModel, argmax, with_threads,
 };
 use crate::tokenizer::Tokenizer;
+use crate::trace::engine::{Engine as EngineRef, ExternalModel};
 use crate::trace::{
-    SetSummary, Thresholds, TracedForward, compare_models, judge_summary, kl_divergence, summarize,
+    SetSummary, Thresholds, TracedForward, compare_models, judge_summary, kl_divergence,
+    not_captured_lines, summarize,
 };
 
 /// An engine loaded with its model.
 enum Loaded {
     Gguf(OwnedQuantizedModel),
     Apr(AprTransformer),
+    /// An external engine on its file: each pass is one run of its executable.
+    External(ExternalModel),
 }
 
 impl Loaded {
@@ -40,10 +44,12 @@ impl Loaded {
         match self {
             Loaded::Gguf(m) => m,
             Loaded::Apr(m) => m,
+            Loaded::External(m) => m,
         }
     }
 
-    /// Logits of every position of `tokens`, with `fault` (if any) injected.
+    /// Logits of every position of `tokens`, with `fault` (if any) injected (pv's engines
+    /// only: an external engine refuses a fault).
     fn logits(
         &self,
         tokens: &[u32],
@@ -54,8 +60,35 @@ impl Loaded {
         Ok(match self {
             Loaded::Gguf(m) => m.forward_observed(tokens, &mut obs)?,
             Loaded::Apr(m) => m.forward_observed(tokens, &mut obs)?,
+            Loaded::External(m) => {
+                let options = crate::trace::TraceOptions {
+                    fault,
+                    ..Default::default()
+                };
+                m.forward_traced_with(tokens, &options)?.logits
+            }
         })
     }
+}
+
+/// The external engine `name` (its adapter found as `pv trace --engine` finds it) on
+/// `file`, and the adapter executable as an input of the run: a record names the build of
+/// the engine it trusted by its sha256.
+pub(super) fn external(
+    ctx: &Context,
+    name: &str,
+    file: &std::path::Path,
+) -> Result<(ExternalModel, Input), CheckError> {
+    let resolved = EngineRef::resolve(name).map_err(|e| CheckError::Input(e.to_string()))?;
+    let EngineRef::External { program, .. } = &resolved else {
+        return Err(CheckError::Input(format!(
+            "{name} is not an external engine"
+        )));
+    };
+    (ctx.progress)(&format!("hashing engine {name} ({})", program.display()));
+    let (input, _) = file_input(program)?;
+    let m = ExternalModel::new(resolved, file).expect("an external engine");
+    Ok((m, input))
 }
 
 /// The two sides of a comparison, the tokenizer of the test's model, and the files read.
@@ -75,32 +108,47 @@ impl Sides {
             crate::gguf::GgufFile::open(&path).map_err(|e| CheckError::Input(e.to_string()))?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let mut load = |side: &Side| -> Result<Loaded, CheckError> {
-            let (loaded, input) = match side {
+            let (loaded, input, engine_input) = match side {
                 Side::Engine(Engine::Gguf) => {
                     (ctx.progress)(&format!("loading {}", path.display()));
-                    (Loaded::Gguf(OwnedQuantizedModel::open(&path)?), None)
+                    (Loaded::Gguf(OwnedQuantizedModel::open(&path)?), None, None)
                 }
                 Side::Engine(Engine::Apr) => {
                     let (apr, input) = load_apr(ctx, m, None, &path)?;
-                    (Loaded::Apr(apr), Some(input))
+                    (Loaded::Apr(apr), Some(input), None)
+                }
+                Side::Engine(e) => {
+                    let name = e.external().expect("pv's engines are matched above");
+                    let (x, engine) = external(ctx, name, &path)?;
+                    (Loaded::External(x), None, Some(engine))
                 }
                 Side::File { engine, model } => {
                     let p = model_path(ctx, &model.file)?;
                     (ctx.progress)(&format!("loading {}", p.display()));
                     let (input, _) = file_input(&p)?;
-                    let loaded = match engine {
-                        Engine::Gguf => Loaded::Gguf(OwnedQuantizedModel::open(&p)?),
+                    match engine {
+                        Engine::Gguf => (
+                            Loaded::Gguf(OwnedQuantizedModel::open(&p)?),
+                            Some(input),
+                            None,
+                        ),
                         Engine::Apr => {
                             let f =
                                 AprFile::open(&p).map_err(|e| CheckError::Input(e.to_string()))?;
-                            Loaded::Apr(AprTransformer::load(f)?)
+                            (Loaded::Apr(AprTransformer::load(f)?), Some(input), None)
                         }
-                    };
-                    (loaded, Some(input))
+                        e => {
+                            let name = e.external().expect("pv's engines are matched above");
+                            let (x, engine) = external(ctx, name, &p)?;
+                            (Loaded::External(x), Some(input), Some(engine))
+                        }
+                    }
                 }
             };
-            if let Some(i) = input.filter(|i| !inputs.contains(i)) {
-                inputs.push(i);
+            for i in [input, engine_input].into_iter().flatten() {
+                if !inputs.contains(&i) {
+                    inputs.push(i);
+                }
             }
             Ok(loaded)
         };
@@ -144,6 +192,9 @@ fn flat<T>(rows: &[Vec<T>]) -> Vec<(usize, usize, &T)> {
 /// What `trace_agreement` records.
 #[derive(Serialize, Deserialize)]
 struct TraceMeasurements {
+    /// The engines as their traces name themselves (version and path included), A then B.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    engines: Option<[String; 2]>,
     /// Tokens per prompt.
     tokens: Vec<usize>,
     /// The per-slot table over all prompts.
@@ -156,7 +207,7 @@ pub fn trace_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError>
     p.check().map_err(CheckError::Params)?;
     let e = Sides::load(ctx, &p.model, &p.sides)?;
     let (a, b) = (e.sides[0].traced(), e.sides[1].traced());
-    let mut diffs = Vec::with_capacity(p.prompts.len());
+    let mut diffs: Vec<crate::trace::TraceDiff> = Vec::with_capacity(p.prompts.len());
     let mut tokens = Vec::new();
     for (i, prompt) in p.prompts.iter().enumerate() {
         (ctx.progress)(&format!("comparing prompt {}/{}", i + 1, p.prompts.len()));
@@ -180,7 +231,14 @@ pub fn trace_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError>
     for s in &mut summary.slots {
         s.gain_mean = round4(s.gain_mean);
     }
-    let m = TraceMeasurements { tokens, summary };
+    let engines = diffs
+        .first()
+        .map(|d| [d.engines.0.clone(), d.engines.1.clone()]);
+    let m = TraceMeasurements {
+        engines,
+        tokens,
+        summary,
+    };
     Ok(Measured {
         measurements: serde_json::to_value(m).map_err(|e| CheckError::Input(e.to_string()))?,
         inputs: e.inputs,
@@ -227,6 +285,9 @@ pub fn judge_trace_agreement(j: &Judged) -> Result<Judgement, String> {
             crate::trace::CompareMode::EndToEnd => "end to end",
         }
     );
+    for line in not_captured_lines(&m.summary.not_captured) {
+        let _ = writeln!(r, "{line}");
+    }
     match violations.first() {
         None => r.push_str("every slot within its calibrated limits\n"),
         Some(first) => {
@@ -501,7 +562,7 @@ mod tests {
                 worst: worst.clone(),
             })
             .collect();
-        json!({"tokens": [3, 4], "summary": SetSummary { prompts: 2, slots }})
+        json!({"tokens": [3, 4], "summary": SetSummary { prompts: 2, slots, not_captured: Vec::new() }})
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use super::{CliError, Format, emit, load_traceable, print_json, spinner};
+use super::{CliError, Format, emit, print_json, spinner};
 use crate::model::with_threads;
 use crate::trace::{
     Calibration, CompareMode, Metric, Thresholds, TraceDiff, calibrate, compare_models, judge_set,
@@ -57,6 +57,8 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    engines: super::EnginePair,
 }
 
 /// The metrics calibrated when none are named.
@@ -87,8 +89,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
     if !(a.margin.is_finite() && a.margin >= 1.0 && a.floor.is_finite() && a.floor >= 0.0) {
         return Err(CliError::input("--margin must be >= 1 and --floor >= 0"));
     }
-    let (ma, tok_a, n_layer) = load_traceable(&a.a)?;
-    let (mb, tok_b, _) = load_traceable(&a.b)?;
+    a.engines.check(a.local, false)?;
+    let [(ma, tok_a, n_layer), (mb, tok_b, _)] = a.engines.load(&a.a, &a.b)?;
     let tok = super::some_tokenizer([(a.a.as_path(), &tok_a), (a.b.as_path(), &tok_b)])?;
     let how = Calibration {
         margin: a.margin,
@@ -116,7 +118,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 with_threads(a.threads, || {
                     compare_models(&*ma, &*mb, &tokens, None, mode, limits)
                 })
-                .map_err(|e| CliError::input(e.to_string()))
+                .map_err(CliError::from)
             })
             .collect()
     };

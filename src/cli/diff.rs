@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use super::{CliError, Format, emit, load_traceable, print_json};
+use super::{CliError, Format, emit, print_json};
 use crate::model::with_threads;
 use crate::trace::{CompareMode, Metric, Thresholds, TraceDiff, compare_models, judge_set};
 
@@ -20,7 +20,8 @@ Exit status: 0 every slot within its limits, 1 some slot outside them (the first
 2 bad input.\n\nExample:\n  \
 pv convert models/SmolLM2-135M-Instruct.Q4_1.gguf -o models/SmolLM2-135M-Instruct.Q4_1.apr\n  \
 pv diff models/SmolLM2-135M-Instruct.Q4_1.gguf models/SmolLM2-135M-Instruct.Q4_1.apr --prompt 'What is 2+2?'\n  \
-pv diff A.gguf A.apr -p 'What is 2+2?' --thresholds contracts/forward-parity-v1.yaml --fault q@3:zero-channel=7"
+pv diff A.gguf A.apr -p 'What is 2+2?' --thresholds contracts/forward-parity-v1.yaml --fault q@3:zero-channel=7\n  \
+pv diff A.gguf A.apr -p 'What is 2+2?' --engine-a realizar   # realizar's GGUF path against pv's f32 reference"
 )]
 pub struct Args {
     /// Model A (GGUF or APR).
@@ -64,6 +65,8 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    engines: super::EnginePair,
 }
 
 /// Reads a limits table: a bare table, or the first `trace_agreement` test of a contract.
@@ -76,8 +79,8 @@ pub fn read_thresholds(path: &Path) -> Result<Thresholds, CliError> {
 
 /// Runs `pv diff`.
 pub fn run(a: Args) -> Result<(), CliError> {
-    let (ma, tok_a, n_layer) = load_traceable(&a.a)?;
-    let (mb, tok_b, _) = load_traceable(&a.b)?;
+    a.engines.check(a.local, a.fault.is_some())?;
+    let [(ma, tok_a, n_layer), (mb, tok_b, _)] = a.engines.load(&a.a, &a.b)?;
     let tok = super::some_tokenizer([(a.a.as_path(), &tok_a), (a.b.as_path(), &tok_b)])?;
     let mut prompts = a.prompt.clone();
     if let Some(p) = &a.prompts {
@@ -129,7 +132,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             with_threads(a.threads, || {
                 compare_models(&*ma, &*mb, tokens, a.fault, mode, &limits)
             })
-            .map_err(|e| CliError::input(e.to_string()))
+            .map_err(CliError::from)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let violations = judge_set(&reports, &limits);
@@ -205,6 +208,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 }
             );
             o.push_str(&table(report));
+            for line in crate::trace::not_captured_lines(&report.not_captured) {
+                let _ = writeln!(o, "{line}");
+            }
             o.push_str(&verdict(report, a.thresholds.is_some()));
             emit(&o)?;
         }

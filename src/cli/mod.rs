@@ -7,6 +7,7 @@ mod convert;
 mod diff;
 mod discharge;
 mod engine_trace;
+mod engines;
 mod inspect;
 mod keygen;
 mod ledger;
@@ -47,7 +48,8 @@ Typical use, from the repository root:
   pv gate --base origin/main --discharge-stale
                                  the same, trusting the target branch, re-checking what went stale
 
-Engine tools: trace, diff, convert, inspect, tokenize, run, bench."
+Engine tools: trace, diff, convert, inspect, tokenize, run, bench.
+Other engines: engines, trace --engine, diff --engine-a/--engine-b, engine-trace."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -76,6 +78,8 @@ enum Command {
     Trace(trace::Args),
     /// One traced pass on given token ids, as the engine protocol asks (pv's own engine).
     EngineTrace(engine_trace::Args),
+    /// The external engines pv knows (realizar, llama.cpp), whether built, which tests need them.
+    Engines(engines::Args),
     /// Compare two models (GGUF or APR) slot by slot on the same tokens.
     Diff(diff::Args),
     /// Derive per-slot, per-layer limits for `pv diff` from an intact GGUF/APR pair's noise.
@@ -141,9 +145,23 @@ impl CliError {
 }
 
 impl From<ModelError> for CliError {
-    /// Every model error is about the input: the file, the tokens or their number.
+    /// A model error is about the input (the file, the tokens or their number), except an
+    /// external engine's failure, which is the engine's.
     fn from(e: ModelError) -> Self {
-        CliError::input(e.to_string())
+        match e {
+            ModelError::Engine { refused: false, .. } => CliError::other(e.to_string()),
+            _ => CliError::input(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::trace::CompareError> for CliError {
+    /// Traces that do not line up are bad input; a failed pass is its model error.
+    fn from(e: crate::trace::CompareError) -> Self {
+        match e {
+            crate::trace::CompareError::Model(m) => m.into(),
+            crate::trace::CompareError::Parity(_) => CliError::input(e.to_string()),
+        }
     }
 }
 
@@ -167,6 +185,50 @@ fn load(path: &Path) -> Result<(OwnedQuantizedModel, Tokenizer), CliError> {
 /// count: APR files (by magic) load into the f32 reference engine, anything else into the
 /// GGUF engine.
 type Traceable = (Box<dyn TracedForward + Sync>, Option<Tokenizer>, usize);
+
+/// The engines of a two-model command (`pv diff`, `pv calibrate`).
+#[derive(clap::Args)]
+struct EnginePair {
+    /// The engine that runs model A: pv (its own engines), realizar, llama.cpp, or the path
+    /// of an executable speaking pv-engine/1 (`pv engine-trace --help`). pv still reads the
+    /// file, for its tokenizer and shape.
+    #[arg(long, value_name = "ENGINE", default_value = "pv")]
+    engine_a: String,
+    /// The engine that runs model B (as --engine-a). With --local, pv's layers of A run on
+    /// this engine's residual stream.
+    #[arg(long, value_name = "ENGINE", default_value = "pv")]
+    engine_b: String,
+}
+
+impl EnginePair {
+    /// Refuses what only pv's engines can do on side A: run each layer on another pass's
+    /// inputs (`local`), take an injected fault.
+    fn check(&self, local: bool, fault: bool) -> Result<(), CliError> {
+        if self.engine_a != "pv" && (local || fault) {
+            return Err(CliError::input(format!(
+                "--local and --fault act on model A's pass, which only pv's engines can \
+                 change; --engine-a {} cannot take them",
+                self.engine_a
+            )));
+        }
+        Ok(())
+    }
+
+    /// Both models, each run by its engine (pv keeps the tokenizer and the layer count it
+    /// read from the file).
+    fn load(&self, a: &Path, b: &Path) -> Result<[Traceable; 2], CliError> {
+        use crate::trace::engine::{Engine, ExternalModel};
+        let one = |path: &Path, engine: &str| -> Result<Traceable, CliError> {
+            let resolved = Engine::resolve(engine).map_err(|e| CliError::input(e.to_string()))?;
+            let t = load_traceable(path)?;
+            Ok(match ExternalModel::new(resolved, path) {
+                None => t,
+                Some(m) => (Box::new(m), t.1, t.2),
+            })
+        };
+        Ok([one(a, &self.engine_a)?, one(b, &self.engine_b)?])
+    }
+}
 
 /// The tokenizer of the first of `models` that has one.
 fn some_tokenizer<'a>(
@@ -301,6 +363,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Trace(a) => trace::run(a),
         Command::EngineTrace(a) => engine_trace::run(a),
+        Command::Engines(a) => engines::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Diff(a) => diff::run(a),

@@ -111,6 +111,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     data: Vec::new(),
                 }),
                 captured: answer.captured,
+                partial: true,
             }
         }
     };

@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::params::{
-    CitationParams, DecodeParams, EquationParams, LogitsAgreementParams, StdRatioParams,
-    TraceAgreementParams, TracePromptParams,
+    CitationParams, DecodeParams, EquationParams, HazardParams, LogitsAgreementParams,
+    StdRatioParams, TraceAgreementParams, TracePromptParams,
 };
 
 /// A checker as contracts see it.
@@ -98,6 +98,12 @@ pub static CATALOG: &[CheckerSpec] = &[
         summary: "greedy steps through the GGUF engine's KV cache against the whole prefix recomputed and against the APR engine, step by step",
         params_schema: schema_of::<DecodeParams>,
         check_params: |v| parse::<DecodeParams>(v)?.check(),
+    },
+    CheckerSpec {
+        name: "engine_loader_hazard",
+        summary: "an external engine runs the intact APR reference and refuses a copy of it with one defect (a missing tensor, malformed metadata, a checksum mismatch)",
+        params_schema: schema_of::<HazardParams>,
+        check_params: |v| parse::<HazardParams>(v)?.check(),
     },
 ];
 

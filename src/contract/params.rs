@@ -127,6 +127,72 @@ pub struct StdRatioParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<ModelRef<ModelPin>>")]
     pub reference: Option<ModelPin>,
+    /// An external engine that runs both files, its GGUF path on `model` and its APR path on
+    /// the reference (`realizar`); default: pv's GGUF engine and pv's APR engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+}
+
+/// One defect made in an APR file, to see whether a loader refuses it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Hazard {
+    /// One tensor left out (a loader must refuse, not fill it with zeros or ones).
+    MissingTensor {
+        /// The tensor's name as stored.
+        #[schemars(length(min = 1))]
+        tensor: String,
+    },
+    /// The metadata cut short, so it is not JSON (a loader must refuse, not run on
+    /// defaults).
+    MalformedMetadata,
+    /// One bit of tensor data flipped with the CRC32 footer left as it was (a loader that
+    /// reads the footer must refuse).
+    ChecksumMismatch,
+}
+
+/// `engine_loader_hazard`: an external engine given the test's APR reference with one
+/// defect made in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HazardParams {
+    /// The external engine (`realizar`).
+    pub engine: Engine,
+    /// The model: its tokenizer gives the prompt's ids (inline, or a name in the
+    /// contract's `models`).
+    #[schemars(with = "ModelRef<CanonicalModel>")]
+    pub model: CanonicalModel,
+    /// The intact APR file the defect is made in (inline, or a name in the contract's
+    /// `models`; made by `pv convert` from `model` when absent).
+    #[schemars(with = "ModelRef<ModelPin>")]
+    pub reference: ModelPin,
+    /// The prompt the engine runs on both files.
+    #[schemars(length(min = 1))]
+    pub prompt: String,
+    /// The defect.
+    pub hazard: Hazard,
+    /// What to call a refusal and a run on the broken file.
+    #[serde(default)]
+    pub verdicts: Verdicts,
+}
+
+impl HazardParams {
+    /// Checks what the schema cannot say.
+    pub fn check(&self) -> Result<(), String> {
+        if self.engine.external().is_none() || !self.engine.extensions().contains(&".apr") {
+            return Err(format!(
+                "engine {}: an external engine that reads .apr files (realizar)",
+                self.engine.name()
+            ));
+        }
+        if !self.reference.file.ends_with(".apr") {
+            return Err(format!(
+                "reference {:?}: the defect is made in an .apr file",
+                self.reference.file
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A fix's commit must cite the hypothesis a falsification test recorded.
@@ -191,6 +257,14 @@ pub enum Engine {
     Gguf,
     /// The plain-f32 APR engine on the model's APR conversion (`pv convert`, beside it).
     Apr,
+    /// realizar (aprender-serve), an external engine through its pv-engine/1 adapter
+    /// (`scripts/engines.sh realizar`): `OwnedQuantizedModel` on a `.gguf`,
+    /// `AprTransformer` on an `.apr`.
+    Realizar,
+    /// llama.cpp, an external engine through its pv-engine/1 adapter
+    /// (`scripts/engines.sh llama.cpp`), on a `.gguf`.
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp,
 }
 
 impl Engine {
@@ -199,6 +273,26 @@ impl Engine {
         match self {
             Engine::Gguf => "gguf",
             Engine::Apr => "apr",
+            Engine::Realizar => "realizar",
+            Engine::LlamaCpp => "llama.cpp",
+        }
+    }
+
+    /// The name of the external engine (as `pv trace --engine` takes it), or `None` for
+    /// pv's own.
+    pub fn external(self) -> Option<&'static str> {
+        match self {
+            Engine::Gguf | Engine::Apr => None,
+            e => Some(e.name()),
+        }
+    }
+
+    /// The file kinds it runs.
+    pub fn extensions(self) -> &'static [&'static str] {
+        match self {
+            Engine::Gguf | Engine::LlamaCpp => &[".gguf"],
+            Engine::Apr => &[".apr"],
+            Engine::Realizar => &[".gguf", ".apr"],
         }
     }
 }
@@ -232,8 +326,8 @@ impl Side {
     /// The file this side runs, given the test's model.
     pub fn file(&self, model: &CanonicalModel) -> String {
         match self {
-            Side::Engine(Engine::Gguf) => model.file.clone(),
             Side::Engine(Engine::Apr) => model.apr_file(),
+            Side::Engine(_) => model.file.clone(),
             Side::File { model, .. } => model.file.clone(),
         }
     }
@@ -263,14 +357,12 @@ fn check_sides(sides: &[Side; 2], model: &CanonicalModel) -> Result<(), String> 
     }
     for s in sides {
         if let Side::File { engine, model } = s {
-            let ext = match engine {
-                Engine::Gguf => ".gguf",
-                Engine::Apr => ".apr",
-            };
-            if !model.file.ends_with(ext) {
+            let ext = engine.extensions();
+            if !ext.iter().any(|e| model.file.ends_with(e)) {
                 return Err(format!(
-                    "sides: engine {} runs {ext} files, not {}",
+                    "sides: engine {} runs {} files, not {}",
                     engine.name(),
+                    ext.join(" and "),
                     model.file
                 ));
             }
@@ -412,6 +504,14 @@ impl TraceAgreementParams {
         {
             return Err("slots and layers, when given, name at least one".into());
         }
+        if self.mode == crate::trace::CompareMode::Local
+            && let Some(e) = self.sides[0].engine().external()
+        {
+            return Err(format!(
+                "mode local runs side a's layers on side b's inputs, which only pv's engines \
+                 can do; {e} is side a (make it side b, or compare end_to_end)"
+            ));
+        }
         if self.thresholds.local != (self.mode == crate::trace::CompareMode::Local) {
             return Err("thresholds: calibrated for another mode (thresholds.local)".into());
         }
@@ -475,6 +575,15 @@ impl StdRatioParams {
             return Err(format!(
                 "reference {:?} is not an .apr file: the APR engine's side is pinned here",
                 r.file
+            ));
+        }
+        if let Some(e) = self.engine
+            && (e.external().is_none() || !e.extensions().contains(&".apr"))
+        {
+            return Err(format!(
+                "engine {}: an external engine that runs both .gguf and .apr files (realizar) \
+                 is named here; pv's own engines are the default",
+                e.name()
             ));
         }
         Ok(())

@@ -62,6 +62,15 @@ pub enum ModelError {
     /// A forward pass was asked for no tokens.
     #[error("no tokens to evaluate")]
     EmptyInput,
+    /// An engine other than pv's, run for this pass, refused it (`refused`: the model or
+    /// the request was bad) or failed.
+    #[error("{message}")]
+    Engine {
+        /// Whether the engine refused the input (rather than failing on it).
+        refused: bool,
+        /// What the engine said, naming it.
+        message: String,
+    },
 }
 
 /// Logits of a whole-prompt evaluation.

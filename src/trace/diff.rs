@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Traced;
 use super::limits::{Bound, Thresholds};
-use super::parity::{ParityError, check_parity};
+use super::parity::{NotCaptured, ParityError, parity};
 use crate::model::{Logits, Slot, argmax};
 
 /// How far B is from A at one capture point, each as a deviation from perfect agreement
@@ -42,8 +42,9 @@ pub enum Metric {
     /// Largest |a - b|.
     MaxAbs,
     /// Per output channel (feature), over the tokens: the largest |ln(std_b / std_a)|, each
-    /// std padded by a tenth of the median channel std so that near-constant channels do
-    /// not dominate. A zeroed or rescaled channel stands out.
+    /// std padded by a tenth of the median channel std and by a thousandth of the tensor's
+    /// and of the channel's own RMS, so that near-constant channels do not dominate. A zeroed or rescaled channel
+    /// stands out.
     ChannelStd,
     /// Per output channel: the largest |a_j - b_j| / (|b_j| + a tenth of the median |b_j|).
     /// A zeroed, negated or swapped channel gives about 1 or more.
@@ -241,6 +242,10 @@ pub struct TraceDiff {
     pub violations: Vec<Violation>,
     /// Index into `slots` of the first capture point outside the limits.
     pub first_divergent: Option<usize>,
+    /// Per-layer slots one engine recorded and the other (an engine other than pv's) could
+    /// not capture: neither compared nor judged, and said so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_captured: Vec<NotCaptured>,
 }
 
 impl TraceDiff {
@@ -292,6 +297,10 @@ pub struct SetSummary {
     pub prompts: usize,
     /// Every capture point, in execution order.
     pub slots: Vec<SlotSummary>,
+    /// Per-layer slots one engine could not capture (the first prompt's list; the engines
+    /// are the same on every prompt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_captured: Vec<NotCaptured>,
 }
 
 /// `v`, or `f64::MAX` when it is NaN or infinite: a summary is recorded as JSON, which has
@@ -341,6 +350,10 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
     SetSummary {
         prompts: diffs.len(),
         slots,
+        not_captured: diffs
+            .first()
+            .map(|d| d.not_captured.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -464,13 +477,19 @@ fn channels(a: &[f32], b: &[f32], width: usize) -> ChannelDiff {
     let std_a: Vec<f64> = acc.iter().map(|c| std(c[0], c[1])).collect();
     let std_b: Vec<f64> = acc.iter().map(|c| std(c[2], c[3])).collect();
     let norm_b: Vec<f64> = acc.iter().map(|c| c[3].sqrt()).collect();
-    let pad_std = 0.1 * median(std_b.clone());
+    // Each std padded by a tenth of the median channel std, and by a thousandth of the
+    // tensor's and of the channel's own RMS: a channel near-constant over the tokens (one
+    // token repeated, whose hidden states are then the same at every position) has a std
+    // of rounding noise, and the ratio of two noises says nothing.
+    let rms_b = (acc.iter().map(|c| c[3]).sum::<f64>() / (n * width as f64).max(1.0)).sqrt();
+    let pad_std = (0.1 * median(std_b.clone())).max(1e-3 * rms_b);
     let pad_norm = 0.1 * median(norm_b.clone());
-    let std_dev = std_a.iter().zip(&std_b).map(|(&sa, &sb)| {
+    let std_dev = std_a.iter().zip(&std_b).zip(&acc).map(|((&sa, &sb), c)| {
         if sa == sb {
             0.0
         } else {
-            ((sb + pad_std) / (sa + pad_std)).ln().abs()
+            let pad = pad_std.max(1e-3 * (c[3] / n).sqrt());
+            ((sb + pad) / (sa + pad)).ln().abs()
         }
     });
     let err = acc
@@ -518,26 +537,54 @@ fn logits_diff(a: &Logits, b: &Logits) -> LogitsDiff {
     }
 }
 
+/// One line per engine naming the slots it did not capture, and in how many layers
+/// (`not captured by realizar 0.72.3 gguf: ffn_gate, ffn_up (30 layers each)`); empty when
+/// both engines captured every slot.
+pub fn not_captured_lines(missing: &[NotCaptured]) -> Vec<String> {
+    let mut by: BTreeMap<&str, BTreeMap<Slot, usize>> = BTreeMap::new();
+    for m in missing {
+        *by.entry(&m.engine).or_default().entry(m.slot).or_default() += 1;
+    }
+    by.into_iter()
+        .map(|(engine, slots)| {
+            let names: Vec<String> = slots
+                .iter()
+                .map(|(s, n)| format!("{} ({n} layers)", s.name()))
+                .collect();
+            format!(
+                "not captured by {engine}, so not compared: {}",
+                names.join(", ")
+            )
+        })
+        .collect()
+}
+
 /// Compares two traced passes that captured every slot whole, and judges them against
-/// `limits`. Refuses (with the parity error) traces whose tokens, layers or scopes differ.
+/// `limits`. Refuses (with the parity error) traces whose tokens, layers or scopes differ;
+/// a slot only one pass recorded is refused too, unless the other pass is
+/// [`partial`](Traced::partial) (an external engine), when it is listed as not captured.
 pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, ParityError> {
-    check_parity(&a.trace, &b.trace)?;
+    let not_captured = parity(&a.trace, &b.trace, [a.partial, b.partial])?;
     let mut slots = Vec::new();
-    for (ca, cb) in a.captured.iter().zip(&b.captured) {
-        assert_eq!(
-            (ca.layer, ca.slot),
-            (cb.layer, cb.slot),
-            "both passes capture in execution order"
-        );
+    for ca in &a.captured {
+        let Some(cb) = b
+            .captured
+            .iter()
+            .find(|c| (c.layer, c.slot) == (ca.layer, ca.slot))
+        else {
+            continue;
+        };
         let stats = |t: &Traced| match ca.layer {
-            Some(l) => t.trace.layers[l].get(ca.slot).cloned().expect("layer slot"),
-            None => match ca.slot {
+            Some(l) => t.trace.layers[l].get(ca.slot).cloned(),
+            None => Some(match ca.slot {
                 Slot::Embd => t.trace.embd.clone(),
                 Slot::FinalNorm => t.trace.final_norm.clone(),
                 _ => t.trace.logits.stats(),
-            },
+            }),
         };
-        let (sa, sb) = (stats(a), stats(b));
+        let (Some(sa), Some(sb)) = (stats(a), stats(b)) else {
+            continue;
+        };
         let (cosine, sqnr_db, nmse, max_abs_diff, gain) = compare(&ca.data, &cb.data);
         slots.push(SlotDiff {
             layer: ca.layer,
@@ -559,6 +606,7 @@ pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, Pa
         logits: logits_diff(&a.logits, &b.logits),
         violations: Vec::new(),
         first_divergent: None,
+        not_captured,
     };
     d.judge(limits);
     Ok(d)

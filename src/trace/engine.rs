@@ -28,8 +28,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{CaptureSpec, Captured, ForwardTrace, capture_all, read_npy, write_npy};
-use crate::model::{Logits, Slot};
+use super::{
+    CaptureSpec, Captured, ForwardTrace, TraceOptions, Traced, TracedForward, capture_all,
+    read_npy, write_npy,
+};
+use crate::model::{Logits, ModelError, Observer, Slot};
 
 /// The protocol's name.
 pub const PROTOCOL: &str = "pv-engine/1";
@@ -93,6 +96,149 @@ pub fn write_dumps(dir: &Path, captured: &[Captured]) -> std::io::Result<()> {
         write_npy(&dir.join(name), &c.data, c.data.len() / c.width, c.width)?;
     }
     Ok(())
+}
+
+/// Why an adapter gives no trace: exit 2 for the model or the request, 1 for the engine.
+#[derive(Debug)]
+pub struct AdapterError {
+    /// The exit code.
+    pub code: u8,
+    /// The one line for stderr.
+    pub message: String,
+}
+
+impl AdapterError {
+    /// The model or the request is bad (exit 2).
+    pub fn bad(message: impl Into<String>) -> Self {
+        AdapterError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// The engine failed (exit 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        AdapterError {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(clap::Parser)]
+struct AdapterCli {
+    #[command(subcommand)]
+    command: AdapterCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum AdapterCommand {
+    /// One traced pass on given token ids, answered as pv's trace.
+    EngineTrace(EngineArgs),
+}
+
+/// The `main` of an adapter: parses `engine-trace ...` (the protocol's command line, with
+/// `--help` and `--version` naming the adapter), runs `run`, and prints the trace or the
+/// error line with the protocol's exit code.
+pub fn serve(
+    name: &'static str,
+    version: &'static str,
+    about: &'static str,
+    run: impl FnOnce(&EngineArgs) -> Result<ForwardTrace, AdapterError>,
+) -> std::process::ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    use std::process::ExitCode;
+    let parsed = AdapterCli::command()
+        .name(name)
+        .version(version)
+        .about(about)
+        .try_get_matches()
+        .and_then(|m| AdapterCli::from_arg_matches(&m));
+    let cli = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let AdapterCommand::EngineTrace(a) = cli.command;
+    match run(&a) {
+        Ok(trace) => match serde_json::to_string(&trace) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: the trace does not serialise: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// An adapter's answer from an engine's raw tensors: `tensors` maps (slot, layer; `None`
+/// for once-per-pass slots) to `tokens x width` rows, `logits` every position's logits.
+/// Statistics are computed by pv's [`TraceObserver`](super::TraceObserver), so two engines'
+/// numbers are computed alike; a per-layer slot the engine did not give in every layer is
+/// left out of the trace (not captured), as are tensors of layers past `n_layer`. Writes the
+/// dumps `args` asks for and returns the trace, or why the tensors cannot make one.
+pub fn answer(
+    engine: &str,
+    args: &EngineArgs,
+    n_layer: usize,
+    tensors: std::collections::BTreeMap<(Slot, Option<usize>), Vec<f32>>,
+    logits: Vec<f32>,
+) -> Result<ForwardTrace, String> {
+    let n = args.tokens.len();
+    let width = |what: String, len: usize| match len % n.max(1) {
+        0 if len > 0 => Ok(len / n),
+        _ => Err(format!("{what}: {len} values for {n} tokens")),
+    };
+    let mut obs = super::TraceObserver::new(n_layer, args.per_token, args.capture()?);
+    let mut per_layer: std::collections::BTreeMap<Slot, usize> = Default::default();
+    for ((slot, layer), mut data) in tensors {
+        let layer = if slot.info().per_layer { layer } else { None };
+        if let Some(l) = layer {
+            if l >= n_layer {
+                continue;
+            }
+            *per_layer.entry(slot).or_default() += 1;
+        }
+        let w = width(format!("{} at {layer:?}", slot.name()), data.len())?;
+        obs.capture(layer, slot, &mut data, w);
+    }
+    let vocab = width("logits".into(), logits.len())?;
+    let mut all = logits.clone();
+    obs.capture(None, Slot::Logits, &mut all, vocab);
+    let slots: Vec<Slot> = per_layer
+        .iter()
+        .filter(|&(_, &count)| count == n_layer)
+        .map(|(&s, _)| s)
+        .collect();
+    let (mut trace, captured) = super::assemble(
+        engine,
+        &args.tokens,
+        obs,
+        &slots,
+        &logits[(n - 1) * vocab..],
+        args.top_k,
+    )
+    .ok_or("the engine gave no embedding or final norm")?;
+    for l in &mut trace.layers {
+        l.0.retain(|s, _| slots.contains(s));
+    }
+    if let Some(dir) = &args.dump {
+        let kept: Vec<_> = captured
+            .into_iter()
+            .filter(|c| c.layer.is_none() || slots.contains(&c.slot))
+            .collect();
+        write_dumps(dir, &kept).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(trace)
 }
 
 /// An engine pv knows by name: the executable `scripts/engines.sh NAME` builds.
@@ -393,6 +539,127 @@ fn check(t: &ForwardTrace, req: &Request<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// A model file run by an external engine, as a [`TracedForward`]: each pass is one run of
+/// the engine, with the logits (and whatever else the options keep) dumped. What it cannot
+/// capture is absent from its trace ([`Traced::partial`]). pv cannot inject a fault into it
+/// or feed its layers another pass's inputs: asking is an error.
+pub struct ExternalModel {
+    /// The engine's name.
+    pub name: String,
+    /// Its executable.
+    pub program: PathBuf,
+    /// The model file it runs.
+    pub model: PathBuf,
+}
+
+impl ExternalModel {
+    /// The engine `engine` (external) on `model`; `None` for pv's own.
+    pub fn new(engine: Engine, model: &Path) -> Option<ExternalModel> {
+        match engine {
+            Engine::Pv => None,
+            Engine::External { name, program } => Some(ExternalModel {
+                name,
+                program,
+                model: model.to_path_buf(),
+            }),
+        }
+    }
+}
+
+impl From<EngineError> for ModelError {
+    fn from(e: EngineError) -> Self {
+        ModelError::Engine {
+            refused: matches!(e, EngineError::Refused { .. } | EngineError::Missing(_)),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl TracedForward for ExternalModel {
+    fn forward_traced_with(
+        &self,
+        tokens: &[u32],
+        options: &TraceOptions,
+    ) -> Result<Traced, ModelError> {
+        let refuse = |what: &str| ModelError::Engine {
+            refused: true,
+            message: format!("{what} is pv's engines' only, not {}'s", self.name),
+        };
+        if options.fault.is_some() {
+            return Err(refuse("fault injection"));
+        }
+        if options.inputs.is_some() {
+            return Err(refuse(
+                "layer-local comparison (each layer run on another pass's inputs)",
+            ));
+        }
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        // The logits are always dumped: a pass's result is its logits.
+        let mut spec = options.capture.clone().unwrap_or(CaptureSpec {
+            slots: Vec::new(),
+            layers: None,
+        });
+        let asked_logits = spec.slots.contains(&Slot::Logits);
+        if !asked_logits {
+            spec.slots.push(Slot::Logits);
+        }
+        let answer = run(
+            &self.program,
+            &self.name,
+            &Request {
+                model: &self.model,
+                tokens,
+                per_token: options.per_token,
+                top_k: options.top_k,
+                capture: Some(&spec),
+            },
+        )?;
+        let broke = |message: String| EngineError::Protocol {
+            engine: self.name.clone(),
+            message,
+        };
+        let logits = answer
+            .logits
+            .ok_or_else(|| broke("it dumped no logits".into()))?;
+        // Every slot asked for that the trace records must have been dumped.
+        if let Some(asked) = &options.capture {
+            let layers: Vec<usize> = asked
+                .layers
+                .clone()
+                .unwrap_or_else(|| (0..answer.trace.layers.len()).collect());
+            for &slot in &asked.slots {
+                for &l in &layers {
+                    let recorded = answer.trace.layers.get(l).and_then(|x| x.get(slot));
+                    let dumped = answer
+                        .captured
+                        .iter()
+                        .any(|c| (c.layer, c.slot) == (Some(l), slot));
+                    if recorded.is_some() && !dumped {
+                        return Err(broke(format!(
+                            "its trace records {} at layer {l} but it dumped no tensor of it",
+                            slot.name()
+                        ))
+                        .into());
+                    }
+                }
+            }
+        }
+        let captured = answer
+            .captured
+            .into_iter()
+            .filter(|c| asked_logits || c.slot != Slot::Logits)
+            .collect();
+        Ok(Traced {
+            trace: answer.trace,
+            logits,
+            captured,
+            partial: true,
+        })
+    }
+}
+
 /// The tensors in `dir`, each checked against the trace: a known slot name, one row per
 /// token, the width the trace's statistics state.
 fn read_dumps(dir: &Path, t: &ForwardTrace) -> Result<(Vec<Captured>, Option<Logits>), String> {
@@ -447,6 +714,12 @@ fn read_dumps(dir: &Path, t: &ForwardTrace) -> Result<(Vec<Captured>, Option<Log
             data,
         });
     }
+    // In execution order, as pv's own passes capture: embd, each layer's slots, the rest.
+    captured.sort_by_key(|c| match (c.layer, c.slot) {
+        (None, Slot::Embd) => (0, 0, c.slot),
+        (Some(l), s) => (1, l, s),
+        (None, s) => (2, 0, s),
+    });
     Ok((captured, logits))
 }
 

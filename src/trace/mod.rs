@@ -12,12 +12,12 @@ mod types;
 
 pub use diff::{
     ChannelDiff, LogitsDiff, Metric, SetSummary, SlotDiff, SlotSummary, TraceDiff, Violation,
-    Worst, diff, judge_set, judge_summary, kl_divergence, summarize,
+    Worst, diff, judge_set, judge_summary, kl_divergence, not_captured_lines, summarize,
 };
 pub use limits::{Bound, Calibration, Limit, Thresholds, Values, calibrate};
 pub use npy::{npy_bytes, read_npy, write_npy};
 pub use observer::{CaptureSpec, Captured, TraceObserver};
-pub use parity::{ParityError, check_parity};
+pub use parity::{NotCaptured, ParityError, check_parity, parity};
 pub use stats::{ActivationStats, Scope, ScopeKind};
 pub use types::{ForwardTrace, LayerTrace, LogitsTrace, STATISTICS, SlotStats, TRACE_FORMAT};
 
@@ -171,6 +171,9 @@ pub struct Traced {
     pub logits: Logits,
     /// Tensors kept whole.
     pub captured: Vec<Captured>,
+    /// Whether the engine may leave per-layer slots out (an engine other than pv's, which
+    /// captures what it can): a comparison lists what it lacks instead of refusing.
+    pub partial: bool,
 }
 
 /// A forward pass that records a [`ForwardTrace`].
@@ -251,6 +254,7 @@ fn trace_with(
         trace,
         logits,
         captured,
+        partial: false,
     })
 }
 

@@ -93,6 +93,31 @@ fn check_slot(location: &str, a: &SlotStats, b: &SlotStats) -> Result<(), Parity
 /// Checks that `a` and `b` have the same tokens, layers, slots and scopes, so that their
 /// statistics describe the same samples.
 pub fn check_parity(a: &ForwardTrace, b: &ForwardTrace) -> Result<(), ParityError> {
+    parity(a, b, [false, false]).map(|_| ())
+}
+
+/// A per-layer slot one engine recorded and the other could not capture.
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct NotCaptured {
+    /// The layer.
+    pub layer: usize,
+    /// The slot.
+    pub slot: Slot,
+    /// The engine that did not capture it (its trace's `engine`).
+    pub engine: String,
+}
+
+/// [`check_parity`] where side `i` may leave per-layer slots out when `partial[i]` (an
+/// engine other than pv's, which captures what it can and never invents the rest): the
+/// slots one side lacks are returned, not refused. Tokens, layers and the scopes of every
+/// slot both record must still agree.
+pub fn parity(
+    a: &ForwardTrace,
+    b: &ForwardTrace,
+    partial: [bool; 2],
+) -> Result<Vec<NotCaptured>, ParityError> {
     if a.tokens != b.tokens {
         return Err(ParityError::Tokens {
             a: a.tokens.len(),
@@ -105,18 +130,30 @@ pub fn check_parity(a: &ForwardTrace, b: &ForwardTrace) -> Result<(), ParityErro
             b: b.layers.len(),
         });
     }
+    let mut missing = Vec::new();
     check_slot("embd", &a.embd, &b.embd)?;
     for (l, (la, lb)) in a.layers.iter().zip(&b.layers).enumerate() {
         let slots: std::collections::BTreeSet<Slot> =
             la.slots().chain(lb.slots()).map(|(s, _)| s).collect();
         for slot in slots {
             let location = format!("layers[{l}].{}", slot.name());
-            match (la.get(slot), lb.get(slot)) {
-                (Some(x), Some(y)) => check_slot(&location, x, y)?,
+            let lacking = match (la.get(slot), lb.get(slot)) {
+                (Some(x), Some(y)) => {
+                    check_slot(&location, x, y)?;
+                    continue;
+                }
+                (Some(_), None) if partial[1] => &b.engine,
+                (None, Some(_)) if partial[0] => &a.engine,
                 _ => return Err(ParityError::Slot { location }),
-            }
+            };
+            missing.push(NotCaptured {
+                layer: l,
+                slot,
+                engine: lacking.clone(),
+            });
         }
     }
     check_slot("final_norm", &a.final_norm, &b.final_norm)?;
-    check_slot("logits", &a.logits.stats(), &b.logits.stats())
+    check_slot("logits", &a.logits.stats(), &b.logits.stats())?;
+    Ok(missing)
 }

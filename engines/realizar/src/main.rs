@@ -5,7 +5,8 @@
 //!   production path, one position at a time, with realizar's per-op tap armed: each stage
 //!   tensor it emits is read back after each position.
 //! - A `.apr` runs through `AprTransformer::forward_traced_with_plan`, which writes the
-//!   stage tensors of every position at once.
+//!   stage tensors of every position at once; the logits of every position come from
+//!   `AprTransformer::forward_with_cache` (the traced pass computes the last one only).
 //!
 //! The statistics are pv's ([`TraceObserver`]) over realizar's raw tensors, so they are
 //! computed as pv computes its own. realizar's stages map onto pv's slots through
@@ -17,11 +18,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
-use pv::model::{Observer, Slot};
-use pv::trace::engine::{EngineArgs, write_dumps};
-use pv::trace::{ForwardTrace, TraceObserver, assemble};
-use realizar::apr_transformer::AprTransformer;
+use pv::model::Slot;
+use pv::trace::ForwardTrace;
+use pv::trace::engine::{AdapterError, EngineArgs, answer, serve};
+use realizar::apr_transformer::{AprKVCache, AprTransformer};
 use realizar::gguf::{MappedGGUFModel, OwnedQuantizedKVCache, OwnedQuantizedModel};
 use realizar::inference_trace::gpu_stage_dump::per_op_tap;
 use realizar::inference_trace::save_tensor::read_tensor_file;
@@ -51,71 +51,35 @@ const STAGES: [(&str, Slot); 15] = [
     ("lm_head", Slot::Logits),
 ];
 
-#[derive(Parser)]
-#[command(version, about = "realizar as a pv engine (pv-engine/1)")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(clap::Subcommand)]
-enum Command {
-    /// One traced pass of realizar on given token ids, answered as pv's trace (a `.gguf`
-    /// through realizar's GGUF path, a `.apr` through its APR path).
-    EngineTrace(EngineArgs),
-}
-
 /// realizar's stage tensors by (stage name, layer; `None` for a whole-model stage), every
 /// position's rows in order.
 type Stages = BTreeMap<(String, Option<usize>), Vec<f32>>;
 
-/// A failure: exit 2 for the model or the request, 1 for the engine.
-struct Failure(u8, String);
-
-fn bad(msg: impl Into<String>) -> Failure {
-    Failure(2, msg.into())
-}
-
-fn failed(msg: impl Into<String>) -> Failure {
-    Failure(1, msg.into())
-}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
-    };
-    let Command::EngineTrace(a) = cli.command;
-    match run(&a) {
-        Ok(trace) => {
-            println!(
-                "{}",
-                serde_json::to_string(&trace).expect("a trace serialises")
-            );
-            ExitCode::SUCCESS
-        }
-        Err(Failure(code, msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(code)
-        }
-    }
+    serve(
+        "pv-engine-realizar",
+        env!("CARGO_PKG_VERSION"),
+        "realizar as a pv engine (pv-engine/1)",
+        run,
+    )
 }
 
-/// The widths pv's reading of the model gives q and k/v, to split realizar's fused qkv.
-fn qkv_widths(model: &Path, apr: bool) -> Result<(usize, usize, usize), Failure> {
+/// Layers, and the widths of q and of k/v, to split realizar's fused qkv stage.
+type Dims = (usize, usize, usize);
+
+/// The dims pv's reading of the model gives, which hold where realizar's own may not (its
+/// traced APR path takes the head width as hidden / heads, wrong for Gemma 3). Read only
+/// after realizar has loaded the file, so that realizar's loader, not pv's, decides what
+/// it accepts; `None` when pv cannot read a file realizar accepted.
+fn pv_dims(model: &Path, apr: bool) -> Option<Dims> {
     let config = if apr {
-        let f = pv::apr::AprFile::open(model).map_err(|e| bad(e.to_string()))?;
-        pv::model::apr_meta::read(&f)
-            .map_err(|e| bad(e.to_string()))?
-            .config
+        let f = pv::apr::AprFile::open(model).ok()?;
+        pv::model::apr_meta::read(&f).ok()?.config
     } else {
-        let f = pv::gguf::GgufFile::open(model).map_err(|e| bad(e.to_string()))?;
-        pv::model::ModelConfig::try_from(&f).map_err(|e| bad(e.to_string()))?
+        let f = pv::gguf::GgufFile::open(model).ok()?;
+        pv::model::ModelConfig::try_from(&f).ok()?
     };
-    Ok((config.n_layer, config.q_dim(), config.kv_dim()))
+    Some((config.n_layer, config.q_dim(), config.kv_dim()))
 }
 
 /// Every stage file under `dir` (`layer-N/STAGE.bin` or `STAGE.bin`), appended to
@@ -123,7 +87,7 @@ fn qkv_widths(model: &Path, apr: bool) -> Result<(usize, usize, usize), Failure>
 fn collect(
     dir: &Path,
     tensors: &mut BTreeMap<(String, Option<usize>), Vec<f32>>,
-) -> Result<(), Failure> {
+) -> Result<(), AdapterError> {
     let mut files = Vec::new();
     let Ok(top) = std::fs::read_dir(dir) else {
         return Ok(());
@@ -136,9 +100,11 @@ fn collect(
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_prefix("layer-"))
                 .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| failed(format!("unexpected directory {}", p.display())))?;
+                .ok_or_else(|| {
+                    AdapterError::failed(format!("unexpected directory {}", p.display()))
+                })?;
             for f in std::fs::read_dir(&p)
-                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| AdapterError::failed(e.to_string()))?
                 .flatten()
             {
                 files.push((Some(layer), f.path()));
@@ -151,11 +117,11 @@ fn collect(
         let stage = path
             .file_stem()
             .and_then(|s| s.to_str())
-            .ok_or_else(|| failed(format!("unexpected file {}", path.display())))?
+            .ok_or_else(|| AdapterError::failed(format!("unexpected file {}", path.display())))?
             .to_string();
-        let mut f = std::fs::File::open(&path).map_err(|e| failed(e.to_string()))?;
-        let (_, values) =
-            read_tensor_file(&mut f).map_err(|e| failed(format!("{}: {e:?}", path.display())))?;
+        let mut f = std::fs::File::open(&path).map_err(|e| AdapterError::failed(e.to_string()))?;
+        let (_, values) = read_tensor_file(&mut f)
+            .map_err(|e| AdapterError::failed(format!("{}: {e:?}", path.display())))?;
         tensors.entry((stage, layer)).or_default().extend(values);
     }
     Ok(())
@@ -170,10 +136,16 @@ fn plan(dir: &Path) -> SaveTensorPlan {
 }
 
 /// realizar's GGUF production path, one position at a time, its stages read after each.
-fn run_gguf(model: &Path, tokens: &[u32], scratch: &Path) -> Result<(Stages, Vec<f32>), Failure> {
-    let mapped = MappedGGUFModel::from_path(model).map_err(|e| bad(e.to_string()))?;
-    let m = OwnedQuantizedModel::from_mapped(&mapped).map_err(|e| bad(e.to_string()))?;
+fn run_gguf(
+    model: &Path,
+    tokens: &[u32],
+    scratch: &Path,
+) -> Result<(Stages, Vec<f32>, Dims), AdapterError> {
+    let mapped = MappedGGUFModel::from_path(model).map_err(|e| AdapterError::bad(e.to_string()))?;
+    let m =
+        OwnedQuantizedModel::from_mapped(&mapped).map_err(|e| AdapterError::bad(e.to_string()))?;
     let c = m.config();
+    let dims = (c.num_layers, c.q_dim(), c.kv_dim());
     let mut cache = OwnedQuantizedKVCache::new(c.num_layers, c.kv_dim(), tokens.len());
     let mut tensors = BTreeMap::new();
     let mut logits = Vec::new();
@@ -182,45 +154,53 @@ fn run_gguf(model: &Path, tokens: &[u32], scratch: &Path) -> Result<(Stages, Vec
         per_op_tap::set_plan(Some(plan(&dir)));
         let out = m.forward_single_with_cache(tok, &mut cache, pos);
         per_op_tap::set_plan(None);
-        logits.extend(out.map_err(|e| failed(e.to_string()))?);
+        logits.extend(out.map_err(|e| AdapterError::failed(e.to_string()))?);
         collect(&dir, &mut tensors)?;
         let _ = std::fs::remove_dir_all(&dir);
     }
     // The logits are the function's result; the tap's copy of them is the same bytes.
     tensors.remove(&("lm_head".to_string(), None));
-    Ok((tensors, logits))
+    Ok((tensors, logits, dims))
 }
 
-/// realizar's APR path, every position's stages written at once. It computes the logits of
-/// the last position only, so each earlier position's come from the same traced pass over
-/// the prefix that ends there.
-fn run_apr(model: &Path, tokens: &[u32], scratch: &Path) -> Result<(Stages, Vec<f32>), Failure> {
-    let m = AprTransformer::from_apr_file(model).map_err(|e| bad(e.to_string()))?;
+/// realizar's APR path: every position's stages written at once by its traced pass, which
+/// computes the last position's logits only; every position's logits come from realizar's
+/// production decode path (`forward_with_cache`, what generation runs), one position at a
+/// time, so a long prompt costs one pass, not one pass per prefix.
+fn run_apr(
+    model: &Path,
+    tokens: &[u32],
+    scratch: &Path,
+) -> Result<(Stages, Vec<f32>, Dims), AdapterError> {
+    let m = AprTransformer::from_apr_file(model).map_err(|e| AdapterError::bad(e.to_string()))?;
+    let c = &m.config;
+    let head = c
+        .explicit_head_dim
+        .unwrap_or(c.hidden_dim / c.num_heads.max(1));
+    let dims = (c.num_layers, c.num_heads * head, c.num_kv_heads * head);
     let dir = scratch.join("apr");
     m.forward_traced_with_plan(tokens, Some(&plan(&dir)))
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| AdapterError::failed(e.to_string()))?;
     let mut tensors = BTreeMap::new();
     collect(&dir, &mut tensors)?;
-    let last = tensors
-        .remove(&("lm_head".to_string(), None))
-        .ok_or_else(|| failed("realizar's APR path emitted no lm_head stage"))?;
-    let mut logits = Vec::with_capacity(last.len() * tokens.len());
-    for end in 1..tokens.len() {
-        let t = m
-            .forward_traced(&tokens[..end])
-            .map_err(|e| failed(e.to_string()))?;
-        logits.extend(t.logits);
+    tensors.remove(&("lm_head".to_string(), None));
+    let mut cache = AprKVCache::new(&m.config);
+    let mut logits = Vec::new();
+    for (pos, &tok) in tokens.iter().enumerate() {
+        let row = m
+            .forward_with_cache(tok, &mut cache, pos)
+            .map_err(|e| AdapterError::failed(e.to_string()))?;
+        logits.extend(row);
     }
-    logits.extend(last);
-    Ok((tensors, logits))
+    Ok((tensors, logits, dims))
 }
 
-fn run(a: &EngineArgs) -> Result<ForwardTrace, Failure> {
+fn run(a: &EngineArgs) -> Result<ForwardTrace, AdapterError> {
     if a.tokens.is_empty() {
-        return Err(bad("no tokens"));
+        return Err(AdapterError::bad("no tokens"));
     }
+    a.capture().map_err(AdapterError::bad)?;
     let apr = a.model.extension().is_some_and(|e| e == "apr");
-    let (n_layer, q_dim, kv_dim) = qkv_widths(&a.model, apr)?;
     let scratch = std::env::temp_dir().join(format!("pv-engine-realizar-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let result = if apr {
@@ -229,44 +209,20 @@ fn run(a: &EngineArgs) -> Result<ForwardTrace, Failure> {
         run_gguf(&a.model, &a.tokens, &scratch)
     };
     let _ = std::fs::remove_dir_all(&scratch);
-    let (tensors, logits) = result?;
-    let n = a.tokens.len();
-    let capture = a.capture().map_err(bad)?;
-    let mut obs = TraceObserver::new(n_layer, a.per_token, capture);
-    let width = |name: &str, data: &[f32]| -> Result<usize, Failure> {
-        match data.len() % n {
-            0 if !data.is_empty() => Ok(data.len() / n),
-            _ => Err(failed(format!(
-                "stage {name}: {} values for {n} tokens",
-                data.len()
-            ))),
-        }
-    };
-    let mut per_layer: BTreeMap<Slot, usize> = BTreeMap::new();
-    let mut see = |obs: &mut TraceObserver,
-                   layer: Option<usize>,
-                   slot: Slot,
-                   mut data: Vec<f32>,
-                   w: usize| {
-        let layer = if slot.info().per_layer { layer } else { None };
-        if let Some(l) = layer {
-            if l >= n_layer {
-                return;
-            }
-            *per_layer.entry(slot).or_default() += 1;
-        }
-        obs.capture(layer, slot, &mut data, w);
-    };
+    let (tensors, logits, own) = result?;
+    let (n_layer, q_dim, kv_dim) = pv_dims(&a.model, apr).unwrap_or(own);
     let qkv_stage = if tensors.keys().any(|(s, _)| s == "qkv_bias") {
         "qkv_bias"
     } else {
         "qkv_matmul"
     };
-    for ((stage, layer), data) in &tensors {
-        let w = width(stage, data)?;
+    let n = a.tokens.len();
+    let mut slots: BTreeMap<(Slot, Option<usize>), Vec<f32>> = BTreeMap::new();
+    for ((stage, layer), data) in tensors {
         if stage == qkv_stage {
             // q, k, v side by side in each row, where the widths allow.
-            if w == q_dim + 2 * kv_dim {
+            let w = data.len() / n;
+            if w == q_dim + 2 * kv_dim && data.len() % n == 0 {
                 for (slot, from, len) in [
                     (Slot::Q, 0, q_dim),
                     (Slot::K, q_dim, kv_dim),
@@ -276,46 +232,19 @@ fn run(a: &EngineArgs) -> Result<ForwardTrace, Failure> {
                         .chunks_exact(w)
                         .flat_map(|r| r[from..from + len].to_vec())
                         .collect();
-                    see(&mut obs, *layer, slot, part, len);
+                    slots.insert((slot, layer), part);
                 }
             }
             continue;
         }
-        if let Some(&(_, slot)) = STAGES.iter().find(|(s, _)| s == stage) {
-            see(&mut obs, *layer, slot, data.clone(), w);
+        if let Some(&(_, slot)) = STAGES.iter().find(|(s, _)| *s == stage) {
+            slots.insert((slot, layer), data);
         }
     }
-    let vocab = width("lm_head", &logits)?;
-    see(&mut obs, None, Slot::Logits, logits.clone(), vocab);
-    // The slots realizar gave in every layer are the trace's; any other is not captured.
-    let slots: Vec<Slot> = per_layer
-        .iter()
-        .filter(|&(_, &count)| count == n_layer)
-        .map(|(&s, _)| s)
-        .collect();
     let path = if apr {
-        "apr: AprTransformer::forward_traced_with_plan"
+        "apr: AprTransformer::forward_traced_with_plan, logits by forward_with_cache"
     } else {
         "gguf: OwnedQuantizedModel::forward_single_with_cache"
     };
-    let (mut trace, captured) = assemble(
-        &format!("{ENGINE} {path}"),
-        &a.tokens,
-        obs,
-        &slots,
-        &logits[(n - 1) * vocab..],
-        a.top_k,
-    )
-    .ok_or_else(|| failed("realizar gave no embedding or final norm"))?;
-    for l in &mut trace.layers {
-        l.0.retain(|s, _| slots.contains(s));
-    }
-    if let Some(dir) = &a.dump {
-        let kept: Vec<_> = captured
-            .into_iter()
-            .filter(|c| c.layer.is_none() || slots.contains(&c.slot))
-            .collect();
-        write_dumps(dir, &kept).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
-    }
-    Ok(trace)
+    answer(&format!("{ENGINE} {path}"), a, n_layer, slots, logits).map_err(AdapterError::failed)
 }
