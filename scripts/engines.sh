@@ -6,6 +6,12 @@
 #   scripts/engines.sh realizar     # realizar (crates.io aprender-serve 0.72.3, library
 #                                   # `realizar`, no default features): engines/realizar,
 #                                   # with its own pinned Cargo.lock; about 3-8 minutes
+#   scripts/engines.sh realizar-0.8.6
+#                                   # the same adapter over crates.io realizar 0.8.6 (no
+#                                   # per-op tap: embeddings and logits only), into
+#                                   # target/engines/bin/pv-engine-realizar-0.8.6; use it
+#                                   # with PV_ENGINE_REALIZAR=that path, or as --engine-a
+#                                   # PATH; about 6-8 minutes
 #   scripts/engines.sh llama.cpp    # llama.cpp 0c1e57098, the copy scripts/fetch-models.sh
 #                                   # builds from the llama-cpp-python 0.3.36 sdist (built
 #                                   # here if absent: needs g++ and cmake): engines/llamacpp's
@@ -13,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target/engines/bin
-[ $# -gt 0 ] || { echo "usage: scripts/engines.sh realizar|llama.cpp ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: scripts/engines.sh realizar|realizar-0.8.6|llama.cpp ..." >&2; exit 2; }
 for engine in "$@"; do
   case "$engine" in
     realizar)
@@ -22,6 +28,14 @@ for engine in "$@"; do
       cp target/engines/build/release/pv-engine-realizar target/engines/bin/pv-engine-realizar.tmp
       mv target/engines/bin/pv-engine-realizar.tmp target/engines/bin/pv-engine-realizar
       echo "target/engines/bin/pv-engine-realizar: $(target/engines/bin/pv-engine-realizar --version)"
+      ;;
+    realizar-0.8.6)
+      cargo build --release --locked --quiet --no-default-features --features realizar-0_8_6 \
+        --manifest-path engines/realizar/Cargo.toml --target-dir target/engines/build
+      bin=target/engines/bin/pv-engine-realizar-0.8.6
+      cp target/engines/build/release/pv-engine-realizar "$bin.tmp"
+      mv "$bin.tmp" "$bin"
+      echo "$bin: $("$bin" --version) (realizar 0.8.6)"
       ;;
     llama.cpp)
       lc=models/llama.cpp-0c1e57098
@@ -41,7 +55,7 @@ for engine in "$@"; do
       echo "target/engines/bin/pv-engine-llamacpp: $(target/engines/bin/pv-engine-llamacpp --version)"
       ;;
     *)
-      echo "scripts/engines.sh: unknown engine $engine (known: realizar, llama.cpp)" >&2
+      echo "scripts/engines.sh: unknown engine $engine (known: realizar, realizar-0.8.6, llama.cpp)" >&2
       exit 2
       ;;
   esac

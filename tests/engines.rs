@@ -292,6 +292,167 @@ PY"#
     assert!(out.contains("not_captured"), "{out}");
 }
 
+/// An engine that gives only embeddings and logits (as realizar 0.8.6 does: no tap, no raw
+/// tensor from inside a layer) is still compared: every other slot, the final norm too, is
+/// listed as not captured, the logits are judged, and the KL by position shows where the
+/// difference starts. Here the engine's logits are pv's, each row from position 1 on
+/// rotated by one token, as a position-dependent fault (a RoPE of the wrong style) would
+/// leave position 0 intact. A layer-local comparison on it is refused: it gave no residual
+/// stream to run on.
+#[test]
+fn an_engine_that_gives_only_logits_is_compared_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, a) = models(dir.path());
+    let pv = env!("CARGO_BIN_EXE_pv");
+    let engine = script(
+        dir.path(),
+        "logits-only.py",
+        &format!(
+            r#"exec python3 - "$@" <<'PY'
+import ast, glob, json, os, struct, subprocess, sys
+args = sys.argv[1:]
+out = subprocess.run(["{pv}"] + args, capture_output=True, text=True)
+if out.returncode != 0:
+    sys.stderr.write(out.stderr)
+    sys.exit(out.returncode)
+t = json.loads(out.stdout)
+for layer in t["layers"]:
+    layer.clear()
+t.pop("final_norm")
+t["engine"] = "logits-only 1"
+if "--dump" in args:
+    d = args[args.index("--dump") + 1]
+    for f in glob.glob(os.path.join(d, "*.npy")):
+        name = os.path.basename(f)
+        if name not in ("logits.npy", "embd.npy"):
+            os.remove(f)
+    f = os.path.join(d, "logits.npy")
+    raw = open(f, "rb").read()
+    n = struct.unpack("<H", raw[8:10])[0]
+    rows, cols = ast.literal_eval(raw[10:10 + n].decode())["shape"]
+    vals = list(struct.unpack("<%df" % (rows * cols), raw[10 + n:]))
+    for r in range(1, rows):
+        row = vals[r * cols:(r + 1) * cols]
+        vals[r * cols:(r + 1) * cols] = row[1:] + row[:1]
+    open(f, "wb").write(raw[:10 + n] + struct.pack("<%df" % (rows * cols), *vals))
+print(json.dumps(t))
+PY"#
+        ),
+    );
+    let out = std::process::Command::new(pv)
+        .args([
+            "diff",
+            &a,
+            &a,
+            "-p",
+            "hello world again",
+            "--format",
+            "json",
+        ])
+        .args(["--engine-a", &engine])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let compared: Vec<&str> = d["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["slot"].as_str().unwrap())
+        .collect();
+    assert_eq!(compared, ["embd", "logits"]);
+    let missing = d["not_captured"].as_array().unwrap();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m["slot"] == "final_norm" && m["layer"].is_null()),
+        "{missing:?}"
+    );
+    assert!(
+        missing
+            .iter()
+            .any(|m| m["slot"] == "l_out" && m["layer"] == 1)
+    );
+    assert!(missing.iter().all(|m| m["engine"] == "logits-only 1"));
+    let first = d["first_divergent"].as_u64().unwrap() as usize;
+    assert_eq!(d["slots"][first]["slot"], "logits");
+    let kl: Vec<f64> = d["logits"]["kl"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_f64().unwrap())
+        .collect();
+    assert!(kl.len() > 2, "{kl:?}");
+    assert_eq!(kl[0], 0.0, "position 0 is untouched: {kl:?}");
+    assert!(kl[1..].iter().all(|&k| k > 1e-3), "{kl:?}");
+    // The text report names what it could not compare and where the logits part.
+    let out = std::process::Command::new(pv)
+        .args([
+            "diff",
+            &a,
+            &a,
+            "-p",
+            "hello world again",
+            "--engine-a",
+            &engine,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("l_out (2 layers), final_norm"), "{text}");
+    assert!(text.contains("KL by position: 0: 0.0e0, 1: "), "{text}");
+    // Layer-local needs the reference's residual stream, which this engine did not give.
+    let (code, _, err) =
+        common::pv(&["diff", &a, &a, "-p", "hi", "--engine-b", &engine, "--local"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("residual stream"), "{err}");
+    // pv trace prints what it has.
+    let (code, out, err) = common::pv(&["trace", &a, "-p", "hi", "--engine", &engine]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("final_norm std not captured"), "{out}");
+    // A contract test on it: judged on the logits when its limits name them, and no
+    // verdict at all when they name only slots the engine did not give.
+    let (g, _) = models(dir.path());
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(std::fs::read(&g).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    for (slots, code) in [
+        (r#"{"l_out": {"cosine_gap": 1e-4}}"#, 2),
+        (
+            r#"{"l_out": {"cosine_gap": 1e-4}, "logits": {"cosine_gap": 1e-2}}"#,
+            0,
+        ),
+    ] {
+        let params = format!(
+            r#"{{"model": {{"file": "m.gguf", "sha256": "{sha}"}}, "sides": ["realizar", "apr"],
+                "mode": "end_to_end", "verdicts": {{"pass": "H1", "fail": "H2"}},
+                "prompts": ["hello world again"], "thresholds": {{"slots": {slots}}}}}"#
+        );
+        let out = std::process::Command::new(pv)
+            .args([
+                "measure",
+                "--checker",
+                "trace_agreement",
+                "--params",
+                &params,
+            ])
+            .args(["--models", dir.path().to_str().unwrap()])
+            .env("PV_ENGINE_REALIZAR", &engine)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{slots}: {err}");
+        if code == 2 {
+            assert!(err.contains("nothing to judge"), "{err}");
+        }
+    }
+}
+
 /// realizar's adapter, when built (`scripts/engines.sh realizar`; `scripts/test.sh` builds
 /// it): its APR path on pv's file of SmolLM2 agrees with pv's f32 reference slot by slot; its
 /// production GGUF path fuses the FFN's gate, up and activation, which it therefore does not

@@ -134,16 +134,29 @@ fn parity_lists_what_a_partial_engine_did_not_capture() {
     ));
     assert!(pv::trace::parity(&a, &b, [true, false]).is_err());
     let missing = pv::trace::parity(&a, &b, [false, true]).unwrap();
-    let got: Vec<(usize, Slot, &str)> = missing
+    let got: Vec<(Option<usize>, Slot, &str)> = missing
         .iter()
         .map(|m| (m.layer, m.slot, m.engine.as_str()))
         .collect();
     assert_eq!(
         got,
         [
-            (0, Slot::FfnGate, "other 1.0"),
-            (1, Slot::FfnGate, "other 1.0")
+            (Some(0), Slot::FfnGate, "other 1.0"),
+            (Some(1), Slot::FfnGate, "other 1.0")
         ]
+    );
+    // The once-per-pass slots too: a partial engine may lack the final norm (listed with no
+    // layer), pv's engines may not.
+    let mut d = b.clone();
+    d.final_norm = None;
+    assert!(matches!(
+        pv::trace::parity(&a, &d, [true, false]),
+        Err(ParityError::Slot { .. })
+    ));
+    let missing = pv::trace::parity(&a, &d, [false, true]).unwrap();
+    assert_eq!(
+        missing.last().map(|m| (m.layer, m.slot)),
+        Some((None, Slot::FinalNorm))
     );
     let mut c = b.clone();
     let inner = c.layers[1].get_mut(Slot::FfnInner).unwrap();

@@ -137,14 +137,15 @@ fn external_std_ratio(
         tokens.len()
     ));
     let ta = xa.forward_traced(&tokens)?;
-    let missing = crate::trace::parity(&ta, &tg, [true, true])?;
-    if let Some(m) = missing.iter().find(|m| m.slot == p.slot) {
-        return Err(CheckError::Input(format!(
-            "{} did not capture {} at layer {}: the ratio cannot be measured",
-            m.engine,
-            p.slot.name(),
-            m.layer
-        )));
+    crate::trace::parity(&ta, &tg, [true, true])?;
+    for t in [&tg, &ta] {
+        if t.layers.iter().any(|l| l.get(p.slot).is_none()) {
+            return Err(CheckError::Input(format!(
+                "{} did not capture {}: the ratio cannot be measured",
+                t.engine,
+                p.slot.name()
+            )));
+        }
     }
     let mut m = std_ratio_rows(p, &tokens, &ta, &tg, None)?;
     m["engines"] = json!({"gguf": tg.engine, "apr": ta.engine});
@@ -327,8 +328,8 @@ pub fn trace_fields_superset(p: &Value, ctx: &Context) -> Result<Measured, Check
             "slots": slots.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "counts_per_layer": slot_counts(&t, &slots),
             "globals": {
-                "embd": t.embd.all.count,
-                "final_norm": t.final_norm.all.count,
+                "embd": t.embd.as_ref().map(|s| s.all.count),
+                "final_norm": t.final_norm.as_ref().map(|s| s.all.count),
                 "logits": t.logits.all.count,
             },
         }),

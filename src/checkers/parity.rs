@@ -220,10 +220,32 @@ pub fn trace_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError>
         .map_err(|err| match err {
             crate::trace::CompareError::Model(m) => CheckError::Model(m),
             crate::trace::CompareError::Parity(x) => CheckError::Parity(x),
+            e @ crate::trace::CompareError::NoLayerInputs { .. } => {
+                CheckError::Input(e.to_string())
+            }
         })?;
         diffs.push(d);
     }
     let mut summary = summarize(&diffs);
+    // A verdict needs something to rest on: at least one slot past the embedding lookup that
+    // both engines captured and the test's limits judge. An engine that exposes none of
+    // them (realizar 0.8.6's GGUF path against a table without the logits) gets no verdict
+    // rather than a vacuous H1.
+    let judged = summary.slots.iter().any(|s| {
+        s.slot != crate::model::Slot::Embd
+            && p.judges(s.slot, s.layer)
+            && p.thresholds.slots.contains_key(&s.slot)
+    });
+    if !judged {
+        let engines = diffs.first().map_or(String::new(), |d| {
+            format!("{} and {}", d.engines.0, d.engines.1)
+        });
+        return Err(CheckError::Input(format!(
+            "{engines} share no slot this test judges (beyond the embeddings): nothing to \
+             judge; {}",
+            not_captured_lines(&summary.not_captured).join("; ")
+        )));
+    }
     // Four significant digits are plenty for limits given to three, and halve the record.
     for w in summary.slots.iter_mut().flat_map(|s| s.worst.values_mut()) {
         w.value = round4(w.value);

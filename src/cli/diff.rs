@@ -262,6 +262,9 @@ pub fn verdict(report: &TraceDiff, calibrated: bool) -> String {
         "logits: top-1 agrees at {agree}/{} positions; KL(A||B) max {max_kl:.3e} nats",
         report.logits.kl.len()
     );
+    if max_kl > 0.0 {
+        let _ = writeln!(o, "  KL by position: {}", report.logits.by_position(8));
+    }
     match report.first_divergent {
         Some(i) => {
             let _ = writeln!(o, "first slot outside limits: {}", report.slots[i].place());

@@ -160,7 +160,8 @@ impl From<crate::trace::CompareError> for CliError {
     fn from(e: crate::trace::CompareError) -> Self {
         match e {
             crate::trace::CompareError::Model(m) => m.into(),
-            crate::trace::CompareError::Parity(_) => CliError::input(e.to_string()),
+            crate::trace::CompareError::Parity(_)
+            | crate::trace::CompareError::NoLayerInputs { .. } => CliError::input(e.to_string()),
         }
     }
 }

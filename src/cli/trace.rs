@@ -194,10 +194,13 @@ fn table(t: &ForwardTrace, layers: Option<&[usize]>) -> String {
         }
         o.push('\n');
     }
+    let final_norm = t
+        .final_norm
+        .as_ref()
+        .map_or("not captured".into(), |s| format!("{:.4}", s.all.std));
     let _ = writeln!(
         o,
-        "final_norm std {:.4}; logits std {:.4}; top-10 {:?}",
-        t.final_norm.all.std,
+        "final_norm std {final_norm}; logits std {:.4}; top-10 {:?}",
         t.logits.all.std,
         t.logits.top_k.iter().map(|&(id, _)| id).collect::<Vec<_>>()
     );

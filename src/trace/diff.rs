@@ -525,6 +525,27 @@ pub fn kl_divergence(p: &[f32], q: &[f32]) -> f64 {
     lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
 }
 
+impl LogitsDiff {
+    /// KL at the first `n` positions, one `position: value` each (`0: 0, 1: 3.1e-3, ...`):
+    /// where two engines' logits start to differ locates the fault by position. A difference
+    /// that is nil at position 0 and appears from position 1 is in what depends on the
+    /// position (RoPE, the causal mask, the KV cache), since position 0 attends only to
+    /// itself with no rotation.
+    pub fn by_position(&self, n: usize) -> String {
+        let mut parts: Vec<String> = self
+            .kl
+            .iter()
+            .take(n)
+            .enumerate()
+            .map(|(t, kl)| format!("{t}: {kl:.1e}"))
+            .collect();
+        if self.kl.len() > n {
+            parts.push(format!("... ({} positions)", self.kl.len()));
+        }
+        parts.join(", ")
+    }
+}
+
 fn logits_diff(a: &Logits, b: &Logits) -> LogitsDiff {
     let (mut kl, mut top1) = (Vec::new(), Vec::new());
     for t in 0..a.n_positions() {
@@ -549,7 +570,10 @@ pub fn not_captured_lines(missing: &[NotCaptured]) -> Vec<String> {
         .map(|(engine, slots)| {
             let names: Vec<String> = slots
                 .iter()
-                .map(|(s, n)| format!("{} ({n} layers)", s.name()))
+                .map(|(s, n)| match s.info().per_layer {
+                    true => format!("{} ({n} layers)", s.name()),
+                    false => s.name().to_string(),
+                })
                 .collect();
             format!(
                 "not captured by {engine}, so not compared: {}",
@@ -576,11 +600,11 @@ pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, Pa
         };
         let stats = |t: &Traced| match ca.layer {
             Some(l) => t.trace.layers[l].get(ca.slot).cloned(),
-            None => Some(match ca.slot {
+            None => match ca.slot {
                 Slot::Embd => t.trace.embd.clone(),
                 Slot::FinalNorm => t.trace.final_norm.clone(),
-                _ => t.trace.logits.stats(),
-            }),
+                _ => Some(t.trace.logits.stats()),
+            },
         };
         let (Some(sa), Some(sb)) = (stats(a), stats(b)) else {
             continue;

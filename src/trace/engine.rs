@@ -227,7 +227,7 @@ pub fn answer(
         &logits[(n - 1) * vocab..],
         args.top_k,
     )
-    .ok_or("the engine gave no embedding or final norm")?;
+    .ok_or("the engine gave no logits")?;
     for l in &mut trace.layers {
         l.0.retain(|s, _| slots.contains(s));
     }
@@ -686,8 +686,8 @@ fn read_dumps(dir: &Path, t: &ForwardTrace) -> Result<(Vec<Captured>, Option<Log
         let slot = Slot::from_name(slot).ok_or_else(|| format!("dump {name}: no slot {slot:?}"))?;
         let stats = match (layer, slot) {
             (Some(l), s) => t.layers.get(l).and_then(|x| x.get(s)).cloned(),
-            (None, Slot::Embd) => Some(t.embd.clone()),
-            (None, Slot::FinalNorm) => Some(t.final_norm.clone()),
+            (None, Slot::Embd) => t.embd.clone(),
+            (None, Slot::FinalNorm) => t.final_norm.clone(),
             (None, Slot::Logits) => Some(t.logits.stats()),
             (None, _) => None,
         }

@@ -16,7 +16,7 @@ pub use diff::{
 };
 pub use limits::{Bound, Calibration, Limit, Thresholds, Values, calibrate};
 pub use npy::{npy_bytes, read_npy, write_npy};
-pub use observer::{CaptureSpec, Captured, TraceObserver};
+pub use observer::{CaptureSpec, Captured, Finished, TraceObserver};
 pub use parity::{NotCaptured, ParityError, check_parity, parity};
 pub use stats::{ActivationStats, Scope, ScopeKind};
 pub use types::{ForwardTrace, LayerTrace, LogitsTrace, STATISTICS, SlotStats, TRACE_FORMAT};
@@ -97,7 +97,18 @@ pub fn compare_with_reference(
     mode: CompareMode,
     limits: &Thresholds,
 ) -> Result<TraceDiff, CompareError> {
-    let inputs = (mode == CompareMode::Local).then(|| Arc::new(layer_inputs(&tb.captured)));
+    let inputs = match mode {
+        CompareMode::EndToEnd => None,
+        CompareMode::Local => {
+            let inputs = layer_inputs(&tb.captured);
+            if inputs.embd.is_empty() || inputs.l_out.len() != tb.trace.layers.len() {
+                return Err(CompareError::NoLayerInputs {
+                    engine: tb.trace.engine.clone(),
+                });
+            }
+            Some(Arc::new(inputs))
+        }
+    };
     let ta = a.forward_traced_with(
         &tb.trace.tokens,
         &TraceOptions {
@@ -132,6 +143,16 @@ pub enum CompareError {
     /// The traces do not line up.
     #[error(transparent)]
     Parity(#[from] ParityError),
+    /// A layer-local comparison needs the reference's residual stream (`embd` and every
+    /// layer's `l_out`), which this engine did not capture.
+    #[error(
+        "{engine} did not capture the residual stream (embd and every layer's l_out): \
+         a layer-local comparison cannot run on it; compare end to end"
+    )]
+    NoLayerInputs {
+        /// The reference engine.
+        engine: String,
+    },
 }
 
 /// Options of a traced pass.
@@ -193,9 +214,10 @@ pub trait TracedForward {
 }
 
 /// The trace of a pass an observer has seen, and the tensors it kept: `slots` are the
-/// per-layer slots every layer must have (`None` if one is missing, or a once-per-pass
-/// slot), `last_logits` the last position's logits for the top-k. pv's engines and any
-/// engine adapter that hands its tensors to a [`TraceObserver`] assemble traces this way.
+/// per-layer slots every layer must have, `last_logits` the last position's logits for the
+/// top-k. `None` if a layer lacks one of `slots` or the logits were never observed; `embd`
+/// and `final_norm` are recorded where observed. pv's engines and any engine adapter that
+/// hands its tensors to a [`TraceObserver`] assemble traces this way.
 pub fn assemble(
     engine: &str,
     tokens: &[u32],
@@ -205,19 +227,19 @@ pub fn assemble(
     k: usize,
 ) -> Option<(ForwardTrace, Vec<Captured>)> {
     let captured = std::mem::take(&mut obs.captured);
-    let (layers, [embd, final_norm, logit_stats]) = obs.finish(slots)?;
+    let f = obs.finish(slots)?;
     let trace = ForwardTrace {
         format: TRACE_FORMAT.into(),
         engine: engine.into(),
         statistics: STATISTICS.into(),
         tokens: tokens.to_vec(),
-        embd,
-        layers,
-        final_norm,
+        embd: f.embd,
+        layers: f.layers,
+        final_norm: f.final_norm,
         logits: LogitsTrace {
-            all: logit_stats.all,
-            last: logit_stats.last,
-            per_token: logit_stats.per_token,
+            all: f.logits.all,
+            last: f.logits.last,
+            per_token: f.logits.per_token,
             top_k: top_k(last_logits, k)
                 .into_iter()
                 .map(|(t, v)| (t as u32, v))
@@ -249,6 +271,7 @@ fn trace_with(
         logits.last(),
         options.top_k,
     )
+    .filter(|(t, _)| t.embd.is_some() && t.final_norm.is_some())
     .expect("the forward pass observes every capture point");
     Ok(Traced {
         trace,

@@ -70,9 +70,10 @@ impl TraceObserver {
         }
     }
 
-    /// The per-layer traces and the `embd`, `final_norm`, `logits` statistics; `None` if
-    /// any capture point of `slots` (a family's per-layer slots) was never observed.
-    pub fn finish(mut self, slots: &[Slot]) -> Option<(Vec<LayerTrace>, [SlotStats; 3])> {
+    /// The per-layer traces, the `embd` and `final_norm` statistics (`None` where never
+    /// observed) and the logits statistics; `None` if the logits or any capture point of
+    /// `slots` (the per-layer slots every layer must have) was never observed.
+    pub fn finish(mut self, slots: &[Slot]) -> Option<Finished> {
         if self
             .layers
             .iter()
@@ -80,10 +81,26 @@ impl TraceObserver {
         {
             return None;
         }
-        let mut once = Slot::once().map(|s| self.once.remove(&s));
-        let [e, f, g] = std::array::from_fn(|_| once.next().flatten());
-        Some((self.layers, [e?, f?, g?]))
+        let logits = self.once.remove(&Slot::Logits)?;
+        Some(Finished {
+            layers: self.layers,
+            embd: self.once.remove(&Slot::Embd),
+            final_norm: self.once.remove(&Slot::FinalNorm),
+            logits,
+        })
     }
+}
+
+/// What a [`TraceObserver`] saw, assembled by [`TraceObserver::finish`].
+pub struct Finished {
+    /// Per-layer statistics.
+    pub layers: Vec<LayerTrace>,
+    /// Token embeddings, if observed.
+    pub embd: Option<SlotStats>,
+    /// Final norm, if observed.
+    pub final_norm: Option<SlotStats>,
+    /// Logits.
+    pub logits: SlotStats,
 }
 
 impl Observer for TraceObserver {

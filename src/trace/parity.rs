@@ -96,13 +96,13 @@ pub fn check_parity(a: &ForwardTrace, b: &ForwardTrace) -> Result<(), ParityErro
     parity(a, b, [false, false]).map(|_| ())
 }
 
-/// A per-layer slot one engine recorded and the other could not capture.
+/// A slot one engine recorded and the other could not capture.
 #[derive(
     Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
 )]
 pub struct NotCaptured {
-    /// The layer.
-    pub layer: usize,
+    /// The layer, or `None` for a once-per-pass slot (`embd`, `final_norm`).
+    pub layer: Option<usize>,
     /// The slot.
     pub slot: Slot,
     /// The engine that did not capture it (its trace's `engine`).
@@ -131,7 +131,14 @@ pub fn parity(
         });
     }
     let mut missing = Vec::new();
-    check_slot("embd", &a.embd, &b.embd)?;
+    once(
+        &mut missing,
+        "embd",
+        Slot::Embd,
+        [&a.embd, &b.embd],
+        [a, b],
+        partial,
+    )?;
     for (l, (la, lb)) in a.layers.iter().zip(&b.layers).enumerate() {
         let slots: std::collections::BTreeSet<Slot> =
             la.slots().chain(lb.slots()).map(|(s, _)| s).collect();
@@ -147,13 +154,51 @@ pub fn parity(
                 _ => return Err(ParityError::Slot { location }),
             };
             missing.push(NotCaptured {
-                layer: l,
+                layer: Some(l),
                 slot,
                 engine: lacking.clone(),
             });
         }
     }
-    check_slot("final_norm", &a.final_norm, &b.final_norm)?;
+    once(
+        &mut missing,
+        "final_norm",
+        Slot::FinalNorm,
+        [&a.final_norm, &b.final_norm],
+        [a, b],
+        partial,
+    )?;
     check_slot("logits", &a.logits.stats(), &b.logits.stats())?;
     Ok(missing)
+}
+
+/// A once-per-pass slot that only a partial side may lack.
+fn once(
+    missing: &mut Vec<NotCaptured>,
+    location: &str,
+    slot: Slot,
+    stats: [&Option<SlotStats>; 2],
+    traces: [&ForwardTrace; 2],
+    partial: [bool; 2],
+) -> Result<(), ParityError> {
+    let lacking = match stats {
+        [Some(x), Some(y)] => return check_slot(location, x, y),
+        [None, None] if partial[0] || partial[1] => {
+            let i = if partial[0] { 0 } else { 1 };
+            traces[i]
+        }
+        [Some(_), None] if partial[1] => traces[1],
+        [None, Some(_)] if partial[0] => traces[0],
+        _ => {
+            return Err(ParityError::Slot {
+                location: location.into(),
+            });
+        }
+    };
+    missing.push(NotCaptured {
+        layer: None,
+        slot,
+        engine: lacking.engine.clone(),
+    });
+    Ok(())
 }

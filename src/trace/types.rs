@@ -85,12 +85,15 @@ pub struct ForwardTrace {
     pub statistics: String,
     /// The token ids traced.
     pub tokens: Vec<u32>,
-    /// Token embeddings.
-    pub embd: SlotStats,
+    /// Token embeddings; absent when an external engine could not capture them (pv's own
+    /// engines always record them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embd: Option<SlotStats>,
     /// Per-layer statistics, indexed by layer.
     pub layers: Vec<LayerTrace>,
-    /// Final RMSNorm output.
-    pub final_norm: SlotStats,
+    /// Final RMSNorm output; absent when an external engine could not capture it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_norm: Option<SlotStats>,
     /// Output logits.
     pub logits: LogitsTrace,
 }
@@ -105,7 +108,8 @@ impl ForwardTrace {
     }
 }
 
-/// The trace format version written by this pv.
-pub const TRACE_FORMAT: &str = "pv-forward-trace/2";
+/// The trace format version written by this pv (3: `embd` and `final_norm` may be absent,
+/// for an external engine that exposes neither).
+pub const TRACE_FORMAT: &str = "pv-forward-trace/3";
 /// The statistics statement every trace carries.
 pub const STATISTICS: &str = "f64 sums of deviations from the first finite value; population std; NaN/Inf counted and excluded";
