@@ -21,6 +21,7 @@ mod gguf;
 mod hazard;
 pub mod judge;
 mod parity;
+mod reference;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -99,6 +100,11 @@ pub static REGISTRY: &[Checker] = &[
         name: "engine_loader_hazard",
         measure: hazard::loader_hazard,
         judge: hazard::judge_loader_hazard,
+    },
+    Checker {
+        name: "reference_agreement",
+        measure: reference::reference_agreement,
+        judge: reference::judge_reference_agreement,
     },
 ];
 

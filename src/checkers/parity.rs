@@ -161,7 +161,7 @@ impl Sides {
     }
 }
 
-fn verdict(v: &Verdicts, passed: bool, report: String) -> Judgement {
+pub(super) fn verdict(v: &Verdicts, passed: bool, report: String) -> Judgement {
     Judgement {
         verdict: if passed { &v.pass } else { &v.fail }.clone(),
         passed,
@@ -441,8 +441,9 @@ struct Step {
     top1_reference: bool,
 }
 
-/// `decode_consistency`: per prompt, `steps` greedy steps through the GGUF engine's cache;
-/// each step's logits against the GGUF engine on the whole prefix at once and against the
+/// `decode_consistency`: per prompt, the prompt pass as generation runs it (step 0, the last
+/// position's logits only) and `steps` greedy steps through the GGUF engine's cache; each
+/// step's logits against the GGUF engine on the whole prefix at once and against the
 /// APR engine on the whole prefix.
 pub fn decode_consistency(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
     let p: DecodeParams = typed_params(p)?;
@@ -469,10 +470,12 @@ pub fn decode_consistency(p: &Value, ctx: &Context) -> Result<Measured, CheckErr
             let mut prefix = t.clone();
             prefix.extend(&fed);
             // Step s (1..=steps) is the pass that fed fed[s-1]: its logits follow
-            // prefix[..t.len() + s].
+            // prefix[..t.len() + s]. Step 0 is the prompt pass as generation runs it (logits
+            // of the last position only, the other rows dropped in the last layer), held to
+            // the all-positions pass's last row.
             let whole = gguf.forward(&prefix)?;
             let reference = apr.forward(&prefix)?;
-            Ok((1..rows.len())
+            Ok((0..rows.len())
                 .map(|s| {
                     let pos = t.len() + s - 1;
                     let (c, w, r) = (&rows[s], whole.row(pos), reference.row(pos));
@@ -497,21 +500,26 @@ pub fn decode_consistency(p: &Value, ctx: &Context) -> Result<Measured, CheckErr
 pub fn judge_decode_consistency(j: &Judged) -> Result<Judgement, String> {
     let p: DecodeParams = typed(j.params, "params")?;
     let rows: Vec<Vec<Step>> = recorded(j, "steps")?;
-    if rows.len() != p.prompts.len() || rows.iter().any(|r| r.len() != p.steps) {
+    // Records made before the prompt pass was checked hold the steps alone; since, the
+    // prompt pass comes first (step 0).
+    let with_prompt = rows.first().is_some_and(|r| r.len() == p.steps + 1);
+    let per_prompt = p.steps + usize::from(with_prompt);
+    if rows.len() != p.prompts.len() || rows.iter().any(|r| r.len() != per_prompt) {
         return Err(format!(
-            "measurements cover {} prompts x {:?} steps; the params name {} x {}",
+            "measurements cover {} prompts x {:?} steps; the params name {} x {} (and the prompt pass)",
             rows.len(),
             rows.iter().map(Vec::len).collect::<Vec<_>>(),
             p.prompts.len(),
             p.steps
         ));
     }
+    let first_step = usize::from(!with_prompt);
     let all = flat(&rows);
     let worst = |f: fn(&Step) -> f64| {
         all.iter()
             .copied()
             .max_by(|a, b| f(a.2).total_cmp(&f(b.2)))
-            .map(|(i, s, x)| (f(x), i + 1, s + 1))
+            .map(|(i, s, x)| (f(x), i + 1, s + first_step))
             .expect("steps")
     };
     let (kr, kri, krs) = worst(|s| s.kl_recompute);
@@ -528,11 +536,16 @@ pub fn judge_decode_consistency(j: &Judged) -> Result<Judgement, String> {
     ];
     let mark = |ok: bool| if ok { "ok" } else { "FAILS" };
     let report = format!(
-        "{} prompts x {} greedy steps through the KV cache:\n  vs the whole prefix recomputed: max KL {:.4e} nats \
+        "{} prompts x {} greedy steps through the KV cache{}:\n  vs the whole prefix recomputed: max KL {:.4e} nats \
          (prompt {kri}, step {krs}) <= {:e}: {}; top-1 agreement {:.3} >= {}: {}\n  vs the APR engine: max KL \
          {:.4e} nats (prompt {kfi}, step {kfs}) <= {:e}: {}; top-1 agreement {:.3} >= {}: {}\n",
         p.prompts.len(),
         p.steps,
+        if with_prompt {
+            ", after the prompt pass as generation runs it (step 0: last position only)"
+        } else {
+            ""
+        },
         kr,
         p.max_kl_recompute,
         mark(checks[0]),
@@ -715,8 +728,12 @@ mod tests {
                 .passed
         );
         let stale = step(0.5, false, 0.4, false);
-        let r = judge(json!({"steps": [[good.clone(), stale]]})).unwrap();
+        let r = judge(json!({"steps": [[good.clone(), stale.clone()]]})).unwrap();
         assert!(!r.passed && r.report.contains("step 2"), "{}", r.report);
         assert!(judge(json!({"steps": [[good]]})).is_err(), "a step missing");
+        // Since the prompt pass is checked it is step 0: a fault there is named as such.
+        let r = judge(json!({"steps": [[stale.clone(), good.clone(), good.clone()]]})).unwrap();
+        assert!(!r.passed && r.report.contains("step 0"), "{}", r.report);
+        assert!(r.report.contains("last position only"), "{}", r.report);
     }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::params::{
     CitationParams, DecodeParams, EquationParams, HazardParams, LogitsAgreementParams,
-    StdRatioParams, TraceAgreementParams, TracePromptParams,
+    ReferenceAgreementParams, StdRatioParams, TraceAgreementParams, TracePromptParams,
 };
 
 /// A checker as contracts see it.
@@ -104,6 +104,12 @@ pub static CATALOG: &[CheckerSpec] = &[
         summary: "an external engine runs the intact APR reference and refuses a copy of it with one defect (a missing tensor, malformed metadata, a checksum mismatch)",
         params_schema: schema_of::<HazardParams>,
         check_params: |v| parse::<HazardParams>(v)?.check(),
+    },
+    CheckerSpec {
+        name: "reference_agreement",
+        summary: "the GGUF engine against a named reference's stored figures: token ids, the last position's top logits (the pass generation runs), greedy continuations through the KV cache",
+        params_schema: schema_of::<ReferenceAgreementParams>,
+        check_params: |v| parse::<ReferenceAgreementParams>(v)?.check(),
     },
 ];
 

@@ -418,6 +418,112 @@ pub enum LayerSpan {
     },
 }
 
+/// `reference_agreement`: the GGUF engine against figures a named reference (llama.cpp)
+/// computed on the same model, stored in the contract with their provenance: token ids,
+/// the last position's top logits, and greedy continuations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceAgreementParams {
+    /// The model the figures were made on (inline, or a name in the contract's `models`).
+    #[schemars(with = "ModelRef<CanonicalModel>")]
+    pub model: CanonicalModel,
+    /// Who made the figures and how: program and commit, build, machine, the script that
+    /// drove it, the file they were copied from.
+    #[schemars(length(min = 1))]
+    pub source: String,
+    /// Which llama.cpp CPU build's arithmetic the figures come from (the engine reproduces
+    /// either; logits differ between them in the last bits).
+    pub flavor: crate::quant::Flavor,
+    /// The reference's end-of-generation ids: a greedy continuation stops after one.
+    pub eos: Vec<u32>,
+    /// Largest continuation the reference generated; a shorter one ends in an `eos` id.
+    #[schemars(range(min = 1))]
+    pub n_gen: usize,
+    /// How many of the last position's largest logits are compared, in order.
+    #[schemars(range(min = 1))]
+    pub top_k: usize,
+    /// Largest |logit difference| allowed among them (0: bit-identical).
+    pub max_abs_logit: f64,
+    /// The prompts, each with what the reference computed for it.
+    #[schemars(length(min = 1))]
+    pub cases: Vec<ReferenceCase>,
+    /// What to call a pass and a failure.
+    #[serde(default)]
+    pub verdicts: Verdicts,
+}
+
+/// One prompt of a `reference_agreement` test and the reference's figures for it. Only
+/// `tokens` is required: a case without `top` or `greedy` checks tokenisation alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceCase {
+    /// A short name for reports.
+    pub name: String,
+    /// The prompt text, tokenised with the model's tokenizer (BOS added, special tokens
+    /// recognised, as llama.cpp does by default).
+    pub text: String,
+    /// The reference's token ids for `text`.
+    pub tokens: Vec<u32>,
+    /// The reference's largest last-position logits after `tokens`, as `[id, logit]`,
+    /// largest first (ties by id), at least `top_k` of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<(u32, f64)>,
+    /// The reference's greedy continuation of `tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy: Option<Vec<u32>>,
+    /// The text the reference decoded `greedy` to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy_text: Option<String>,
+}
+
+impl ReferenceAgreementParams {
+    /// Checks what the schema cannot say: every case's figures are complete and consistent.
+    pub fn check(&self) -> Result<(), String> {
+        nonneg("max_abs_logit", self.max_abs_logit)?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.cases.iter().enumerate() {
+            let at = format!("cases[{i}] ({})", c.name);
+            if !names.insert(&c.name) {
+                return Err(format!("{at}: a second case of this name"));
+            }
+            if c.tokens.is_empty() {
+                return Err(format!("{at}: tokens is empty"));
+            }
+            if !c.top.is_empty() {
+                if c.top.len() < self.top_k {
+                    return Err(format!(
+                        "{at}: top lists {} logits; top_k is {}",
+                        c.top.len(),
+                        self.top_k
+                    ));
+                }
+                if c.top.iter().any(|&(_, v)| !v.is_finite()) {
+                    return Err(format!("{at}: top holds a logit that is not finite"));
+                }
+                if c.top.windows(2).any(|w| w[0].1 < w[1].1) {
+                    return Err(format!("{at}: top is not sorted, largest first"));
+                }
+            }
+            if let Some(g) = &c.greedy {
+                let ended = g.last().is_some_and(|t| self.eos.contains(t));
+                if g.is_empty() || g.len() > self.n_gen || (g.len() < self.n_gen && !ended) {
+                    return Err(format!(
+                        "{at}: greedy has {} tokens; a continuation is n_gen ({}) long or ends in an eos id",
+                        g.len(),
+                        self.n_gen
+                    ));
+                }
+                if g[..g.len() - 1].iter().any(|t| self.eos.contains(t)) {
+                    return Err(format!("{at}: greedy goes on after an eos id"));
+                }
+            } else if c.greedy_text.is_some() {
+                return Err(format!("{at}: greedy_text without greedy"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TraceAgreementParams {
     /// Whether the test judges `slot` at `layer`.
     pub fn judges(&self, slot: Slot, layer: Option<usize>) -> bool {

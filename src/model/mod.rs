@@ -220,22 +220,37 @@ impl OwnedQuantizedModel {
         n: usize,
         stop: &[u32],
     ) -> Result<Vec<u32>, ModelError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .generate_greedy_observed(prompt, n, stop, &mut NoopObserver)?
+            .0)
+    }
+
+    /// [`generate_greedy`](Self::generate_greedy) (`n >= 1`) with an observer on every pass;
+    /// also returns the prompt pass's logits, which, as in generation, are computed for the
+    /// last position only.
+    pub fn generate_greedy_observed<O: Observer>(
+        &self,
+        prompt: &[u32],
+        n: usize,
+        stop: &[u32],
+        obs: &mut O,
+    ) -> Result<(Vec<u32>, Vec<f32>), ModelError> {
         let mut cache = self.new_cache();
         let mut out = Vec::with_capacity(n);
-        if n == 0 {
-            return Ok(out);
-        }
-        let mut logits =
-            self.forward_with_cache(prompt, &mut cache, LogitsFor::Last, &mut NoopObserver)?;
-        loop {
+        let first = self.forward_with_cache(prompt, &mut cache, LogitsFor::Last, obs)?;
+        let mut logits = first.clone();
+        while out.len() < n {
             let next = argmax(&logits) as u32;
             out.push(next);
             if out.len() == n || stop.contains(&next) {
-                return Ok(out);
+                break;
             }
-            logits =
-                self.forward_with_cache(&[next], &mut cache, LogitsFor::Last, &mut NoopObserver)?;
+            logits = self.forward_with_cache(&[next], &mut cache, LogitsFor::Last, obs)?;
         }
+        Ok((out, first))
     }
 }
 

@@ -40,7 +40,17 @@ pub struct TilePanel {
 
 /// Which llama.cpp CPU build's arithmetic to reproduce: its element-wise functions and
 /// reductions, and which matrices it repacks (Q2_K only with AVX-512).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Flavor {
     /// An AVX-512 build (16-lane reductions, AVX-512 `exp`): the machine kind the shared
