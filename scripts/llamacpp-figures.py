@@ -7,9 +7,12 @@ defaults (flash attention off, f16 KV cache), n_ctx 512, 2 threads:
 
   PYTHONPATH=~/.cache/pv-llamacpp/llama_cpp_python-0.3.36 \
   LLAMA_CPP_LIB_PATH=~/.cache/pv-llamacpp/llama.cpp/build/bin \
-  scripts/llamacpp-figures.py MODEL PROMPTS.json OUT_PREFIX
+  scripts/llamacpp-figures.py MODEL PROMPTS.json OUT_PREFIX [N_CTX]
 
-PROMPTS.json is a list of {"name", "text"}. Writes OUT_PREFIX.json (token ids with BOS and
+N_CTX (default 512) is the context size; a prompt longer than 512 tokens needs a larger one,
+and is evaluated as llama-cpp-python evaluates it, in calls of n_batch = 512 tokens (each
+one micro-batch, n_ubatch 512), with the full-size sliding-window cache of llama.cpp's
+default context parameters. PROMPTS.json is a list of {"name", "text"}. Writes OUT_PREFIX.json (token ids with BOS and
 special tokens parsed, last-position top-20 logits, the greedy continuation of 32 tokens
 stopping at an end-of-generation token, its text) and OUT_PREFIX_logits_pN.f32 (the full
 last-position logits, little-endian f32).
@@ -21,8 +24,9 @@ import llama_cpp
 import numpy as np
 
 model, prompts_path, out = sys.argv[1:4]
+n_ctx = int(sys.argv[4]) if len(sys.argv) > 4 else 512
 prompts = json.load(open(prompts_path))
-llm = llama_cpp.Llama(model_path=model, n_ctx=512, n_threads=2, verbose=False)
+llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_threads=2, verbose=False)
 vocab = llama_cpp.llama_model_get_vocab(llm.model)
 eos = [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
 N_GEN = 32
@@ -70,7 +74,7 @@ json.dump(
         "eos": eos,
         "n_gen": N_GEN,
         "source": f"llama.cpp via llama-cpp-python {llama_cpp.__version__} ctypes, "
-        "built by ../shared/tools/llamacpp.sh, CPU, n_ctx 512, 2 threads",
+        f"built by ../shared/tools/llamacpp.sh, CPU, n_ctx {n_ctx}, 2 threads",
         "prompts": records,
     },
     open(f"{out}.json", "w"),

@@ -153,3 +153,43 @@ fn greedy_continuations_are_identical_to_llamacpp() {
         }
     }
 }
+
+/// Prompts longer than one llama.cpp micro-batch (512 tokens), evaluated as llama.cpp
+/// evaluates them (`OwnedQuantizedModel::prefill`: pieces of 512 through the KV cache), give
+/// llama.cpp's bits. Only the prompts whose last piece is shorter than 8 tokens are run here
+/// (it takes the untiled or single-token kernels, where one batch and pieces part ways; the
+/// Gemma ones are 513 and 1,029 tokens, the last piece past the sliding window); the
+/// contract llamacpp-reference-v1 (REFERENCE-004/005) holds all fifteen long prompts.
+#[test]
+fn long_prompts_split_into_micro_batches_match_llamacpp() {
+    let (Some(smollm2), Some(gemma)) = (
+        common::smollm2(),
+        common::real_model("gemma-3-270m-q4_k_m.gguf"),
+    ) else {
+        return;
+    };
+    let mut checked = 0;
+    for (path, fixture) in [
+        (smollm2, "llamacpp_smollm2_long.json"),
+        (gemma, "llamacpp_gemma3_long.json"),
+    ] {
+        let model = OwnedQuantizedModel::open(&path).unwrap();
+        let r = common::llamacpp_reference(fixture);
+        for p in r.prompts.iter().filter(|p| {
+            let tail = p.tokens.len() % pv::model::N_UBATCH;
+            p.tokens.len() > pv::model::N_UBATCH && (1..8).contains(&tail)
+        }) {
+            let (greedy, last) = model
+                .generate_greedy_observed(&p.tokens, 32, &r.eos, &mut pv::model::NoopObserver)
+                .unwrap();
+            let top: Vec<(u32, f32)> = top_k(&last, 10)
+                .iter()
+                .map(|&(t, v)| (t as u32, v))
+                .collect();
+            assert_eq!(top, p.top20[..10], "{fixture} {}: top-10", p.name);
+            assert_eq!(greedy, p.greedy, "{fixture} {}: greedy", p.name);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5, "the fixtures' short-tailed long prompts");
+}

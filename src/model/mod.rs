@@ -122,6 +122,10 @@ pub fn top_k(x: &[f32], k: usize) -> Vec<(usize, f32)> {
     idx.into_iter().map(|i| (i, x[i])).collect()
 }
 
+/// llama.cpp's default physical batch (`n_ubatch`, 512): a longer batch is evaluated in
+/// pieces of this many tokens (see [`OwnedQuantizedModel::prefill`]).
+pub const N_UBATCH: usize = 512;
+
 /// A GGUF model ready to run: the mapped file, its typed config and its weights, which stay
 /// quantized inside the mapping.
 pub struct OwnedQuantizedModel {
@@ -192,6 +196,34 @@ impl OwnedQuantizedModel {
         })
     }
 
+    /// Evaluates `tokens` after the positions already in `cache` as llama.cpp's decode
+    /// evaluates a batch: in micro-batches of [`N_UBATCH`] tokens, one after another through
+    /// the cache (each sees the keys and values of the ones before, over a cache padded for
+    /// its own end), so a prompt longer than one micro-batch gets llama.cpp's bits too. With
+    /// [`LogitsFor::Last`], only the last micro-batch's last row is computed, as llama.cpp
+    /// computes only the rows asked for; with [`LogitsFor::All`], every micro-batch's rows.
+    pub fn prefill<O: Observer>(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: LogitsFor,
+        obs: &mut O,
+    ) -> Result<Vec<f32>, ModelError> {
+        if tokens.len() <= N_UBATCH {
+            return self.forward_with_cache(tokens, cache, which, obs);
+        }
+        let mut out = Vec::new();
+        let pieces = tokens.len().div_ceil(N_UBATCH);
+        for (i, piece) in tokens.chunks(N_UBATCH).enumerate() {
+            let last = i + 1 == pieces;
+            let rows = self.forward_with_cache(piece, cache, which, obs)?;
+            if which == LogitsFor::All || last {
+                out.extend(rows);
+            }
+        }
+        Ok(out)
+    }
+
     /// Greedy decoding with an observer on every pass: evaluates `prompt`, then feeds the
     /// argmax back `n` times through the KV cache, one token a pass. Returns the tokens fed
     /// and the logits that chose each, plus the logits after the last one (`n + 1` rows).
@@ -202,7 +234,7 @@ impl OwnedQuantizedModel {
         obs: &mut O,
     ) -> Result<(Vec<u32>, Vec<Vec<f32>>), ModelError> {
         let mut cache = self.new_cache();
-        let mut rows = vec![self.forward_with_cache(prompt, &mut cache, LogitsFor::Last, obs)?];
+        let mut rows = vec![self.prefill(prompt, &mut cache, LogitsFor::Last, obs)?];
         let mut fed = Vec::with_capacity(n);
         for _ in 0..n {
             let next = argmax(rows.last().expect("one row")) as u32;
@@ -240,7 +272,7 @@ impl OwnedQuantizedModel {
     ) -> Result<(Vec<u32>, Vec<f32>), ModelError> {
         let mut cache = self.new_cache();
         let mut out = Vec::with_capacity(n);
-        let first = self.forward_with_cache(prompt, &mut cache, LogitsFor::Last, obs)?;
+        let first = self.prefill(prompt, &mut cache, LogitsFor::Last, obs)?;
         let mut logits = first.clone();
         while out.len() < n {
             let next = argmax(&logits) as u32;
