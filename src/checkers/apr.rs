@@ -137,7 +137,19 @@ fn external_std_ratio(
         tokens.len()
     ));
     let ta = xa.forward_traced(&tokens)?;
-    crate::trace::parity(&ta, &tg, [true, true])?;
+    if let Some(m) = crate::trace::parity(&ta, &tg, [true, true])?
+        .mismatched
+        .into_iter()
+        .find(|m| m.slot == p.slot && m.layer == Some(p.layer))
+    {
+        return Err(CheckError::Input(format!(
+            "{} at layer {}: shapes differ ({} from the APR path, {} from the GGUF path): no std ratio can be measured",
+            p.slot.name(),
+            p.layer,
+            m.shapes[0],
+            m.shapes[1]
+        )));
+    }
     for t in [&tg, &ta] {
         if t.layers.iter().any(|l| l.get(p.slot).is_none()) {
             return Err(CheckError::Input(format!(

@@ -595,6 +595,7 @@ mod tests {
                 slot: Slot::Q,
                 gain_mean: if l == 1 { gain_mean } else { 0.0 },
                 worst: worst.clone(),
+                shapes: None,
             })
             .collect();
         json!({"tokens": [3, 4], "summary": SetSummary { prompts: 2, slots, not_captured: Vec::new() }})

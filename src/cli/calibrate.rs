@@ -45,6 +45,11 @@ pub struct Args {
     /// Smallest limit.
     #[arg(long, default_value_t = 1e-6)]
     floor: f64,
+    /// Derive the limits for this false-alarm rate per prompt (e.g. 1e-3) as prediction
+    /// bounds (log-normal deviations, Student's t over the calibration prompts, the rate
+    /// shared over every check a prompt gets) instead of --margin and --band-k.
+    #[arg(long, value_name = "RATE")]
+    false_alarm: Option<f64>,
     /// Metrics to calibrate (default: gain, cosine_gap, channel_std, channel_err).
     #[arg(long = "metric", value_enum)]
     metrics: Vec<Metric>,
@@ -92,10 +97,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
     a.engines.check(a.local, false)?;
     let [(ma, tok_a, n_layer), (mb, tok_b, _)] = a.engines.load(&a.a, &a.b)?;
     let tok = super::some_tokenizer([(a.a.as_path(), &tok_a), (a.b.as_path(), &tok_b)])?;
+    if a.false_alarm
+        .is_some_and(|r| !(r.is_finite() && r > 0.0 && r < 1.0))
+    {
+        return Err(CliError::input("--false-alarm must be in (0, 1)"));
+    }
     let how = Calibration {
         margin: a.margin,
         band_k: a.band_k,
         floor: a.floor,
+        false_alarm: a.false_alarm,
         metrics: if a.metrics.is_empty() {
             DEFAULT_METRICS.to_vec()
         } else {
@@ -145,17 +156,30 @@ pub fn run(a: Args) -> Result<(), CliError> {
         .map(|(_, d)| usize::from(d.first_divergent.is_some()))
         .sum::<usize>()
         + usize::from(set_alarms.as_ref().is_some_and(|v| !v.is_empty()));
+    let method = match a.false_alarm {
+        Some(r) => format!(
+            "prediction bounds for {r:e} false alarms per prompt over {} checks",
+            table.cells()
+        ),
+        None => format!("margin {}", a.margin),
+    };
     let yaml = format!(
-        "# pv calibrate{}: {} vs {}, {} layers, {} calibration prompts, margin {}, floor {:e}\n{}",
+        "# pv calibrate{}: {} vs {}, {} layers, {} calibration prompts, {method}, floor {:e}\n{}",
         if a.local { " --local" } else { "" },
         a.a.display(),
         a.b.display(),
         n_layer,
         prompts.len(),
-        a.margin,
         a.floor,
         table.to_yaml(0)
     );
+    let observed = held.as_ref().map(|h| {
+        let alarmed = h
+            .iter()
+            .filter(|(_, d)| d.first_divergent.is_some())
+            .count();
+        (alarmed, h.len(), upper_95(alarmed, h.len()))
+    });
     if let Some(out) = &a.output {
         crate::fsutil::atomic_write(out, yaml.as_bytes())
             .map_err(|e| CliError::other(format!("{}: {e}", out.display())))?;
@@ -170,6 +194,12 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 "violations": d.violations,
             })).collect::<Vec<_>>()),
             "check_set_violations": set_alarms,
+            "false_alarms": {
+                "expected_per_prompt": a.false_alarm,
+                "observed": observed.map(|(x, m, u)| serde_json::json!({
+                    "prompts_alarmed": x, "prompts": m, "rate": x as f64 / m as f64, "upper_95": u,
+                })),
+            },
         }))?,
         Format::Text => {
             let mut o = String::new();
@@ -178,10 +208,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
             }
             let _ = writeln!(
                 o,
-                "calibrated {} metrics over {} prompts (margin {}, floor {:e})",
+                "calibrated {} metrics over {} prompts ({method}, floor {:e})",
                 how.metrics.len(),
                 prompts.len(),
-                a.margin,
                 a.floor
             );
             if let Some(held) = &held {
@@ -208,6 +237,17 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     "false alarms: {alarms} of {} held-out prompts (and the set as a whole)",
                     held.len()
                 );
+                if let Some((x, m, u)) = observed {
+                    let _ = writeln!(
+                        o,
+                        "false-alarm rate per prompt: expected {}, observed {x}/{m} = {:.3} (95% upper bound {u:.3})",
+                        a.false_alarm
+                            .map_or("(not stated: margin method)".to_string(), |r| format!(
+                                "<= {r:e}"
+                            )),
+                        x as f64 / m as f64
+                    );
+                }
             }
             emit(&o)?;
         }
@@ -216,4 +256,26 @@ pub fn run(a: Args) -> Result<(), CliError> {
         return Err(CliError::reported(1));
     }
     Ok(())
+}
+
+/// The one-sided 95% upper confidence bound on a rate seen `x` times in `m` trials
+/// (Clopper-Pearson: the Beta(x + 1, m - x) quantile at 0.95; 1 when every trial hit).
+fn upper_95(x: usize, m: usize) -> f64 {
+    use statrs::distribution::{Beta, ContinuousCDF};
+    if x >= m {
+        return 1.0;
+    }
+    Beta::new((x + 1) as f64, (m - x) as f64).map_or(1.0, |b| b.inverse_cdf(0.95))
+}
+
+#[cfg(test)]
+mod tests {
+    /// 0 of 100 bounds the rate by 1 - 0.05^(1/100) (the "rule of three" gives about 3/100).
+    #[test]
+    fn the_upper_bound_is_clopper_pearsons() {
+        let u = super::upper_95(0, 100);
+        assert!((u - (1.0 - 0.05f64.powf(0.01))).abs() < 1e-9, "{u}");
+        assert!(super::upper_95(5, 100) > 0.05 && super::upper_95(5, 100) < 0.12);
+        assert_eq!(super::upper_95(3, 3), 1.0);
+    }
 }

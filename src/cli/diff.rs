@@ -144,7 +144,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             a.b.file_name().unwrap_or_default().to_string_lossy(),
             if a.local { " (layer-local)" } else { "" }
         );
-        super::plot::draw(report, &title, svg)?;
+        super::plot::draw(report, &limits, &title, svg)?;
     }
     match a.format {
         Format::Json if reports.len() == 1 => {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Traced;
 use super::limits::{Bound, Thresholds};
-use super::parity::{NotCaptured, ParityError, parity};
+use super::parity::{NotCaptured, ParityError, Shape, parity};
 use crate::model::{Logits, Slot, argmax};
 
 /// How far B is from A at one capture point, each as a deviation from perfect agreement
@@ -124,9 +124,35 @@ pub struct SlotDiff {
     pub gain: f64,
     /// The worst channels.
     pub channels: ChannelDiff,
+    /// The two shapes, when they differ (then nothing else could be compared, and every
+    /// figure above is NaN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shapes: Option<[Shape; 2]>,
 }
 
 impl SlotDiff {
+    /// A slot whose shapes differ: NaN everywhere, which breaks any limit on it.
+    pub fn mismatched(m: &super::ShapeMismatch) -> Self {
+        let nan = f64::NAN;
+        SlotDiff {
+            layer: m.layer,
+            slot: m.slot,
+            std_ratio_all: nan,
+            std_ratio_last: nan,
+            cosine: nan,
+            sqnr_db: nan,
+            nmse: nan,
+            max_abs_diff: nan,
+            gain: nan,
+            channels: ChannelDiff {
+                std: (nan, 0),
+                err: (nan, 0),
+                cosine_gap: (nan, 0),
+            },
+            shapes: Some(m.shapes),
+        }
+    }
+
     /// The deviation under `m`, and the channel it comes from for per-channel metrics.
     pub fn deviation(&self, m: Metric) -> (f64, Option<usize>) {
         let ch = |(v, c): (f64, usize)| (v, Some(c));
@@ -195,6 +221,10 @@ pub struct Violation {
     pub center: Option<f64>,
     /// The worst channel, for per-channel metrics.
     pub channel: Option<usize>,
+    /// The two shapes of a slot the engines computed at different sizes (A, B): the
+    /// violation is that, whatever `metric` says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shapes: Option<[Shape; 2]>,
 }
 
 impl std::fmt::Display for Violation {
@@ -203,6 +233,9 @@ impl std::fmt::Display for Violation {
             Some(l) => format!("{} at layer {l}", self.slot.name()),
             None => self.slot.name().to_string(),
         };
+        if let Some([a, b]) = self.shapes {
+            return write!(f, "{at}: shapes differ: A {a}, B {b}");
+        }
         match self.center {
             Some(c) => write!(
                 f,
@@ -287,6 +320,10 @@ pub struct SlotSummary {
     pub gain_mean: f64,
     /// The worst deviation of every metric over the prompts.
     pub worst: BTreeMap<Metric, Worst>,
+    /// The shapes (A, B) on the first prompt where they differ: a finding whatever the
+    /// limits say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shapes: Option<[Shape; 2]>,
 }
 
 /// Comparisons of the same two models on several prompts, reduced to what is judged: per
@@ -320,6 +357,7 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
                     slot: s.slot,
                     gain_mean: 0.0,
                     worst: BTreeMap::new(),
+                    shapes: None,
                 });
             }
             let Some(row) = slots
@@ -328,6 +366,7 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
             else {
                 continue;
             };
+            row.shapes = row.shapes.or(s.shapes);
             row.gain_mean = finite(row.gain_mean + (s.gain - 1.0) / diffs.len() as f64);
             for m in Metric::ALL {
                 let (value, channel) = s.deviation(m);
@@ -368,6 +407,21 @@ pub fn judge_set(diffs: &[TraceDiff], limits: &Thresholds) -> Vec<Violation> {
 pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation> {
     let mut out = Vec::new();
     for (index, s) in summary.slots.iter().enumerate() {
+        if let Some(shapes) = s.shapes {
+            out.push(Violation {
+                index,
+                layer: s.layer,
+                slot: s.slot,
+                metric: Metric::CosineGap,
+                prompt: None,
+                value: f64::MAX,
+                limit: 0.0,
+                center: None,
+                channel: None,
+                shapes: Some(shapes),
+            });
+            continue;
+        }
         for (metric, bound) in limits.limits(s.slot, s.layer) {
             let v = |prompt, value, limit, center, channel| Violation {
                 index,
@@ -379,6 +433,7 @@ pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation
                 limit,
                 center,
                 channel,
+                shapes: None,
             };
             match bound {
                 Bound::Max(limit) => {
@@ -588,7 +643,10 @@ pub fn not_captured_lines(missing: &[NotCaptured]) -> Vec<String> {
 /// a slot only one pass recorded is refused too, unless the other pass is
 /// [`partial`](Traced::partial) (an external engine), when it is listed as not captured.
 pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, ParityError> {
-    let not_captured = parity(&a.trace, &b.trace, [a.partial, b.partial])?;
+    let super::Parity {
+        not_captured,
+        mismatched,
+    } = parity(&a.trace, &b.trace, [a.partial, b.partial])?;
     let mut slots = Vec::new();
     for ca in &a.captured {
         let Some(cb) = b
@@ -609,6 +667,13 @@ pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, Pa
         let (Some(sa), Some(sb)) = (stats(a), stats(b)) else {
             continue;
         };
+        if let Some(m) = mismatched
+            .iter()
+            .find(|m| (m.layer, m.slot) == (ca.layer, ca.slot))
+        {
+            slots.push(SlotDiff::mismatched(m));
+            continue;
+        }
         let (cosine, sqnr_db, nmse, max_abs_diff, gain) = compare(&ca.data, &cb.data);
         slots.push(SlotDiff {
             layer: ca.layer,
@@ -621,17 +686,91 @@ pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, Pa
             max_abs_diff,
             gain,
             channels: channels(&ca.data, &cb.data, ca.width),
+            shapes: None,
         });
     }
     let mut d = TraceDiff {
         engines: (a.trace.engine.clone(), b.trace.engine.clone()),
         tokens: a.trace.tokens.clone(),
         slots,
-        logits: logits_diff(&a.logits, &b.logits),
+        logits: if a.logits.vocab == b.logits.vocab {
+            logits_diff(&a.logits, &b.logits)
+        } else {
+            LogitsDiff {
+                kl: Vec::new(),
+                top1_agree: Vec::new(),
+            }
+        },
         violations: Vec::new(),
         first_divergent: None,
         not_captured,
     };
     d.judge(limits);
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Logits, Observer};
+    use crate::trace::{CaptureSpec, TraceObserver, Traced, assemble};
+
+    /// A one-layer pass of `n` tokens whose `q` is `q_width` wide but reported as 6 wide
+    /// (an engine bug that computes the slot at another size).
+    fn traced(n: usize, q_width: usize) -> Traced {
+        let spec = CaptureSpec {
+            slots: vec![Slot::Embd, Slot::Q, Slot::Logits],
+            layers: None,
+        };
+        let mut obs = TraceObserver::new(1, false, Some(spec));
+        let ramp = |len: usize| {
+            (0..len)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect::<Vec<_>>()
+        };
+        obs.observe(None, Slot::Embd, &ramp(n * 4), 4);
+        obs.observe(Some(0), Slot::Q, &ramp(n * q_width), 6);
+        obs.observe(None, Slot::FinalNorm, &ramp(n * 4), 4);
+        let logits = ramp(n * 5);
+        obs.observe(None, Slot::Logits, &logits, 5);
+        let tokens: Vec<u32> = (0..n as u32).collect();
+        let (trace, captured) =
+            assemble("test", &tokens, obs, &[Slot::Q], &logits[(n - 1) * 5..], 3).unwrap();
+        Traced {
+            trace,
+            logits: Logits {
+                vocab: 5,
+                data: logits,
+            },
+            captured,
+            partial: false,
+        }
+    }
+
+    /// A slot computed at another width is a finding at that slot and layer, with both
+    /// shapes named as they are (8 positions x 10, not 13 positions x 6), whatever the limits
+    /// hold; the comparison is not refused as bad input.
+    #[test]
+    fn a_slot_of_another_shape_is_a_violation_that_names_both_shapes() {
+        let (a, b) = (traced(8, 6), traced(8, 10));
+        let d = diff(&a, &b, &Thresholds::coarse()).expect("compared, not refused");
+        let first = d.first_violations().next().expect("a violation");
+        assert_eq!((first.slot, first.layer), (Slot::Q, Some(0)));
+        assert_eq!(
+            first.to_string(),
+            "q at layer 0: shapes differ: A 8 positions x 6, B 8 positions x 10"
+        );
+        // Judged again from the recorded summary, with no limit on q at all.
+        let summary = summarize(std::slice::from_ref(&d));
+        let v = judge_summary(&summary, &Thresholds::default());
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].to_string().contains("shapes differ"));
+        // The intact pair: nothing.
+        assert!(
+            diff(&a, &traced(8, 6), &Thresholds::coarse())
+                .unwrap()
+                .violations
+                .is_empty()
+        );
+    }
 }

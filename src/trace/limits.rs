@@ -88,6 +88,11 @@ pub struct Thresholds {
     /// Prompts the bands' means and spreads were measured on.
     #[serde(default = "one")]
     pub calibration_prompts: usize,
+    /// The false-alarm rate per prompt the limits were derived for (`pv calibrate
+    /// --false-alarm`), when they were derived that way rather than as a margin on the worst
+    /// calibration value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_alarm_rate: Option<f64>,
     /// Per slot, per metric.
     pub slots: BTreeMap<Slot, BTreeMap<Metric, Limit>>,
 }
@@ -106,6 +111,7 @@ impl Default for Thresholds {
             local: false,
             band_k: default_k(),
             calibration_prompts: 1,
+            false_alarm_rate: None,
             slots: BTreeMap::new(),
         }
     }
@@ -125,6 +131,20 @@ impl Thresholds {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    /// How many checks one prompt gets: a value per slot, metric and layer.
+    pub fn cells(&self) -> usize {
+        self.slots
+            .values()
+            .flat_map(|m| m.values())
+            .map(|l| match l {
+                Limit::Max(v) | Limit::Band { mean: v, .. } => match v {
+                    Values::PerLayer(x) => x.len(),
+                    Values::Every(_) => 1,
+                },
+            })
+            .sum()
     }
 
     /// pv diff's default when no calibrated table is given: |std ratio - 1| <= 5% and
@@ -274,6 +294,22 @@ pub struct Calibration {
     pub floor: f64,
     /// The metrics calibrated (the gain as a band, the others as upper bounds).
     pub metrics: Vec<Metric>,
+    /// Derive the limits for this false-alarm rate per prompt instead (`margin` and
+    /// `band_k` are then not used): see [`calibrate`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_alarm: Option<f64>,
+}
+
+/// The one-sided and two-sided quantiles a calibration for `alpha` false alarms per prompt
+/// needs, over `cells` checks per prompt and `n` calibration prompts: Student's t with
+/// `n - 1` degrees of freedom at `1 - alpha / cells` and `1 - alpha / (2 cells)` (a
+/// Bonferroni share of the rate per check, and the t of a prediction bound whose mean and
+/// spread are estimated from `n` values).
+pub fn prediction_quantiles(alpha: f64, cells: usize, n: usize) -> (f64, f64) {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let t = StudentsT::new(0.0, 1.0, (n.max(2) - 1) as f64).expect("degrees of freedom >= 1");
+    let p = alpha / cells.max(1) as f64;
+    (t.inverse_cdf(1.0 - p), t.inverse_cdf(1.0 - p / 2.0))
 }
 
 /// Limits from intact comparisons (the same two models on several prompts, compared the
@@ -281,6 +317,19 @@ pub struct Calibration {
 /// `max(margin x worst deviation, floor)`, and for the gain the mean and spread of its
 /// signed deviation. Values are rounded outward to three significant digits so the table
 /// reads well in a contract.
+///
+/// With `how.false_alarm = Some(alpha)`, the limits are instead upper prediction bounds
+/// for one new prompt at a stated rate. Of the `K` checks a prompt gets (slots x layers x
+/// metrics), each is given `alpha / K`, so that a prompt raises a false alarm with
+/// probability at most `alpha` (the union bound). An upper-bounded deviation `x` is
+/// modelled as log-normal: with the mean `m` and standard deviation `s` of `ln max(x,
+/// floor)` over the `n` calibration prompts, its limit is `exp(m + t s sqrt(1 + 1/n))`, `t`
+/// Student's quantile at `1 - alpha / K` with `n - 1` degrees of freedom (the parameters
+/// are estimated, so the bound is wider than a normal quantile would give), and never
+/// below the worst calibration value. The gain (normal, two-sided) keeps its mean and
+/// spread, and `band_k` becomes the two-sided quantile, so one prompt's band is `t s
+/// sqrt(1 + 1/n)` wide. The rate holds as far as the model does: `pv calibrate --check`
+/// counts the false alarms on held-out prompts.
 pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresholds {
     // (slot, metric) -> layer -> deviations over the prompts.
     let mut seen: BTreeMap<(Slot, Metric), BTreeMap<Option<usize>, Vec<f64>>> = BTreeMap::new();
@@ -301,12 +350,19 @@ pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresh
             }
         }
     }
+    let cells: usize = seen.values().map(BTreeMap::len).sum();
+    let n = intact.len();
+    let quantiles = how
+        .false_alarm
+        .map(|alpha| prediction_quantiles(alpha, cells, n));
     let mut t = Thresholds {
         local,
-        band_k: how.band_k,
-        calibration_prompts: intact.len(),
+        band_k: quantiles.map_or(how.band_k, |q| round_up(q.1)),
+        calibration_prompts: n,
+        false_alarm_rate: how.false_alarm,
         slots: BTreeMap::new(),
     };
+    let widen = (1.0 + 1.0 / n.max(1) as f64).sqrt();
     for ((slot, m), per) in seen {
         let values = |f: &dyn Fn(&[f64]) -> f64| {
             if slot.info().per_layer {
@@ -322,7 +378,15 @@ pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresh
             }
         } else {
             Limit::Max(values(&|v| {
-                round_up((v.iter().copied().fold(0.0, f64::max) * how.margin).max(how.floor))
+                let worst = v.iter().copied().fold(0.0, f64::max);
+                let bound = match quantiles {
+                    Some((t1, _)) => {
+                        let logs: Vec<f64> = v.iter().map(|x| x.max(how.floor).ln()).collect();
+                        (mean(&logs) + t1 * sd(&logs) * widen).exp().max(worst)
+                    }
+                    None => worst * how.margin,
+                };
+                round_up(bound.max(how.floor))
             }))
         };
         t.slots.entry(slot).or_default().insert(m, l);

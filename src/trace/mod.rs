@@ -17,7 +17,7 @@ pub use diff::{
 pub use limits::{Bound, Calibration, Limit, Thresholds, Values, calibrate};
 pub use npy::{npy_bytes, read_npy, write_npy};
 pub use observer::{CaptureSpec, Captured, Finished, TraceObserver};
-pub use parity::{NotCaptured, ParityError, check_parity, parity};
+pub use parity::{NotCaptured, Parity, ParityError, Shape, ShapeMismatch, check_parity, parity};
 pub use stats::{ActivationStats, Scope, ScopeKind};
 pub use types::{ForwardTrace, LayerTrace, LogitsTrace, STATISTICS, SlotStats, TRACE_FORMAT};
 

@@ -42,6 +42,10 @@ pub struct TraceObserver {
     once: BTreeMap<Slot, SlotStats>,
     /// Kept tensors.
     pub captured: Vec<Captured>,
+    /// Rows of the pass (from the first capture, `embd`): a capture whose length is a
+    /// multiple of it but not of the width it was reported with is recorded at its real
+    /// width, so a wrong-width tensor is named by its shape, not misread as other rows.
+    rows: Option<usize>,
 }
 
 impl TraceObserver {
@@ -53,6 +57,7 @@ impl TraceObserver {
             layers: vec![LayerTrace::default(); n_layer],
             once: BTreeMap::new(),
             captured: Vec::new(),
+            rows: None,
         }
     }
 
@@ -105,6 +110,17 @@ pub struct Finished {
 
 impl Observer for TraceObserver {
     fn observe(&mut self, layer: Option<usize>, slot: Slot, data: &[f32], width: usize) {
+        let rows = *self.rows.get_or_insert(data.len() / width.max(1));
+        // The reported width is believed when it gives the pass's rows (or one row: the
+        // last layer of a pass that keeps only the last position).
+        let fits = width > 0
+            && data.len().is_multiple_of(width)
+            && [rows, 1].contains(&(data.len() / width));
+        let width = if !fits && rows > 0 && data.len().is_multiple_of(rows) {
+            data.len() / rows
+        } else {
+            width
+        };
         let stats = self.stats(data, width);
         match layer {
             Some(l) => self.layers[l].0.insert(slot, stats),

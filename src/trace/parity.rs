@@ -58,6 +58,59 @@ fn scope_str(s: &ActivationStats) -> String {
     )
 }
 
+/// How many positions a slot covers and how wide each is: what two engines must agree on
+/// before their values can be compared.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct Shape {
+    /// Positions (tokens) covered.
+    pub positions: usize,
+    /// Values per position.
+    pub width: usize,
+}
+
+impl Shape {
+    /// The shape of a slot's statistics (its all-positions scope).
+    pub fn of(s: &SlotStats) -> Self {
+        let c = &s.all.scope;
+        Shape {
+            positions: c.last_position + 1 - c.first_position,
+            width: c.width,
+        }
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} positions x {}", self.positions, self.width)
+    }
+}
+
+/// A slot both engines recorded with different shapes: a finding at that slot (one engine
+/// computed something of another size), not a reason to refuse the comparison.
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct ShapeMismatch {
+    /// The layer, or `None` for a once-per-pass slot.
+    pub layer: Option<usize>,
+    /// The slot.
+    pub slot: Slot,
+    /// Its shape in the first trace and in the second.
+    pub shapes: [Shape; 2],
+}
+
+/// What [`parity`] found besides agreement: slots one side could not capture, and slots
+/// whose shapes differ.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parity {
+    /// Slots a partial side did not capture.
+    pub not_captured: Vec<NotCaptured>,
+    /// Slots both recorded with different shapes.
+    pub mismatched: Vec<ShapeMismatch>,
+}
+
 fn check_slot(location: &str, a: &SlotStats, b: &SlotStats) -> Result<(), ParityError> {
     for (scope, x, y) in [("all", &a.all, &b.all), ("last", &a.last, &b.last)] {
         if x.scope != y.scope {
@@ -93,7 +146,17 @@ fn check_slot(location: &str, a: &SlotStats, b: &SlotStats) -> Result<(), Parity
 /// Checks that `a` and `b` have the same tokens, layers, slots and scopes, so that their
 /// statistics describe the same samples.
 pub fn check_parity(a: &ForwardTrace, b: &ForwardTrace) -> Result<(), ParityError> {
-    parity(a, b, [false, false]).map(|_| ())
+    match parity(a, b, [false, false])?.mismatched.first() {
+        Some(m) => Err(ParityError::Scope {
+            location: m.layer.map_or(m.slot.name().to_string(), |l| {
+                format!("layers[{l}].{}", m.slot.name())
+            }),
+            scope: "all".into(),
+            a: m.shapes[0].to_string(),
+            b: m.shapes[1].to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A slot one engine recorded and the other could not capture.
@@ -109,15 +172,16 @@ pub struct NotCaptured {
     pub engine: String,
 }
 
-/// [`check_parity`] where side `i` may leave per-layer slots out when `partial[i]` (an
-/// engine other than pv's, which captures what it can and never invents the rest): the
-/// slots one side lacks are returned, not refused. Tokens, layers and the scopes of every
-/// slot both record must still agree.
+/// Two traces' agreement on what they cover, where side `i` may leave per-layer slots out
+/// when `partial[i]` (an engine other than pv's, which captures what it can and never
+/// invents the rest): the slots one side lacks are returned, not refused, and so are slots
+/// both record with different shapes (a finding at that slot). Tokens and layers must
+/// agree, and the scopes of every slot of the same shape.
 pub fn parity(
     a: &ForwardTrace,
     b: &ForwardTrace,
     partial: [bool; 2],
-) -> Result<Vec<NotCaptured>, ParityError> {
+) -> Result<Parity, ParityError> {
     if a.tokens != b.tokens {
         return Err(ParityError::Tokens {
             a: a.tokens.len(),
@@ -131,8 +195,10 @@ pub fn parity(
         });
     }
     let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
     once(
         &mut missing,
+        &mut mismatched,
         "embd",
         Slot::Embd,
         [&a.embd, &b.embd],
@@ -146,7 +212,9 @@ pub fn parity(
             let location = format!("layers[{l}].{}", slot.name());
             let lacking = match (la.get(slot), lb.get(slot)) {
                 (Some(x), Some(y)) => {
-                    check_slot(&location, x, y)?;
+                    if !shapes_differ(&mut mismatched, Some(l), slot, x, y) {
+                        check_slot(&location, x, y)?;
+                    }
                     continue;
                 }
                 (Some(_), None) if partial[1] => &b.engine,
@@ -162,19 +230,47 @@ pub fn parity(
     }
     once(
         &mut missing,
+        &mut mismatched,
         "final_norm",
         Slot::FinalNorm,
         [&a.final_norm, &b.final_norm],
         [a, b],
         partial,
     )?;
-    check_slot("logits", &a.logits.stats(), &b.logits.stats())?;
-    Ok(missing)
+    let (la, lb) = (a.logits.stats(), b.logits.stats());
+    if !shapes_differ(&mut mismatched, None, Slot::Logits, &la, &lb) {
+        check_slot("logits", &la, &lb)?;
+    }
+    Ok(Parity {
+        not_captured: missing,
+        mismatched,
+    })
+}
+
+/// Records a shape mismatch of a slot both traces hold; whether there was one.
+fn shapes_differ(
+    out: &mut Vec<ShapeMismatch>,
+    layer: Option<usize>,
+    slot: Slot,
+    a: &SlotStats,
+    b: &SlotStats,
+) -> bool {
+    let shapes = [Shape::of(a), Shape::of(b)];
+    if shapes[0] == shapes[1] {
+        return false;
+    }
+    out.push(ShapeMismatch {
+        layer,
+        slot,
+        shapes,
+    });
+    true
 }
 
 /// A once-per-pass slot that only a partial side may lack.
 fn once(
     missing: &mut Vec<NotCaptured>,
+    mismatched: &mut Vec<ShapeMismatch>,
     location: &str,
     slot: Slot,
     stats: [&Option<SlotStats>; 2],
@@ -182,7 +278,12 @@ fn once(
     partial: [bool; 2],
 ) -> Result<(), ParityError> {
     let lacking = match stats {
-        [Some(x), Some(y)] => return check_slot(location, x, y),
+        [Some(x), Some(y)] => {
+            if shapes_differ(mismatched, None, slot, x, y) {
+                return Ok(());
+            }
+            return check_slot(location, x, y);
+        }
         [None, None] if partial[0] || partial[1] => {
             let i = if partial[0] { 0 } else { 1 };
             traces[i]
