@@ -238,12 +238,18 @@ fn diff_exit_codes_and_the_first_divergent_slot() {
         drawn.contains("first outside limits: "),
         "the divergence is named in the plot"
     );
-    assert!(drawn.contains("ffn_down"), "a legend names the slots");
     let line = out
         .lines()
         .find(|l| l.starts_with("first slot outside limits: "))
         .expect("the first slot is named");
     let place = line.trim_start_matches("first slot outside limits: ");
+    // A per-layer slot is drawn bold and named in the legend; a once-per-pass one (here the
+    // Q8_0 embedding lookup) is named in the heading only.
+    if let Some((slot, _)) = place.split_once(" at layer ") {
+        assert!(drawn.contains(&format!("{slot} (outside)")), "{place}");
+    }
+    assert!(drawn.contains(place), "the heading names {place}");
+    assert!(drawn.contains("other slots"), "the legend counts the faded rest");
     assert!(
         place.contains(" at layer ") || ["embd", "final_norm", "logits"].contains(&place),
         "{line}"

@@ -328,8 +328,10 @@ pub fn prediction_quantiles(alpha: f64, cells: usize, n: usize) -> (f64, f64) {
 /// are estimated, so the bound is wider than a normal quantile would give), and never
 /// below the worst calibration value. The gain (normal, two-sided) keeps its mean and
 /// spread, and `band_k` becomes the two-sided quantile, so one prompt's band is `t s
-/// sqrt(1 + 1/n)` wide. The rate holds as far as the model does: `pv calibrate --check`
-/// counts the false alarms on held-out prompts.
+/// sqrt(1 + 1/n)` wide. Both quantiles are widened by how much heavier than t the pooled,
+/// standardised calibration deviations are at the levels they can show ([`tail_factors`]).
+/// The rate holds as far as the model does: `pv calibrate --check` counts the false alarms
+/// on held-out prompts.
 pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresholds {
     // (slot, metric) -> layer -> deviations over the prompts.
     let mut seen: BTreeMap<(Slot, Metric), BTreeMap<Option<usize>, Vec<f64>>> = BTreeMap::new();
@@ -352,9 +354,11 @@ pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresh
     }
     let cells: usize = seen.values().map(BTreeMap::len).sum();
     let n = intact.len();
-    let quantiles = how
-        .false_alarm
-        .map(|alpha| prediction_quantiles(alpha, cells, n));
+    let quantiles = how.false_alarm.map(|alpha| {
+        let (t1, t2) = prediction_quantiles(alpha, cells, n);
+        let (up, band) = tail_factors(&seen, how.floor, n);
+        (t1 * up, t2 * band)
+    });
     let mut t = Thresholds {
         local,
         band_k: quantiles.map_or(how.band_k, |q| round_up(q.1)),
@@ -392,6 +396,62 @@ pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresh
         t.slots.entry(slot).or_default().insert(m, l);
     }
     t
+}
+
+/// How much heavier than Student's t the calibration deviations' tails are, for the upper
+/// bounds (log-deviations, one-sided) and for the gain (two-sided): every cell's values are
+/// standardised by their own mean and spread and pooled, and the factor is the largest
+/// ratio of a pooled empirical quantile to t's at 0.99, 0.999, 0.9999 and the most extreme
+/// level the pool can show (`1 - 1/pool`), and at least 1. The per-check quantile is then
+/// widened by it: a tail the normal model underestimates at the levels that can be seen is
+/// assumed to be underestimated as much further out.
+fn tail_factors(
+    seen: &BTreeMap<(Slot, Metric), BTreeMap<Option<usize>, Vec<f64>>>,
+    floor: f64,
+    n: usize,
+) -> (f64, f64) {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let (mut up, mut band) = (Vec::new(), Vec::new());
+    for ((_, m), per) in seen {
+        for v in per.values() {
+            let u: Vec<f64> = if *m == Metric::Gain {
+                v.clone()
+            } else {
+                v.iter().map(|x| x.max(floor).ln()).collect()
+            };
+            let (mu, sigma) = (mean(&u), sd(&u));
+            if !(sigma.is_finite() && sigma > 0.0) {
+                continue;
+            }
+            let z = u.iter().map(|x| (x - mu) / sigma);
+            if *m == Metric::Gain {
+                band.extend(z.map(f64::abs));
+            } else {
+                up.extend(z);
+            }
+        }
+    }
+    let Ok(t) = StudentsT::new(0.0, 1.0, (n.max(2) - 1) as f64) else {
+        return (1.0, 1.0);
+    };
+    let factor = |mut pool: Vec<f64>, two_sided: bool| -> f64 {
+        pool.retain(|x| x.is_finite());
+        if pool.len() < 100 {
+            return 1.0;
+        }
+        pool.sort_by(f64::total_cmp);
+        let last = 1.0 - 1.0 / pool.len() as f64;
+        [0.99, 0.999, 0.9999, last]
+            .into_iter()
+            .filter(|&p| p <= last)
+            .map(|p| {
+                let q = pool[((p * pool.len() as f64) as usize).min(pool.len() - 1)];
+                let tp = if two_sided { 1.0 - (1.0 - p) / 2.0 } else { p };
+                q / t.inverse_cdf(tp)
+            })
+            .fold(1.0, f64::max)
+    };
+    (factor(up, false), factor(band, true))
 }
 
 fn mean(v: &[f64]) -> f64 {
