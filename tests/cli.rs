@@ -249,7 +249,10 @@ fn diff_exit_codes_and_the_first_divergent_slot() {
         assert!(drawn.contains(&format!("{slot} (outside)")), "{place}");
     }
     assert!(drawn.contains(place), "the heading names {place}");
-    assert!(drawn.contains("other slots"), "the legend counts the faded rest");
+    assert!(
+        drawn.contains("other slots"),
+        "the legend counts the faded rest"
+    );
     assert!(
         place.contains(" at layer ") || ["embd", "final_norm", "logits"].contains(&place),
         "{line}"

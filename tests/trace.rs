@@ -133,7 +133,9 @@ fn parity_lists_what_a_partial_engine_did_not_capture() {
         Err(ParityError::Slot { .. })
     ));
     assert!(pv::trace::parity(&a, &b, [true, false]).is_err());
-    let missing = pv::trace::parity(&a, &b, [false, true]).unwrap().not_captured;
+    let missing = pv::trace::parity(&a, &b, [false, true])
+        .unwrap()
+        .not_captured;
     let got: Vec<(Option<usize>, Slot, &str)> = missing
         .iter()
         .map(|m| (m.layer, m.slot, m.engine.as_str()))
@@ -153,7 +155,9 @@ fn parity_lists_what_a_partial_engine_did_not_capture() {
         pv::trace::parity(&a, &d, [true, false]),
         Err(ParityError::Slot { .. })
     ));
-    let missing = pv::trace::parity(&a, &d, [false, true]).unwrap().not_captured;
+    let missing = pv::trace::parity(&a, &d, [false, true])
+        .unwrap()
+        .not_captured;
     assert_eq!(
         missing.last().map(|m| (m.layer, m.slot)),
         Some((None, Slot::FinalNorm))

@@ -333,8 +333,7 @@ pub fn prediction_quantiles(alpha: f64, cells: usize, n: usize) -> (f64, f64) {
 /// The rate holds as far as the model does: `pv calibrate --check` counts the false alarms
 /// on held-out prompts.
 pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresholds {
-    // (slot, metric) -> layer -> deviations over the prompts.
-    let mut seen: BTreeMap<(Slot, Metric), BTreeMap<Option<usize>, Vec<f64>>> = BTreeMap::new();
+    let mut seen = Deviations::new();
     for d in intact {
         for s in &d.slots {
             for &m in &how.metrics {
@@ -398,6 +397,9 @@ pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresh
     t
 }
 
+/// (slot, metric) -> layer -> the deviations over the calibration prompts.
+type Deviations = BTreeMap<(Slot, Metric), BTreeMap<Option<usize>, Vec<f64>>>;
+
 /// How much heavier than Student's t the calibration deviations' tails are, for the upper
 /// bounds (log-deviations, one-sided) and for the gain (two-sided): every cell's values are
 /// standardised by their own mean and spread and pooled, and the factor is the largest
@@ -405,11 +407,7 @@ pub fn calibrate(intact: &[TraceDiff], local: bool, how: &Calibration) -> Thresh
 /// level the pool can show (`1 - 1/pool`), and at least 1. The per-check quantile is then
 /// widened by it: a tail the normal model underestimates at the levels that can be seen is
 /// assumed to be underestimated as much further out.
-fn tail_factors(
-    seen: &BTreeMap<(Slot, Metric), BTreeMap<Option<usize>, Vec<f64>>>,
-    floor: f64,
-    n: usize,
-) -> (f64, f64) {
+fn tail_factors(seen: &Deviations, floor: f64, n: usize) -> (f64, f64) {
     use statrs::distribution::{ContinuousCDF, StudentsT};
     let (mut up, mut band) = (Vec::new(), Vec::new());
     for ((_, m), per) in seen {
@@ -502,6 +500,54 @@ mod tests {
             assert_eq!(yaml_float(x), want);
             assert_eq!(want.parse::<f64>().unwrap(), x);
         }
+    }
+
+    /// The per-check quantile grows with the number of checks and shrinks with more
+    /// calibration prompts; a pooled tail heavier than t widens it, a normal one does not.
+    #[test]
+    fn prediction_quantiles_and_tail_factors() {
+        let (t1, t2) = prediction_quantiles(1e-3, 1000, 200);
+        assert!(t1 > 4.5 && t1 < 5.5 && t2 > t1, "{t1} {t2}");
+        assert!(prediction_quantiles(1e-3, 1000, 20).0 > t1);
+        assert!(prediction_quantiles(1e-3, 10, 200).0 < t1);
+        // Deterministic normal-looking values (a Box-Muller of a fixed sequence) in 40
+        // cells of 200: factor near 1. The same with one value in a hundred made 30 times
+        // larger: a heavy tail, factor well above 1.
+        let uniform = |k: u64| {
+            // splitmix64
+            let mut z = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let normal = |i: usize| {
+            let (u, v) = (uniform(2 * i as u64), uniform(2 * i as u64 + 1));
+            (-2.0 * (u + 1e-12).ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        };
+        let cells = |heavy: bool| -> Deviations {
+            let mut d = Deviations::new();
+            for l in 0..40 {
+                let v = (0..200)
+                    .map(|i| {
+                        let z = normal(l * 200 + i);
+                        let z = if heavy && i % 100 == 7 {
+                            z.abs() * 30.0
+                        } else {
+                            z
+                        };
+                        (0.1 * z).exp() * 1e-3
+                    })
+                    .collect();
+                d.entry((Slot::Q, Metric::CosineGap))
+                    .or_default()
+                    .insert(Some(l), v);
+            }
+            d
+        };
+        let (light, _) = tail_factors(&cells(false), 1e-9, 200);
+        let (heavy, _) = tail_factors(&cells(true), 1e-9, 200);
+        assert!(light < 1.3, "{light}");
+        assert!(heavy > 1.5, "{heavy}");
     }
 
     #[test]
