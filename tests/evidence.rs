@@ -722,14 +722,14 @@ fn the_main_job_discharges_ffn_gguf_003_on_smollm2() {
     let root = common::root();
     let d = fresh_dir("mainjob");
     // What the contracts reference must exist: the sources (pv's and the engine adapters'),
-    // scripts, schemas and prompt sets.
+    // scripts, schemas, prompt sets and reference figures.
     for sub in [
         "contracts",
         "schemas",
         "src",
         "engines",
         "scripts",
-        "tests/fixtures/prompts",
+        "tests/fixtures",
     ] {
         copy_dir(&root.join(sub), &d.join(sub));
     }
