@@ -8,10 +8,12 @@ Writes OUT_DIR/corpus-calibration.txt and OUT_DIR/corpus-heldout.txt (one prompt
 from this repository's README, code windows from its Rust, Python, shell and C++ sources,
 generated SQL, logs, JSON and numbers, sentences in thirty-odd languages and scripts, chat
 markup of both model families, edge cases (repetition, whitespace, a lone character,
-emoji), and a few prompts longer than Gemma 3's 512-token sliding window. Every category is
+emoji), a few prompts longer than Gemma 3's 512-token sliding window, and prompts of one to a
+dozen tokens. Every category is
 shuffled and dealt two to calibration, one to held-out, so the two sets share no prompt but
 cover the same kinds of text. The committed files are the record; this script says how they
-were made.
+were made (prose and code windows are cut from the tree as it was at 8d8c1db, so the script
+run on a later tree writes other ones; the short prompts come last and depend on nothing).
 """
 import glob
 import json
@@ -212,12 +214,34 @@ def longs():
     return out
 
 
+def shorts():
+    # One to a dozen tokens: a short prompt's deviations spread far wider than a long one's
+    # (fewer values per statistic), so the limits must see many of them.
+    fixed = [
+        "Hi", "Hello!", "Why?", "OK", "yes", "no.", "x", "7", "42", "3.14159", "1e-6", "-1",
+        "2+2=", "fn main() {", "SELECT *", "import os", "</div>", "{}", "[1, 2, 3]", "#!/bin/sh",
+        "Thanks!", "Good morning", "What is love?", "Translate: cat", "Bonjour", "¿Qué?",
+        "Danke schön", "Привет", "你好", "こんにちは", "안녕하세요", "مرحبا", "नमस्ते", "🙂",
+        "...", "\n", "TODO:", "Dear Sir,", "Once upon a time", "<|im_start|>user\nHi<|im_end|>\n",
+        "<start_of_turn>user\nHi<end_of_turn>\n",
+    ]
+    r = random.Random(2626)
+    words = [w for s in SENTENCES for w in s.split()[: r.randint(1, 3)]]
+    return fixed + [" ".join(r.sample(words, r.randint(1, 3))) for _ in range(19)]
+
+
 cal, held = [], []
 for make in [prose, code, sql, logs, jsons, numbers, languages, chats, edges, longs]:
     items = [p for p in make() if p.strip()]
     rng.shuffle(items)
     for i, p in enumerate(items):
         (held if i % 3 == 2 else cal).append(p)
+# Added later, with a generator of its own, and appended: the prompts above depend on the
+# README and sources of the tree they were made from (8d8c1db), these on nothing.
+items = [p for p in shorts() if p.strip()]
+random.Random(2627).shuffle(items)
+for i, p in enumerate(items):
+    (held if i % 3 == 2 else cal).append(p)
 
 
 def write(path, prompts):

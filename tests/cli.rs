@@ -330,3 +330,62 @@ fn diff_exit_codes_and_the_first_divergent_slot() {
     assert_eq!(code, 2);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `pv calibrate --save-measurements` keeps what it measured; `--measurements` derives the
+/// same table from it without the models; a file that is not saved measurements is exit 2
+/// naming its line.
+#[test]
+fn calibrate_saves_and_reuses_its_measurements() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let m = path.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("pv-cli-cal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let cal = file("cal.txt", "What is 2+2?\nHello there\nfn main() {}\n");
+    let held = file("held.txt", "Hi\n");
+    let saved = dir.join("saved.json");
+    let (t1, t2) = (dir.join("t1.yaml"), dir.join("t2.yaml"));
+    let (code, _, err) = pv(&[
+        "calibrate",
+        m,
+        m,
+        "--prompts",
+        &cal,
+        "--check",
+        &held,
+        "--false-alarm",
+        "1e-3",
+        "--save-measurements",
+        saved.to_str().unwrap(),
+        "-o",
+        t1.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = pv(&[
+        "calibrate",
+        "--measurements",
+        saved.to_str().unwrap(),
+        "--false-alarm",
+        "1e-3",
+        "-o",
+        t2.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let table = std::fs::read_to_string(&t1).unwrap();
+    assert!(table.contains("prediction:"), "{table}");
+    assert_eq!(table, std::fs::read_to_string(&t2).unwrap());
+    let bad = file("bad.json", "{\n  \"a\": 1\n}\n");
+    let (code, _, err) = pv(&["calibrate", "--measurements", &bad]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad.json:") && err.contains("not saved measurements"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -158,8 +158,9 @@ fn gemma_contract_limits_catch_faults_where_injected() {
     .unwrap();
     let apr = AprTransformer::load(apr).unwrap();
     let tok = Tokenizer::from_gguf(gguf.file()).unwrap();
-    // Two of the contract's held-out prompts keep the test short.
-    let references: Vec<_> = params["prompts"].as_array().unwrap()[..2]
+    // Six of the contract's held-out prompts: a set is judged on its geometric mean too, which
+    // a 3% zeroed at the last layer needs (one or two prompts alone stay within their bounds).
+    let references: Vec<_> = params["prompts"].as_array().unwrap()[..6]
         .iter()
         .map(|p| reference_pass(&apr, &tok.encode(p.as_str().unwrap()).unwrap()).unwrap())
         .collect();

@@ -595,10 +595,11 @@ mod tests {
                 slot: Slot::Q,
                 gain_mean: if l == 1 { gain_mean } else { 0.0 },
                 worst: worst.clone(),
+                log_mean: Default::default(),
                 shapes: None,
             })
             .collect();
-        json!({"tokens": [3, 4], "summary": SetSummary { prompts: 2, slots, not_captured: Vec::new() }})
+        json!({"tokens": [3, 4], "summary": SetSummary { prompts: 2, slots, not_captured: Vec::new(), distinct_tokens: Vec::new() }})
     }
 
     #[test]

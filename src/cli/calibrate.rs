@@ -15,24 +15,40 @@ use crate::trace::{
 #[derive(clap::Args)]
 #[command(
     after_help = "Each limit is max(margin x the worst deviation over the calibration \
-prompts, floor), per slot, layer and metric, rounded up to three digits. With --check, the \
-limits are applied to other prompts: any slot outside them there is a false alarm (exit 1).\n\n\
+prompts, floor), per slot, layer and metric, rounded up to three digits; with --false-alarm \
+RATE, limits for that rate per prompt instead, which move with the prompt's length. With \
+--check, the limits are applied to other prompts: any slot outside them there is a false \
+alarm (exit 1). Measuring takes the time (25 to 60 minutes for a 250-prompt corpus): \
+--save-measurements keeps the comparisons, and --measurements derives again from them in a \
+second.\n\n\
 Prompt files hold one prompt a line (\\n for a newline inside one; blank lines and lines \
 starting with # are skipped).\n\nExample:\n  \
 pv calibrate models/SmolLM2-135M-Instruct.Q4_1.gguf models/SmolLM2-135M-Instruct.Q4_1.apr \\\n    \
---local --prompts tests/fixtures/prompts/calibration.txt --check tests/fixtures/prompts/heldout.txt -o limits.yaml"
+--local --prompts tests/fixtures/prompts/corpus-calibration.txt --check tests/fixtures/prompts/corpus-heldout.txt \\\n    \
+--false-alarm 1e-3 --save-measurements smollm2.json -o limits.yaml\n  \
+pv calibrate --measurements smollm2.json --false-alarm 1e-4 -o limits-1e-4.yaml"
 )]
 pub struct Args {
     /// Model A (the engine under test, e.g. GGUF).
-    a: PathBuf,
+    #[arg(required_unless_present = "measurements")]
+    a: Option<PathBuf>,
     /// Model B (the reference, e.g. its APR conversion).
-    b: PathBuf,
+    #[arg(required_unless_present = "measurements")]
+    b: Option<PathBuf>,
     /// Calibration prompts.
-    #[arg(long, value_name = "FILE")]
-    prompts: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "measurements")]
+    prompts: Option<PathBuf>,
     /// Held-out prompts to count false alarms on.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
+    /// Also write every intact comparison measured (calibration and held-out prompts) to
+    /// this JSON file, so other rates or methods can be tried without running the engines.
+    #[arg(long, value_name = "FILE", conflicts_with = "measurements")]
+    save_measurements: Option<PathBuf>,
+    /// Derive and check from comparisons saved by --save-measurements instead of running
+    /// the models (the file names the models, the way of comparing and the prompts).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["a", "b", "prompts", "check"])]
+    measurements: Option<PathBuf>,
     /// Calibrate layer-local errors (each layer of A on B's input; for `pv diff --local`).
     #[arg(long)]
     local: bool,
@@ -45,9 +61,10 @@ pub struct Args {
     /// Smallest limit.
     #[arg(long, default_value_t = 1e-6)]
     floor: f64,
-    /// Derive the limits for this false-alarm rate per prompt (e.g. 1e-3) as prediction
-    /// bounds (log-normal deviations, Student's t over the calibration prompts, the rate
-    /// shared over every check a prompt gets) instead of --margin and --band-k.
+    /// Derive the limits for this false-alarm rate per prompt (e.g. 1e-3) instead of
+    /// --margin and --band-k: each metric's deviations modelled per slot and layer with a
+    /// term for the prompt's length, and the spreads allowed taken from an extreme-value fit
+    /// to the largest deviation each calibration prompt shows (see the README).
     #[arg(long, value_name = "RATE")]
     false_alarm: Option<f64>,
     /// Metrics to calibrate (default: gain, cosine_gap, channel_std, channel_err).
@@ -89,18 +106,121 @@ pub fn read_prompts(path: &std::path::Path) -> Result<Vec<String>, CliError> {
     Ok(prompts)
 }
 
+/// Intact comparisons of one pair, as `--save-measurements` writes them.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Measurements {
+    /// Model A's path, as given.
+    a: String,
+    /// Model B's path, as given.
+    b: String,
+    /// Layer-local comparisons (otherwise end to end).
+    local: bool,
+    /// Layers of the model.
+    n_layer: usize,
+    /// The calibration prompts and their comparisons.
+    calibration: Vec<Measured>,
+    /// The held-out prompts and their comparisons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check: Option<Vec<Measured>>,
+}
+
+/// One prompt's comparison, not yet judged.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Measured {
+    prompt: String,
+    diff: TraceDiff,
+}
+
+/// Runs both models on the calibration (and held-out) prompts.
+fn measure(a: &Args) -> Result<Measurements, CliError> {
+    let (Some(pa), Some(pb), Some(prompts)) = (&a.a, &a.b, &a.prompts) else {
+        return Err(CliError::input("two models and --prompts are needed"));
+    };
+    a.engines.check(a.local, false)?;
+    let [(ma, tok_a, n_layer), (mb, tok_b, _)] = a.engines.load(pa, pb)?;
+    let tok = super::some_tokenizer([(pa.as_path(), &tok_a), (pb.as_path(), &tok_b)])?;
+    let mode = if a.local {
+        CompareMode::Local
+    } else {
+        CompareMode::EndToEnd
+    };
+    let bar = spinner();
+    let run_set = |prompts: Vec<String>, what: &str| -> Result<Vec<Measured>, CliError> {
+        let n = prompts.len();
+        prompts
+            .into_iter()
+            .enumerate()
+            .map(|(i, prompt)| {
+                bar.set_message(format!("{what} prompt {}/{n}", i + 1));
+                let tokens = tok.encode(&prompt)?;
+                let diff = with_threads(a.threads, || {
+                    compare_models(&*ma, &*mb, &tokens, None, mode, &Thresholds::default())
+                })
+                .map_err(CliError::from)?;
+                Ok(Measured { prompt, diff })
+            })
+            .collect()
+    };
+    let calibration = run_set(read_prompts(prompts)?, "calibration")?;
+    let check = match &a.check {
+        Some(p) => Some(run_set(read_prompts(p)?, "held-out")?),
+        None => None,
+    };
+    bar.finish_and_clear();
+    Ok(Measurements {
+        a: pa.display().to_string(),
+        b: pb.display().to_string(),
+        local: a.local,
+        n_layer,
+        calibration,
+        check,
+    })
+}
+
 /// Runs `pv calibrate`.
 pub fn run(a: Args) -> Result<(), CliError> {
     if !(a.margin.is_finite() && a.margin >= 1.0 && a.floor.is_finite() && a.floor >= 0.0) {
         return Err(CliError::input("--margin must be >= 1 and --floor >= 0"));
     }
-    a.engines.check(a.local, false)?;
-    let [(ma, tok_a, n_layer), (mb, tok_b, _)] = a.engines.load(&a.a, &a.b)?;
-    let tok = super::some_tokenizer([(a.a.as_path(), &tok_a), (a.b.as_path(), &tok_b)])?;
     if a.false_alarm
         .is_some_and(|r| !(r.is_finite() && r > 0.0 && r < 1.0))
     {
         return Err(CliError::input("--false-alarm must be in (0, 1)"));
+    }
+    let m = match &a.measurements {
+        Some(path) => {
+            let text = crate::fsutil::read_to_string(path)
+                .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+            let m: Measurements = serde_json::from_str(&text).map_err(|e| {
+                CliError::input(format!(
+                    "{}:{}:{}: not saved measurements: {e}",
+                    path.display(),
+                    e.line(),
+                    e.column()
+                ))
+            })?;
+            if a.local && !m.local {
+                return Err(CliError::input(format!(
+                    "{}: measured end to end, not --local",
+                    path.display()
+                )));
+            }
+            if m.calibration.is_empty() {
+                return Err(CliError::input(format!(
+                    "{}: no calibration prompts",
+                    path.display()
+                )));
+            }
+            m
+        }
+        None => measure(&a)?,
+    };
+    if let Some(out) = &a.save_measurements {
+        let json = serde_json::to_vec(&m).map_err(|e| CliError::other(e.to_string()))?;
+        crate::fsutil::atomic_write(out, &json)
+            .map_err(|e| CliError::other(format!("{}: {e}", out.display())))?;
     }
     let how = Calibration {
         margin: a.margin,
@@ -113,61 +233,55 @@ pub fn run(a: Args) -> Result<(), CliError> {
             a.metrics.clone()
         },
     };
-    let mode = if a.local {
-        CompareMode::Local
-    } else {
-        CompareMode::EndToEnd
-    };
-    let bar = spinner();
-    let run_set = |prompts: &[String], limits: &Thresholds| -> Result<Vec<TraceDiff>, CliError> {
-        prompts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                bar.set_message(format!("prompt {}/{}", i + 1, prompts.len()));
-                let tokens = tok.encode(p)?;
-                with_threads(a.threads, || {
-                    compare_models(&*ma, &*mb, &tokens, None, mode, limits)
-                })
-                .map_err(CliError::from)
+    let (n_layer, local) = (m.n_layer, m.local);
+    let (model_a, model_b) = (m.a.clone(), m.b.clone());
+    let (prompts, intact): (Vec<String>, Vec<TraceDiff>) = m
+        .calibration
+        .into_iter()
+        .map(|x| (x.prompt, x.diff))
+        .unzip();
+    let table = calibrate(&intact, local, &how);
+    let held: Option<Vec<(String, TraceDiff)>> = m.check.map(|h| {
+        h.into_iter()
+            .map(|mut x| {
+                x.diff.judge(&table);
+                (x.prompt, x.diff)
             })
             .collect()
-    };
-    let prompts = read_prompts(&a.prompts)?;
-    let intact = run_set(&prompts, &Thresholds::default())?;
-    let table = calibrate(&intact, a.local, &how);
-    let held = match &a.check {
-        Some(p) => {
-            let held = read_prompts(p)?;
-            let diffs = run_set(&held, &table)?;
-            Some(held.into_iter().zip(diffs).collect::<Vec<_>>())
-        }
-        None => None,
-    };
+    });
     // The held-out set judged as a contract judges it: bands on the mean over all prompts.
     let set_alarms = held.as_ref().map(|h| {
         let diffs: Vec<TraceDiff> = h.iter().map(|(_, d)| d.clone()).collect();
         judge_set(&diffs, &table)
     });
-    bar.finish_and_clear();
     let alarms: usize = held
         .iter()
         .flatten()
         .map(|(_, d)| usize::from(d.first_divergent.is_some()))
         .sum::<usize>()
         + usize::from(set_alarms.as_ref().is_some_and(|v| !v.is_empty()));
-    let method = match a.false_alarm {
-        Some(r) => format!(
-            "prediction bounds for {r:e} false alarms per prompt over {} checks",
-            table.cells()
+    let method = match (a.false_alarm, &table.prediction) {
+        (Some(r), Some(p)) => format!(
+            "limits for {r:e} false alarms per prompt over {} checks; per metric, spreads allowed k, \
+length term noise_tokens, slope: {}",
+            table.cells(),
+            p.metrics
+                .iter()
+                .map(|(m, x)| format!(
+                    "{} k {} noise_tokens {} slope {}",
+                    m.name(),
+                    x.k,
+                    x.noise_tokens,
+                    x.slope
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
         ),
-        None => format!("margin {}", a.margin),
+        _ => format!("margin {}", a.margin),
     };
     let yaml = format!(
-        "# pv calibrate{}: {} vs {}, {} layers, {} calibration prompts, {method}, floor {:e}\n{}",
-        if a.local { " --local" } else { "" },
-        a.a.display(),
-        a.b.display(),
+        "# pv calibrate{}: {model_a} vs {model_b}, {} layers, {} calibration prompts, {method}, floor {:e}\n{}",
+        if local { " --local" } else { "" },
         n_layer,
         prompts.len(),
         a.floor,

@@ -227,6 +227,7 @@ pub fn draw(
     let (plots, legend) = root.split_horizontally(1000);
     let panels = plots.split_evenly((PANELS.len(), 1));
     let finite = |v: f64| v.is_finite();
+    let tokens = crate::trace::distinct_tokens(&report.tokens);
     for (panel, area) in PANELS.iter().zip(&panels) {
         // Each layer's limit of the highlighted slot under this panel's metric: (low, high)
         // of a band around its centre, or (bound, bound).
@@ -240,8 +241,12 @@ pub fn draw(
                     let x = l as f64;
                     Some(match b {
                         Bound::Max(v) => (v, v, x),
+                        Bound::LogNormal { log_mean, log_sd } => {
+                            let v = limits.log_bound(m, log_mean, log_sd, Some(tokens));
+                            (v, v, x)
+                        }
                         Bound::Band { mean, sd } => {
-                            let w = limits.band_width(sd, 1);
+                            let w = limits.band_width_for(sd, &[Some(tokens)]);
                             (mean - w, mean + w, x)
                         }
                     })

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Traced;
-use super::limits::{Bound, Thresholds};
+use super::limits::{Bound, LOG_CLIP, Thresholds};
 use super::parity::{NotCaptured, ParityError, Shape, parity};
 use crate::model::{Logits, Slot, argmax};
 
@@ -94,39 +94,69 @@ impl Metric {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChannelDiff {
     /// Largest padded |ln(std_b / std_a)| and its channel.
+    #[serde(deserialize_with = "nan_from_null_at")]
     pub std: (f64, usize),
     /// Largest padded relative error and its channel.
+    #[serde(deserialize_with = "nan_from_null_at")]
     pub err: (f64, usize),
     /// Largest 1 - cosine over the channels that carry signal, and its channel.
+    #[serde(deserialize_with = "nan_from_null_at")]
     pub cosine_gap: (f64, usize),
 }
 
+/// JSON has no NaN or infinity, and serde_json writes them as `null`: read `null` back as
+/// NaN, so a saved comparison (`pv calibrate --save-measurements`) loads as it was made.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// [`nan_from_null`] for a value and its channel.
+fn nan_from_null_at<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(f64, usize), D::Error> {
+    let (v, c) = <(Option<f64>, usize)>::deserialize(d)?;
+    Ok((v.unwrap_or(f64::NAN), c))
+}
+
+/// [`nan_from_null`] for a list.
+fn nans_from_nulls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    Ok(Vec::<Option<f64>>::deserialize(d)?
+        .into_iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
+}
+
 /// Element-wise comparison of one capture point.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SlotDiff {
     /// Layer, or `None` for once-per-pass slots.
     pub layer: Option<usize>,
     /// Capture point.
     pub slot: Slot,
     /// std(B) / std(A) over all tokens.
+    #[serde(deserialize_with = "nan_from_null")]
     pub std_ratio_all: f64,
     /// std(B) / std(A) over the last token.
+    #[serde(deserialize_with = "nan_from_null")]
     pub std_ratio_last: f64,
     /// Cosine similarity of the full tensors.
+    #[serde(deserialize_with = "nan_from_null")]
     pub cosine: f64,
     /// Signal-to-quantization-noise ratio of B against A, in dB.
+    #[serde(deserialize_with = "nan_from_null")]
     pub sqnr_db: f64,
     /// Normalised mean squared error, sum((a-b)^2) / sum(a^2).
+    #[serde(deserialize_with = "nan_from_null")]
     pub nmse: f64,
     /// Largest |a - b|.
+    #[serde(deserialize_with = "nan_from_null")]
     pub max_abs_diff: f64,
     /// <a,b> / <a,a>: B's least-squares scale against A.
+    #[serde(deserialize_with = "nan_from_null")]
     pub gain: f64,
     /// The worst channels.
     pub channels: ChannelDiff,
     /// The two shapes, when they differ (then nothing else could be compared, and every
     /// figure above is NaN).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shapes: Option<[Shape; 2]>,
 }
 
@@ -191,16 +221,17 @@ impl SlotDiff {
 }
 
 /// Per-position comparison of the logits.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LogitsDiff {
     /// KL(softmax(A) || softmax(B)) per position, in nats.
+    #[serde(deserialize_with = "nans_from_nulls")]
     pub kl: Vec<f64>,
     /// Whether the argmax agrees, per position.
     pub top1_agree: Vec<bool>,
 }
 
 /// One metric of one slot outside its limit.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Violation {
     /// Index into [`TraceDiff::slots`].
     pub index: usize,
@@ -214,8 +245,10 @@ pub struct Violation {
     /// over every prompt.
     pub prompt: Option<usize>,
     /// The deviation (for a band: the mean signed deviation).
+    #[serde(deserialize_with = "nan_from_null")]
     pub value: f64,
     /// The upper bound, or the band's half-width.
+    #[serde(deserialize_with = "nan_from_null")]
     pub limit: f64,
     /// The band's centre.
     pub center: Option<f64>,
@@ -223,7 +256,7 @@ pub struct Violation {
     pub channel: Option<usize>,
     /// The two shapes of a slot the engines computed at different sizes (A, B): the
     /// violation is that, whatever `metric` says.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shapes: Option<[Shape; 2]>,
 }
 
@@ -247,10 +280,15 @@ impl std::fmt::Display for Violation {
             )?,
             None => write!(
                 f,
-                "{at}: {} {:.4e} > {:.4e}",
+                "{at}: {} {:.4e} > {:.4e}{}",
                 self.metric.name(),
                 self.value,
-                self.limit
+                self.limit,
+                if self.prompt.is_none() && self.value.is_finite() {
+                    " (geometric mean over the prompts)"
+                } else {
+                    ""
+                }
             )?,
         }
         if let Some(c) = self.channel {
@@ -261,7 +299,7 @@ impl std::fmt::Display for Violation {
 }
 
 /// The comparison of two traces.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TraceDiff {
     /// Engines compared (A, B).
     pub engines: (String, String),
@@ -277,7 +315,7 @@ pub struct TraceDiff {
     pub first_divergent: Option<usize>,
     /// Per-layer slots one engine recorded and the other (an engine other than pv's) could
     /// not capture: neither compared nor judged, and said so.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_captured: Vec<NotCaptured>,
 }
 
@@ -320,6 +358,11 @@ pub struct SlotSummary {
     pub gain_mean: f64,
     /// The worst deviation of every metric over the prompts.
     pub worst: BTreeMap<Metric, Worst>,
+    /// Mean over the prompts of ln(max(deviation, [`LOG_CLIP`])) of every metric but the
+    /// gain: what a set of prompts is judged on under limits derived for a rate (empty in
+    /// records made before it was kept).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub log_mean: BTreeMap<Metric, f64>,
     /// The shapes (A, B) on the first prompt where they differ: a finding whatever the
     /// limits say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,6 +381,11 @@ pub struct SetSummary {
     /// are the same on every prompt).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_captured: Vec<NotCaptured>,
+    /// Each prompt's number of distinct token ids, which limits derived for a false-alarm
+    /// rate depend on (empty in records made before they were kept: judged as prompts of
+    /// the table's typical length).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distinct_tokens: Vec<usize>,
 }
 
 /// `v`, or `f64::MAX` when it is NaN or infinite: a summary is recorded as JSON, which has
@@ -357,6 +405,7 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
                     slot: s.slot,
                     gain_mean: 0.0,
                     worst: BTreeMap::new(),
+                    log_mean: BTreeMap::new(),
                     shapes: None,
                 });
             }
@@ -371,6 +420,10 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
             for m in Metric::ALL {
                 let (value, channel) = s.deviation(m);
                 let value = finite(value);
+                if m != Metric::Gain {
+                    *row.log_mean.entry(m).or_insert(0.0) +=
+                        value.max(LOG_CLIP).ln() / diffs.len() as f64;
+                }
                 let w = row.worst.entry(m).or_insert(Worst {
                     value,
                     prompt: p,
@@ -393,6 +446,10 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
             .first()
             .map(|d| d.not_captured.clone())
             .unwrap_or_default(),
+        distinct_tokens: diffs
+            .iter()
+            .map(|d| super::limits::distinct_tokens(&d.tokens))
+            .collect(),
     }
 }
 
@@ -403,9 +460,13 @@ pub fn judge_set(diffs: &[TraceDiff], limits: &Thresholds) -> Vec<Violation> {
 }
 
 /// [`judge_set`] on the reduced form (what a verifier re-judges from a record). An upper
-/// bound is broken on its worst prompt, which the violation names.
+/// bound is broken on its worst prompt, which the violation names; a bound that depends on
+/// the prompt's length is taken at the worst prompt's.
 pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation> {
     let mut out = Vec::new();
+    let tokens: Vec<Option<usize>> = (0..summary.prompts)
+        .map(|p| summary.distinct_tokens.get(p).copied())
+        .collect();
     for (index, s) in summary.slots.iter().enumerate() {
         if let Some(shapes) = s.shapes {
             out.push(Violation {
@@ -450,13 +511,36 @@ pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation
                         ));
                     }
                 }
+                Bound::LogNormal { log_mean, log_sd } => {
+                    let w = s.worst.get(&metric);
+                    let value = w.map_or(f64::NAN, |w| w.value);
+                    let at = w.and_then(|w| tokens.get(w.prompt).copied().flatten());
+                    let limit = limits.log_bound(metric, log_mean, log_sd, at);
+                    if value.is_nan() || value > limit {
+                        out.push(v(
+                            w.map(|w| w.prompt),
+                            value,
+                            limit,
+                            None,
+                            w.and_then(|w| w.channel),
+                        ));
+                    } else if let Some(&mean) = s.log_mean.get(&metric).filter(|_| tokens.len() > 1)
+                    {
+                        // Several prompts: their geometric mean, like the gain's mean, is
+                        // held sqrt(n) times tighter than one prompt.
+                        let limit = limits.log_bound_for(metric, log_mean, log_sd, &tokens);
+                        if mean.is_nan() || mean.exp() > limit {
+                            out.push(v(None, mean.exp(), limit, None, None));
+                        }
+                    }
+                }
                 Bound::Band { mean, sd } => {
                     let m = if metric == Metric::Gain {
                         s.gain_mean
                     } else {
                         f64::NAN
                     };
-                    let width = limits.band_width(sd, summary.prompts);
+                    let width = limits.band_width_for(sd, &tokens);
                     let off = (m - mean).abs();
                     if off.is_nan() || off > width {
                         let prompt = (summary.prompts == 1).then_some(0);

@@ -14,7 +14,10 @@ pub use diff::{
     ChannelDiff, LogitsDiff, Metric, SetSummary, SlotDiff, SlotSummary, TraceDiff, Violation,
     Worst, diff, judge_set, judge_summary, kl_divergence, not_captured_lines, summarize,
 };
-pub use limits::{Bound, Calibration, Limit, Thresholds, Values, calibrate};
+pub use limits::{
+    Bound, Calibration, LOG_CLIP, Limit, MetricModel, Prediction, Thresholds, Values, calibrate,
+    distinct_tokens, gev_quantile, gev_upper_95, metric_floor,
+};
 pub use npy::{npy_bytes, read_npy, write_npy};
 pub use observer::{CaptureSpec, Captured, Finished, TraceObserver};
 pub use parity::{NotCaptured, Parity, ParityError, Shape, ShapeMismatch, check_parity, parity};
