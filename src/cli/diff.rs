@@ -139,12 +139,21 @@ pub fn run(a: Args) -> Result<(), CliError> {
     let report = &reports[0];
     if let Some(svg) = &a.plot {
         let title = format!(
-            "{} vs {}{}",
+            "{} vs {}{}{}",
             a.a.file_name().unwrap_or_default().to_string_lossy(),
             a.b.file_name().unwrap_or_default().to_string_lossy(),
-            if a.local { " (layer-local)" } else { "" }
+            if a.local { " (layer-local)" } else { "" },
+            if reports.len() > 1 {
+                format!(", prompt 1 of {}", reports.len())
+            } else {
+                String::new()
+            }
         );
-        super::plot::draw(report, &limits, &title, svg)?;
+        // The slot marked is the set's first finding (it may be on another prompt, or on
+        // the mean over them), not the drawn prompt's alone.
+        let mut shown = report.clone();
+        shown.first_divergent = violations.first().map(|v| v.index);
+        super::plot::draw(&shown, &limits, &title, svg)?;
     }
     match a.format {
         Format::Json if reports.len() == 1 => {
