@@ -250,8 +250,19 @@ pub fn trace_agreement(p: &Value, ctx: &Context) -> Result<Measured, CheckError>
     for w in summary.slots.iter_mut().flat_map(|s| s.worst.values_mut()) {
         w.value = round4(w.value);
     }
+    // Geometric means are kept only where the test's limits judge them (a log-normal
+    // bound), so the record does not carry a figure per metric nobody reads.
     for s in &mut summary.slots {
         s.gain_mean = round4(s.gain_mean);
+        let judged = p.thresholds.limits(s.slot, s.layer);
+        s.log_mean.retain(|m, _| {
+            judged
+                .iter()
+                .any(|(j, b)| j == m && matches!(b, crate::trace::Bound::LogNormal { .. }))
+        });
+        for v in s.log_mean.values_mut() {
+            *v = round4(*v);
+        }
     }
     let engines = diffs
         .first()

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use super::{CliError, Format, emit, print_json, spinner};
 use crate::model::with_threads;
 use crate::trace::{
-    Calibration, CompareMode, Metric, Thresholds, TraceDiff, calibrate, compare_models, judge_set,
+    Calibration, CompareMode, Metric, Thresholds, TraceDiff, Violation, calibrate, compare_models,
+    judge_set,
 };
 
 /// Arguments of `pv calibrate`.
@@ -67,6 +68,11 @@ pub struct Args {
     /// to the largest deviation each calibration prompt shows (see the README).
     #[arg(long, value_name = "RATE")]
     false_alarm: Option<f64>,
+    /// Also judge the held-out prompts in consecutive sets of this many, as a contract
+    /// judges its prompts together (neighbouring held-out prompts are often alike, which
+    /// makes these sets harder to pass than random ones); 0 for none.
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    set_size: usize,
     /// Metrics to calibrate (default: gain, cosine_gap, channel_std, channel_err).
     #[arg(long = "metric", value_enum)]
     metrics: Vec<Metric>,
@@ -254,12 +260,25 @@ pub fn run(a: Args) -> Result<(), CliError> {
         let diffs: Vec<TraceDiff> = h.iter().map(|(_, d)| d.clone()).collect();
         judge_set(&diffs, &table)
     });
+    // And in sets of a contract's size: each set's first violation, if any.
+    let chunk_alarms: Vec<Option<Violation>> = match (&held, a.set_size) {
+        (Some(h), size) if size > 1 && h.len() >= size => h
+            .chunks_exact(size)
+            .map(|c| {
+                let diffs: Vec<TraceDiff> = c.iter().map(|(_, d)| d.clone()).collect();
+                judge_set(&diffs, &table).into_iter().next()
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let chunks_alarmed = chunk_alarms.iter().flatten().count();
     let alarms: usize = held
         .iter()
         .flatten()
         .map(|(_, d)| usize::from(d.first_divergent.is_some()))
         .sum::<usize>()
-        + usize::from(set_alarms.as_ref().is_some_and(|v| !v.is_empty()));
+        + usize::from(set_alarms.as_ref().is_some_and(|v| !v.is_empty()))
+        + chunks_alarmed;
     let method = match (a.false_alarm, &table.prediction) {
         (Some(r), Some(p)) => format!(
             "limits for {r:e} false alarms per prompt over {} checks; per metric, spreads allowed k, \
@@ -308,6 +327,10 @@ length term noise_tokens, slope: {}",
                 "violations": d.violations,
             })).collect::<Vec<_>>()),
             "check_set_violations": set_alarms,
+            "check_sets": chunk_alarms.iter().enumerate().map(|(i, v)| serde_json::json!({
+                "prompts": [i * a.set_size, (i + 1) * a.set_size],
+                "first_violation": v,
+            })).collect::<Vec<_>>(),
             "false_alarms": {
                 "expected_per_prompt": a.false_alarm,
                 "observed": observed.map(|(x, m, u)| serde_json::json!({
@@ -346,10 +369,34 @@ length term noise_tokens, slope: {}",
                 } else {
                     let _ = writeln!(o, "  all held-out prompts together: ok");
                 }
+                for (i, v) in chunk_alarms.iter().enumerate() {
+                    if let Some(v) = v {
+                        let (from, to) = (i * a.set_size + 1, (i + 1) * a.set_size);
+                        let _ = writeln!(
+                            o,
+                            "  held-out prompts {from}-{to} together: FALSE ALARM: {v}"
+                        );
+                    }
+                }
+                let sets = if chunk_alarms.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", {chunks_alarmed} of {} sets of {}",
+                        chunk_alarms.len(),
+                        a.set_size
+                    )
+                };
                 let _ = writeln!(
                     o,
-                    "false alarms: {alarms} of {} held-out prompts (and the set as a whole)",
-                    held.len()
+                    "false alarms: {} of {} held-out prompts{sets} (and the set as a whole: {})",
+                    observed.map_or(0, |o| o.0),
+                    held.len(),
+                    if set_alarms.iter().flatten().next().is_some() {
+                        "alarmed"
+                    } else {
+                        "ok"
+                    }
                 );
                 if let Some((x, m, u)) = observed {
                     let _ = writeln!(

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use super::{CliError, Format, emit, print_json};
 use crate::model::with_threads;
-use crate::trace::{CompareMode, Metric, Thresholds, TraceDiff, compare_models, judge_set};
+use crate::trace::{
+    CompareMode, Metric, Thresholds, TraceDiff, compare_models, distinct_tokens, judge_set,
+    set_mean,
+};
 
 /// Arguments of `pv diff`.
 #[derive(clap::Args)]
@@ -138,22 +141,48 @@ pub fn run(a: Args) -> Result<(), CliError> {
     let violations = judge_set(&reports, &limits);
     let report = &reports[0];
     if let Some(svg) = &a.plot {
+        // Drawn: the prompt the set's first finding is on, or, for a finding on the mean
+        // over the prompts (or none), the set's geometric mean with the set's limits.
+        let on = match violations.first() {
+            Some(v) => v.prompt,
+            None if reports.len() == 1 => Some(0),
+            None => None,
+        };
+        let mean = if on.is_none() {
+            set_mean(&reports)
+        } else {
+            None
+        };
+        let (mut shown, tokens, which) = match mean {
+            Some(mean) => (
+                mean,
+                reports
+                    .iter()
+                    .map(|r| Some(distinct_tokens(&r.tokens)))
+                    .collect(),
+                format!(", geometric mean over {} prompts", reports.len()),
+            ),
+            None => {
+                let p = on.unwrap_or(0);
+                (
+                    reports[p].clone(),
+                    vec![Some(distinct_tokens(&reports[p].tokens))],
+                    if reports.len() > 1 {
+                        format!(", prompt {} of {}", p + 1, reports.len())
+                    } else {
+                        String::new()
+                    },
+                )
+            }
+        };
         let title = format!(
-            "{} vs {}{}{}",
+            "{} vs {}{}{which}",
             a.a.file_name().unwrap_or_default().to_string_lossy(),
             a.b.file_name().unwrap_or_default().to_string_lossy(),
             if a.local { " (layer-local)" } else { "" },
-            if reports.len() > 1 {
-                format!(", prompt 1 of {}", reports.len())
-            } else {
-                String::new()
-            }
         );
-        // The slot marked is the set's first finding (it may be on another prompt, or on
-        // the mean over them), not the drawn prompt's alone.
-        let mut shown = report.clone();
         shown.first_divergent = violations.first().map(|v| v.index);
-        super::plot::draw(&shown, &limits, &title, svg)?;
+        super::plot::draw(&shown, &limits, &tokens, &title, svg)?;
     }
     match a.format {
         Format::Json if reports.len() == 1 => {

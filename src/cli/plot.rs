@@ -196,10 +196,12 @@ where
 }
 
 /// Draws `report` to `path` as SVG. `title` heads the figure; `limits` (the table the
-/// report was judged against) gives the highlighted slot's limits.
+/// report was judged against) gives the highlighted slot's limits, taken for prompts of
+/// these distinct token counts (one prompt's, or a set's for its mean).
 pub fn draw(
     report: &TraceDiff,
     limits: &Thresholds,
+    tokens: &[Option<usize>],
     title: &str,
     path: &Path,
 ) -> Result<(), CliError> {
@@ -223,11 +225,13 @@ pub fn draw(
         Some(s) => format!("{title} — first outside limits: {}", s.place()),
         None => format!("{title} — every slot within limits"),
     };
-    let root = root.titled(&heading, ("sans-serif", 20)).map_err(err)?;
+    // A long heading (file names, the set drawn, the place) is set smaller so it fits the
+    // figure's width (about half the font size per character).
+    let size = (2300.0 / heading.chars().count().max(1) as f64).clamp(11.0, 20.0);
+    let root = root.titled(&heading, ("sans-serif", size)).map_err(err)?;
     let (plots, legend) = root.split_horizontally(1000);
     let panels = plots.split_evenly((PANELS.len(), 1));
     let finite = |v: f64| v.is_finite();
-    let tokens = crate::trace::distinct_tokens(&report.tokens);
     for (panel, area) in PANELS.iter().zip(&panels) {
         // Each layer's limit of the highlighted slot under this panel's metric: (low, high)
         // of a band around its centre, or (bound, bound).
@@ -242,11 +246,14 @@ pub fn draw(
                     Some(match b {
                         Bound::Max(v) => (v, v, x),
                         Bound::LogNormal { log_mean, log_sd } => {
-                            let v = limits.log_bound(m, log_mean, log_sd, Some(tokens));
+                            let v = match tokens {
+                                [one] => limits.log_bound(m, log_mean, log_sd, *one),
+                                set => limits.log_bound_for(m, log_mean, log_sd, set),
+                            };
                             (v, v, x)
                         }
                         Bound::Band { mean, sd } => {
-                            let w = limits.band_width_for(sd, &[Some(tokens)]);
+                            let w = limits.band_width_for(sd, tokens);
                             (mean - w, mean + w, x)
                         }
                     })

@@ -453,6 +453,41 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
     }
 }
 
+/// The comparison a set of prompts is judged on as a whole (what `pv diff --plot` draws for
+/// a finding on the set rather than on one prompt): per slot, the geometric mean over the
+/// prompts of each deviation (1 - cosine, NMSE and its SQNR, each channel figure) and the
+/// mean gain. Tokens, logits and violations are the first prompt's. `None` for no
+/// comparisons or comparisons of different slot lists.
+pub fn set_mean(diffs: &[TraceDiff]) -> Option<TraceDiff> {
+    let first = diffs.first()?;
+    if diffs.iter().any(|d| d.slots.len() != first.slots.len()) {
+        return None;
+    }
+    let n = diffs.len() as f64;
+    let mut out = first.clone();
+    for (i, row) in out.slots.iter_mut().enumerate() {
+        let column: Vec<&SlotDiff> = diffs.iter().map(|d| &d.slots[i]).collect();
+        if column
+            .iter()
+            .any(|s| (s.slot, s.layer) != (row.slot, row.layer))
+        {
+            return None;
+        }
+        let geo = |f: &dyn Fn(&SlotDiff) -> f64| {
+            (column.iter().map(|s| f(s).max(LOG_CLIP).ln()).sum::<f64>() / n).exp()
+        };
+        row.cosine = 1.0 - geo(&|s| 1.0 - s.cosine);
+        row.nmse = geo(&|s| s.nmse);
+        row.sqnr_db = -10.0 * row.nmse.log10();
+        row.max_abs_diff = geo(&|s| s.max_abs_diff);
+        row.gain = 1.0 + column.iter().map(|s| s.gain - 1.0).sum::<f64>() / n;
+        row.channels.std.0 = geo(&|s| s.channels.std.0);
+        row.channels.err.0 = geo(&|s| s.channels.err.0);
+        row.channels.cosine_gap.0 = geo(&|s| s.channels.cosine_gap.0);
+    }
+    Some(out)
+}
+
 /// Judges comparisons of the same two models on several prompts: upper bounds on each
 /// prompt, gain bands on the mean over all of them. Violations come in execution order.
 pub fn judge_set(diffs: &[TraceDiff], limits: &Thresholds) -> Vec<Violation> {
@@ -496,56 +531,49 @@ pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation
                 channel,
                 shapes: None,
             };
-            match bound {
-                Bound::Max(limit) => {
-                    let w = s.worst.get(&metric);
-                    let value = w.map_or(f64::NAN, |w| w.value);
-                    // NaN (a missing metric) never passes.
-                    if value.is_nan() || value > limit {
-                        out.push(v(
-                            w.map(|w| w.prompt),
-                            value,
-                            limit,
-                            None,
-                            w.and_then(|w| w.channel),
-                        ));
-                    }
-                }
+            // An upper bound: the worst prompt against its own limit (one that depends on
+            // the prompt's length is taken at the worst prompt's).
+            let w = s.worst.get(&metric);
+            let at = w.and_then(|w| tokens.get(w.prompt).copied().flatten());
+            let upper = match bound {
+                Bound::Max(limit) => Some(limit),
                 Bound::LogNormal { log_mean, log_sd } => {
-                    let w = s.worst.get(&metric);
-                    let value = w.map_or(f64::NAN, |w| w.value);
-                    let at = w.and_then(|w| tokens.get(w.prompt).copied().flatten());
-                    let limit = limits.log_bound(metric, log_mean, log_sd, at);
-                    if value.is_nan() || value > limit {
-                        out.push(v(
-                            w.map(|w| w.prompt),
-                            value,
-                            limit,
-                            None,
-                            w.and_then(|w| w.channel),
-                        ));
-                    } else if let Some(&mean) = s.log_mean.get(&metric).filter(|_| tokens.len() > 1)
-                    {
-                        // Several prompts: their geometric mean, like the gain's mean, is
-                        // held sqrt(n) times tighter than one prompt.
-                        let limit = limits.log_bound_for(metric, log_mean, log_sd, &tokens);
-                        if mean.is_nan() || mean.exp() > limit {
-                            out.push(v(None, mean.exp(), limit, None, None));
-                        }
+                    Some(limits.log_bound(metric, log_mean, log_sd, at))
+                }
+                Bound::Band { .. } => None,
+            };
+            if let Some(limit) = upper {
+                let value = w.map_or(f64::NAN, |w| w.value);
+                // NaN (a missing metric) never passes.
+                if value.is_nan() || value > limit {
+                    out.push(v(
+                        w.map(|w| w.prompt),
+                        value,
+                        limit,
+                        None,
+                        w.and_then(|w| w.channel),
+                    ));
+                } else if let (Bound::LogNormal { log_mean, log_sd }, Some(&mean)) =
+                    (bound, s.log_mean.get(&metric).filter(|_| tokens.len() > 1))
+                {
+                    // Several prompts: their geometric mean, like the gain's mean, is held
+                    // about sqrt(n) times tighter than one prompt.
+                    let limit = limits.log_bound_for(metric, log_mean, log_sd, &tokens);
+                    if mean.is_nan() || mean.exp() > limit {
+                        out.push(v(None, mean.exp(), limit, None, None));
                     }
                 }
-                Bound::Band { mean, sd } => {
-                    let m = if metric == Metric::Gain {
-                        s.gain_mean
-                    } else {
-                        f64::NAN
-                    };
-                    let width = limits.band_width_for(sd, &tokens);
-                    let off = (m - mean).abs();
-                    if off.is_nan() || off > width {
-                        let prompt = (summary.prompts == 1).then_some(0);
-                        out.push(v(prompt, m, width, Some(mean), None));
-                    }
+            } else if let Bound::Band { mean, sd } = bound {
+                let m = if metric == Metric::Gain {
+                    s.gain_mean
+                } else {
+                    f64::NAN
+                };
+                let width = limits.band_width_for(sd, &tokens);
+                let off = (m - mean).abs();
+                if off.is_nan() || off > width {
+                    let prompt = (summary.prompts == 1).then_some(0);
+                    out.push(v(prompt, m, width, Some(mean), None));
                 }
             }
         }

@@ -130,12 +130,22 @@ pub struct Prediction {
 }
 
 /// How one metric's deviations spread, and how far one prompt's may go.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricModel {
     /// Spreads a prompt may deviate by: the quantile, at the metric's share of the rate, of
     /// the largest standardised deviation a calibration prompt shows over every cell.
     pub k: f64,
+    /// Spreads the geometric mean (for a band, the mean) of a set of prompts may deviate
+    /// by, per set size: the same quantile of the largest standardised deviation that
+    /// random sets of that many calibration prompts show. A mean has thinner tails than
+    /// one prompt, so these are mostly smaller than `k`. They do not fall steadily with
+    /// the size, though (the calibration corpus's mean is not every corpus's mean), so a
+    /// set of `n` is judged with the largest of them for sizes up to `n` (never more than
+    /// `k`), and is held no tighter than a set of the largest size here. Pairs of (set
+    /// size, spreads), by size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_k: Vec<(usize, f64)>,
     /// A prompt of T distinct tokens spreads `sqrt(1 + noise_tokens / T)` times a long
     /// prompt's spread (fewer values to average the noise over).
     pub noise_tokens: f64,
@@ -154,6 +164,34 @@ impl MetricModel {
     fn weight(&self, tokens: Option<usize>, mean_log_tokens: f64) -> f64 {
         let t = tokens.map_or(mean_log_tokens.exp(), |t| t.max(1) as f64);
         1.0 + self.noise_tokens / t
+    }
+
+    /// The spreads allowed to a set of `n` prompts judged together, and the size its
+    /// spread is computed for (see `set_k`).
+    fn k_for(&self, n: usize) -> (f64, f64) {
+        let largest = self.set_k.iter().map(|s| s.0).max().unwrap_or(usize::MAX);
+        let size = n.min(largest).max(1) as f64;
+        let k = self
+            .set_k
+            .iter()
+            .filter(|s| s.0 <= n)
+            .map(|s| s.1)
+            .reduce(f64::max)
+            .map_or(self.k, |k| k.min(self.k));
+        (if n < 2 { self.k } else { k }, size)
+    }
+
+    /// The set's spread in units of one long prompt's: `sqrt(mean(w) / n + 1 /
+    /// effective_prompts)`, `n` capped by [`MetricModel::k_for`].
+    fn set_spread(&self, tokens: &[Option<usize>], mean_log_tokens: f64) -> (f64, f64) {
+        let n = tokens.len().max(1) as f64;
+        let w: f64 = tokens
+            .iter()
+            .map(|&t| self.weight(t, mean_log_tokens))
+            .sum::<f64>()
+            / n;
+        let (k, size) = self.k_for(tokens.len());
+        (k, (w / size + 1.0 / self.effective_prompts.max(1.0)).sqrt())
     }
 }
 
@@ -253,8 +291,8 @@ impl Thresholds {
         let n = tokens.len().max(1) as f64;
         match self.model(Metric::Gain) {
             Some((m, mean_log)) => {
-                let w: f64 = tokens.iter().map(|&t| m.weight(t, mean_log)).sum();
-                m.k * sd.max(m.floor) * (w / (n * n) + 1.0 / m.effective_prompts.max(1.0)).sqrt()
+                let (k, spread) = m.set_spread(tokens, mean_log);
+                k * sd.max(m.floor) * spread
             }
             None => {
                 let nc = self.calibration_prompts.max(1) as f64;
@@ -286,7 +324,7 @@ impl Thresholds {
 
     /// [`Thresholds::log_bound`] for the geometric mean of a set of prompts' deviations
     /// (these distinct token counts): the centre at their mean ln T, the spread that of a
-    /// mean, `sqrt(sum(w_p) / n^2 + 1 / effective_prompts)`.
+    /// mean, `sqrt(sum(w_p) / n^2 + 1 / effective_prompts)`, and the set's `k`.
     pub fn log_bound_for(
         &self,
         metric: Metric,
@@ -303,9 +341,8 @@ impl Thresholds {
             .map(|t| t.map_or(mean_log, |t| (t.max(1) as f64).ln()))
             .sum::<f64>()
             / n;
-        let w: f64 = tokens.iter().map(|&t| m.weight(t, mean_log)).sum();
-        let spread = (w / (n * n) + 1.0 / m.effective_prompts.max(1.0)).sqrt();
-        (log_mean + m.slope * log_sd * (lt - mean_log) + m.k * log_sd * spread)
+        let (k, spread) = m.set_spread(tokens, mean_log);
+        (log_mean + m.slope * log_sd * (lt - mean_log) + k * log_sd * spread)
             .exp()
             .max(m.floor)
     }
@@ -349,6 +386,21 @@ impl Thresholds {
                     if !(v.is_finite() && ok) {
                         out.push(format!(
                             "prediction.metrics.{}.{f}: {v} is out of range",
+                            m.name()
+                        ));
+                    }
+                }
+                if !x.set_k.is_sorted_by(|a, b| a.0 < b.0) {
+                    out.push(format!(
+                        "prediction.metrics.{}.set_k: sizes are not in increasing order",
+                        m.name()
+                    ));
+                }
+                for &(size, k) in &x.set_k {
+                    if size < 2 || !(k.is_finite() && k > 0.0) {
+                        out.push(format!(
+                            "prediction.metrics.{}.set_k: {size}: {k} is out of range (sets \
+                             of 2 or more prompts, a positive number of spreads)",
                             m.name()
                         ));
                     }
@@ -432,8 +484,18 @@ impl Thresholds {
                 yaml_float(p.mean_log_tokens)
             ));
             for (m, x) in &p.metrics {
+                let set_k = if x.set_k.is_empty() {
+                    String::new()
+                } else {
+                    let sizes: Vec<String> = x
+                        .set_k
+                        .iter()
+                        .map(|(n, k)| format!("[{n}, {}]", yaml_float(*k)))
+                        .collect();
+                    format!(", set_k: [{}]", sizes.join(", "))
+                };
                 o.push_str(&format!(
-                    "{pad}    {}: {{k: {}, noise_tokens: {}, slope: {}, effective_prompts: {}, floor: {}}}\n",
+                    "{pad}    {}: {{k: {}{set_k}, noise_tokens: {}, slope: {}, effective_prompts: {}, floor: {}}}\n",
                     m.name(),
                     yaml_float(x.k),
                     yaml_float(x.noise_tokens),
@@ -685,11 +747,13 @@ fn predict(intact: &[TraceDiff], local: bool, how: &Calibration, alpha: f64) -> 
         if gain {
             t.band_k = round_up(k.max(1.0));
         }
+        let set_k = set_spreads(&cells, &fit, &x, &w, gain, floor, share, effective);
         if let Some(p) = t.prediction.as_mut() {
             p.metrics.insert(
                 m,
                 MetricModel {
                     k: round_up(k.max(1.0)),
+                    set_k,
                     noise_tokens: fit.noise_tokens,
                     slope: round_signed(fit.slope),
                     effective_prompts: round_signed(effective),
@@ -725,6 +789,94 @@ fn predict(intact: &[TraceDiff], local: bool, how: &Calibration, alpha: f64) -> 
         }
     }
     t
+}
+
+/// The set sizes [`predict`] derives a `set_k` for (those below half the calibration
+/// prompts): a contract judges sets of about a dozen prompts.
+const SET_SIZES: [usize; 7] = [2, 4, 8, 12, 16, 24, 32];
+
+/// [`MetricModel::set_k`]: for each of [`SET_SIZES`], as many random sets of that many
+/// calibration prompts as there are prompts (a fixed generator, so a table is
+/// reproducible); each set's largest standardised deviation of its mean over the metric's
+/// cells, measured from each cell's centre without the set's own prompts and in units of
+/// the spread the judge allows a set (`sqrt(sum(w) / n^2 + 1 / effective)`), is one
+/// sample; `k` is the same bound of the same quantile as for one prompt.
+#[allow(clippy::too_many_arguments)]
+fn set_spreads(
+    cells: &BTreeMap<(Slot, Option<usize>), Vec<f64>>,
+    fit: &MetricFit,
+    x: &[f64],
+    w: &[f64],
+    gain: bool,
+    floor: f64,
+    share: f64,
+    effective: f64,
+) -> Vec<(usize, f64)> {
+    let n = w.len();
+    let sum_inv: f64 = w.iter().map(|w| 1.0 / w).sum();
+    let mut out = Vec::new();
+    let mut rng = SplitMix(0x5e75_5e75);
+    for size in SET_SIZES.into_iter().filter(|&m| 2 * m <= n) {
+        let m = size as f64;
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut maxima = Vec::with_capacity(n);
+        for _ in 0..n {
+            // A partial Fisher-Yates shuffle: the first `size` are a random set.
+            for i in 0..size {
+                let j = i + (rng.next() % (n - i) as u64) as usize;
+                order.swap(i, j);
+            }
+            let set = &order[..size];
+            let w_set: f64 = set.iter().map(|&p| w[p]).sum();
+            let spread = (w_set / (m * m) + 1.0 / effective.max(1.0)).sqrt();
+            let x_set = set.iter().map(|&p| x[p]).sum::<f64>() / m;
+            let mut worst = f64::NEG_INFINITY;
+            for (key, u) in cells {
+                let (a, s) = fit.cells[key];
+                if s.is_nan() || s <= 0.0 {
+                    continue;
+                }
+                let mean_set = set.iter().map(|&p| u[p]).sum::<f64>() / m;
+                let z = if gain {
+                    // The band's centre is the plain mean over the calibration prompts.
+                    let rest = (a * n as f64 - mean_set * m) / (n as f64 - m);
+                    ((mean_set - rest) / (s * spread)).abs()
+                } else {
+                    if mean_set <= floor.ln() {
+                        continue;
+                    }
+                    let own: f64 = set
+                        .iter()
+                        .map(|&p| (u[p] - fit.slope * s * x[p]) / w[p])
+                        .sum();
+                    let own_inv: f64 = set.iter().map(|&p| 1.0 / w[p]).sum();
+                    let rest = (a * sum_inv - own) / (sum_inv - own_inv);
+                    (mean_set - rest - fit.slope * s * x_set) / (s * spread)
+                };
+                worst = worst.max(z);
+            }
+            if worst.is_finite() {
+                maxima.push(worst);
+            }
+        }
+        let seen = maxima.iter().copied().fold(0.0, f64::max);
+        let k = gev_upper_95(&maxima, 1.0 - share).map_or(seen, |q| q.max(seen));
+        out.push((size, round_up(k.max(1.0))));
+    }
+    out
+}
+
+/// splitmix64: a small fixed generator, so derived tables are reproducible.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
 
 /// One metric's noise model: its length terms and each cell's (centre, spread).
@@ -862,18 +1014,10 @@ pub fn gev_quantile(sample: &[f64], p: f64) -> Option<f64> {
 pub fn gev_upper_95(sample: &[f64], p: f64) -> Option<f64> {
     let point = gev_quantile(sample, p)?;
     let n = sample.len() as u64;
-    let mut state: u64 = 0x2626_2626;
-    let mut next = || {
-        // splitmix64
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut rng = SplitMix(0x2626_2626);
     let mut qs: Vec<f64> = (0..400)
         .filter_map(|_| {
-            let resample: Vec<f64> = (0..n).map(|_| sample[(next() % n) as usize]).collect();
+            let resample: Vec<f64> = (0..n).map(|_| sample[(rng.next() % n) as usize]).collect();
             gev_quantile(&resample, p)
         })
         .collect();
@@ -1051,6 +1195,36 @@ mod tests {
         assert!(short <= 30, "{short} of 1000 prompts of 1-4 tokens alarmed");
         let caught = alarms(30_000, &|_| 200, 20.0);
         assert!(caught >= 990, "a 20x cosine gap caught on {caught} of 1000");
+        // Sets of 12, judged together as a contract judges its prompts: the intact ones
+        // pass, and a doubled cosine gap that one prompt hides is caught on the mean.
+        let cosine = &p.metrics[&Metric::CosineGap];
+        assert_eq!(
+            cosine.set_k.iter().map(|s| s.0).collect::<Vec<_>>(),
+            SET_SIZES,
+            "every set size up to half the calibration prompts"
+        );
+        let sets = |first: u64, shift: f64| {
+            (0..200)
+                .filter(|&i| {
+                    let set: Vec<TraceDiff> = (0..12)
+                        .map(|j| synthetic(first + 12 * i + j, 200, shift))
+                        .collect();
+                    !super::super::diff::judge_set(&set, &t).is_empty()
+                })
+                .count()
+        };
+        let intact_sets = sets(40_000, 1.0);
+        assert!(intact_sets <= 6, "{intact_sets} of 200 intact sets alarmed");
+        let one = alarms(50_000, &|_| 200, 2.0);
+        let on_sets = sets(60_000, 2.0);
+        assert!(
+            one < 150,
+            "a doubled gap is caught on {one} of 1000 single prompts"
+        );
+        assert!(
+            on_sets >= 190,
+            "a doubled gap caught on {on_sets} of 200 sets"
+        );
         // The table survives its YAML form.
         let back: Thresholds = serde_saphyr::from_str(&t.to_yaml(0)).unwrap();
         assert_eq!(back.prediction, t.prediction);

@@ -12,7 +12,7 @@ mod types;
 
 pub use diff::{
     ChannelDiff, LogitsDiff, Metric, SetSummary, SlotDiff, SlotSummary, TraceDiff, Violation,
-    Worst, diff, judge_set, judge_summary, kl_divergence, not_captured_lines, summarize,
+    Worst, diff, judge_set, judge_summary, kl_divergence, not_captured_lines, set_mean, summarize,
 };
 pub use limits::{
     Bound, Calibration, LOG_CLIP, Limit, MetricModel, Prediction, Thresholds, Values, calibrate,
