@@ -640,11 +640,10 @@ fn securesystemslib_verifies_pv_records_and_heads() {
         ])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Python `securesystemslib` is required under CI (scripts/test.sh installs it)"
+        common::skip(
+            "Python `securesystemslib`",
+            "scripts/test.sh installs it with pip",
         );
-        eprintln!("skipping: no Python `securesystemslib`");
         return;
     }
     let d = committed_tree("interop-committed");

@@ -115,6 +115,16 @@ fn hex(b: &[u8]) -> String {
 fn every_format_agrees_with_llamacpp() {
     // PV_FORMATS=Q4_0,Q2_K narrows the run while working on one format's kernels.
     let only = std::env::var("PV_FORMATS").ok();
+    // A filter that names no format (or a format not listed) would compare nothing or less
+    // than asked: a typo, not a pass.
+    if let Some(o) = &only {
+        for f in o.split(',') {
+            assert!(
+                FORMATS.contains(&f),
+                "PV_FORMATS: {f:?} is none of {FORMATS:?}"
+            );
+        }
+    }
     let mut rows = vec![];
     for format in FORMATS {
         if only
