@@ -255,19 +255,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
             })
             .collect()
     });
-    // The held-out set judged as a contract judges it: bands on the mean over all prompts.
-    let set_alarms = held.as_ref().map(|h| {
-        let diffs: Vec<TraceDiff> = h.iter().map(|(_, d)| d.clone()).collect();
-        judge_set(&diffs, &table)
-    });
-    // And in sets of a contract's size: each set's first violation, if any.
-    let chunk_alarms: Vec<Option<Violation>> = match (&held, a.set_size) {
-        (Some(h), size) if size > 1 && h.len() >= size => h
+    // The held-out set judged as a contract judges it: bands on the mean over all prompts,
+    // and in sets of a contract's size (each set's first violation, if any).
+    let held_diffs: Option<Vec<TraceDiff>> = held
+        .as_ref()
+        .map(|h| h.iter().map(|(_, d)| d.clone()).collect());
+    let set_alarms = held_diffs.as_ref().map(|d| judge_set(d, &table));
+    let chunk_alarms: Vec<Option<Violation>> = match (&held_diffs, a.set_size) {
+        (Some(d), size) if size > 1 && d.len() >= size => d
             .chunks_exact(size)
-            .map(|c| {
-                let diffs: Vec<TraceDiff> = c.iter().map(|(_, d)| d.clone()).collect();
-                judge_set(&diffs, &table).into_iter().next()
-            })
+            .map(|c| judge_set(c, &table).into_iter().next())
             .collect(),
         _ => Vec::new(),
     };
