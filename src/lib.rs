@@ -10,6 +10,7 @@ pub mod checkers;
 pub mod cli;
 pub mod contract;
 pub mod evidence;
+pub mod fetch;
 pub mod fsutil;
 pub mod gguf;
 pub mod gitrepo;

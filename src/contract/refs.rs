@@ -97,7 +97,15 @@ fn walk(
                 match (slot, child.as_str()) {
                     (Some((t, table)), Some(name)) => {
                         match table.as_ref().and_then(|tb| tb.get(name)) {
-                            Some(entry) => *child = entry.clone(),
+                            Some(entry) => {
+                                *child = entry.clone();
+                                // Where a model comes from is not part of the test.
+                                if t.name == "models"
+                                    && let Some(m) = child.as_object_mut()
+                                {
+                                    m.remove("source");
+                                }
+                            }
                             None => {
                                 let names: Vec<&str> = table
                                     .iter()
@@ -139,7 +147,7 @@ mod tests {
     use super::*;
     use crate::contract::yaml;
 
-    const DOC: &str = "models:\n  small:\n    file: a.gguf\n    sha256: ab\nprompt_sets:\n  two: [p, q]\nfalsification_tests:\n  - params:\n      model: small\n      prompts: two\n      sides: [gguf, {engine: gguf, model: small}]\n  - params:\n      model: big\n      prompts: [z]\n";
+    const DOC: &str = "models:\n  small:\n    file: a.gguf\n    sha256: ab\n    source: {pypi: {packages: [x==1], member: a.gguf}}\nprompt_sets:\n  two: [p, q]\nfalsification_tests:\n  - params:\n      model: small\n      prompts: two\n      sides: [gguf, {engine: gguf, model: small}]\n  - params:\n      model: big\n      prompts: [z]\n";
 
     #[test]
     fn names_are_replaced_by_their_entries_and_unknown_names_are_errors_at_the_name() {
@@ -155,7 +163,11 @@ mod tests {
         );
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].rule, "unknown-model");
-        assert_eq!(f[0].line, 13);
+        assert!(
+            p["model"].get("source").is_none(),
+            "a source is not part of params"
+        );
+        assert_eq!(f[0].line, 14);
         assert_eq!(f[0].pointer, "/falsification_tests/1/params/model");
         assert!(f[0].message.contains("it has: small"), "{}", f[0].message);
     }

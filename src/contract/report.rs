@@ -98,6 +98,10 @@ pub const RULES: &[(&str, &str)] = &[
         "a test's params state another limit than an obligation it cites",
     ),
     (
+        "bad-model-source",
+        "a models entry's source converts an entry the table lacks, or is not GGUF to APR",
+    ),
+    (
         "unused-model",
         "no test uses this entry of the models table",
     ),

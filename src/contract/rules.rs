@@ -317,9 +317,36 @@ fn check_tables(s: &mut Sink) {
     };
     let mut found = Vec::new();
     for (name, pin) in &k.models {
-        let v = serde_json::to_value(pin).unwrap_or_default();
+        let v = serde_json::to_value(pin.pin()).unwrap_or_default();
         if !holds("model", &v) && !holds("reference", &v) {
             found.push(("unused-model", format!("/models/{name}"), name));
+        }
+    }
+    for (name, entry) in &k.models {
+        let Some(super::models::ModelSource::Convert { from, .. }) = &entry.source else {
+            continue;
+        };
+        let problem = match k.models.get(from) {
+            None => Some(format!(
+                "`{name}` is converted from `{from}`, which is not in this contract's models table"
+            )),
+            Some(src) if !src.file.ends_with(".gguf") => Some(format!(
+                "`{name}` is converted from `{from}` ({}), which is not a GGUF file",
+                src.file
+            )),
+            Some(_) if !entry.file.ends_with(".apr") => Some(format!(
+                "`{name}` ({}) has a convert source, which makes APR files only",
+                entry.file
+            )),
+            Some(_) => None,
+        };
+        if let Some(m) = problem {
+            s.push(
+                "bad-model-source",
+                Severity::Error,
+                format!("/models/{name}/source"),
+                m,
+            );
         }
     }
     for (name, set) in &k.prompt_sets {

@@ -17,11 +17,12 @@ use serde::{Deserialize, Serialize};
 pub struct Contract {
     /// Who and what the contract is.
     pub metadata: Metadata,
-    /// The model files the tests run, each named once and pinned by digest: a test's
-    /// `model` (or a side's) may give the name instead of the file.
+    /// The model files the tests run, each named once, pinned by digest and (optionally)
+    /// with where it comes from: a test's `model` (or a side's, or a `reference`) may give
+    /// the name instead of the file. `pv fetch-models` fetches what the gate needs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(with = "BTreeMap<String, crate::contract::params::ModelPin>")]
-    pub models: BTreeMap<String, crate::contract::params::ModelPin>,
+    #[schemars(with = "BTreeMap<String, crate::contract::models::ModelEntry>")]
+    pub models: BTreeMap<String, crate::contract::models::ModelEntry>,
     /// Prompt lists, each named once: a test's `prompts` may give the name instead of the
     /// list.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
