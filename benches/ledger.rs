@@ -127,6 +127,8 @@ fn thousand_records(c: &mut Criterion) {
         base: None,
         accept_contract_changes: false,
         recheck: None,
+        shard: None,
+        merge: &[],
     };
     let r = run(&opts, false).unwrap();
     assert!(r.open, "{:?}", r.blocks);

@@ -441,3 +441,158 @@ fn every_mutant_patch_applies_to_the_current_source() {
     }
     assert!(n >= 1, "no mutants found");
 }
+
+/// A based repository with four required tests (SYN-001 and SYN-003..005), all discharged
+/// at the base, then a pull request that changes covered code: all four are due.
+fn four_due(tag: &str) -> SynRepo {
+    let repo = SynRepo::new(tag);
+    let path = repo.root.join("contracts/syn-v1.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let extra: String = (3..=5)
+        .map(|i| {
+            format!(
+                "  - id: SYN-00{i}\n    rule: ratio in band\n    prediction: H1\n    \
+                 obligations: [PO-SYN-001]\n    checker: apr_gguf_std_ratio\n    params:\n      \
+                 model: {{file: syn.gguf, sha256: {}}}\n      prompt: Count to {i}.\n      \
+                 layer: {}\n      slot: ffn_inner\n      band: [0.5, 2]\n    if_fails: bisect\n    \
+                 required_for_gate: true\n",
+                repo.sha,
+                i % 2
+            )
+        })
+        .collect();
+    std::fs::write(
+        &path,
+        text.replace(
+            "falsification_tests:\n",
+            &format!("falsification_tests:\n{extra}"),
+        ),
+    )
+    .unwrap();
+    for t in ["SYN-001", "SYN-003", "SYN-004", "SYN-005"] {
+        repo.discharge_test(t, None).unwrap();
+    }
+    repo.commit("base: four tests discharged");
+    repo.git(&["tag", "base"]);
+    std::fs::write(
+        repo.root.join("engine/forward.rs"),
+        "fn forward() { /* faster */ }\n",
+    )
+    .unwrap();
+    repo.commit("pr: a faster forward");
+    repo
+}
+
+/// `pv gate --shard K/N` into `dir`: exit code, output, and the tests it re-checked.
+fn shard(repo: &SynRepo, k: &str, dir: &Path) -> (i32, String, Vec<String>) {
+    let models = repo.models.to_str().unwrap();
+    let (code, out) = repo.gate(&[
+        "--base",
+        "base",
+        "--discharge-stale",
+        "--models",
+        models,
+        "--shard",
+        k,
+        "--scratch",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&out[..out.rfind('}').map_or(out.len(), |i| i + 1)])
+            .unwrap_or_else(|e| panic!("{e}: {out}"));
+    let tests = json["fresh"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["test_id"].as_str().unwrap().to_string())
+        .collect();
+    (code, out, tests)
+}
+
+#[test]
+fn shards_split_the_rechecks_and_the_merge_judges_their_union() {
+    let repo = four_due("shards");
+    let dirs: Vec<_> = (1..=3)
+        .map(|k| repo.root.join(format!("target/s{k}")))
+        .collect();
+    let mut all = Vec::new();
+    for (k, dir) in dirs.iter().enumerate() {
+        let (code, out, tests) = shard(&repo, &format!("{}/3", k + 1), dir);
+        // A shard judges its own share: open when that share passes.
+        assert_eq!(code, 0, "shard {}: {out}", k + 1);
+        assert!(
+            !tests.is_empty(),
+            "4 tests over 3 shards: each takes one: {out}"
+        );
+        all.extend(tests);
+    }
+    all.sort();
+    assert_eq!(
+        all,
+        ["SYN-001", "SYN-003", "SYN-004", "SYN-005"],
+        "each test once"
+    );
+    // The same split every time (every shard computes it alone).
+    let (_, _, again) = shard(&repo, "1/3", &repo.root.join("target/again"));
+    let (_, _, first) = shard(&repo, "1/3", &dirs[0]);
+    assert_eq!(again, first);
+
+    let d: Vec<&str> = dirs.iter().map(|p| p.to_str().unwrap()).collect();
+    let (code, out) = repo.gate(&["--base", "base", "--merge", d[0], d[1], d[2]]);
+    assert_eq!(code, 0, "the union opens the gate: {out}");
+    for t in ["SYN-001", "SYN-003", "SYN-004", "SYN-005"] {
+        assert!(
+            out.contains(&format!("syn-v1/{t}: H1 (measured by shard")),
+            "{t}: {out}"
+        );
+    }
+
+    // A shard missing from the union: its tests stay stale, and the gate says so.
+    let missing = shard(&repo, "1/3", &dirs[0]).2;
+    let out = blocks(
+        &repo,
+        &["--base", "base", "--merge", d[1], d[2]],
+        &["no shard ledger holds a record of it", "is STALE"],
+    );
+    assert!(out.contains(&format!("syn-v1/{}", missing[0])), "{out}");
+
+    // Measurements edited in transit (re-signed by a key of the attacker's, put in the
+    // shard's keys/): the verdict is re-derived from the clause's params and the edited
+    // measurements... and a record the shard did not sign for this code does not verify.
+    let rec = std::fs::read_dir(dirs[1].join("evidence/syn-v1"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("0001.dsse.json");
+    let bytes = std::fs::read(&rec).unwrap();
+    let mut env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let body = b64d(env["payload"].as_str().unwrap());
+    let mut st: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    st["predicate"]["verdict"] = "H1".into();
+    st["predicate"]["measurements"] = serde_json::json!({"forged": true});
+    env["payload"] = common::repo::b64e(&serde_json::to_vec(&st).unwrap()).into();
+    std::fs::write(&rec, serde_json::to_vec(&env).unwrap()).unwrap();
+    blocks(
+        &repo,
+        &["--base", "base", "--merge", d[0], d[1], d[2]],
+        &["its shard record does not verify"],
+    );
+    std::fs::write(&rec, &bytes).unwrap();
+
+    // Records made for other code: the pull request changes again after the shards ran.
+    std::fs::write(
+        repo.root.join("engine/forward.rs"),
+        "fn forward() { /* again */ }\n",
+    )
+    .unwrap();
+    repo.commit("pr: another change");
+    blocks(
+        &repo,
+        &["--base", "base", "--merge", d[0], d[1], d[2]],
+        &["does not speak for this tree", "engine/forward.rs changed"],
+    );
+}

@@ -241,6 +241,8 @@ fn fuzzed_heads_records_and_keys_give_clean_errors() {
             base: None,
             accept_contract_changes: false,
             recheck: None,
+            shard: None,
+            merge: &[],
         };
         match run(&opts, iter % 2 == 0) {
             Ok(r) => {

@@ -10,6 +10,7 @@ use crate::evidence::discharge::Layout;
 use crate::evidence::gate::{GateError, GateOptions, GateReport, run};
 use crate::evidence::policy::Block;
 use crate::evidence::recheck::{Recheck, default_scratch};
+use crate::evidence::shard::Shard;
 use crate::evidence::verify::TestReport;
 
 /// Where the evidence commands look, and what they trust.
@@ -30,18 +31,24 @@ fn input(e: GateError) -> CliError {
     CliError::input(e.to_string())
 }
 
-fn report(
-    w: &Where,
-    gate: bool,
-    recheck: Option<Recheck>,
-    accept: bool,
-) -> Result<GateReport, CliError> {
+/// How the gate gets its re-check results: none, re-checked here (all, or one shard's
+/// share), or merged from shards.
+#[derive(Default)]
+struct Rechecks<'a> {
+    here: Option<Recheck<'a>>,
+    shard: Option<Shard>,
+    merge: &'a [PathBuf],
+}
+
+fn report(w: &Where, gate: bool, r: Rechecks, accept: bool) -> Result<GateReport, CliError> {
     run(
         &GateOptions {
             layout: &Layout::at(&w.root),
             base: w.base.as_deref(),
             accept_contract_changes: accept,
-            recheck,
+            recheck: r.here,
+            shard: r.shard,
+            merge: r.merge,
         },
         gate,
     )
@@ -89,7 +96,7 @@ fn record_state(t: &TestReport, i: usize) -> String {
 
 /// Runs `pv verify`.
 pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
-    let g = report(&a.at, false, None, false)?;
+    let g = report(&a.at, false, Rechecks::default(), false)?;
     let v = &g.verification;
     let n: usize = v.tests.iter().map(|t| t.records.len()).sum();
     let stale = v.tests.iter().filter(|t| !t.stale.is_empty()).count();
@@ -152,7 +159,7 @@ pub struct StatusArgs {
 
 /// Runs `pv status`.
 pub fn status(a: StatusArgs) -> Result<(), CliError> {
-    let g = report(&a.at, false, None, false)?;
+    let g = report(&a.at, false, Rechecks::default(), false)?;
     let v = &g.verification;
     match a.format {
         Format::Json => print_json(&json!(
@@ -267,6 +274,15 @@ pub struct GateArgs {
     /// Where re-check records and summary.json go (default: ROOT/target/pv-gate).
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// Re-check only shard K of N of the due tests (dealt by the seconds their latest
+    /// records took, the same split in every shard) and judge only those; a final `pv gate
+    /// --merge` judges the whole.
+    #[arg(long, value_name = "K/N", requires = "discharge_stale")]
+    shard: Option<Shard>,
+    /// Judge the union of these shards' scratch directories (each a shard's --scratch, its
+    /// records signed by that shard's run key) as this run's re-checks.
+    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with = "discharge_stale")]
+    merge: Vec<PathBuf>,
     /// Worker threads for re-checks (0 = all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
@@ -327,8 +343,37 @@ fn text(g: &GateReport) -> String {
             }
         }
     }
-    if let Some(dir) = &g.scratch {
-        s += &format!("re-checked in this run (recorded in {}):\n", dir.display());
+    if let Some(sh) = &g.shard {
+        s += &format!(
+            "shard {}/{}: {} of the {} due test(s), about {:.0} s by their latest records\n",
+            sh.shard.index,
+            sh.shard.count,
+            sh.tests.len(),
+            sh.due,
+            sh.tests.iter().map(|t| t.1).sum::<f64>()
+        );
+    }
+    for l in &g.shards {
+        s += &format!(
+            "shard ledger {} (keys {}): {}\n",
+            l.dir.display(),
+            if l.keys.is_empty() {
+                "none".to_string()
+            } else {
+                l.keys.join(", ")
+            },
+            if l.tests.is_empty() {
+                "no records".to_string()
+            } else {
+                l.tests.join(", ")
+            }
+        );
+    }
+    if g.scratch.is_some() || !g.shards.is_empty() {
+        match &g.scratch {
+            Some(dir) => s += &format!("re-checked in this run (recorded in {}):\n", dir.display()),
+            None => s += "re-checked by the shards, judged here:\n",
+        }
         if g.fresh.is_empty() {
             s += "  nothing was stale or missing\n";
         }
@@ -481,7 +526,16 @@ pub fn gate(a: GateArgs) -> Result<(), CliError> {
         threads,
         progress: &progress,
     });
-    let result = report(&a.at, true, recheck, a.accept_contract_changes);
+    let result = report(
+        &a.at,
+        true,
+        Rechecks {
+            here: recheck,
+            shard: a.shard,
+            merge: &a.merge,
+        },
+        a.accept_contract_changes,
+    );
     bar.finish_and_clear();
     let g = result?;
     match a.format {

@@ -11,6 +11,7 @@ use super::discharge::Layout;
 use super::policy::{Block, Facts, Policy, Required};
 use super::recheck::{self, Fresh, Recheck, ScratchKey};
 use super::record::CodeBinding;
+use super::shard::{self, Due, Shard, ShardLedger};
 use super::trust::{Base, Trust, TrustSummary};
 use super::verify::{Clause, Places, Verification, Verifier};
 use super::{EvidenceError, Status};
@@ -37,6 +38,12 @@ pub struct GateOptions<'a> {
     pub accept_contract_changes: bool,
     /// Re-check stale or missing required tests in this run.
     pub recheck: Option<Recheck<'a>>,
+    /// Re-check only this shard's share of them, and judge only that share
+    /// (`pv gate --shard K/N`; the final job merges).
+    pub shard: Option<Shard>,
+    /// Judge the union of these shards' scratch ledgers as this run's re-checks
+    /// (`pv gate --merge DIR...`).
+    pub merge: &'a [PathBuf],
 }
 
 /// One test as the gate sees it.
@@ -77,12 +84,30 @@ pub struct GateReport {
     pub fresh: Vec<Fresh>,
     /// Where the fresh results were recorded.
     pub scratch: Option<PathBuf>,
+    /// With `--shard K/N`: which shard, and the due tests it took (`contract/test`, with
+    /// the seconds their latest records took).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardShare>,
+    /// With `--merge`: the shard ledgers read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardLedger>,
     /// Remarks that do not block (orphan evidence, leftover temporary files, new keys).
     pub notes: Vec<String>,
     /// Why the gate is closed (empty: open).
     pub blocks: Vec<Block>,
     /// Whether nothing blocks.
     pub open: bool,
+}
+
+/// A shard's share of the due re-checks.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardShare {
+    /// Which shard of how many.
+    pub shard: Shard,
+    /// Its tests and their expected seconds.
+    pub tests: Vec<(String, f64)>,
+    /// How many tests were due in all.
+    pub due: usize,
 }
 
 /// The clause a test is held to, and whether the gate requires it: with a base, a test
@@ -180,7 +205,7 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
                     test_id: t.id.clone(),
                     why,
                 });
-                clauses.push((c.contract.metadata.id.clone(), j.clause));
+                clauses.push((c, t, j.clause));
             }
         }
     }
@@ -195,34 +220,78 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
         .collect();
     verification.orphans = super::verify::orphans(&layout.evidence, &known);
 
+    // The required tests to re-check: valid ledgers whose latest record is stale, or none.
+    let due: Vec<Due> = clauses
+        .iter()
+        .filter(|(c, _, clause)| {
+            verification
+                .test(&c.contract.metadata.id, &clause.test.id)
+                .is_some_and(|t| t.valid() && (t.records.is_empty() || !t.stale.is_empty()))
+        })
+        .map(|&(contract, test, clause)| Due {
+            contract,
+            test,
+            clause,
+        })
+        .collect();
     let mut fresh = Vec::new();
     let mut scratch = None;
+    let mut share = None;
+    let mut shards = Vec::new();
+    let mut merge_notes = Vec::new();
     if let (true, Some(r)) = (gate, &o.recheck) {
-        let key = ScratchKey::create(r.scratch)?;
-        for (cid, clause) in &clauses {
-            let Some(t) = verification.test(cid, &clause.test.id) else {
-                continue;
-            };
-            let due = t.valid() && (t.records.is_empty() || !t.stale.is_empty());
-            if due {
-                // The verifier has just hashed these files; bind the re-check to that.
-                let files = verifier
-                    .covered_now(clause.covers)
-                    .map_err(EvidenceError::Usage)?;
-                let code = CodeBinding {
-                    covers: clause.covers.to_vec(),
-                    sha256: crate::contract::covers::tree_sha256(&files),
-                    files,
-                };
-                fresh.push(recheck::recheck(
-                    &layout.root,
-                    cid,
-                    clause.test,
-                    code,
-                    r,
-                    &key,
-                )?);
+        let mine: Vec<&Due> = match o.shard {
+            None => due.iter().collect(),
+            Some(sh) => {
+                let weights: Vec<(String, f64)> = due
+                    .iter()
+                    .map(|d| {
+                        let cid = &d.contract.contract.metadata.id;
+                        let secs = verification
+                            .test(cid, &d.test.id)
+                            .and_then(shard::recorded_seconds)
+                            .unwrap_or(shard::DEFAULT_SECONDS);
+                        (format!("{cid}/{}", d.test.id), secs)
+                    })
+                    .collect();
+                let of = shard::assign(&weights, sh.count);
+                share = Some(ShardShare {
+                    shard: sh,
+                    tests: weights
+                        .iter()
+                        .zip(&of)
+                        .filter(|(_, k)| **k == sh.index)
+                        .map(|(w, _)| w.clone())
+                        .collect(),
+                    due: due.len(),
+                });
+                due.iter()
+                    .zip(&of)
+                    .filter(|(_, k)| **k == sh.index)
+                    .map(|(d, _)| d)
+                    .collect()
             }
+        };
+        let key = ScratchKey::create(r.scratch, o.shard)?;
+        for d in mine {
+            let cid = &d.contract.contract.metadata.id;
+            // The verifier has just hashed these files; bind the re-check to that.
+            let files = verifier
+                .covered_now(d.clause.covers)
+                .map_err(EvidenceError::Usage)?;
+            let code = CodeBinding {
+                covers: d.clause.covers.to_vec(),
+                sha256: crate::contract::covers::tree_sha256(&files),
+                files,
+            };
+            fresh.push(recheck::recheck(
+                &layout.root,
+                cid,
+                d.clause.test,
+                code,
+                r,
+                &key,
+            )?);
         }
         std::fs::create_dir_all(r.scratch).map_err(|e| EvidenceError::io(r.scratch, e))?;
         let summary = r.scratch.join("summary.json");
@@ -232,6 +301,19 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
         )
         .map_err(|e| EvidenceError::io(&summary, e))?;
         scratch = Some(r.scratch.to_path_buf());
+    } else if gate && !o.merge.is_empty() {
+        let m = shard::merge(&layout.root, o.merge, &due)?;
+        fresh = m.fresh;
+        shards = m.ledgers;
+        merge_notes = m.notes;
+    }
+    // A shard judges its own share only; the final job judges the rest.
+    if let Some(s) = &share {
+        required.retain(|r| {
+            s.tests
+                .iter()
+                .any(|(n, _)| *n == format!("{}/{}", r.contract_id, r.test_id))
+        });
     }
     verification.files_hashed = verifier.files_hashed();
 
@@ -248,13 +330,10 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
         contract_changes: &contract_changes,
         accept_contract_changes: o.accept_contract_changes,
     });
-    let mut notes: Vec<String> = verification
-        .orphans
-        .iter()
-        .map(|p| {
-            format!("{p}: evidence for a test no contract defines (kept as history, not counted)")
-        })
-        .collect();
+    let mut notes: Vec<String> = merge_notes;
+    notes.extend(verification.orphans.iter().map(|p| {
+        format!("{p}: evidence for a test no contract defines (kept as history, not counted)")
+    }));
     for t in &verification.tests {
         notes.extend(t.leftovers.iter().map(|p| {
             format!("{p}: temporary file of an interrupted write (not evidence; the next discharge removes it)")
@@ -309,6 +388,8 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
         tests,
         fresh,
         scratch,
+        shard: share,
+        shards,
         notes,
         blocks,
     })

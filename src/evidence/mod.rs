@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod policy;
 pub mod recheck;
 pub mod record;
+pub mod shard;
 pub mod status;
 pub mod trust;
 pub mod verify;

@@ -131,10 +131,17 @@ pub struct ScratchKey {
 }
 
 impl ScratchKey {
-    /// A new key, its public half written to `scratch/keys/NAME.pub`.
-    pub fn create(scratch: &Path) -> Result<Self, EvidenceError> {
+    /// A new key, its public half written to `scratch/keys/NAME.pub` (the name says which
+    /// shard made it, if one did).
+    pub fn create(
+        scratch: &Path,
+        shard: Option<super::shard::Shard>,
+    ) -> Result<Self, EvidenceError> {
         let key = keys::random_key()?;
-        let name = format!("pv-gate-{}", std::process::id());
+        let name = match shard {
+            None => format!("pv-gate-{}", std::process::id()),
+            Some(s) => format!("pv-gate-{}of{}-{}", s.index, s.count, std::process::id()),
+        };
         let dir = scratch.join("keys");
         let _ = std::fs::remove_file(dir.join(format!("{name}.pub")));
         keys::publish(&name, &key.verifying_key(), &dir)?;
