@@ -255,21 +255,13 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
                     })
                     .collect();
                 let of = shard::assign(&weights, sh.count);
+                let picked: Vec<usize> = (0..due.len()).filter(|&i| of[i] == sh.index).collect();
                 share = Some(ShardShare {
                     shard: sh,
-                    tests: weights
-                        .iter()
-                        .zip(&of)
-                        .filter(|(_, k)| **k == sh.index)
-                        .map(|(w, _)| w.clone())
-                        .collect(),
+                    tests: picked.iter().map(|&i| weights[i].clone()).collect(),
                     due: due.len(),
                 });
-                due.iter()
-                    .zip(&of)
-                    .filter(|(_, k)| **k == sh.index)
-                    .map(|(d, _)| d)
-                    .collect()
+                picked.iter().map(|&i| &due[i]).collect()
             }
         };
         let key = ScratchKey::create(r.scratch, o.shard)?;
