@@ -458,6 +458,7 @@ PY"#
 /// production GGUF path fuses the FFN's gate, up and activation, which it therefore does not
 /// report, and nothing else is missing.
 #[test]
+#[ignore = "long suite (scripts/test.sh --long): needs the realizar adapter, an 8-minute build"]
 fn realizar_answers_the_protocol_from_its_own_paths() {
     let Some(gguf) = common::smollm2() else {
         return;
@@ -545,6 +546,7 @@ fn realizar_answers_the_protocol_from_its_own_paths() {
 /// for bit in every slot both record, on SmolLM2; the one slot its graph does not name
 /// (`ffn_act`, fused into its SwiGLU) is reported as not captured.
 #[test]
+#[ignore = "long suite (scripts/test.sh --long): needs the llama.cpp adapter and llama.cpp built"]
 fn llamacpp_answers_the_protocol_with_pvs_bits() {
     let Some(gguf) = common::smollm2() else {
         return;

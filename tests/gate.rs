@@ -351,6 +351,7 @@ fn the_github_format_escapes_what_workflow_commands_require() {
 /// pv; the code under test is the same source with the patch, built by
 /// `scripts/build-mutant.sh swap-gate-up`. FFN-GGUF-003 must come back H2 and block.
 #[test]
+#[ignore = "long suite (scripts/test.sh --long): builds a second pv and re-checks every required test with it"]
 fn a_pull_request_that_swaps_gate_and_up_is_blocked_with_h2() {
     let Some(model) = common::smollm2() else {
         return;
