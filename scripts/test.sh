@@ -36,7 +36,7 @@ if [ "$long" = 1 ]; then
   # realizar and llama.cpp under pv's engine protocol (engines/realizar and engines/llamacpp,
   # each with its own pinned lock file; llama.cpp's C++ half links the llama.cpp built above).
   scripts/engines.sh realizar llama.cpp
-  export PV_FAULT_MATRIX=full PV_FUZZ_SECONDS=300
+  export PV_FAULT_MATRIX=full PV_FUZZ_SECONDS=300 PV_LONG=1
 else
   scripts/fetch-models.sh gemma3
 fi
