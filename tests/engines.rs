@@ -458,7 +458,7 @@ PY"#
 /// production GGUF path fuses the FFN's gate, up and activation, which it therefore does not
 /// report, and nothing else is missing.
 #[test]
-#[ignore = "long suite (scripts/test.sh --long): needs the realizar adapter, an 8-minute build"]
+#[ignore = "long suite (scripts/test.sh --long): needs the realizar adapter, a 5-minute build"]
 fn realizar_answers_the_protocol_from_its_own_paths() {
     let Some(gguf) = common::smollm2() else {
         return;
