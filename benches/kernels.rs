@@ -1,11 +1,12 @@
 //! Throughput of every fused dot product, in GB/s of weight data: one 4096-value row against
-//! quantized activations, scalar and SIMD; and of the batched products' tiles (four weight
-//! rows by 64 tokens), in multiply-adds per second, in every instruction set the CPU has.
+//! quantized activations, in llama.cpp's vec-dot order; and of the batched products' tiles
+//! (four weight rows by 64 tokens), in multiply-adds per second; in every instruction set
+//! the CPU has.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pv::gguf::GgmlType;
+use pv::quant::GgmlType;
 use pv::quant::synth::{SplitMix, random_row};
-use pv::quant::{Kernel, TileIsa, TilePanel, dot_fn, quantize, tile_fn_in, vec_dot_type};
+use pv::quant::{FormatKernels, Isa, TilePanel, quantize};
 
 fn kernels(c: &mut Criterion) {
     let n = 4096;
@@ -14,12 +15,13 @@ fn kernels(c: &mut Criterion) {
     for ty in GgmlType::WEIGHTS {
         let w = random_row(ty, n, 1.0, &mut rng);
         let x: Vec<f32> = (0..n).map(|_| rng.normal(1.0)).collect();
-        let a = quantize(vec_dot_type(ty).unwrap(), &x).unwrap();
+        let a = quantize(ty.vec_dot_type().unwrap(), &x).unwrap();
         g.throughput(Throughput::Bytes(w.len() as u64));
-        for k in Kernel::available() {
-            let f = dot_fn(ty, k).unwrap();
-            g.bench_function(format!("{}/{}", ty.name(), k.name()), |b| {
-                b.iter(|| f(std::hint::black_box(&w), std::hint::black_box(&a)))
+        // AVX-VNNI and AVX-512 VNNI share AVX2's single-row kernels.
+        for isa in Isa::available().into_iter().take(2) {
+            let f = FormatKernels::of(ty, isa).unwrap().vec.one;
+            g.bench_function(format!("{}/{}", ty.name(), isa.name()), |b| {
+                b.iter(|| f.call(std::hint::black_box(&w), std::hint::black_box(&a)))
             });
         }
     }
@@ -34,9 +36,9 @@ fn tiles(c: &mut Criterion) {
     g.throughput(Throughput::Elements(4 * tokens as u64 * n as u64));
     for ty in GgmlType::WEIGHTS {
         // Only the formats with tile kernels (the 32-value ones; 576 is no multiple of 256).
-        let kernels: Vec<_> = TileIsa::available()
+        let kernels: Vec<_> = Isa::available()
             .into_iter()
-            .filter_map(|isa| Some((isa, tile_fn_in(ty, isa)?)))
+            .filter_map(|isa| Some((isa, FormatKernels::of(ty, isa)?.vec.tile?)))
             .collect();
         if kernels.is_empty() {
             continue;
@@ -45,7 +47,7 @@ fn tiles(c: &mut Criterion) {
         let a: Vec<Vec<u8>> = (0..tokens)
             .map(|_| {
                 let x: Vec<f32> = (0..n).map(|_| rng.normal(1.0)).collect();
-                quantize(vec_dot_type(ty).unwrap(), &x).unwrap()
+                quantize(ty.vec_dot_type().unwrap(), &x).unwrap()
             })
             .collect();
         let ws = [&w[0][..], &w[1], &w[2], &w[3]];
@@ -54,7 +56,7 @@ fn tiles(c: &mut Criterion) {
         let mut panel = TilePanel::default();
         for (isa, f) in kernels {
             g.bench_function(format!("{}/{isa:?}", ty.name()), |b| {
-                b.iter(|| f(std::hint::black_box(&ws), &xs, &mut out, &mut panel))
+                b.iter(|| f.call(std::hint::black_box(&ws), &xs, &mut out, &mut panel))
             });
         }
     }

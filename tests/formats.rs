@@ -162,8 +162,8 @@ fn every_format_agrees_with_llamacpp() {
 #[test]
 #[ignore = "long suite (scripts/test.sh --long): needs the nine requantized files (llama-quantize built from source)"]
 fn portable_kernels_equal_simd_kernels_on_every_format() {
-    use pv::quant::Kernel;
-    if Kernel::best() == Kernel::Scalar {
+    use pv::quant::Isa;
+    if Isa::best() == Isa::Portable {
         eprintln!("no SIMD kernels on this CPU: nothing to compare");
         return;
     }
@@ -173,13 +173,10 @@ fn portable_kernels_equal_simd_kernels_on_every_format() {
             continue;
         };
         let open = |k| {
-            OwnedQuantizedModel::from_mapped_with_kernel(
-                pv::gguf::GgufFile::open(&path).unwrap(),
-                k,
-            )
-            .unwrap()
+            OwnedQuantizedModel::from_mapped_with_isa(pv::gguf::GgufFile::open(&path).unwrap(), k)
+                .unwrap()
         };
-        let (mut simd, mut portable) = (open(Kernel::best()), open(Kernel::Scalar));
+        let (mut simd, mut portable) = (open(Isa::best()), open(Isa::Portable));
         for flavor in [Flavor::Avx512, Flavor::Avx2] {
             simd.flavor = flavor;
             portable.flavor = flavor;

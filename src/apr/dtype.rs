@@ -7,7 +7,7 @@
 //! pv's first dialect stored every type under its GGML id, so 3 meant Q4_1 there and F64
 //! here: the dialect, told by the metadata, decides how an id is read.
 
-use crate::gguf::GgmlType;
+use crate::quant::GgmlType;
 
 /// The element type of an APR tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -88,7 +88,7 @@ fn crc32(b: &[u8]) -> u32 {
 
 /// Why a type id is not one of the dialect's, with the likely mix-up named.
 fn unknown_dtype(id: u8, dialect: Dialect) -> String {
-    match (dialect, crate::gguf::GgmlType::from_id(id as u32)) {
+    match (dialect, crate::quant::GgmlType::from_id(id as u32)) {
         (Dialect::Aprender, Some(t)) => format!(
             "unknown dtype {id}: GGML's id for {t}, which aprender's type table does not hold \
              (it holds F32, F16, BF16, F64, I32, I64, I8, U8, Q4_K, Q6_K, APR_Q4, APR_Q8)"

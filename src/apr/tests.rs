@@ -1,5 +1,5 @@
 use super::*;
-use crate::gguf::GgmlType;
+use crate::quant::GgmlType;
 use proptest::prelude::*;
 
 const F32: DType = DType::Ggml(GgmlType::F32);

@@ -266,7 +266,7 @@ pub fn judge_loader_hazard(j: &Judged) -> Result<Judgement, String> {
 mod tests {
     use super::*;
     use crate::apr::DType;
-    use crate::gguf::GgmlType;
+    use crate::quant::GgmlType;
 
     fn intact() -> AprFile {
         let mut w = AprWriter::new(&serde_json::json!({"architecture": "llama"})).unwrap();

@@ -32,6 +32,8 @@ use crate::trace::{
 };
 
 /// An engine loaded with its model.
+// A checker holds two or three of these for its whole run; boxing would save nothing.
+#[allow(clippy::large_enum_variant)]
 enum Loaded {
     Gguf(OwnedQuantizedModel),
     Apr(AprTransformer),

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{CliError, Format, emit, print_json};
 use crate::model::{LogitsFor, NoopObserver, OwnedQuantizedModel, with_threads};
-use crate::quant::{Kernel, TileIsa, synth::SplitMix};
+use crate::quant::{Isa, synth::SplitMix};
 use crate::trace::{TraceOptions, TracedForward};
 
 /// Arguments of `pv bench`.
@@ -123,8 +123,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
         None
     };
 
-    // The instruction set of the batched (tile) and four-row kernels, where the CPU has one.
-    let tiles = TileIsa::best(Kernel::best()).map(TileIsa::name);
+    // The instruction set whose kernel table the engine runs.
+    let isa = Isa::best().name();
     match a.format {
         Format::Json => print_json(&json!({
             "model": a.model,
@@ -136,17 +136,15 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "gen_tokens": a.gen_tokens,
             "threads": threads,
             "repetitions": a.repetitions,
-            "kernel": Kernel::best().name(),
-            "tile_isa": tiles,
+            "isa": isa,
             "trace_overhead": overhead,
         })),
         Format::Text => emit(
             &(format!(
-                "{} ({} threads, {} kernels, {} tiles, {} repetitions)\n  pp{:<4} {:>9.2} ± {:.2} tokens/s\n  tg{:<4} {:>9.2} ± {:.2} tokens/s\n",
+                "{} ({} threads, {} kernels, {} repetitions)\n  pp{:<4} {:>9.2} ± {:.2} tokens/s\n  tg{:<4} {:>9.2} ± {:.2} tokens/s\n",
                 a.model.display(),
                 threads,
-                Kernel::best().name(),
-                tiles.unwrap_or("no"),
+                isa,
                 a.repetitions,
                 a.prompt_tokens,
                 pp.0,

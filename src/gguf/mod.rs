@@ -2,14 +2,13 @@
 
 mod error;
 mod reader;
-mod types;
 mod value;
 mod writer;
 
+pub use crate::quant::{GgmlType, QK_K};
 pub use error::GgufError;
 pub(crate) use reader::first_overlap;
 pub use reader::{Bytes, DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufFile, TensorInfo};
-pub use types::{GgmlType, QK_K};
 pub use value::{Array, Value, ValueType};
 pub use writer::GgufWriter;
 

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::error::GgufError;
-use super::types::GgmlType;
 use super::value::{Array, Value, ValueType};
+use crate::quant::GgmlType;
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use super::error::GgufError;
 use super::reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC};
-use super::types::GgmlType;
 use super::value::{Array, Value};
 use crate::fsutil::{SectionFile, SectionWriter};
+use crate::quant::GgmlType;
 
 /// A GGUF file under construction: metadata in insertion order and tensors with their
 /// already-encoded bytes.

@@ -8,6 +8,7 @@
 //! bytes), and f16, bf16 or quantized rows are widened to f32 a block of rows at a time
 //! inside the matrix product. Only the small vectors (norms, biases) are decoded at load.
 
+use crate::quant::cpu::multiversion;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,8 +17,8 @@ use rayon::prelude::*;
 use super::arch::{Block, FfnAct, RopeStyle, TensorSource};
 use super::{Logits, ModelConfig, ModelError, Observer, Slot};
 use crate::apr::{AprError, AprFile, AprTensor, DType};
-use crate::gguf::GgmlType;
 use crate::quant;
+use crate::quant::GgmlType;
 use crate::tokenizer::TokenizerSpec;
 
 /// A weight matrix inside the mapped APR file, in its stored element type.
@@ -431,25 +432,13 @@ impl AprTransformer {
 /// inputs) widen into 1.2 MB of f32.
 const ROWS_PER_TASK: usize = 16;
 
-/// `a · b` in f32 with eight running sums (element `i` into sum `i % 8`), then the sums
-/// pairwise: a fixed order, the same on every CPU and thread count. Each step is a rounded
-/// multiply then a rounded add (never fused), so the AVX2 build of the same code gives the
-/// same bits as the portable one.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected on this CPU just above.
-        return unsafe { dot_avx2(a, b) };
-    }
-    dot_portable(a, b)
-}
-
-/// [`dot_portable`] compiled for AVX2 (eight lanes in one register).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_portable(a, b)
-}
+multiversion!(
+    /// `a · b` in f32 with eight running sums (element `i` into sum `i % 8`), then the sums
+    /// pairwise: a fixed order, the same on every CPU and thread count. Each step is a rounded
+    /// multiply then a rounded add (never fused), so the AVX2 build of the same code gives the
+    /// same bits as the portable one.
+    fn dot(a: &[f32], b: &[f32]) -> f32 = dot_portable if avx2("avx2")
+);
 
 #[inline(always)]
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {

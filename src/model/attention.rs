@@ -10,9 +10,10 @@ use rayon::prelude::*;
 
 use super::ModelConfig;
 use super::ggml_math::{
-    Flavor, fma_dispatch, hsum_rows, reduce_vec_dot_f16_rows, round_f16_in_place, softmax,
-    tinyblas_dot, vec_dot_f16,
+    Flavor, hsum_rows, reduce_vec_dot_f16_rows, round_f16_in_place, softmax, tinyblas_dot,
+    vec_dot_f16,
 };
+use crate::quant::cpu::multiversion;
 
 /// llama.cpp pads the number of KV cells a graph sees to a multiple of this.
 const KV_PAD: usize = 256;
@@ -89,7 +90,7 @@ struct Head<'a> {
     flavor: Flavor,
 }
 
-fma_dispatch!(fn one_head(o: &mut [f32], h: &Head, s: &mut Scratch) = one_head_impl);
+multiversion!(fn one_head(o: &mut [f32], h: &Head, s: &mut Scratch) = one_head_impl if fma("fma"));
 
 #[inline(always)]
 fn one_head_impl(o: &mut [f32], h: &Head, s: &mut Scratch) {

@@ -13,8 +13,9 @@ use rayon::prelude::*;
 use super::apr_meta::{WriteInfo, aprender_metadata};
 use super::{ModelConfig, ModelError};
 use crate::apr::{AprEntry, AprStream, AprWriter, AprenderMetadata, DType};
-use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
+use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use crate::quant;
+use crate::quant::GgmlType;
 use crate::tokenizer::TokenizerSpec;
 
 /// The element type of the converted tensors.

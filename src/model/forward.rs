@@ -13,7 +13,7 @@ use super::matmul::{QuantizedActs, matmul, matmul_many};
 use super::observer::{Observer, Slot};
 use super::weights::QMatrix;
 use super::{ModelError, OwnedQuantizedModel};
-use crate::gguf::GgmlType;
+use crate::quant::GgmlType;
 
 /// Keys and values of every processed position, per layer.
 ///

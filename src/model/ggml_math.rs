@@ -255,43 +255,6 @@ pub fn softmax(x: &mut [f32], scale: f32, flavor: Flavor) {
     }
 }
 
-/// Whether the CPU has FMA, so that functions full of `mul_add` can run a copy compiled with
-/// it (one instruction per `mul_add`) instead of calling libm's `fmaf`; results are identical.
-#[inline]
-pub fn has_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Defines `$name` that runs `$imp` (an `#[inline(always)]` function) compiled with FMA when
-/// the CPU has it.
-macro_rules! fma_dispatch {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),*) = $imp:ident) => {
-        $(#[$m])*
-        $vis fn $name($($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "fma")]
-                unsafe fn with_fma($($a: $t),*) {
-                    $imp($($a),*)
-                }
-                if $crate::model::ggml_math::has_fma() {
-                    // SAFETY: FMA support was just detected.
-                    return unsafe { with_fma($($a),*) };
-                }
-            }
-            $imp($($a),*)
-        }
-    };
-}
-pub(crate) use fma_dispatch;
-
 /// A value rounded to f16 and back, as llama.cpp's f16 KV cache and f16 matmul inputs hold it.
 #[inline(always)]
 pub fn round_f16(x: f32) -> f32 {
@@ -302,8 +265,8 @@ pub fn round_f16(x: f32) -> f32 {
 /// round-to-nearest-even conversion, so the same values).
 pub fn round_f16_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
-        // SAFETY: F16C and AVX were just detected.
+    if crate::quant::cpu().f16c {
+        // SAFETY: `cpu()` detected F16C and AVX.
         unsafe { round_f16_f16c(x) };
         return;
     }
@@ -495,14 +458,14 @@ mod avx2_reference {
 
     #[test]
     fn scalar_port_equals_the_intrinsics_bit_for_bit() {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        if !crate::quant::cpu().avx2 {
             return;
         }
         let mut rng = crate::quant::synth::SplitMix(3);
         for _ in 0..20000 {
             let x: [f32; 8] = std::array::from_fn(|_| rng.uniform() * 200.0);
             let mut out = [0f32; 8];
-            // SAFETY: AVX2 and FMA were detected above.
+            // SAFETY: `cpu()` detected AVX2 and FMA above.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v_expf(_mm256_loadu_ps(x.as_ptr()))) };
             for (a, b) in x.iter().zip(out) {
                 assert_eq!(expf(*a, Flavor::Avx2).to_bits(), b.to_bits(), "exp({a})");

@@ -3,7 +3,8 @@
 //! agrees with it closely, not merely approximately.
 
 use super::arch::FfnAct;
-use super::ggml_math::{Flavor, fma_dispatch, round_f16, silu};
+use super::ggml_math::{Flavor, round_f16, silu};
+use crate::quant::cpu::multiversion;
 
 /// `out = x / rms(x) * w` over one row; the sum of squares is accumulated in f64 as ggml does.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
@@ -50,11 +51,11 @@ pub fn add_assign(x: &mut [f32], y: &[f32]) {
     }
 }
 
-fma_dispatch!(
+multiversion!(
     /// The gated FFN's two element-wise steps: `act = f(gate)` and `inner = act * up`, with
     /// SiLU as llama.cpp's vectorised kernel computes it and GELU as its table does
     /// ([`gelu_f16`]).
-    pub fn gated(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32], f: FfnAct, flavor: Flavor) = gated_impl
+    pub fn gated(act: &mut [f32], inner: &mut [f32], gate: &[f32], up: &[f32], f: FfnAct, flavor: Flavor) = gated_impl if fma("fma")
 );
 
 #[inline(always)]
@@ -118,9 +119,9 @@ pub fn rope_table(
     }
 }
 
-fma_dispatch!(
+multiversion!(
     /// Rotates every `head_dim`-wide head of `row` in place: see [`rope_head`].
-    pub fn rope_row(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], halves: bool) = rope_row_impl
+    pub fn rope_row(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], halves: bool) = rope_row_impl if fma("fma")
 );
 
 #[inline(always)]

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use crate::gguf::GgmlType;
+use crate::quant::GgmlType;
 use crate::quant::{self, Flavor, MatrixKernels};
 
 use super::weights::QMatrix;
@@ -112,10 +112,10 @@ pub fn matmul_many(
     }
 }
 
-/// Partial results `o[t * rows + i] = w[r0 + i] · x[t]` for a batch of `n` tokens:
-/// four rows at a time against the whole batch (their blocks decoded once into a panel) where
-/// the format has a tile kernel, then one row at a
-/// time (four tokens at once where it has a four-token kernel).
+/// Partial results `o[t * rows + i] = w[r0 + i] · x[t]` for a batch of `n` tokens, in the
+/// order `quant::path` picks for that batch size: four rows at a time against the whole
+/// batch (their blocks decoded once into a panel) where the order has a tile kernel, then
+/// one row at a time (four tokens at once where it has a four-token kernel).
 fn batch_rows(
     o: &mut [f32],
     r0: usize,
@@ -125,21 +125,16 @@ fn batch_rows(
     k: &MatrixKernels,
     file: &[u8],
 ) {
-    // Batches of at least TILED_MIN_BATCH rows take the batch kernels where the format has
-    // them (llama.cpp's tiled product), others the plain ones.
-    let (one, four) = match k.dot_batch.filter(|_| n >= quant::TILED_MIN_BATCH) {
-        Some(batch) => (batch, k.dot_batch4),
-        None => (k.dot, k.dot4),
-    };
+    let order = k.for_batch(n);
     let rows = o.len() / n;
     let mut i = 0;
-    if let Some(tile) = k.dot_tile {
+    if let Some(tile) = order.tile {
         let xs: Vec<&[u8]> = (0..n).map(|t| x.row(t)).collect();
         let mut panel = quant::TilePanel::default();
         let mut res = vec![[0f32; 4]; n];
         while i + 4 <= rows {
             let ws = [0, 1, 2, 3].map(|j| w.row(file, r0 + i + j));
-            tile(&ws, &xs, &mut res, &mut panel);
+            tile.call(&ws, &xs, &mut res, &mut panel);
             for (t, v) in res.iter().enumerate() {
                 o[t * rows + i..][..4].copy_from_slice(v);
             }
@@ -149,26 +144,27 @@ fn batch_rows(
     for i in i..rows {
         let wr = w.row(file, r0 + i);
         let mut t = 0;
-        if let Some(four) = four {
+        if let Some(four) = order.four {
             while t + 4 <= n {
                 let xs = [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)];
-                for (tt, v) in four(wr, &xs).into_iter().enumerate() {
+                for (tt, v) in four.call(wr, &xs).into_iter().enumerate() {
                     o[(t + tt) * rows + i] = v;
                 }
                 t += 4;
             }
         }
         for tt in t..n {
-            o[tt * rows + i] = one(wr, x.row(tt));
+            o[tt * rows + i] = order.one.call(wr, x.row(tt));
         }
     }
 }
 
-/// `o[i] = w[r0 + i] · x` for one token's activations, four rows at a time where the format
-/// has a four-row kernel.
+/// `o[i] = w[r0 + i] · x` for one token's activations, four rows at a time where the
+/// single-token order has a four-row kernel.
 fn matvec_rows(o: &mut [f32], r0: usize, x: &[u8], w: &QMatrix, k: &MatrixKernels, file: &[u8]) {
+    let order = k.for_batch(1);
     let mut i = 0;
-    if let Some(rows4) = k.dot_rows4 {
+    if let Some(rows4) = order.rows4 {
         while i + 4 <= o.len() {
             let ws = [
                 w.row(file, r0 + i),
@@ -176,12 +172,12 @@ fn matvec_rows(o: &mut [f32], r0: usize, x: &[u8], w: &QMatrix, k: &MatrixKernel
                 w.row(file, r0 + i + 2),
                 w.row(file, r0 + i + 3),
             ];
-            o[i..i + 4].copy_from_slice(&rows4(&ws, x));
+            o[i..i + 4].copy_from_slice(&rows4.call(&ws, x));
             i += 4;
         }
     }
     for (v, r) in o[i..].iter_mut().zip(r0 + i..) {
-        *v = (k.dot)(w.row(file, r), x);
+        *v = order.one.call(w.row(file, r), x);
     }
 }
 

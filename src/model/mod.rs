@@ -32,7 +32,7 @@ pub use observer::{Has, LayerInputs, NoopObserver, Observer, SLOTS, Slot, SlotIn
 pub use weights::{LayerWeights, ModelWeights, QMatrix};
 
 use crate::gguf::{GgufError, GgufFile};
-use crate::quant::Kernel;
+use crate::quant::Isa;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -142,13 +142,14 @@ impl OwnedQuantizedModel {
     /// Loads a model from an already-parsed file without copying its weights, using the
     /// fastest kernels this CPU supports.
     pub fn from_mapped(file: GgufFile) -> Result<Self, ModelError> {
-        Self::from_mapped_with_kernel(file, Kernel::best())
+        Self::from_mapped_with_isa(file, Isa::best())
     }
 
-    /// As [`from_mapped`](Self::from_mapped), with a chosen kernel implementation.
-    pub fn from_mapped_with_kernel(file: GgufFile, kernel: Kernel) -> Result<Self, ModelError> {
+    /// As [`from_mapped`](Self::from_mapped), with the kernels of a chosen instruction set
+    /// (the portable ones when this CPU lacks it).
+    pub fn from_mapped_with_isa(file: GgufFile, isa: Isa) -> Result<Self, ModelError> {
         let config = ModelConfig::try_from(&file)?;
-        let weights = ModelWeights::load(&file, &config, kernel)?;
+        let weights = ModelWeights::load(&file, &config, isa)?;
         Ok(OwnedQuantizedModel {
             file,
             config,

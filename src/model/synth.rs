@@ -10,7 +10,8 @@
 //! of rows whatever the size.
 
 use super::ModelError;
-use crate::gguf::{GgmlType, GgufError, GgufWriter, Value, ValueType};
+use crate::gguf::{GgufError, GgufWriter, Value, ValueType};
+use crate::quant::GgmlType;
 use crate::quant::{self, synth::SplitMix};
 
 /// The shape of a model family member.
@@ -220,7 +221,7 @@ impl Shape {
 /// for attn_v and ffn_down; Q4_K elsewhere. A row length that is not whole 256-value
 /// super-blocks falls back as llama.cpp does (Q4_K to Q5_0, Q6_K to Q8_0).
 fn mix(cols: u64, more: bool) -> GgmlType {
-    let whole = cols.is_multiple_of(crate::gguf::QK_K as u64);
+    let whole = cols.is_multiple_of(crate::quant::QK_K as u64);
     match (more, whole) {
         (false, true) => GgmlType::Q4_K,
         (true, true) => GgmlType::Q6_K,

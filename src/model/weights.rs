@@ -2,8 +2,9 @@
 //! fields; matrices stay quantized in the mapped file (zero-copy), small vectors (norms,
 //! biases) are decoded to f32.
 
-use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
-use crate::quant::{self, Flavor, Kernel, MatrixKernels};
+use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::quant::GgmlType;
+use crate::quant::{self, Flavor, Isa, MatrixKernels};
 
 use super::arch::{Block, TensorSource};
 use super::config::ModelConfig;
@@ -71,7 +72,7 @@ pub struct ModelWeights {
 
 struct Loader<'a> {
     file: &'a GgufFile,
-    kernel: Kernel,
+    isa: Isa,
 }
 
 impl Loader<'_> {
@@ -94,13 +95,16 @@ impl Loader<'_> {
         if info.dims != [cols as u64, rows as u64] {
             return Err(Self::shape_err(name, info, &[cols, rows]));
         }
-        let act_ty = quant::vec_dot_type(info.ggml_type).ok_or_else(|| GgufError::Tensor {
-            name: name.into(),
-            reason: format!("{} is not a weight format", info.ggml_type),
-        })?;
+        let act_ty = info
+            .ggml_type
+            .vec_dot_type()
+            .ok_or_else(|| GgufError::Tensor {
+                name: name.into(),
+                reason: format!("{} is not a weight format", info.ggml_type),
+            })?;
         let kernels = Flavor::ALL.map(|f| {
-            quant::matrix_kernels(info.ggml_type, rows, self.kernel, f)
-                .expect("every weight format has a kernel")
+            MatrixKernels::new(info.ggml_type, rows, self.isa, f)
+                .expect("every weight format has kernels")
         });
         if !cols.is_multiple_of(act_ty.block_size()) {
             return Err(GgufError::Tensor {
@@ -160,8 +164,8 @@ impl TensorSource for Loader<'_> {
 
 impl ModelWeights {
     /// Maps every tensor the architecture needs, checking names, shapes and formats.
-    pub fn load(file: &GgufFile, cfg: &ModelConfig, kernel: Kernel) -> Result<Self, GgufError> {
-        let l = Loader { file, kernel };
+    pub fn load(file: &GgufFile, cfg: &ModelConfig, isa: Isa) -> Result<Self, GgufError> {
+        let l = Loader { file, isa };
         let d = cfg.n_embd;
         let layers = (0..cfg.n_layer)
             .map(|i| Block::load(&l, cfg, i))

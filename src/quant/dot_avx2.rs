@@ -9,8 +9,18 @@
 
 use std::arch::x86_64::*;
 
+use super::format::GgmlType;
 use super::kquants::{q3k_scales, q4k_scales_mins};
-use crate::gguf::GgmlType;
+use super::panel::{PanelBlock, TilePanel};
+
+/// Block sizes, read from the format table ([`super::format::FORMATS`]).
+const Q4_0_BYTES: usize = GgmlType::Q4_0.block_bytes();
+const Q4_1_BYTES: usize = GgmlType::Q4_1.block_bytes();
+const Q5_0_BYTES: usize = GgmlType::Q5_0.block_bytes();
+const Q5_1_BYTES: usize = GgmlType::Q5_1.block_bytes();
+const Q8_0_BYTES: usize = GgmlType::Q8_0.block_bytes();
+const Q8_1_BYTES: usize = GgmlType::Q8_1.block_bytes();
+const Q8_K_BYTES: usize = GgmlType::Q8_K.block_bytes();
 
 /// An f16 at `b[0..2]` as f32, by the F16C instruction (the portable path is a call).
 #[inline]
@@ -93,7 +103,7 @@ unsafe fn load(p: &[u8]) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+    for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
         let qx = _mm256_sub_epi8(nibbles32(x[2..18].as_ptr()), _mm256_set1_epi8(8));
         let p = _mm256_cvtepi32_ps(madd_ss(qx, load(&y[2..])));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
@@ -106,7 +116,7 @@ pub(crate) unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 pub(crate) unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
-    for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
+    for (x, y) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)) {
         let p = _mm256_cvtepi32_ps(madd_us(nibbles32(x[4..20].as_ptr()), load(&y[4..])));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
         // Fused as GCC compiles llama.cpp's `summs += m * s`.
@@ -119,7 +129,7 @@ pub(crate) unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
+    for (x, y) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
         let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
         // 0xf0 where the fifth bit is clear turns nibble n into the signed byte n - 16.
         let hi = _mm256_andnot_si256(bits32(qh), _mm256_set1_epi8(0xf0u8 as i8));
@@ -135,7 +145,7 @@ pub(crate) unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 pub(crate) unsafe fn dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
-    for (x, y) in w.chunks_exact(24).zip(a.chunks_exact(36)) {
+    for (x, y) in w.chunks_exact(Q5_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)) {
         let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
         let hi = _mm256_and_si256(bits32(qh), _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(nibbles32(x[8..24].as_ptr()), hi);
@@ -150,7 +160,7 @@ pub(crate) unsafe fn dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
+    for (x, y) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
         let p = _mm256_cvtepi32_ps(madd_ss(load(&x[2..]), load(&y[2..])));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x) * f16_at(y)), p, acc);
     }
@@ -194,11 +204,11 @@ pub(super) const LEGACY: [GgmlType; 5] = [
 #[inline(always)]
 pub(super) fn legacy_layout(ty: GgmlType) -> (usize, usize, usize, bool) {
     match ty {
-        GgmlType::Q4_0 => (18, 34, 2, false),
-        GgmlType::Q5_0 => (22, 34, 2, false),
-        GgmlType::Q8_0 => (34, 34, 2, false),
-        GgmlType::Q4_1 => (20, 36, 4, true),
-        _ => (24, 36, 4, true),
+        GgmlType::Q4_0 => (Q4_0_BYTES, Q8_0_BYTES, 2, false),
+        GgmlType::Q5_0 => (Q5_0_BYTES, Q8_0_BYTES, 2, false),
+        GgmlType::Q8_0 => (Q8_0_BYTES, Q8_0_BYTES, 2, false),
+        GgmlType::Q4_1 => (Q4_1_BYTES, Q8_1_BYTES, 4, true),
+        _ => (Q5_1_BYTES, Q8_1_BYTES, 4, true),
     }
 }
 
@@ -362,26 +372,7 @@ macro_rules! legacy_rows4 {
 legacy_rows4!(rows4_legacy, "avx2,fma,f16c", madd_acc);
 legacy_rows4!(rows4_legacy_avxvnni, "avx2,fma,f16c,avxvnni", dpbusd_avx);
 
-/// Four weight rows' block `b`, decoded once for a whole batch of tokens (a panel of
-/// [`legacy_tile`]): the quants as bytes, an auxiliary vector that depends on the
-/// instruction set, and the scales and mins as f32.
-#[derive(Clone, Copy)]
-#[repr(C, align(32))]
-pub(crate) struct PanelBlock {
-    pub(super) q: [[u8; 32]; 4],
-    pub(super) aux: [[u8; 32]; 4],
-    pub(super) d: [f32; 4],
-    pub(super) m: [f32; 4],
-}
-
 impl PanelBlock {
-    pub(crate) const ZERO: PanelBlock = PanelBlock {
-        q: [[0; 32]; 4],
-        aux: [[0; 32]; 4],
-        d: [0.0; 4],
-        m: [0.0; 4],
-    };
-
     /// Stores row `r`'s decoded block: quants, auxiliary vector, scale and min.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -847,8 +838,8 @@ unsafe fn vec_dot_k<const K: u8>(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     let mut summs = 0f32;
-    let bytes = ty.row_bytes(256).unwrap_or(1);
-    for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(292)) {
+    let bytes = ty.block_bytes();
+    for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(Q8_K_BYTES)) {
         let d_a = f32_at(y);
         let (dw, dmw) = k_scales(ty, x);
         let d = d_a * dw;
@@ -893,8 +884,8 @@ unsafe fn vec_dot_k<const K: u8>(w: &[u8], a: &[u8]) -> f32 {
 unsafe fn tiled_k<const K: u8>(w: &[u8], a: &[u8]) -> f32 {
     let ty = KQUANTS[K as usize];
     let mut acc = 0f32;
-    let bytes = ty.row_bytes(256).unwrap_or(1);
-    for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(292)) {
+    let bytes = ty.block_bytes();
+    for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(Q8_K_BYTES)) {
         let (dw, dmw) = k_scales(ty, x);
         let [q] = quarters(ty, x, [y]);
         let mut lanes = add4(q);
@@ -917,8 +908,8 @@ unsafe fn tiled_k<const K: u8>(w: &[u8], a: &[u8]) -> f32 {
 unsafe fn repacked_k<const K: u8>(step: usize, w: &[u8], a: &[u8]) -> f32 {
     let ty = KQUANTS[K as usize];
     let (mut acc, mut acc_min) = (0f32, 0f32);
-    let bytes = ty.row_bytes(256).unwrap_or(1);
-    for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(292)) {
+    let bytes = ty.block_bytes();
+    for (x, y) in w.chunks_exact(bytes).zip(a.chunks_exact(Q8_K_BYTES)) {
         let d_a = f32_at(y);
         let (dw, dmw) = k_scales(ty, x);
         let (d, dmin) = (dw * d_a, dmw * d_a);
@@ -946,7 +937,7 @@ unsafe fn repacked_k<const K: u8>(step: usize, w: &[u8], a: &[u8]) -> f32 {
 /// into the AVX2 kernels).
 #[inline(always)]
 fn q8k_blocks4<'a>(a: &[&'a [u8]; 4], b: usize) -> [&'a [u8]; 4] {
-    let r = 292 * b..292 * b + 292;
+    let r = Q8_K_BYTES * b..Q8_K_BYTES * (b + 1);
     [
         &a[0][r.clone()],
         &a[1][r.clone()],
@@ -982,7 +973,7 @@ pub(super) unsafe fn out4(v: __m128) -> [f32; 4] {
 unsafe fn tiled4_k<const K: u8>(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
     let ty = KQUANTS[K as usize];
     let mut acc = _mm_setzero_ps();
-    let bytes = ty.row_bytes(256).unwrap_or(1);
+    let bytes = ty.block_bytes();
     for (b, x) in w.chunks_exact(bytes).enumerate() {
         let ys = q8k_blocks4(a, b);
         let (dw, dmw) = k_scales(ty, x);
@@ -1016,7 +1007,7 @@ unsafe fn tiled4_k<const K: u8>(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
 unsafe fn repacked4_k<const K: u8>(step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
     let ty = KQUANTS[K as usize];
     let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
-    let bytes = ty.row_bytes(256).unwrap_or(1);
+    let bytes = ty.block_bytes();
     let per = step / 64;
     for (b, x) in w.chunks_exact(bytes).enumerate() {
         let ys = q8k_blocks4(a, b);
@@ -1061,8 +1052,12 @@ unsafe fn repacked4_k<const K: u8>(step: usize, w: &[u8], a: &[&[u8]; 4]) -> [f3
 unsafe fn repacked_rows4_k<const K: u8>(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     let ty = KQUANTS[K as usize];
     let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
-    let bytes = ty.row_bytes(256).unwrap_or(1);
-    for (b, y) in a.chunks_exact(292).take(w[0].len() / bytes).enumerate() {
+    let bytes = ty.block_bytes();
+    for (b, y) in a
+        .chunks_exact(Q8_K_BYTES)
+        .take(w[0].len() / bytes)
+        .enumerate()
+    {
         let o = bytes * b;
         let xs = [
             &w[0][o..o + bytes],
@@ -1142,7 +1137,7 @@ macro_rules! isa_entries {
                 w: &[&[u8]; 4],
                 a: &[&[u8]],
                 out: &mut [[f32; 4]],
-                panel: &mut super::TilePanel,
+                panel: &mut TilePanel,
             ) {
                 $tile::<$k>(w, a, out, &mut panel.legacy)
             }
@@ -1177,7 +1172,7 @@ entries! { &[&[u8]; 4], &[u8] => [f32; 4]:
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn repacked_q4_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0f32;
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+    for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
         let qx = _mm256_sub_epi8(nibbles32(x[2..18].as_ptr()), _mm256_set1_epi8(8));
         let s = hsum_i32(madd_ss(qx, load(&y[2..])));
         acc = (s as f32).mul_add(f16_at(x) * f16_at(y), acc);
@@ -1192,7 +1187,7 @@ pub(crate) unsafe fn repacked4_q4_0(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
     let mut acc = _mm_setzero_ps();
     let mut m = [_mm256_setzero_si256(); 4];
     let mut d = [0f32; 4];
-    for (b, x) in w.chunks_exact(18).enumerate() {
+    for (b, x) in w.chunks_exact(Q4_0_BYTES).enumerate() {
         let qx = _mm256_sub_epi8(nibbles32(x[2..18].as_ptr()), _mm256_set1_epi8(8));
         let dx = f16_at(x);
         for t in 0..4 {
@@ -1212,7 +1207,11 @@ pub(crate) unsafe fn repacked_rows4_q4_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     let mut acc = _mm_setzero_ps();
     let mut m = [_mm256_setzero_si256(); 4];
     let mut d = [0f32; 4];
-    for (b, y) in a.chunks_exact(34).take(w[0].len() / 18).enumerate() {
+    for (b, y) in a
+        .chunks_exact(Q8_0_BYTES)
+        .take(w[0].len() / Q4_0_BYTES)
+        .enumerate()
+    {
         let qy = load(&y[2..]);
         let dy = f16_at(y);
         for r in 0..4 {

@@ -7,16 +7,19 @@
 //! therefore equal `dot_avx2`'s bit for bit; only the number of instructions changes.
 //!
 //! Every function here requires AVX-512F, BW and VNNI (plus AVX2, FMA and F16C);
-//! `quant::dot` hands them out only after runtime detection.
+//! `quant::kernels` hands them out only after runtime detection (`quant::cpu`).
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::*;
 
 use super::dot_avx2::{
-    LEGACY, PanelBlock, f16_at, hsum, hsum4, legacy_layout, legacy_quants, out4, prefetch_ahead,
-    transpose4,
+    LEGACY, f16_at, hsum, hsum4, legacy_layout, legacy_quants, out4, prefetch_ahead, transpose4,
 };
+use super::format::GgmlType;
+use super::panel::{KPanelBlock, PanelBlock, TilePanel};
+
+const Q8K_BYTES: usize = GgmlType::Q8_K.block_bytes();
 
 /// The two halves of `v` as eight-lane vectors.
 #[inline]
@@ -269,7 +272,7 @@ unsafe fn tile_repacked_q4_0(
     panel: &mut Vec<PanelBlock>,
 ) {
     const T: u8 = 0;
-    debug_assert_eq!(LEGACY[T as usize], super::GgmlType::Q4_0);
+    debug_assert_eq!(LEGACY[T as usize], GgmlType::Q4_0);
     fill_panel::<T>(w, panel);
     let nb = panel.len();
     let c128 = _mm512_set1_epi8(0x80u8 as i8);
@@ -303,9 +306,9 @@ pub(crate) unsafe fn tile_repacked_q4_0_zmm(
     w: &[&[u8]; 4],
     a: &[&[u8]],
     out: &mut [[f32; 4]],
-    panel: &mut super::TilePanel,
+    panel: &mut TilePanel,
 ) {
-    convert_act_scales(panel, a, 34);
+    convert_act_scales(panel, a, GgmlType::Q8_0.block_bytes());
     tile_repacked_q4_0(w, a, &panel.act_scales, out, &mut panel.legacy)
 }
 
@@ -315,7 +318,7 @@ pub(crate) unsafe fn tile_repacked_q4_0_zmm(
 /// `matmul` makes one per task, so a batch never changes under it.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn convert_act_scales(panel: &mut super::TilePanel, a: &[&[u8]], block_bytes: usize) {
+unsafe fn convert_act_scales(panel: &mut TilePanel, a: &[&[u8]], block_bytes: usize) {
     let key = (
         a.first().map_or(0, |r| r.as_ptr() as usize),
         a.len(),
@@ -346,7 +349,7 @@ macro_rules! entries {
                 w: &[&[u8]; 4],
                 a: &[&[u8]],
                 out: &mut [[f32; 4]],
-                panel: &mut super::TilePanel,
+                panel: &mut TilePanel,
             ) {
                 let (_, ab, _, _) = legacy_layout(LEGACY[$k]);
                 convert_act_scales(panel, a, ab);
@@ -368,25 +371,6 @@ entries! {
     tile_q4_1_zmm, rows4_q4_1_zmm => 4;
 }
 
-/// One Q4_K block of one weight row, decoded for [`tile_q4_k`]: per 64-value step `g`, the
-/// quants of its two 32-value sub-blocks as 64 bytes and their scales as 32 i16 lanes
-/// (each sub-block's scale for the 16 `maddubs` pairs it yields); the mins per 16 values.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-pub(crate) struct KPanelBlock {
-    q: [[u8; 64]; 4],
-    sc: [[i16; 32]; 4],
-    mins: [i16; 16],
-}
-
-impl KPanelBlock {
-    pub(crate) const ZERO: KPanelBlock = KPanelBlock {
-        q: [[0; 64]; 4],
-        sc: [[0; 32]; 4],
-        mins: [0; 16],
-    };
-}
-
 /// Four repacked Q4_K weight rows · every Q8_K activation row of a batch, in llama.cpp's
 /// repacked order: whole groups of four tokens in the gemm order (one FMA per 64 values),
 /// the tokens after the last whole group in the gemv order (one per block), exactly as
@@ -406,7 +390,7 @@ unsafe fn tile_q4_k(
     panel: &mut Vec<KPanelBlock>,
     scales: &mut Vec<[f32; 2]>,
 ) {
-    const BYTES: usize = 144;
+    const BYTES: usize = GgmlType::Q4_K.block_bytes();
     let nb = w[0].len() / BYTES;
     panel.clear();
     panel.resize(4 * nb, KPanelBlock::ZERO);
@@ -457,7 +441,7 @@ unsafe fn q4k_token<const STEPS: usize>(
         .zip(scales.chunks_exact(4))
         .enumerate()
     {
-        let y = &y_row[292 * b..292 * (b + 1)];
+        let y = &y_row[Q8K_BYTES * b..Q8K_BYTES * (b + 1)];
         let d_a = _mm_set1_ps(f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
         let d = _mm_mul_ps(_mm_setr_ps(ss[0][0], ss[1][0], ss[2][0], ss[3][0]), d_a);
         let dmin = _mm_mul_ps(_mm_setr_ps(ss[0][1], ss[1][1], ss[2][1], ss[3][1]), d_a);
@@ -515,16 +499,15 @@ pub(crate) unsafe fn tile_q4_k_zmm(
     w: &[&[u8]; 4],
     a: &[&[u8]],
     out: &mut [[f32; 4]],
-    panel: &mut Vec<KPanelBlock>,
-    scales: &mut Vec<[f32; 2]>,
+    panel: &mut TilePanel,
 ) {
-    tile_q4_k(w, a, out, panel, scales)
+    tile_q4_k(w, a, out, &mut panel.kquant, &mut panel.kscales)
 }
 
 /// Four Q6_K weight rows · every Q8_K activation row of a batch, in llama.cpp's tiled
-/// order for batches of at least `TILED_MIN_BATCH` tokens (per block, the whole integer dot
-/// times `d`, then one FMA by the activation scale) and in its vec-dot order below that,
-/// as `matmul` would call `tiled_q6_k` or `dot_q6_k_q8_k` for them.
+/// order (per block, the whole integer dot times `d`, then one FMA by the activation scale),
+/// as `tiled_q6_k` computes each of them. Which batches take the tiled order is
+/// `quant::path`'s choice.
 ///
 /// Each row's blocks are decoded once into the panel as 256 unsigned quants (0..63) with
 /// their scales; the offset of 32 comes off through the activations' block sums, as in
@@ -539,16 +522,8 @@ unsafe fn tile_q6_k(
     panel: &mut Vec<KPanelBlock>,
     scales: &mut Vec<[f32; 2]>,
 ) {
-    const BYTES: usize = 210;
+    const BYTES: usize = GgmlType::Q6_K.block_bytes();
     let n = a.len().min(out.len());
-    if n < super::dot::TILED_MIN_BATCH {
-        for (y, o) in a.iter().zip(out.iter_mut()).take(n) {
-            for (v, x) in o.iter_mut().zip(w) {
-                *v = super::dot_avx2::dot_q6_k_q8_k(x, y);
-            }
-        }
-        return;
-    }
     let nb = w[0].len() / BYTES;
     panel.clear();
     panel.resize(4 * nb, KPanelBlock::ZERO);
@@ -604,7 +579,7 @@ unsafe fn tile_q6_k(
             .zip(scales.chunks_exact(4))
             .enumerate()
         {
-            let y = &y_row[292 * b..292 * (b + 1)];
+            let y = &y_row[Q8K_BYTES * b..Q8K_BYTES * (b + 1)];
             let bs = _mm256_loadu_si256(y[260..].as_ptr() as *const __m256i);
             let mut v = [_mm512_setzero_si512(); 4];
             let mut offset = [_mm256_setzero_si256(); 4];
@@ -635,8 +610,7 @@ pub(crate) unsafe fn tile_q6_k_zmm(
     w: &[&[u8]; 4],
     a: &[&[u8]],
     out: &mut [[f32; 4]],
-    panel: &mut Vec<KPanelBlock>,
-    scales: &mut Vec<[f32; 2]>,
+    panel: &mut TilePanel,
 ) {
-    tile_q6_k(w, a, out, panel, scales)
+    tile_q6_k(w, a, out, &mut panel.kquant, &mut panel.kscales)
 }

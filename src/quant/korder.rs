@@ -23,11 +23,11 @@
 #![allow(clippy::needless_range_loop)] // lane-indexed loops mirror the SIMD code they reproduce
 
 use super::float::f16_at;
+use super::format::GgmlType;
 use super::kquants::{q3k_scales, q4k_scales_mins, q6k_quant, q45k_quant};
-use crate::gguf::GgmlType;
 
 /// Bytes of a Q8_K block.
-pub(crate) const Q8K_BYTES: usize = 292;
+pub(crate) const Q8K_BYTES: usize = GgmlType::Q8_K.block_bytes();
 
 /// One K-quant super-block decoded for integer arithmetic.
 pub(crate) struct KBlock {
@@ -47,11 +47,6 @@ pub(crate) struct KBlock {
 /// Whether K-quant `ty` has per-group mins (Q2_K, Q4_K, Q5_K).
 pub(crate) fn has_min(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K)
-}
-
-/// The block size in bytes of K-quant `ty`.
-pub(crate) fn block_bytes(ty: GgmlType) -> usize {
-    ty.row_bytes(256).expect("K-quants have 256-value blocks")
 }
 
 /// Decodes one block of K-quant `ty` (Q2_K, Q3_K, Q4_K, Q5_K or Q6_K).
@@ -183,7 +178,7 @@ pub(crate) fn vec_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     let mut acc_m = [0f32; 4];
     let mut summs = 0f32;
     for (x, y) in w
-        .chunks_exact(block_bytes(ty))
+        .chunks_exact(ty.block_bytes())
         .zip(a.chunks_exact(Q8K_BYTES))
     {
         let b = decode(ty, x);
@@ -224,7 +219,7 @@ pub(crate) fn vec_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
 pub(crate) fn repacked(ty: GgmlType, step: usize, w: &[u8], a: &[u8]) -> f32 {
     let (mut acc, mut acc_min) = (0f32, 0f32);
     for (x, y) in w
-        .chunks_exact(block_bytes(ty))
+        .chunks_exact(ty.block_bytes())
         .zip(a.chunks_exact(Q8K_BYTES))
     {
         let b = decode(ty, x);
@@ -242,7 +237,7 @@ pub(crate) fn repacked(ty: GgmlType, step: usize, w: &[u8], a: &[u8]) -> f32 {
 pub(crate) fn tiled(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0f32;
     for (x, y) in w
-        .chunks_exact(block_bytes(ty))
+        .chunks_exact(ty.block_bytes())
         .zip(a.chunks_exact(Q8K_BYTES))
     {
         let b = decode(ty, x);
@@ -259,7 +254,10 @@ pub(crate) fn tiled(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
 /// alike): one fused multiply-add per 32-value block by `d_w * d_a`.
 pub(crate) fn repacked_q4_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0f32;
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+    for (x, y) in w
+        .chunks_exact(GgmlType::Q4_0.block_bytes())
+        .zip(a.chunks_exact(GgmlType::Q8_0.block_bytes()))
+    {
         let mut s = 0i32;
         for j in 0..16 {
             s += ((x[2 + j] & 0x0f) as i32 - 8) * y[2 + j] as i8 as i32;

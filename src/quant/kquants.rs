@@ -16,7 +16,17 @@
 #![allow(clippy::needless_range_loop)] // lane-indexed loops mirror the SIMD code they reproduce
 
 use super::float::{f16_at, put_f16};
-use crate::gguf::QK_K;
+
+/// Values per K-quant super-block.
+pub const QK_K: usize = 256;
+
+/// Bytes per super-block, from the layouts above (`quant::FORMATS` reads them).
+pub const Q2_K_BYTES: usize = QK_K / 16 + QK_K / 4 + 2 + 2;
+pub const Q3_K_BYTES: usize = QK_K / 8 + QK_K / 4 + 12 + 2;
+pub const Q4_K_BYTES: usize = 2 + 2 + 12 + QK_K / 2;
+pub const Q5_K_BYTES: usize = 2 + 2 + 12 + QK_K / 8 + QK_K / 2;
+pub const Q6_K_BYTES: usize = QK_K / 2 + QK_K / 4 + QK_K / 16 + 2;
+pub const Q8_K_BYTES: usize = 4 + QK_K + 2 * (QK_K / 16);
 
 /// The sixteen signed 6-bit scales of a Q3_K block.
 #[inline]
@@ -44,7 +54,7 @@ pub fn q4k_scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
 
 /// Decodes Q2_K blocks.
 pub fn dequantize_q2_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(84).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, out) in src.chunks_exact(Q2_K_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
         let (scales, qs) = (&b[..16], &b[16..80]);
         let (d, dmin) = (f16_at(&b[80..]), f16_at(&b[82..]));
         for (k, o) in out.iter_mut().enumerate() {
@@ -58,7 +68,7 @@ pub fn dequantize_q2_k(src: &[u8], dst: &mut [f32]) {
 
 /// Decodes Q3_K blocks.
 pub fn dequantize_q3_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(110).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, out) in src.chunks_exact(Q3_K_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
         let (hmask, qs) = (&b[..32], &b[32..96]);
         let scales = q3k_scales(&b[96..108]);
         let d = f16_at(&b[108..]);
@@ -98,14 +108,14 @@ fn dequantize_q45_k(b: &[u8], qh: Option<&[u8]>, qs: &[u8], out: &mut [f32]) {
 
 /// Decodes Q4_K blocks.
 pub fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(144).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, out) in src.chunks_exact(Q4_K_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
         dequantize_q45_k(b, None, &b[16..144], out);
     }
 }
 
 /// Decodes Q5_K blocks.
 pub fn dequantize_q5_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(176).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, out) in src.chunks_exact(Q5_K_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
         dequantize_q45_k(b, Some(&b[16..48]), &b[48..176], out);
     }
 }
@@ -121,7 +131,7 @@ pub fn q6k_quant(ql: &[u8], qh: &[u8], k: usize) -> u8 {
 
 /// Decodes Q6_K blocks.
 pub fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(210).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, out) in src.chunks_exact(Q6_K_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
         let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
         let d = f16_at(&b[208..]);
         for (k, o) in out.iter_mut().enumerate() {
@@ -133,7 +143,7 @@ pub fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
 
 /// Decodes Q8_K blocks.
 pub fn dequantize_q8_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(292).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, out) in src.chunks_exact(Q8_K_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
         let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         for (o, &q) in out.iter_mut().zip(&b[4..260]) {
             *o = d * q as i8 as f32;
@@ -144,7 +154,7 @@ pub fn dequantize_q8_k(src: &[u8], dst: &mut [f32]) {
 /// Encodes Q8_K blocks as ggml does: the value of largest magnitude maps to -127 (rounding
 /// half to even), and `bsums` holds the sum of each 16 quants.
 pub fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(292)) {
+    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8_K_BYTES)) {
         let max = x
             .iter()
             .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
@@ -170,7 +180,7 @@ pub fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
 /// Encodes Q4_K blocks with a plain min/max fit per 32 values (not ggml's iterative search:
 /// good enough to build test models, and every block it writes is valid Q4_K).
 pub fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(144)) {
+    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q4_K_BYTES)) {
         let mut scale = [0f32; 8];
         let mut min = [0f32; 8];
         for (s, xs) in x.chunks_exact(32).enumerate() {
@@ -221,7 +231,7 @@ pub fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
 
 /// Encodes Q6_K blocks with a plain max-magnitude fit per 16 values.
 pub fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(210)) {
+    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q6_K_BYTES)) {
         let scale: [f32; 16] = std::array::from_fn(|s| {
             let xs = &x[16 * s..16 * (s + 1)];
             xs.iter()

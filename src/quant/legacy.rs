@@ -18,6 +18,14 @@ use super::float::{f16_at, put_f16};
 /// Values per block.
 pub const QK: usize = 32;
 
+/// Bytes per block, from the layouts above (`quant::FORMATS` reads them).
+pub const Q4_0_BYTES: usize = 2 + QK / 2;
+pub const Q4_1_BYTES: usize = 2 + 2 + QK / 2;
+pub const Q5_0_BYTES: usize = 2 + 4 + QK / 2;
+pub const Q5_1_BYTES: usize = 2 + 2 + 4 + QK / 2;
+pub const Q8_0_BYTES: usize = 2 + QK;
+pub const Q8_1_BYTES: usize = 2 + 2 + QK;
+
 fn nibbles(qs: &[u8], mut f: impl FnMut(usize, u8)) {
     for j in 0..16 {
         f(j, qs[j] & 0x0f);
@@ -27,7 +35,7 @@ fn nibbles(qs: &[u8], mut f: impl FnMut(usize, u8)) {
 
 /// Decodes Q4_0 blocks.
 pub fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(18).zip(dst.chunks_exact_mut(QK)) {
+    for (b, out) in src.chunks_exact(Q4_0_BYTES).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b);
         nibbles(&b[2..18], |j, q| out[j] = (q as i32 - 8) as f32 * d);
     }
@@ -35,7 +43,7 @@ pub fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
 
 /// Decodes Q4_1 blocks.
 pub fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(20).zip(dst.chunks_exact_mut(QK)) {
+    for (b, out) in src.chunks_exact(Q4_1_BYTES).zip(dst.chunks_exact_mut(QK)) {
         let (d, m) = (f16_at(b), f16_at(&b[2..]));
         nibbles(&b[4..20], |j, q| out[j] = q as f32 * d + m);
     }
@@ -47,7 +55,7 @@ fn fifth_bit(qh: u32, j: usize) -> u8 {
 
 /// Decodes Q5_0 blocks.
 pub fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(22).zip(dst.chunks_exact_mut(QK)) {
+    for (b, out) in src.chunks_exact(Q5_0_BYTES).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b);
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         nibbles(&b[6..22], |j, q| {
@@ -58,7 +66,7 @@ pub fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
 
 /// Decodes Q5_1 blocks.
 pub fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(24).zip(dst.chunks_exact_mut(QK)) {
+    for (b, out) in src.chunks_exact(Q5_1_BYTES).zip(dst.chunks_exact_mut(QK)) {
         let (d, m) = (f16_at(b), f16_at(&b[2..]));
         let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         nibbles(&b[8..24], |j, q| {
@@ -69,7 +77,7 @@ pub fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
 
 /// Decodes Q8_0 blocks.
 pub fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(34).zip(dst.chunks_exact_mut(QK)) {
+    for (b, out) in src.chunks_exact(Q8_0_BYTES).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b);
         for (o, &q) in out.iter_mut().zip(&b[2..34]) {
             *o = q as i8 as f32 * d;
@@ -79,7 +87,7 @@ pub fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
 
 /// Decodes Q8_1 blocks.
 pub fn dequantize_q8_1(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(36).zip(dst.chunks_exact_mut(QK)) {
+    for (b, out) in src.chunks_exact(Q8_1_BYTES).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b);
         for (o, &q) in out.iter_mut().zip(&b[4..36]) {
             *o = q as i8 as f32 * d;
@@ -113,7 +121,7 @@ fn pack_fifth_bits(q: &[u8; QK]) -> [u8; 4] {
 
 /// Encodes Q4_0 blocks (ggml's reference rounding).
 pub fn quantize_q4_0(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(18)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q4_0_BYTES)) {
         let d = signed_max(x) / -8.0;
         let id = if d == 0.0 { 0.0 } else { 1.0 / d };
         let q: [u8; QK] = std::array::from_fn(|j| ((x[j] * id + 8.5) as i32).clamp(0, 15) as u8);
@@ -124,7 +132,7 @@ pub fn quantize_q4_0(src: &[f32], dst: &mut [u8]) {
 
 /// Encodes Q4_1 blocks.
 pub fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(20)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q4_1_BYTES)) {
         let min = x.iter().copied().fold(f32::INFINITY, f32::min);
         let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let d = (max - min) / 15.0;
@@ -139,7 +147,7 @@ pub fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
 
 /// Encodes Q5_0 blocks.
 pub fn quantize_q5_0(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(22)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q5_0_BYTES)) {
         let d = signed_max(x) / -16.0;
         let id = if d == 0.0 { 0.0 } else { 1.0 / d };
         let q: [u8; QK] = std::array::from_fn(|j| ((x[j] * id + 16.5) as i32).clamp(0, 31) as u8);
@@ -151,7 +159,7 @@ pub fn quantize_q5_0(src: &[f32], dst: &mut [u8]) {
 
 /// Encodes Q5_1 blocks.
 pub fn quantize_q5_1(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(24)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q5_1_BYTES)) {
         let min = x.iter().copied().fold(f32::INFINITY, f32::min);
         let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let d = (max - min) / 31.0;
@@ -174,8 +182,8 @@ pub fn quantize_q5_1(src: &[f32], dst: &mut [u8]) {
 /// scalar maxima differ, take the portable code.
 fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected at runtime.
+    if super::cpu().avx2 {
+        // SAFETY: `cpu()` detected AVX2.
         if let Some(r) = unsafe { q8_block_avx2(x, qs) } {
             return r;
         }
@@ -261,7 +269,7 @@ unsafe fn q8_block_avx2(x: &[f32], qs: &mut [u8]) -> Option<(f32, i32)> {
 
 /// Encodes Q8_0 blocks (activations for Q4_0, Q5_0 and Q8_0 weights).
 pub fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_0_BYTES)) {
         let (d, _) = q8_block(x, &mut b[2..34]);
         put_f16(b, d);
     }
@@ -269,7 +277,7 @@ pub fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
 
 /// Encodes Q8_1 blocks (activations for Q4_1 and Q5_1 weights).
 pub fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(36)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_1_BYTES)) {
         let (d, sum) = q8_block(x, &mut b[4..36]);
         put_f16(b, d);
         put_f16(&mut b[2..], sum as f32 * d);

@@ -1,7 +1,7 @@
 //! Deterministic synthetic data for tests and synthetic models: random but valid blocks of
 //! every format (finite scales, every quant bit pattern reachable).
 
-use crate::gguf::GgmlType;
+use crate::quant::GgmlType;
 
 use super::float::put_f16;
 

@@ -2,15 +2,13 @@ use super::synth::{SplitMix, random_row};
 use super::*;
 use proptest::prelude::*;
 
-const WEIGHTS: [GgmlType; 13] = GgmlType::WEIGHTS;
-
 /// Fused dot product against the f64 dot of the dequantized rows: the kernels compute the
 /// same sum, apart from f32 rounding and (for Q8_1) the f16 rounding of the stored block sum.
 #[test]
 fn fused_dot_equals_dot_of_dequantized_rows() {
     let mut rng = SplitMix(7);
-    for ty in WEIGHTS {
-        let act = vec_dot_type(ty).unwrap();
+    for ty in GgmlType::WEIGHTS {
+        let act = ty.vec_dot_type().unwrap();
         for _ in 0..20 {
             let n = 512;
             let w = random_row(ty, n, 1.0, &mut rng);
@@ -37,108 +35,121 @@ fn fused_dot_equals_dot_of_dequantized_rows() {
             } else {
                 0.0
             };
-            for k in Kernel::available() {
-                let got = dot_fn(ty, k).unwrap()(&w, &a) as f64;
+            for isa in Isa::available() {
+                let k = FormatKernels::of(ty, isa).unwrap();
+                let got = k.vec.one.call(&w, &a) as f64;
                 let tol = 1e-5 * mag + s_term + 1e-6;
                 assert!(
                     (got - exact).abs() <= tol,
-                    "{ty} {k:?}: {got} vs {exact} (tol {tol})"
+                    "{ty} {isa:?}: {got} vs {exact} (tol {tol})"
                 );
             }
         }
     }
 }
 
+/// Weight rows for a kernel test: valid random blocks, and for the 32-value formats every
+/// byte but the scales random too (so quants of -128 and every nibble occur).
+fn kernel_rows(
+    ty: GgmlType,
+    n: usize,
+    scale: f32,
+    count: usize,
+    rng: &mut SplitMix,
+) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|_| {
+            let mut row = random_row(ty, n, scale, rng);
+            if ty.format().family == Family::Legacy {
+                let keep = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                    4
+                } else {
+                    2
+                };
+                for block in row.chunks_exact_mut(ty.block_bytes()) {
+                    for b in &mut block[keep..] {
+                        *b = rng.next_u64() as u8;
+                    }
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+/// The orders of one format in one instruction set, by name.
+fn orders(k: &FormatKernels) -> [(&'static str, Option<Order>); 3] {
+    [
+        ("vec", Some(k.vec)),
+        ("tiled", k.tiled),
+        ("repacked", k.repacked),
+    ]
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-    /// Every kernel of every path llama.cpp takes (vec-dot, repacked gemv and gemm, tiled),
-    /// in both flavours, equals its portable emulation bit for bit for the block formats
-    /// (the integer parts are exact in both and the float steps are the same operations in
-    /// the same order); the float formats, whose order pv does not pin, within 1e-5 of the
-    /// sum of term magnitudes.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Every instruction set's kernels of every llama.cpp order (vec-dot, tiled, repacked)
+    /// equal the portable kernels of that order bit for bit for the block formats (the
+    /// integer parts are exact in both and the float steps are the same operations in the
+    /// same order), in every shape: one row, four activation rows, four weight rows, and a
+    /// tile over a batch (6 and 15 tokens: whole groups of four through the four-token
+    /// kernel, then one by one, as `matmul` calls them). The float formats, whose order pv
+    /// does not pin, agree within 1e-5 of the sum of term magnitudes.
     #[test]
-    fn simd_equals_portable_order(seed: u64, blocks in 1usize..5, scale in 0.01f32..100.0) {
+    fn every_isa_equals_the_portable_kernels(seed: u64, blocks in 1usize..5, scale in 0.01f32..100.0) {
         let mut rng = SplitMix(seed);
-        for ty in WEIGHTS {
+        for ty in GgmlType::WEIGHTS {
             let n = blocks * 256;
-            let act = vec_dot_type(ty).unwrap();
-            let w = random_row(ty, n, scale, &mut rng);
+            let act = ty.vec_dot_type().unwrap();
+            let ws = kernel_rows(ty, n, scale, 4, &mut rng);
+            let ws = [&ws[0][..], &ws[1][..], &ws[2][..], &ws[3][..]];
             let acts: Vec<Vec<u8>> = (0..4)
-                .map(|_| {
-                    let x: Vec<f32> = (0..n).map(|_| rng.normal(scale)).collect();
-                    quantize(act, &x).unwrap()
-                })
+                .map(|_| quantize(act, &(0..n).map(|_| rng.normal(scale)).collect::<Vec<_>>()).unwrap())
                 .collect();
-            let a = &acts[0];
             let four = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
-            let wf = dequantize(ty, &w, n).unwrap();
-            let af = dequantize(act, a, n).unwrap();
+            let wf = dequantize(ty, ws[0], n).unwrap();
+            let af = dequantize(act, four[0], n).unwrap();
             let mag: f32 = wf.iter().zip(&af).map(|(p, q)| (p * q).abs()).sum();
-            let exact = !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-            for flavor in Flavor::ALL {
-                for rows in [8, 12] {
-                    let s = matrix_kernels(ty, rows, Kernel::Scalar, flavor).unwrap();
-                    for k in Kernel::available() {
-                        let m = matrix_kernels(ty, rows, k, flavor).unwrap();
-                        let (v, r) = ((m.dot)(&w, a), (s.dot)(&w, a));
-                        if exact {
-                            prop_assert_eq!(v.to_bits(), r.to_bits(), "{} {:?} {:?} dot: {} vs {}", ty, k, flavor, v, r);
-                        } else {
-                            prop_assert!((v - r).abs() <= 1e-5 * mag + 1e-30, "{} {:?}: {} vs {}", ty, k, v, r);
+            let exact = ty.format().family != Family::Float;
+            let portable = FormatKernels::of(ty, Isa::Portable).unwrap();
+            for isa in Isa::available() {
+                let k = FormatKernels::of(ty, isa).unwrap();
+                for ((name, o), (_, p)) in orders(&k).into_iter().zip(orders(&portable)) {
+                    prop_assert_eq!(o.is_some(), p.is_some(), "{} {:?} {}", ty, isa, name);
+                    let (Some(o), Some(p)) = (o, p) else { continue };
+                    // What the portable order gives row `w` and activation `t` of a group.
+                    let want = |w: &[u8], t: usize, grouped: bool| match (p.four, grouped) {
+                        (Some(p4), true) => p4.call(w, &four)[t % 4],
+                        _ => p.one.call(w, four[t % 4]),
+                    };
+                    let same = |got: f32, want: f32| {
+                        if exact { got.to_bits() == want.to_bits() } else { (got - want).abs() <= 1e-5 * mag + 1e-30 }
+                    };
+                    for (t, a) in four.iter().enumerate() {
+                        let (got, w) = (o.one.call(ws[0], a), want(ws[0], t, false));
+                        prop_assert!(same(got, w), "{} {:?} {} one: {} vs {}", ty, isa, name, got, w);
+                    }
+                    if let Some(o4) = o.four {
+                        for (t, got) in o4.call(ws[0], &four).into_iter().enumerate() {
+                            prop_assert!(same(got, want(ws[0], t, true)), "{} {:?} {} four, row {}", ty, isa, name, t);
                         }
-                        prop_assert_eq!(m.dot_batch.is_some(), s.dot_batch.is_some());
-                        if let (Some(b), Some(sb)) = (m.dot_batch, s.dot_batch) {
-                            prop_assert_eq!(b(&w, a).to_bits(), sb(&w, a).to_bits(), "{} {:?} batch", ty, flavor);
+                    }
+                    if let Some(r4) = o.rows4 {
+                        let got = r4.call(&ws, four[1]);
+                        for r in 0..4 {
+                            prop_assert!(same(got[r], want(ws[r], 1, false)), "{} {:?} {} rows4, row {}", ty, isa, name, r);
                         }
-                        // The four-row kernel, where there is one, is the scalar path's
-                        // order for each row (its own order when repacked).
-                        let want = s.dot4.map_or_else(|| four.map(|a| (s.dot)(&w, a)), |d4| d4(&w, &four));
-                        if let Some(d4) = m.dot4 {
-                            let got = d4(&w, &four);
-                            for t in 0..4 {
-                                if exact {
-                                    prop_assert_eq!(got[t].to_bits(), want[t].to_bits(), "{} {:?} dot4 row {}", ty, flavor, t);
-                                }
-                            }
-                        }
-                        if let (Some(b4), Some(sb)) = (m.dot_batch4, s.dot_batch) {
-                            let got = b4(&w, &four);
-                            for t in 0..4 {
-                                prop_assert_eq!(got[t].to_bits(), sb(&w, four[t]).to_bits(), "{} {:?} batch4 row {}", ty, flavor, t);
-                            }
-                        }
-                        if let Some(r4) = m.dot_rows4 {
-                            let ws: Vec<Vec<u8>> = (0..4).map(|_| random_row(ty, n, scale, &mut rng)).collect();
-                            let got = r4(&[&ws[0][..], &ws[1][..], &ws[2][..], &ws[3][..]], a);
+                    }
+                    if let Some(tile) = o.tile {
+                        let mut panel = TilePanel::default();
+                        for tokens in [6, 15] {
+                            let xs: Vec<&[u8]> = (0..tokens).map(|t| four[t % 4]).collect();
+                            let mut got = vec![[0f32; 4]; tokens];
+                            tile.call(&ws, &xs, &mut got, &mut panel);
                             for r in 0..4 {
-                                let want = (s.dot)(&ws[r], a);
-                                if exact {
-                                    prop_assert_eq!(got[r].to_bits(), want.to_bits(), "{} {:?} rows4 row {}", ty, flavor, r);
-                                }
-                            }
-                        }
-                        // The tile, where there is one, is `matmul`'s per-token path: from
-                        // TILED_MIN_BATCH tokens the batch order where the format has one,
-                        // otherwise whole groups of four tokens through the four-token order
-                        // and the rest one by one (6 and 14 tokens: below and above the batch
-                        // threshold, with tokens left over after the groups).
-                        if let Some(tile) = m.dot_tile {
-                            let ws: Vec<Vec<u8>> = (0..4).map(|_| random_row(ty, n, scale, &mut rng)).collect();
-                            let ws = [&ws[0][..], &ws[1][..], &ws[2][..], &ws[3][..]];
-                            for tokens in [6, 14] {
-                                let xs: Vec<&[u8]> = (0..tokens).map(|t| &acts[t % 4][..]).collect();
-                                let mut got = vec![[0f32; 4]; xs.len()];
-                                tile(&ws, &xs, &mut got, &mut TilePanel::default());
-                                let batch = s.dot_batch.filter(|_| tokens >= TILED_MIN_BATCH);
-                                for (r, wr) in ws.iter().enumerate() {
-                                    for (t, x) in xs.iter().enumerate() {
-                                        let want = match (batch, s.dot4) {
-                                            (Some(b), _) => b(wr, x),
-                                            (None, Some(d4)) if t < tokens / 4 * 4 => d4(wr, &four)[t % 4],
-                                            _ => (s.dot)(wr, x),
-                                        };
-                                        prop_assert_eq!(got[t][r].to_bits(), want.to_bits(), "{} {:?} tile r{} t{} of {}", ty, flavor, r, t, tokens);
-                                    }
+                                for (t, g) in got.iter().enumerate() {
+                                    let w = want(ws[r], t, t < tokens / 4 * 4);
+                                    prop_assert!(same(g[r], w), "{} {:?} {} tile r{} t{} of {}: {} vs {}", ty, isa, name, r, t, tokens, g[r], w);
                                 }
                             }
                         }
@@ -211,66 +222,42 @@ fn round_even_small_is_round_half_to_even() {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-    /// The four-row kernels (four activations or four weight rows) give each row exactly
-    /// what the single-row kernel gives.
-    #[test]
-    fn multi_row_kernels_equal_dot_bit_for_bit(seed: u64, blocks in 1usize..40) {
-        let mut rng = SplitMix(seed);
+/// `quant::path` takes llama.cpp's order for each matrix and batch size: repacked for a
+/// format the build repacks when the rows are a multiple of 8 (every batch size), else the
+/// tiled order for K-quant batches from `TILED_MIN_BATCH` rows, else vec-dot.
+#[test]
+fn path_takes_llamas_order_for_each_matrix_and_batch() {
+    let id = |o: &Order| format!("{o:?}");
+    for isa in Isa::available() {
         for ty in GgmlType::WEIGHTS {
-            for k in Kernel::available() {
-                let Some(dot4) = dot4_fn(ty, k) else { continue };
-                let n = blocks * 256;
-                let w = random_row(ty, n, 1.0, &mut rng);
-                let acts: Vec<Vec<u8>> = (0..4)
-                    .map(|_| quantize(vec_dot_type(ty).unwrap(), &(0..n).map(|_| rng.normal(1.0)).collect::<Vec<_>>()).unwrap())
-                    .collect();
-                let got = dot4(&w, &[&acts[0], &acts[1], &acts[2], &acts[3]]);
-                for (t, a) in acts.iter().enumerate() {
-                    prop_assert_eq!(got[t].to_bits(), dot_fn(ty, k).unwrap()(&w, a).to_bits());
-                }
-                let rows: Vec<Vec<u8>> = (0..4).map(|_| random_row(ty, n, 1.0, &mut rng)).collect();
-                let rows4 = dot_rows4_fn(ty, k).expect("formats with dot4 have dot_rows4");
-                let got = rows4(&[&rows[0], &rows[1], &rows[2], &rows[3]], &acts[0]);
-                for (r, wr) in rows.iter().enumerate() {
-                    prop_assert_eq!(got[r].to_bits(), dot_fn(ty, k).unwrap()(wr, &acts[0]).to_bits());
-                }
-                for isa in TileIsa::available() {
-                    let Some(rows4) = dot_rows4_fn_in(ty, isa) else { continue };
-                    let got = rows4(&[&rows[0], &rows[1], &rows[2], &rows[3]], &acts[1]);
-                    for (r, wr) in rows.iter().enumerate() {
-                        prop_assert_eq!(got[r].to_bits(), dot_fn(ty, k).unwrap()(wr, &acts[1]).to_bits(), "{} {:?} rows4", ty, isa);
-                    }
-                }
-                // Every tile kernel this CPU runs (AVX2, AVX-512 VNNI, AVX-VNNI), on weight
-                // rows of arbitrary bytes but for the scales (quants of -128 included).
-                for isa in TileIsa::available() {
-                    let Some(tile) = tile_fn_in(ty, isa) else { continue };
-                    let mut raw = rows.clone();
-                    let wb = ty.row_bytes(32).unwrap();
-                    for row in &mut raw {
-                        for block in row.chunks_exact_mut(wb) {
-                            let keep = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) { 4 } else { 2 };
-                            for b in &mut block[keep..] {
-                                *b = rng.next_u64() as u8;
-                            }
-                        }
-                    }
-                    // Fifteen tokens: whole groups of every kernel's size, then one at a time.
-                    let xs: Vec<&[u8]> = (0..15).map(|t| &acts[t % 4][..]).collect();
-                    let mut got = vec![[0f32; 4]; xs.len()];
-                    tile(&[&raw[0], &raw[1], &raw[2], &raw[3]], &xs, &mut got, &mut TilePanel::default());
-                    for (r, wr) in raw.iter().enumerate() {
-                        for (t, a) in xs.iter().enumerate() {
-                            let want = dot_fn(ty, k).unwrap()(wr, a);
-                            prop_assert_eq!(got[t][r].to_bits(), want.to_bits(), "{} {:?} r{} t{}", ty, isa, r, t);
-                        }
+            let k = FormatKernels::of(ty, isa).unwrap();
+            for flavor in Flavor::ALL {
+                for rows in [8, 12, 64] {
+                    let m = MatrixKernels::new(ty, rows, isa, flavor).unwrap();
+                    let repacked = rows % 8 == 0 && ty.format().repacked.contains(&flavor);
+                    for n in [1, 2, 4, 7, 8, 9, 64] {
+                        let want = if repacked {
+                            k.repacked.unwrap()
+                        } else if ty.format().family == Family::KQuant && n >= TILED_MIN_BATCH {
+                            k.tiled.unwrap()
+                        } else {
+                            k.vec
+                        };
+                        assert_eq!(
+                            id(m.for_batch(n)),
+                            id(&want),
+                            "{ty} {isa:?} {flavor:?} rows {rows} n {n}"
+                        );
                     }
                 }
             }
         }
     }
+    // Q2_K is repacked by the AVX-512 build only; Q6_K never.
+    assert!(is_repacked(GgmlType::Q2_K, 64, Flavor::Avx512));
+    assert!(!is_repacked(GgmlType::Q2_K, 64, Flavor::Avx2));
+    assert!(!is_repacked(GgmlType::Q4_K, 12, Flavor::Avx2));
+    assert!(!is_repacked(GgmlType::Q6_K, 64, Flavor::Avx512));
 }
 
 proptest! {

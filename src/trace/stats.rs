@@ -6,6 +6,7 @@
 //! standard deviation. Every block records the
 //! positions it covers, so statistics over different samples cannot pass as comparable.
 
+use crate::quant::cpu::multiversion;
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -43,11 +44,22 @@ impl Default for Partial {
     }
 }
 
+multiversion!(
+    /// [`Partial::of_finite`] compiled for AVX2 where the CPU has it (wider f64 vectors; no
+    /// FMA is enabled, so the sums are the same as the portable build's).
+    fn of_finite_best(data: &[f32], shift: f64) -> Option<Partial> = of_finite if avx2("avx2")
+);
+
+#[inline(always)]
+fn of_finite(data: &[f32], shift: f64) -> Option<Partial> {
+    Partial::of_finite(data, shift)
+}
+
 impl Partial {
     fn of(data: &[f32], shift: f64) -> Self {
         // One pass that assumes every value finite and notes whether one was not; only then
         // is the chunk summed again, value by value.
-        if let Some(p) = Self::of_finite_best(data, shift) {
+        if let Some(p) = of_finite_best(data, shift) {
             return p;
         }
         let mut p = Partial::default();
@@ -61,21 +73,6 @@ impl Partial {
             }
         }
         p
-    }
-
-    /// [`Partial::of_finite`] compiled for AVX2 where the CPU has it (wider f64 vectors; no
-    /// FMA is enabled, so the sums are the same as the portable build's).
-    fn of_finite_best(data: &[f32], shift: f64) -> Option<Self> {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            #[target_feature(enable = "avx2")]
-            fn avx2(data: &[f32], shift: f64) -> Option<Partial> {
-                Partial::of_finite(data, shift)
-            }
-            // SAFETY: the CPU was just checked to support AVX2.
-            return unsafe { avx2(data, shift) };
-        }
-        Self::of_finite(data, shift)
     }
 
     /// The common case, all values finite: eight independent accumulators per quantity (a
@@ -353,7 +350,7 @@ mod vectorised {
                 let i = i % v.len();
                 v[i] = bad;
                 prop_assert!(Partial::of_finite(&v, 0.5).is_none());
-                prop_assert!(Partial::of_finite_best(&v, 0.5).is_none());
+                prop_assert!(of_finite_best(&v, 0.5).is_none());
                 let p = Partial::of(&v, 0.5);
                 prop_assert_eq!(p.count, v.len() - 1);
                 prop_assert_eq!(p.nan + p.inf, 1);
@@ -361,7 +358,7 @@ mod vectorised {
             }
             let shift = f64::from(v[0]);
             let portable = Partial::of_finite(&v, shift).unwrap();
-            prop_assert_eq!(Partial::of_finite_best(&v, shift).unwrap(), portable);
+            prop_assert_eq!(of_finite_best(&v, shift).unwrap(), portable);
             let n = v.len() as f64;
             let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
             let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;

@@ -1,0 +1,129 @@
+//! What this CPU can run, detected once. Every SIMD choice in pv reads it: the kernel
+//! tables (by [`Isa`]) and the element-wise helpers elsewhere (by [`Cpu`] feature).
+//!
+//! A function compiled for a feature (`#[target_feature(enable = ...)] unsafe fn`) is only
+//! ever called after [`cpu()`] said the feature is there; that is the one safety argument
+//! every `unsafe` call of a SIMD function in pv rests on.
+
+use std::sync::OnceLock;
+
+/// The instruction-set features pv's SIMD code uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cpu {
+    /// AVX2 with FMA and F16C: the 256-bit kernels.
+    pub avx2: bool,
+    /// FMA alone (the contractions GCC makes in llama.cpp's element-wise code).
+    pub fma: bool,
+    /// AVX with F16C (f16 conversion of eight values at once).
+    pub f16c: bool,
+    /// AVX-512 F, BW and VNNI (with AVX2): the 512-bit tiles.
+    pub avx512_vnni: bool,
+    /// AVX-VNNI (with AVX2): `vpdpbusd` on 256-bit vectors.
+    pub avx_vnni: bool,
+}
+
+/// The features of the CPU this process runs on, detected on the first call.
+pub fn cpu() -> Cpu {
+    static CPU: OnceLock<Cpu> = OnceLock::new();
+    *CPU.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Cpu {
+    use std::is_x86_feature_detected as has;
+    let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+    Cpu {
+        avx2,
+        fma: has!("fma"),
+        f16c: has!("avx") && has!("f16c"),
+        avx512_vnni: avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+        avx_vnni: avx2 && has!("avxvnni"),
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Cpu {
+    Cpu::default()
+}
+
+/// Defines `$name`, which runs `$imp` (an `#[inline(always)]` function) compiled for
+/// `$features` when [`cpu()`] reports `$flag`, and its portable build otherwise: the way
+/// pv speeds up plain Rust (wider vectors, one instruction per `mul_add`) without
+/// intrinsics. Both builds perform the same float operations in the same order, so they
+/// give the same bits; the caller's doc says why for its function.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)?
+        = $imp:ident if $flag:ident($features:literal)) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) $(-> $r)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = $features)]
+                unsafe fn fast($($a: $t),*) $(-> $r)? {
+                    $imp($($a),*)
+                }
+                if $crate::quant::cpu().$flag {
+                    // SAFETY: `cpu()` detected the features `fast` is compiled for.
+                    return unsafe { fast($($a),*) };
+                }
+            }
+            $imp($($a),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// An instruction set with its own table of kernels (`quant::kernels`). Sets above
+/// [`Isa::Portable`] compute the same bits as the portable code; the choice changes speed,
+/// never results (property-tested).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, the reference every other set is tested against.
+    Portable,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX2, with AVX-VNNI (`vpdpbusd`, VEX) for the 32-value formats' tiles.
+    AvxVnni,
+    /// AVX2, with AVX-512 VNNI tiles (two weight rows per 512-bit register) and the
+    /// repacked and tiled K-quant tiles.
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// Every set, portable first.
+    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni];
+
+    /// Whether this CPU runs the set.
+    pub fn is_available(self) -> bool {
+        let c = cpu();
+        match self {
+            Isa::Portable => true,
+            Isa::Avx2 => c.avx2,
+            Isa::AvxVnni => c.avx_vnni,
+            Isa::Avx512Vnni => c.avx512_vnni,
+        }
+    }
+
+    /// The sets this CPU runs, portable first (for tests and benchmarks).
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+    }
+
+    /// The fastest set this CPU runs, as measured on a CPU with all of them (`cargo bench
+    /// --bench kernels -- tile`): AVX-512 VNNI, then AVX-VNNI, then AVX2.
+    pub fn best() -> Isa {
+        *Isa::available()
+            .last()
+            .expect("the portable set always runs")
+    }
+
+    /// Lower-case name, as `pv bench` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avx-vnni",
+            Isa::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
