@@ -207,7 +207,7 @@ fn diff_compares_every_slot_and_names_the_first_divergence() {
     };
     let a = gguf.forward_traced_with(&tokens, &opts).unwrap();
     let b = apr.forward_traced_with(&tokens, &opts).unwrap();
-    let same = diff(&a, &a, &Thresholds::coarse()).unwrap();
+    let same = diff(&a, &a).unwrap().judged(&Thresholds::coarse());
     assert_eq!(same.slots.len(), 2 * 15 + 3);
     assert!(
         same.slots
@@ -216,7 +216,7 @@ fn diff_compares_every_slot_and_names_the_first_divergence() {
     );
     assert_eq!(same.first_divergent, None);
     assert!(same.logits.kl.iter().all(|&k| k.abs() < 1e-12));
-    let cross = diff(&a, &b, &Thresholds::coarse()).unwrap();
+    let cross = diff(&a, &b).unwrap().judged(&Thresholds::coarse());
     assert_eq!(cross.engines, ("gguf".to_string(), "apr".to_string()));
     assert_eq!(
         cross.first_divergent,
@@ -225,17 +225,15 @@ fn diff_compares_every_slot_and_names_the_first_divergence() {
         cross.slots.iter().map(|s| s.cosine).collect::<Vec<_>>()
     );
     // An impossible tolerance names the very first slot whose tensors differ at all.
-    let strict = diff(
-        &a,
-        &b,
-        &Thresholds::uniform(&[(Metric::StdRatio, 0.0), (Metric::CosineGap, 0.0)]),
-    )
-    .unwrap();
+    let strict = diff(&a, &b).unwrap().judged(&Thresholds::uniform(&[
+        (Metric::StdRatio, 0.0),
+        (Metric::CosineGap, 0.0),
+    ]));
     let first = &strict.slots[strict.first_divergent.unwrap()];
     assert!(first.cosine < 1.0 || (first.std_ratio_all - 1.0).abs() > 0.0);
     // Traces over different tokens are refused.
     let other = apr.forward_traced_with(&tokens[..5], &opts).unwrap();
-    assert!(diff(&a, &other, &Thresholds::coarse()).is_err());
+    assert!(diff(&a, &other).is_err());
 }
 
 /// The APR engine splits its matrix products across threads by output rows, each output one

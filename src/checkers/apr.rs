@@ -1,74 +1,15 @@
 //! Checkers that involve the APR reference engine: the APR/GGUF std ratio that decides
 //! H1 from H2 (FFN-GGUF-003), and the APR sibling contract's telemetry checks.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::{Value, json};
 
-use super::context::{CheckError, Context, Input, Measured, bytes_input, typed_params};
+use super::context::{CheckError, Context, Input, Measured, typed_params};
 use super::gguf::{self, count_problems, recorded_slots, recorded_width, slot_counts, widths_of};
 use super::judge::{Judged, Judgement, agrees, arr, flag, num, text, uint};
-use super::params::{CanonicalModel, EquationParams, ModelPin, StdRatioParams, TracePromptParams};
-use crate::apr::AprFile;
-use crate::gguf::GgufFile;
-use crate::model::{AprTransformer, FfnAct, Slot, with_threads, write_apr};
+use super::load::{apr_path, load_apr};
+use super::params::{EquationParams, StdRatioParams, TracePromptParams};
+use crate::model::{FfnAct, Slot, with_threads};
 use crate::trace::{CaptureSpec, TraceOptions, TracedForward, check_parity};
-
-/// The APR reference of the test's GGUF model: the pinned `reference`, else its sibling;
-/// converted (streamed, atomically, in the model's `apr_dtype`) when absent.
-pub(super) fn apr_path(
-    ctx: &Context,
-    m: &CanonicalModel,
-    reference: Option<&ModelPin>,
-    gguf: &Path,
-) -> Result<PathBuf, CheckError> {
-    let apr = ctx
-        .models
-        .join(reference.map_or_else(|| m.apr_file(), |r| r.file.clone()));
-    if !apr.is_file() {
-        let dtype = m.apr_dtype();
-        (ctx.progress)(&format!(
-            "converting {} to {} ({dtype:?}; pv convert)",
-            gguf.display(),
-            apr.display()
-        ));
-        let file = GgufFile::open(gguf).map_err(|e| CheckError::Input(e.to_string()))?;
-        write_apr(&file, dtype, &apr, &mut |_, _| {})
-            .map_err(|e| CheckError::Input(format!("{}: {e}", apr.display())))?;
-    }
-    Ok(apr)
-}
-
-/// Loads the APR engine of the test's model, on the pinned `reference` if there is one.
-pub(super) fn load_apr(
-    ctx: &Context,
-    m: &CanonicalModel,
-    reference: Option<&ModelPin>,
-    gguf: &Path,
-) -> Result<(AprTransformer, Input), CheckError> {
-    let path = apr_path(ctx, m, reference, gguf)?;
-    (ctx.progress)(&format!("loading and hashing {}", path.display()));
-    let file =
-        std::sync::Arc::new(AprFile::open(&path).map_err(|e| CheckError::Input(e.to_string()))?);
-    // Checked first (cheap: nothing is decoded), then hashed from the mapped bytes, which the
-    // engine then reads in place: one read of the file from disk.
-    let model = AprTransformer::load(file.clone())?;
-    for note in &model.notes {
-        (ctx.progress)(&format!("note: {}: {note}", path.display()));
-    }
-    let input = bytes_input(&path, file.bytes());
-    if let Some(pin) = reference
-        && input.digest.get("sha256") != Some(&pin.sha256)
-    {
-        (ctx.progress)(&format!(
-            "note: {} is not the contract's pinned reference (sha256 {}): this run is not \
-             canonical; remove the file to have pv convert it again",
-            path.display(),
-            pin.sha256
-        ));
-    }
-    Ok((model, input))
-}
 
 /// FFN-GGUF-003: both engines traced on the same tokens; per layer, the std of one slot in
 /// both scopes.
@@ -125,8 +66,8 @@ fn external_std_ratio(
     drop(file);
     let apr_path = apr_path(ctx, &p.model, p.reference.as_ref(), &gguf_path)?;
     let (apr_input, _) = super::context::file_input(&apr_path)?;
-    let (xg, engine_input) = super::parity::external(ctx, name, &gguf_path)?;
-    let (xa, _) = super::parity::external(ctx, name, &apr_path)?;
+    let (xg, engine_input) = super::load::external(ctx, name, &gguf_path)?;
+    let (xa, _) = super::load::external(ctx, name, &apr_path)?;
     (ctx.progress)(&format!(
         "tracing {name}'s GGUF path ({} tokens)",
         tokens.len()

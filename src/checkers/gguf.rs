@@ -101,7 +101,7 @@ pub fn count_problems(
 /// slot's width. Records made before the query width was recorded have queries as wide as
 /// the residual stream.
 pub fn recorded_width(m: &Value, slot: Slot) -> Result<Option<u64>, String> {
-    use crate::model::arch::Dim;
+    use crate::model::tensors::Dim;
     let Some(w) = m.get("widths") else {
         return Ok(None);
     };

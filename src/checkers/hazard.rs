@@ -16,9 +16,9 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::apr::apr_path;
 use super::context::{CheckError, Context, Measured, file_input, model_path, typed_params};
 use super::judge::{Judged, Judgement};
+use super::load::apr_path;
 use super::params::{Hazard, HazardParams};
 use crate::apr::{AprFile, AprWriter, Footer};
 use crate::trace::{TraceOptions, TracedForward};
@@ -186,8 +186,8 @@ pub fn loader_hazard(p: &Value, ctx: &Context) -> Result<Measured, CheckError> {
         .map_err(|e| CheckError::Input(format!("{}: {e}", broken.display())))?;
     let broken_sha256 = crate::fsutil::sha256_hex(&bytes);
     drop(bytes);
-    let (on_intact, engine_input) = super::parity::external(ctx, name, &reference)?;
-    let (on_broken, _) = super::parity::external(ctx, name, &broken)?;
+    let (on_intact, engine_input) = super::load::external(ctx, name, &reference)?;
+    let (on_broken, _) = super::load::external(ctx, name, &broken)?;
     (ctx.progress)(&format!("{name} on the intact reference"));
     let intact = outcome(&on_intact, &tokens);
     (ctx.progress)(&format!("{name} on the broken copy ({made})"));

@@ -20,6 +20,7 @@ pub mod context;
 mod gguf;
 mod hazard;
 pub mod judge;
+mod load;
 mod parity;
 mod reference;
 

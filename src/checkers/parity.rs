@@ -13,9 +13,9 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::apr::load_apr;
 use super::context::{CheckError, Context, Input, Measured, file_input, model_path, typed_params};
 use super::judge::{Judged, Judgement};
+use super::load::{external, load_apr};
 use super::params::{
     CanonicalModel, DecodeParams, Engine, LogitsAgreementParams, Side, TraceAgreementParams,
     Verdicts,
@@ -25,7 +25,7 @@ use crate::model::{
     AprTransformer, Faulty, NoopObserver, OwnedQuantizedModel, argmax, with_threads,
 };
 use crate::tokenizer::Tokenizer;
-use crate::trace::engine::{Engine as EngineRef, ExternalModel};
+use crate::trace::engine::ExternalModel;
 use crate::trace::{
     SetSummary, Thresholds, TracedForward, compare_models, judge_summary, kl_divergence,
     not_captured_lines, summarize,
@@ -71,26 +71,6 @@ impl Loaded {
             }
         })
     }
-}
-
-/// The external engine `name` (its adapter found as `pv trace --engine` finds it) on
-/// `file`, and the adapter executable as an input of the run: a record names the build of
-/// the engine it trusted by its sha256.
-pub(super) fn external(
-    ctx: &Context,
-    name: &str,
-    file: &std::path::Path,
-) -> Result<(ExternalModel, Input), CheckError> {
-    let resolved = EngineRef::resolve(name).map_err(|e| CheckError::Input(e.to_string()))?;
-    let EngineRef::External { program, .. } = &resolved else {
-        return Err(CheckError::Input(format!(
-            "{name} is not an external engine"
-        )));
-    };
-    (ctx.progress)(&format!("hashing engine {name} ({})", program.display()));
-    let (input, _) = file_input(program)?;
-    let m = ExternalModel::new(resolved, file).expect("an external engine");
-    Ok((m, input))
 }
 
 /// The two sides of a comparison, the tokenizer of the test's model, and the files read.

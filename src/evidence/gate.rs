@@ -264,7 +264,7 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
                 picked.iter().map(|&i| &due[i]).collect()
             }
         };
-        let key = ScratchKey::create(r.scratch, o.shard)?;
+        let key = ScratchKey::create(r.scratch, o.shard.map(|s| s.label()).as_deref())?;
         for d in mine {
             let cid = &d.contract.contract.metadata.id;
             // The verifier has just hashed these files; bind the re-check to that.

@@ -131,16 +131,13 @@ pub struct ScratchKey {
 }
 
 impl ScratchKey {
-    /// A new key, its public half written to `scratch/keys/NAME.pub` (the name says which
-    /// shard made it, if one did).
-    pub fn create(
-        scratch: &Path,
-        shard: Option<super::shard::Shard>,
-    ) -> Result<Self, EvidenceError> {
+    /// A new key, its public half written to `scratch/keys/NAME.pub`; `label` (which shard
+    /// made it, if one did: `2of4`) goes into the name.
+    pub fn create(scratch: &Path, label: Option<&str>) -> Result<Self, EvidenceError> {
         let key = keys::random_key()?;
-        let name = match shard {
+        let name = match label {
             None => format!("pv-gate-{}", std::process::id()),
-            Some(s) => format!("pv-gate-{}of{}-{}", s.index, s.count, std::process::id()),
+            Some(l) => format!("pv-gate-{l}-{}", std::process::id()),
         };
         let dir = scratch.join("keys");
         let _ = std::fs::remove_file(dir.join(format!("{name}.pub")));

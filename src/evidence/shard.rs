@@ -54,6 +54,13 @@ impl FromStr for Shard {
     }
 }
 
+impl Shard {
+    /// `KofN`, as the run key's name says it.
+    pub fn label(self) -> String {
+        format!("{}of{}", self.index, self.count)
+    }
+}
+
 /// Assumed duration of a test with no record to time (seconds).
 pub const DEFAULT_SECONDS: f64 = 60.0;
 

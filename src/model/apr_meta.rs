@@ -4,7 +4,7 @@
 //! `num_layers`, ..., with the aliases realizar accepts) and the tokenizer as flat
 //! `tokenizer.*` keys; its tensors carry GGUF names (`apr import` of a llama-family GGUF)
 //! or Hugging Face names (of a Qwen GGUF, or of SafeTensors), both mapped to pv's roles
-//! through [`TENSORS`](super::arch::TENSORS). pv's first dialect nests them under
+//! through [`TENSORS`](super::tensors::TENSORS). pv's first dialect nests them under
 //! `hyperparameters` and `tokenizer`, with GGUF names. Both end in the same
 //! [`ModelConfig`], checked the same way as a GGUF file's.
 
@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::arch::{Arch, ArchSpec, MODEL_TENSORS, RopeStyle, TensorSpec, gguf_name};
+use super::arch::{Arch, ArchSpec, RopeStyle};
 use super::config::{ConfigError, Hyper, MAX_COUNT};
+use super::tensors::{MODEL_TENSORS, TensorSpec, gguf_name};
 use super::{ModelConfig, ModelError};
 use crate::apr::{AprError, AprFile, AprTensor, AprenderMetadata, Dialect, metadata::f32_number};
 use crate::tokenizer::TokenizerSpec;

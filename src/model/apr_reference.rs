@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::arch::{Block, FfnAct, RopeStyle, TensorSource};
+use super::arch::{FfnAct, RopeStyle};
+use super::tensors::{Block, TensorSource};
 use super::{Logits, ModelConfig, ModelError, Observer, Slot};
 use crate::apr::{AprError, AprFile, AprTensor, DType};
 use crate::quant;

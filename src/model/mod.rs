@@ -14,14 +14,13 @@ pub mod kernels;
 mod matmul;
 mod observer;
 pub mod synth;
+pub mod tensors;
 mod weights;
 
 use std::path::Path;
 
 pub use apr_reference::AprTransformer;
-pub use arch::{
-    ARCHS, Arch, ArchSpec, Block, FfnAct, Role, RopeStyle, TENSORS, TensorSource, TensorSpec,
-};
+pub use arch::{ARCHS, Arch, ArchSpec, FfnAct, RopeStyle};
 pub use config::{ConfigError, Hyper, MAX_COUNT, ModelConfig};
 pub use convert::{AprDtype, Conversion, OtherDtype, gguf_to_apr, write_apr};
 pub use fault::{Fault, FaultKind, Faulty};
@@ -29,6 +28,7 @@ pub use forward::{KvCache, LogitsFor};
 pub use ggml_math::Flavor;
 pub use matmul::{QuantizedActs, matmul};
 pub use observer::{Has, LayerInputs, NoopObserver, Observer, SLOTS, Slot, SlotInfo, Substituting};
+pub use tensors::{Block, Role, TENSORS, TensorSource, TensorSpec};
 pub use weights::{LayerWeights, ModelWeights, QMatrix};
 
 use crate::gguf::{GgufError, GgufFile};

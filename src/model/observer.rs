@@ -3,7 +3,8 @@
 //! compiler removes, so a traced forward runs the very same arithmetic as `forward`.
 
 use super::ModelConfig;
-use super::arch::{ArchSpec, Dim};
+use super::arch::ArchSpec;
+use super::tensors::Dim;
 
 /// A capture point, named as llama.cpp names its tensors so dumps line up. Everything else
 /// about a slot (name, width, where it is captured, which families have it) is its row of

@@ -6,8 +6,8 @@ use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use crate::quant::GgmlType;
 use crate::quant::{self, Flavor, Isa, MatrixKernels};
 
-use super::arch::{Block, TensorSource};
 use super::config::ModelConfig;
+use super::tensors::{Block, TensorSource};
 
 /// A quantized weight matrix inside the mapped file.
 ///

@@ -8,87 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Traced;
-use super::limits::{Bound, LOG_CLIP, Thresholds};
+use super::metric::{LOG_CLIP, Metric, Violation, distinct_tokens, nan_from_null};
 use super::parity::{NotCaptured, ParityError, Shape, parity};
 use crate::model::{Logits, Slot, argmax};
-
-/// How far B is from A at one capture point, each as a deviation from perfect agreement
-/// (0), so that every limit is an upper bound and a margin multiplies it.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// 1 - cosine similarity of the whole tensors.
-    CosineGap,
-    /// Largest |std(B)/std(A) - 1| of the two scopes (all tokens, last token).
-    StdRatio,
-    /// |<a,b>/<a,a> - 1|: B's least-squares scale against A, minus one. Quantization noise
-    /// is uncorrelated with the signal, so this sees a 1% scale that std ratios drown.
-    Gain,
-    /// Normalised mean squared error, sum((a-b)^2) / sum(a^2) (SQNR = -10 log10 of it).
-    Nmse,
-    /// Largest |a - b|.
-    MaxAbs,
-    /// Per output channel (feature), over the tokens: the largest |ln(std_b / std_a)|, each
-    /// std padded by a tenth of the median channel std and by a thousandth of the tensor's
-    /// and of the channel's own RMS, so that near-constant channels do not dominate. A zeroed or rescaled channel
-    /// stands out.
-    ChannelStd,
-    /// Per output channel: the largest |a_j - b_j| / (|b_j| + a tenth of the median |b_j|).
-    /// A zeroed, negated or swapped channel gives about 1 or more.
-    ChannelErr,
-    /// Per output channel: 1 - the smallest cosine of a channel's values over the tokens,
-    /// over the channels whose norm is at least a tenth of the median.
-    ChannelCosineGap,
-}
-
-impl Metric {
-    /// Every metric, in report order.
-    pub const ALL: [Metric; 8] = [
-        Metric::CosineGap,
-        Metric::StdRatio,
-        Metric::Gain,
-        Metric::Nmse,
-        Metric::MaxAbs,
-        Metric::ChannelStd,
-        Metric::ChannelErr,
-        Metric::ChannelCosineGap,
-    ];
-
-    /// The name used in contracts and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::CosineGap => "cosine_gap",
-            Metric::StdRatio => "std_ratio",
-            Metric::Gain => "gain",
-            Metric::Nmse => "nmse",
-            Metric::MaxAbs => "max_abs",
-            Metric::ChannelStd => "channel_std",
-            Metric::ChannelErr => "channel_err",
-            Metric::ChannelCosineGap => "channel_cosine_gap",
-        }
-    }
-
-    /// Whether the metric looks at single output channels (and so names one).
-    pub fn per_channel(self) -> bool {
-        matches!(
-            self,
-            Metric::ChannelStd | Metric::ChannelErr | Metric::ChannelCosineGap
-        )
-    }
-}
 
 /// The worst output channel of a slot under each per-channel metric.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -102,12 +24,6 @@ pub struct ChannelDiff {
     /// Largest 1 - cosine over the channels that carry signal, and its channel.
     #[serde(deserialize_with = "nan_from_null_at")]
     pub cosine_gap: (f64, usize),
-}
-
-/// JSON has no NaN or infinity, and serde_json writes them as `null`: read `null` back as
-/// NaN, so a saved comparison (`pv calibrate --save-measurements`) loads as it was made.
-fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// [`nan_from_null`] for a value and its channel.
@@ -230,74 +146,6 @@ pub struct LogitsDiff {
     pub top1_agree: Vec<bool>,
 }
 
-/// One metric of one slot outside its limit.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Violation {
-    /// Index into [`TraceDiff::slots`].
-    pub index: usize,
-    /// Layer, or `None` for once-per-pass slots.
-    pub layer: Option<usize>,
-    /// Capture point.
-    pub slot: Slot,
-    /// The metric.
-    pub metric: Metric,
-    /// The prompt (index into the set judged), or `None` for a band judged on the mean
-    /// over every prompt.
-    pub prompt: Option<usize>,
-    /// The deviation (for a band: the mean signed deviation).
-    #[serde(deserialize_with = "nan_from_null")]
-    pub value: f64,
-    /// The upper bound, or the band's half-width.
-    #[serde(deserialize_with = "nan_from_null")]
-    pub limit: f64,
-    /// The band's centre.
-    pub center: Option<f64>,
-    /// The worst channel, for per-channel metrics.
-    pub channel: Option<usize>,
-    /// The two shapes of a slot the engines computed at different sizes (A, B): the
-    /// violation is that, whatever `metric` says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shapes: Option<[Shape; 2]>,
-}
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let at = match self.layer {
-            Some(l) => format!("{} at layer {l}", self.slot.name()),
-            None => self.slot.name().to_string(),
-        };
-        if let Some([a, b]) = self.shapes {
-            return write!(f, "{at}: shapes differ: A {a}, B {b}");
-        }
-        match self.center {
-            Some(c) => write!(
-                f,
-                "{at}: {} - 1 = {:+.4e}, outside {:+.4e} ± {:.4e}",
-                self.metric.name(),
-                self.value,
-                c,
-                self.limit
-            )?,
-            None => write!(
-                f,
-                "{at}: {} {:.4e} > {:.4e}{}",
-                self.metric.name(),
-                self.value,
-                self.limit,
-                if self.prompt.is_none() && self.value.is_finite() {
-                    " (geometric mean over the prompts)"
-                } else {
-                    ""
-                }
-            )?,
-        }
-        if let Some(c) = self.channel {
-            write!(f, " (channel {c})")?;
-        }
-        Ok(())
-    }
-}
-
 /// The comparison of two traces.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TraceDiff {
@@ -320,12 +168,6 @@ pub struct TraceDiff {
 }
 
 impl TraceDiff {
-    /// Judges this prompt alone against `limits`, replacing earlier violations.
-    pub fn judge(&mut self, limits: &Thresholds) {
-        self.violations = judge_set(std::slice::from_ref(self), limits);
-        self.first_divergent = self.violations.first().map(|v| v.index);
-    }
-
     /// The violations at the first divergent slot.
     pub fn first_violations(&self) -> impl Iterator<Item = &Violation> {
         let first = self.first_divergent;
@@ -446,10 +288,7 @@ pub fn summarize(diffs: &[TraceDiff]) -> SetSummary {
             .first()
             .map(|d| d.not_captured.clone())
             .unwrap_or_default(),
-        distinct_tokens: diffs
-            .iter()
-            .map(|d| super::limits::distinct_tokens(&d.tokens))
-            .collect(),
+        distinct_tokens: diffs.iter().map(|d| distinct_tokens(&d.tokens)).collect(),
     }
 }
 
@@ -486,99 +325,6 @@ pub fn set_mean(diffs: &[TraceDiff]) -> Option<TraceDiff> {
         row.channels.cosine_gap.0 = geo(&|s| s.channels.cosine_gap.0);
     }
     Some(out)
-}
-
-/// Judges comparisons of the same two models on several prompts: upper bounds on each
-/// prompt, gain bands on the mean over all of them. Violations come in execution order.
-pub fn judge_set(diffs: &[TraceDiff], limits: &Thresholds) -> Vec<Violation> {
-    judge_summary(&summarize(diffs), limits)
-}
-
-/// [`judge_set`] on the reduced form (what a verifier re-judges from a record). An upper
-/// bound is broken on its worst prompt, which the violation names; a bound that depends on
-/// the prompt's length is taken at the worst prompt's.
-pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation> {
-    let mut out = Vec::new();
-    let tokens: Vec<Option<usize>> = (0..summary.prompts)
-        .map(|p| summary.distinct_tokens.get(p).copied())
-        .collect();
-    for (index, s) in summary.slots.iter().enumerate() {
-        if let Some(shapes) = s.shapes {
-            out.push(Violation {
-                index,
-                layer: s.layer,
-                slot: s.slot,
-                metric: Metric::CosineGap,
-                prompt: None,
-                value: f64::MAX,
-                limit: 0.0,
-                center: None,
-                channel: None,
-                shapes: Some(shapes),
-            });
-            continue;
-        }
-        for (metric, bound) in limits.limits(s.slot, s.layer) {
-            let v = |prompt, value, limit, center, channel| Violation {
-                index,
-                layer: s.layer,
-                slot: s.slot,
-                metric,
-                prompt,
-                value,
-                limit,
-                center,
-                channel,
-                shapes: None,
-            };
-            // An upper bound: the worst prompt against its own limit (one that depends on
-            // the prompt's length is taken at the worst prompt's).
-            let w = s.worst.get(&metric);
-            let at = w.and_then(|w| tokens.get(w.prompt).copied().flatten());
-            let upper = match bound {
-                Bound::Max(limit) => Some(limit),
-                Bound::LogNormal { log_mean, log_sd } => {
-                    Some(limits.log_bound(metric, log_mean, log_sd, at))
-                }
-                Bound::Band { .. } => None,
-            };
-            if let Some(limit) = upper {
-                let value = w.map_or(f64::NAN, |w| w.value);
-                // NaN (a missing metric) never passes.
-                if value.is_nan() || value > limit {
-                    out.push(v(
-                        w.map(|w| w.prompt),
-                        value,
-                        limit,
-                        None,
-                        w.and_then(|w| w.channel),
-                    ));
-                } else if let (Bound::LogNormal { log_mean, log_sd }, Some(&mean)) =
-                    (bound, s.log_mean.get(&metric).filter(|_| tokens.len() > 1))
-                {
-                    // Several prompts: their geometric mean, like the gain's mean, is held
-                    // about sqrt(n) times tighter than one prompt.
-                    let limit = limits.log_bound_for(metric, log_mean, log_sd, &tokens);
-                    if mean.is_nan() || mean.exp() > limit {
-                        out.push(v(None, mean.exp(), limit, None, None));
-                    }
-                }
-            } else if let Bound::Band { mean, sd } = bound {
-                let m = if metric == Metric::Gain {
-                    s.gain_mean
-                } else {
-                    f64::NAN
-                };
-                let width = limits.band_width_for(sd, &tokens);
-                let off = (m - mean).abs();
-                if off.is_nan() || off > width {
-                    let prompt = (summary.prompts == 1).then_some(0);
-                    out.push(v(prompt, m, width, Some(mean), None));
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Whole-tensor figures: cosine, SQNR dB, NMSE, max |diff|, gain.
@@ -750,11 +496,11 @@ pub fn not_captured_lines(missing: &[NotCaptured]) -> Vec<String> {
         .collect()
 }
 
-/// Compares two traced passes that captured every slot whole, and judges them against
-/// `limits`. Refuses (with the parity error) traces whose tokens, layers or scopes differ;
+/// Compares two traced passes that captured every slot whole (unjudged: `violations`
+/// empty until [`TraceDiff::judge`]). Refuses (with the parity error) traces whose tokens, layers or scopes differ;
 /// a slot only one pass recorded is refused too, unless the other pass is
 /// [`partial`](Traced::partial) (an external engine), when it is listed as not captured.
-pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, ParityError> {
+pub fn diff(a: &Traced, b: &Traced) -> Result<TraceDiff, ParityError> {
     let super::Parity {
         not_captured,
         mismatched,
@@ -801,7 +547,7 @@ pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, Pa
             shapes: None,
         });
     }
-    let mut d = TraceDiff {
+    Ok(TraceDiff {
         engines: (a.trace.engine.clone(), b.trace.engine.clone()),
         tokens: a.trace.tokens.clone(),
         slots,
@@ -816,73 +562,5 @@ pub fn diff(a: &Traced, b: &Traced, limits: &Thresholds) -> Result<TraceDiff, Pa
         violations: Vec::new(),
         first_divergent: None,
         not_captured,
-    };
-    d.judge(limits);
-    Ok(d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Logits, Observer};
-    use crate::trace::{CaptureSpec, TraceObserver, Traced, assemble};
-
-    /// A one-layer pass of `n` tokens whose `q` is `q_width` wide but reported as 6 wide
-    /// (an engine bug that computes the slot at another size).
-    fn traced(n: usize, q_width: usize) -> Traced {
-        let spec = CaptureSpec {
-            slots: vec![Slot::Embd, Slot::Q, Slot::Logits],
-            layers: None,
-        };
-        let mut obs = TraceObserver::new(1, false, Some(spec));
-        let ramp = |len: usize| {
-            (0..len)
-                .map(|i| (i as f32 * 0.37).sin())
-                .collect::<Vec<_>>()
-        };
-        obs.observe(None, Slot::Embd, &ramp(n * 4), 4);
-        obs.observe(Some(0), Slot::Q, &ramp(n * q_width), 6);
-        obs.observe(None, Slot::FinalNorm, &ramp(n * 4), 4);
-        let logits = ramp(n * 5);
-        obs.observe(None, Slot::Logits, &logits, 5);
-        let tokens: Vec<u32> = (0..n as u32).collect();
-        let (trace, captured) =
-            assemble("test", &tokens, obs, &[Slot::Q], &logits[(n - 1) * 5..], 3).unwrap();
-        Traced {
-            trace,
-            logits: Logits {
-                vocab: 5,
-                data: logits,
-            },
-            captured,
-            partial: false,
-        }
-    }
-
-    /// A slot computed at another width is a finding at that slot and layer, with both
-    /// shapes named as they are (8 positions x 10, not 13 positions x 6), whatever the limits
-    /// hold; the comparison is not refused as bad input.
-    #[test]
-    fn a_slot_of_another_shape_is_a_violation_that_names_both_shapes() {
-        let (a, b) = (traced(8, 6), traced(8, 10));
-        let d = diff(&a, &b, &Thresholds::coarse()).expect("compared, not refused");
-        let first = d.first_violations().next().expect("a violation");
-        assert_eq!((first.slot, first.layer), (Slot::Q, Some(0)));
-        assert_eq!(
-            first.to_string(),
-            "q at layer 0: shapes differ: A 8 positions x 6, B 8 positions x 10"
-        );
-        // Judged again from the recorded summary, with no limit on q at all.
-        let summary = summarize(std::slice::from_ref(&d));
-        let v = judge_summary(&summary, &Thresholds::default());
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].to_string().contains("shapes differ"));
-        // The intact pair: nothing.
-        assert!(
-            diff(&a, &traced(8, 6), &Thresholds::coarse())
-                .unwrap()
-                .violations
-                .is_empty()
-        );
-    }
+    })
 }

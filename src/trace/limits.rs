@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::diff::{Metric, TraceDiff};
+use super::diff::{SetSummary, TraceDiff, summarize};
+use super::metric::{LOG_CLIP, Metric, Violation, distinct_tokens};
 use crate::model::Slot;
 
 /// Per-layer values, or one value for every layer (and for the once-per-pass slots).
@@ -644,10 +645,6 @@ pub fn metric_floor(m: Metric) -> f64 {
     }
 }
 
-/// Deviations below this are taken as this before their logarithm (in calibration and in
-/// a set's [`SlotSummary`](super::diff::SlotSummary) means alike): f32 rounding.
-pub const LOG_CLIP: f64 = 1e-6;
-
 /// The variance factors tried for a prompt's length (`noise_tokens`).
 const NOISE_TOKENS: [f64; 14] = [
     0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
@@ -1028,14 +1025,6 @@ pub fn gev_upper_95(sample: &[f64], p: f64) -> Option<f64> {
     Some(qs[(qs.len() * 95 / 100).min(qs.len() - 1)].max(point))
 }
 
-/// How many distinct token ids a prompt has: what averages a comparison's noise away.
-pub fn distinct_tokens(tokens: &[u32]) -> usize {
-    tokens
-        .iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
-}
-
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
@@ -1067,6 +1056,113 @@ fn round_signed(v: f64) -> f64 {
         return v;
     }
     format!("{v:.2e}").parse().unwrap_or(v)
+}
+
+impl TraceDiff {
+    /// Judges this prompt alone against `limits`, replacing earlier violations.
+    pub fn judge(&mut self, limits: &Thresholds) {
+        self.violations = judge_set(std::slice::from_ref(self), limits);
+        self.first_divergent = self.violations.first().map(|v| v.index);
+    }
+
+    /// [`judge`](Self::judge), by value: `diff(&a, &b)?.judged(&limits)`.
+    pub fn judged(mut self, limits: &Thresholds) -> Self {
+        self.judge(limits);
+        self
+    }
+}
+
+/// Judges comparisons of the same two models on several prompts: upper bounds on each
+/// prompt, gain bands on the mean over all of them. Violations come in execution order.
+pub fn judge_set(diffs: &[TraceDiff], limits: &Thresholds) -> Vec<Violation> {
+    judge_summary(&summarize(diffs), limits)
+}
+
+/// [`judge_set`] on the reduced form (what a verifier re-judges from a record). An upper
+/// bound is broken on its worst prompt, which the violation names; a bound that depends on
+/// the prompt's length is taken at the worst prompt's.
+pub fn judge_summary(summary: &SetSummary, limits: &Thresholds) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let tokens: Vec<Option<usize>> = (0..summary.prompts)
+        .map(|p| summary.distinct_tokens.get(p).copied())
+        .collect();
+    for (index, s) in summary.slots.iter().enumerate() {
+        if let Some(shapes) = s.shapes {
+            out.push(Violation {
+                index,
+                layer: s.layer,
+                slot: s.slot,
+                metric: Metric::CosineGap,
+                prompt: None,
+                value: f64::MAX,
+                limit: 0.0,
+                center: None,
+                channel: None,
+                shapes: Some(shapes),
+            });
+            continue;
+        }
+        for (metric, bound) in limits.limits(s.slot, s.layer) {
+            let v = |prompt, value, limit, center, channel| Violation {
+                index,
+                layer: s.layer,
+                slot: s.slot,
+                metric,
+                prompt,
+                value,
+                limit,
+                center,
+                channel,
+                shapes: None,
+            };
+            // An upper bound: the worst prompt against its own limit (one that depends on
+            // the prompt's length is taken at the worst prompt's).
+            let w = s.worst.get(&metric);
+            let at = w.and_then(|w| tokens.get(w.prompt).copied().flatten());
+            let upper = match bound {
+                Bound::Max(limit) => Some(limit),
+                Bound::LogNormal { log_mean, log_sd } => {
+                    Some(limits.log_bound(metric, log_mean, log_sd, at))
+                }
+                Bound::Band { .. } => None,
+            };
+            if let Some(limit) = upper {
+                let value = w.map_or(f64::NAN, |w| w.value);
+                // NaN (a missing metric) never passes.
+                if value.is_nan() || value > limit {
+                    out.push(v(
+                        w.map(|w| w.prompt),
+                        value,
+                        limit,
+                        None,
+                        w.and_then(|w| w.channel),
+                    ));
+                } else if let (Bound::LogNormal { log_mean, log_sd }, Some(&mean)) =
+                    (bound, s.log_mean.get(&metric).filter(|_| tokens.len() > 1))
+                {
+                    // Several prompts: their geometric mean, like the gain's mean, is held
+                    // about sqrt(n) times tighter than one prompt.
+                    let limit = limits.log_bound_for(metric, log_mean, log_sd, &tokens);
+                    if mean.is_nan() || mean.exp() > limit {
+                        out.push(v(None, mean.exp(), limit, None, None));
+                    }
+                }
+            } else if let Bound::Band { mean, sd } = bound {
+                let m = if metric == Metric::Gain {
+                    s.gain_mean
+                } else {
+                    f64::NAN
+                };
+                let width = limits.band_width_for(sd, &tokens);
+                let off = (m - mean).abs();
+                if off.is_nan() || off > width {
+                    let prompt = (summary.prompts == 1).then_some(0);
+                    out.push(v(prompt, m, width, Some(mean), None));
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1209,7 +1305,7 @@ mod tests {
                     let set: Vec<TraceDiff> = (0..12)
                         .map(|j| synthetic(first + 12 * i + j, 200, shift))
                         .collect();
-                    !super::super::diff::judge_set(&set, &t).is_empty()
+                    !judge_set(&set, &t).is_empty()
                 })
                 .count()
         };
@@ -1300,5 +1396,70 @@ mod tests {
             p.iter().any(|p| p.contains("embd.nmse: -1 is not")),
             "{p:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+    use crate::model::{Logits, Observer, Slot};
+    use crate::trace::diff::diff;
+    use crate::trace::{CaptureSpec, TraceObserver, Traced, assemble};
+
+    /// A one-layer pass of `n` tokens whose `q` is `q_width` wide but reported as 6 wide
+    /// (an engine bug that computes the slot at another size).
+    fn traced(n: usize, q_width: usize) -> Traced {
+        let spec = CaptureSpec {
+            slots: vec![Slot::Embd, Slot::Q, Slot::Logits],
+            layers: None,
+        };
+        let mut obs = TraceObserver::new(1, false, Some(spec));
+        let ramp = |len: usize| {
+            (0..len)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect::<Vec<_>>()
+        };
+        obs.observe(None, Slot::Embd, &ramp(n * 4), 4);
+        obs.observe(Some(0), Slot::Q, &ramp(n * q_width), 6);
+        obs.observe(None, Slot::FinalNorm, &ramp(n * 4), 4);
+        let logits = ramp(n * 5);
+        obs.observe(None, Slot::Logits, &logits, 5);
+        let tokens: Vec<u32> = (0..n as u32).collect();
+        let (trace, captured) =
+            assemble("test", &tokens, obs, &[Slot::Q], &logits[(n - 1) * 5..], 3).unwrap();
+        Traced {
+            trace,
+            logits: Logits {
+                vocab: 5,
+                data: logits,
+            },
+            captured,
+            partial: false,
+        }
+    }
+
+    /// A slot computed at another width is a finding at that slot and layer, with both
+    /// shapes named as they are (8 positions x 10, not 13 positions x 6), whatever the limits
+    /// hold; the comparison is not refused as bad input.
+    #[test]
+    fn a_slot_of_another_shape_is_a_violation_that_names_both_shapes() {
+        let (a, b) = (traced(8, 6), traced(8, 10));
+        let mut d = diff(&a, &b).expect("compared, not refused");
+        d.judge(&Thresholds::coarse());
+        let first = d.first_violations().next().expect("a violation");
+        assert_eq!((first.slot, first.layer), (Slot::Q, Some(0)));
+        assert_eq!(
+            first.to_string(),
+            "q at layer 0: shapes differ: A 8 positions x 6, B 8 positions x 10"
+        );
+        // Judged again from the recorded summary, with no limit on q at all.
+        let summary = summarize(std::slice::from_ref(&d));
+        let v = judge_summary(&summary, &Thresholds::default());
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].to_string().contains("shapes differ"));
+        // The intact pair: nothing.
+        let mut intact = diff(&a, &traced(8, 6)).unwrap();
+        intact.judge(&Thresholds::coarse());
+        assert!(intact.violations.is_empty());
     }
 }

@@ -4,6 +4,7 @@
 mod diff;
 pub mod engine;
 mod limits;
+mod metric;
 mod npy;
 mod observer;
 mod parity;
@@ -11,13 +12,14 @@ mod stats;
 mod types;
 
 pub use diff::{
-    ChannelDiff, LogitsDiff, Metric, SetSummary, SlotDiff, SlotSummary, TraceDiff, Violation,
-    Worst, diff, judge_set, judge_summary, kl_divergence, not_captured_lines, set_mean, summarize,
+    ChannelDiff, LogitsDiff, SetSummary, SlotDiff, SlotSummary, TraceDiff, Worst, diff,
+    kl_divergence, not_captured_lines, set_mean, summarize,
 };
 pub use limits::{
-    Bound, Calibration, LOG_CLIP, Limit, MetricModel, Prediction, Thresholds, Values, calibrate,
-    distinct_tokens, gev_quantile, gev_upper_95, metric_floor,
+    Bound, Calibration, Limit, MetricModel, Prediction, Thresholds, Values, calibrate,
+    gev_quantile, gev_upper_95, judge_set, judge_summary, metric_floor,
 };
+pub use metric::{LOG_CLIP, Metric, Violation, distinct_tokens};
 pub use npy::{npy_bytes, read_npy, write_npy};
 pub use observer::{CaptureSpec, Captured, Finished, TraceObserver};
 pub use parity::{NotCaptured, Parity, ParityError, Shape, ShapeMismatch, check_parity, parity};
@@ -121,7 +123,9 @@ pub fn compare_with_reference(
             ..Default::default()
         },
     )?;
-    Ok(diff(&ta, tb, limits)?)
+    let mut d = diff(&ta, tb)?;
+    d.judge(limits);
+    Ok(d)
 }
 
 /// The residual stream entering each layer, from a pass that captured `embd` and `l_out`.
