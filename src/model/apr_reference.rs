@@ -254,15 +254,17 @@ impl AprTransformer {
         self.forward_observed(tokens, &mut super::NoopObserver)
     }
 
-    /// [`forward`](Self::forward) with an observer at every capture point.
+    /// [`forward`](Self::forward) with an observer at every capture point. Each layer is
+    /// the pre-norm block as the papers write it: `x += attention(attn_norm(x))`, then
+    /// `x += ffn(ffn_norm(x))`, each sub-block's output through the family's post-norm where
+    /// it has one.
     pub fn forward_observed<O: Observer>(
         &self,
         tokens: &[u32],
         obs: &mut O,
     ) -> Result<Logits, ModelError> {
         let c = &self.config;
-        let spec = c.spec();
-        let (n, d, qd, kv, ff) = (tokens.len(), c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+        let (n, d) = (tokens.len(), c.n_embd);
         if n == 0 {
             return Err(ModelError::EmptyInput);
         }
@@ -272,7 +274,46 @@ impl AprTransformer {
                 max: c.context_length,
             });
         }
-        let mut x = vec![0f32; n * d];
+        let mut x = self.embed(tokens, obs)?;
+        let mut xb = vec![0f32; n * d];
+        for (l, w) in self.layers.iter().enumerate() {
+            let at = Some(l);
+            rmsnorm(&mut xb, &x, &w.attn_norm, c.rms_eps);
+            obs.capture(at, Slot::AttnNorm, &mut xb, d);
+            let attn_out = self.attention_block(&xb, l, w, obs);
+            let attn_out = post_norm(attn_out, &w.attn_post_norm, c.rms_eps, |p| {
+                obs.capture(at, Slot::AttnPostNorm, p, d)
+            });
+            x.iter_mut().zip(&attn_out).for_each(|(a, b)| *a += b);
+            obs.capture(at, Slot::FfnInp, &mut x, d);
+
+            rmsnorm(&mut xb, &x, &w.ffn_norm, c.rms_eps);
+            obs.capture(at, Slot::FfnNorm, &mut xb, d);
+            let down = self.ffn_block(&xb, l, w, obs);
+            let down = post_norm(down, &w.ffn_post_norm, c.rms_eps, |p| {
+                obs.capture(at, Slot::FfnPostNorm, p, d)
+            });
+            x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+            obs.capture(at, Slot::LOut, &mut x, d);
+        }
+        rmsnorm(&mut xb, &x, &self.output_norm, c.rms_eps);
+        obs.capture(None, Slot::FinalNorm, &mut xb, d);
+        let mut logits = self.matmul(&xb, self.output.as_ref().unwrap_or(&self.token_embd), None);
+        if let Some(cap) = c.logit_softcap {
+            logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        }
+        obs.capture(None, Slot::Logits, &mut logits, c.vocab_size);
+        Ok(Logits {
+            vocab: c.vocab_size,
+            data: logits,
+        })
+    }
+
+    /// The token embeddings (scaled by sqrt(n_embd) in families that scale them).
+    fn embed<O: Observer>(&self, tokens: &[u32], obs: &mut O) -> Result<Vec<f32>, ModelError> {
+        let c = &self.config;
+        let d = c.n_embd;
+        let mut x = vec![0f32; tokens.len() * d];
         for (t, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
             if tok >= c.vocab_size {
@@ -289,76 +330,82 @@ impl AprTransformer {
                 &mut scratch,
             ));
         }
-        if spec.embd_scale {
+        if c.spec().embd_scale {
             let s = (d as f32).sqrt();
             x.iter_mut().for_each(|v| *v *= s);
         }
         obs.capture(None, Slot::Embd, &mut x, d);
+        Ok(x)
+    }
 
-        let mut xb = vec![0f32; n * d];
-        for (l, w) in self.layers.iter().enumerate() {
-            let at = Some(l);
-            rmsnorm(&mut xb, &x, &w.attn_norm, c.rms_eps);
-            obs.capture(at, Slot::AttnNorm, &mut xb, d);
-            let mut q = self.matmul(&xb, &w.wq, w.bq.as_deref());
-            let mut k = self.matmul(&xb, &w.wk, w.bk.as_deref());
-            let mut v = self.matmul(&xb, &w.wv, w.bv.as_deref());
-            obs.capture(at, Slot::Q, &mut q, qd);
-            obs.capture(at, Slot::K, &mut k, kv);
-            obs.capture(at, Slot::V, &mut v, kv);
-            if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
-                q = normed(&q, qn, c.rms_eps);
-                k = normed(&k, kn, c.rms_eps);
-                obs.capture(at, Slot::QNorm, &mut q, qd);
-                obs.capture(at, Slot::KNorm, &mut k, kv);
-            }
-            let base = c.rope_theta_at(l);
-            rope(&mut q, qd, base, self.rope_freqs.as_deref(), c);
-            rope(&mut k, kv, base, self.rope_freqs.as_deref(), c);
-            obs.capture(at, Slot::QRope, &mut q, qd);
-            obs.capture(at, Slot::KRope, &mut k, kv);
-            let window = c.is_swa(l).then_some(c.sliding_window);
-            let att = attention(&q, &k, &v, n, window, c);
-            let mut attn_out = self.matmul(&att, &w.wo, None);
-            obs.capture(at, Slot::AttnOut, &mut attn_out, d);
-            if let Some(pn) = &w.attn_post_norm {
-                attn_out = normed(&attn_out, pn, c.rms_eps);
-                obs.capture(at, Slot::AttnPostNorm, &mut attn_out, d);
-            }
-            x.iter_mut().zip(&attn_out).for_each(|(a, b)| *a += b);
-            obs.capture(at, Slot::FfnInp, &mut x, d);
+    /// `wo · attention(rope(q), rope(k), v)` of the normed input `xb` at layer `l`.
+    fn attention_block<O: Observer>(
+        &self,
+        xb: &[f32],
+        l: usize,
+        w: &Layer,
+        obs: &mut O,
+    ) -> Vec<f32> {
+        let c = &self.config;
+        let (at, n, qd, kv) = (Some(l), xb.len() / c.n_embd, c.q_dim(), c.kv_dim());
+        let mut q = self.matmul(xb, &w.wq, w.bq.as_deref());
+        let mut k = self.matmul(xb, &w.wk, w.bk.as_deref());
+        let mut v = self.matmul(xb, &w.wv, w.bv.as_deref());
+        obs.capture(at, Slot::Q, &mut q, qd);
+        obs.capture(at, Slot::K, &mut k, kv);
+        obs.capture(at, Slot::V, &mut v, kv);
+        if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+            q = normed(&q, qn, c.rms_eps);
+            k = normed(&k, kn, c.rms_eps);
+            obs.capture(at, Slot::QNorm, &mut q, qd);
+            obs.capture(at, Slot::KNorm, &mut k, kv);
+        }
+        let base = c.rope_theta_at(l);
+        rope(&mut q, qd, base, self.rope_freqs.as_deref(), c);
+        rope(&mut k, kv, base, self.rope_freqs.as_deref(), c);
+        obs.capture(at, Slot::QRope, &mut q, qd);
+        obs.capture(at, Slot::KRope, &mut k, kv);
+        let window = c.is_swa(l).then_some(c.sliding_window);
+        let att = attention(&q, &k, &v, n, window, c);
+        let mut attn_out = self.matmul(&att, &w.wo, None);
+        obs.capture(at, Slot::AttnOut, &mut attn_out, c.n_embd);
+        attn_out
+    }
 
-            rmsnorm(&mut xb, &x, &w.ffn_norm, c.rms_eps);
-            obs.capture(at, Slot::FfnNorm, &mut xb, d);
-            let mut gate = self.matmul(&xb, &w.ffn_gate, None);
-            let mut up = self.matmul(&xb, &w.ffn_up, None);
-            obs.capture(at, Slot::FfnGate, &mut gate, ff);
-            obs.capture(at, Slot::FfnUp, &mut up, ff);
-            let f = spec.ffn_act;
-            let mut act: Vec<f32> = gate.iter().map(|&g| activation(f, g)).collect();
-            let mut inner: Vec<f32> = act.iter().zip(&up).map(|(a, u)| a * u).collect();
-            obs.capture(at, Slot::FfnAct, &mut act, ff);
-            obs.capture(at, Slot::FfnInner, &mut inner, ff);
-            let mut down = self.matmul(&inner, &w.ffn_down, None);
-            obs.capture(at, Slot::FfnDown, &mut down, d);
-            if let Some(pn) = &w.ffn_post_norm {
-                down = normed(&down, pn, c.rms_eps);
-                obs.capture(at, Slot::FfnPostNorm, &mut down, d);
-            }
-            x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
-            obs.capture(at, Slot::LOut, &mut x, d);
+    /// `ffn_down · (act(ffn_gate · xb) * (ffn_up · xb))` of the normed input `xb`.
+    fn ffn_block<O: Observer>(&self, xb: &[f32], l: usize, w: &Layer, obs: &mut O) -> Vec<f32> {
+        let (c, at) = (&self.config, Some(l));
+        let ff = c.n_ff;
+        let mut gate = self.matmul(xb, &w.ffn_gate, None);
+        let mut up = self.matmul(xb, &w.ffn_up, None);
+        obs.capture(at, Slot::FfnGate, &mut gate, ff);
+        obs.capture(at, Slot::FfnUp, &mut up, ff);
+        let f = c.spec().ffn_act;
+        let mut act: Vec<f32> = gate.iter().map(|&g| activation(f, g)).collect();
+        let mut inner: Vec<f32> = act.iter().zip(&up).map(|(a, u)| a * u).collect();
+        obs.capture(at, Slot::FfnAct, &mut act, ff);
+        obs.capture(at, Slot::FfnInner, &mut inner, ff);
+        let mut down = self.matmul(&inner, &w.ffn_down, None);
+        obs.capture(at, Slot::FfnDown, &mut down, c.n_embd);
+        down
+    }
+}
+
+/// What a sub-block adds to the residual stream: `x`, or in families with a post-norm `w`,
+/// `x` normed (which `capture` sees first).
+fn post_norm(
+    x: Vec<f32>,
+    w: &Option<Vec<f32>>,
+    eps: f32,
+    capture: impl FnOnce(&mut [f32]),
+) -> Vec<f32> {
+    match w {
+        Some(w) => {
+            let mut y = normed(&x, w, eps);
+            capture(&mut y);
+            y
         }
-        rmsnorm(&mut xb, &x, &self.output_norm, c.rms_eps);
-        obs.capture(None, Slot::FinalNorm, &mut xb, d);
-        let mut logits = self.matmul(&xb, self.output.as_ref().unwrap_or(&self.token_embd), None);
-        if let Some(cap) = c.logit_softcap {
-            logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
-        }
-        obs.capture(None, Slot::Logits, &mut logits, c.vocab_size);
-        Ok(Logits {
-            vocab: c.vocab_size,
-            data: logits,
-        })
+        None => x,
     }
 }
 

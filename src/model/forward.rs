@@ -11,7 +11,7 @@ use super::kernels::{
 };
 use super::matmul::{QuantizedActs, matmul, matmul_many};
 use super::observer::{Observer, Slot};
-use super::weights::QMatrix;
+use super::weights::{LayerWeights, QMatrix};
 use super::{ModelError, OwnedQuantizedModel};
 use crate::quant::GgmlType;
 
@@ -186,9 +186,72 @@ fn post_norm<'a>(
     }
 }
 
+/// The cos/sin tables of one call's positions, one pair per RoPE base (the global layers',
+/// and the sliding-window layers' where their base differs).
+///
+/// # Shapes
+/// `cos` and `sin` hold `n` rows of `rope_dim / 2` values each.
+struct RopeTables {
+    half: usize,
+    tables: Vec<(f32, Vec<f32>, Vec<f32>)>,
+}
+
+impl RopeTables {
+    fn new(m: &OwnedQuantizedModel, pos0: usize, n: usize) -> Self {
+        let cfg = &m.config;
+        let half = cfg.rope_dim / 2;
+        let mut bases: Vec<f32> = (0..cfg.n_layer).map(|l| cfg.rope_theta_at(l)).collect();
+        bases.sort_by(f32::total_cmp);
+        bases.dedup();
+        let tables = bases
+            .into_iter()
+            .map(|base| {
+                let (mut cos, mut sin) = (vec![0f32; n * half], vec![0f32; n * half]);
+                for t in 0..n {
+                    let r = t * half..(t + 1) * half;
+                    rope_table(
+                        &mut cos[r.clone()],
+                        &mut sin[r],
+                        pos0 + t,
+                        base,
+                        cfg.rope_dim,
+                        m.weights.rope_freqs.as_deref(),
+                    );
+                }
+                (base, cos, sin)
+            })
+            .collect();
+        RopeTables { half, tables }
+    }
+
+    /// Rotates every head of the `q` and `k` rows by their positions' angles for `base`.
+    fn rotate(&self, base: f32, q: &mut [f32], k: &mut [f32], m: &OwnedQuantizedModel) {
+        let cfg = &m.config;
+        let halves = cfg.spec().rope == super::RopeStyle::Halves;
+        let (qd, kv, half) = (cfg.q_dim(), cfg.kv_dim(), self.half);
+        let (_, cos, sin) = self
+            .tables
+            .iter()
+            .find(|(b, _, _)| *b == base)
+            .expect("a table per base");
+        for t in 0..q.len() / qd {
+            let (c, s) = (
+                &cos[t * half..(t + 1) * half],
+                &sin[t * half..(t + 1) * half],
+            );
+            rope_row(&mut q[t * qd..(t + 1) * qd], cfg.head_dim, c, s, halves);
+            rope_row(&mut k[t * kv..(t + 1) * kv], cfg.head_dim, c, s, halves);
+        }
+    }
+}
+
 impl OwnedQuantizedModel {
     /// Runs `tokens` through the model after the positions already in `cache`, appending
     /// their keys and values, and returns the logits asked for (token-major rows).
+    ///
+    /// Each layer is the pre-norm block: `x += attention(attn_norm(x))`, then `x +=
+    /// ffn(ffn_norm(x))`, each sub-block's output through the family's post-norm where it
+    /// has one.
     pub fn forward_with_cache<O: Observer>(
         &self,
         tokens: &[u32],
@@ -197,20 +260,10 @@ impl OwnedQuantizedModel {
         obs: &mut O,
     ) -> Result<Vec<f32>, ModelError> {
         let cfg = &self.config;
-        let spec = cfg.spec();
-        let w = &self.weights;
-        let file: &[u8] = self.file_bytes();
-        let (n, d, qd, kv, ff) = (
-            tokens.len(),
-            cfg.n_embd,
-            cfg.q_dim(),
-            cfg.kv_dim(),
-            cfg.n_ff,
-        );
+        let (n, pos0) = (tokens.len(), cache.len);
         if n == 0 {
             return Err(ModelError::EmptyInput);
         }
-        let pos0 = cache.len;
         if pos0 + n > cache.max {
             return Err(ModelError::ContextFull {
                 needed: pos0 + n,
@@ -219,8 +272,48 @@ impl OwnedQuantizedModel {
         }
         let mut b = Buffers::default();
         b.qx.flavor = self.flavor;
+        self.embed(&mut b, tokens, obs)?;
+        let rope = RopeTables::new(self, pos0, n);
+        for (l, lw) in self.weights.layers.iter().enumerate() {
+            let at = Some(l);
+            self.attention_block(&mut b, l, lw, &rope, cache, obs);
+            if which == LogitsFor::Last && l + 1 == cfg.n_layer {
+                // As llama.cpp: right after the last layer's attention, the rows whose
+                // logits are not asked for are dropped, so the rest of that layer runs as a
+                // batch of one (which products' arithmetic depends on).
+                b.keep_last_row(cfg.n_embd);
+            }
+            let attn_out = post_norm(
+                &mut b.post,
+                &b.attn_out,
+                &lw.attn_post_norm,
+                cfg.rms_eps,
+                |p| obs.capture(at, Slot::AttnPostNorm, p, cfg.n_embd),
+            );
+            add_assign(&mut b.x, attn_out);
+            obs.capture(at, Slot::FfnInp, &mut b.x, cfg.n_embd);
 
-        b.x.resize(n * d, 0.0);
+            self.ffn_block(&mut b, l, lw, obs);
+            let down = post_norm(&mut b.post, &b.down, &lw.ffn_post_norm, cfg.rms_eps, |p| {
+                obs.capture(at, Slot::FfnPostNorm, p, cfg.n_embd)
+            });
+            add_assign(&mut b.x, down);
+            obs.capture(at, Slot::LOut, &mut b.x, cfg.n_embd);
+        }
+        cache.len += n;
+        Ok(self.output(&mut b, which, obs))
+    }
+
+    /// `x`: the token embeddings (scaled by sqrt(n_embd) in families that scale them).
+    fn embed<O: Observer>(
+        &self,
+        b: &mut Buffers,
+        tokens: &[u32],
+        obs: &mut O,
+    ) -> Result<(), ModelError> {
+        let (cfg, w, file) = (&self.config, &self.weights, self.file_bytes());
+        let d = cfg.n_embd;
+        b.x.resize(tokens.len() * d, 0.0);
         for (t, &tok) in tokens.iter().enumerate() {
             if tok as usize >= cfg.vocab_size {
                 return Err(ModelError::TokenOutOfRange {
@@ -232,174 +325,133 @@ impl OwnedQuantizedModel {
             crate::quant::dequantize_row(w.token_embd.ty, row, &mut b.x[t * d..(t + 1) * d])
                 .expect("shape checked at load");
         }
-        if spec.embd_scale {
+        if cfg.spec().embd_scale {
             scale(&mut b.x, (d as f32).sqrt());
         }
         obs.capture(None, Slot::Embd, &mut b.x, d);
+        b.xb.resize(b.x.len(), 0.0);
+        Ok(())
+    }
 
-        // One cos/sin table per RoPE base (global layers, and sliding-window layers where
-        // their base differs).
-        let half = cfg.rope_dim / 2;
-        let tables: Vec<(f32, Vec<f32>, Vec<f32>)> = {
-            let mut bases: Vec<f32> = (0..cfg.n_layer).map(|l| cfg.rope_theta_at(l)).collect();
-            bases.sort_by(f32::total_cmp);
-            bases.dedup();
-            bases
-                .into_iter()
-                .map(|base| {
-                    let (mut cos, mut sin) = (vec![0f32; n * half], vec![0f32; n * half]);
-                    for t in 0..n {
-                        let r = t * half..(t + 1) * half;
-                        rope_table(
-                            &mut cos[r.clone()],
-                            &mut sin[r],
-                            pos0 + t,
-                            base,
-                            cfg.rope_dim,
-                            w.rope_freqs.as_deref(),
-                        );
-                    }
-                    (base, cos, sin)
-                })
-                .collect()
-        };
-        let halves = spec.rope == super::RopeStyle::Halves;
+    /// `attn_out = wo · attention(rope(q), rope(k), v)` of `attn_norm(x)`, appending this
+    /// call's keys and values to layer `l`'s cache (rounded to f16, as llama.cpp stores them).
+    fn attention_block<O: Observer>(
+        &self,
+        b: &mut Buffers,
+        l: usize,
+        lw: &LayerWeights,
+        rope: &RopeTables,
+        cache: &mut KvCache,
+        obs: &mut O,
+    ) {
+        let (cfg, file, at) = (&self.config, self.file_bytes(), Some(l));
+        let (d, qd, kv) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim());
+        rmsnorm_rows(&mut b.xb, &b.x, &lw.attn_norm, cfg.rms_eps);
+        obs.capture(at, Slot::AttnNorm, &mut b.xb, d);
+
+        b.qx.new_input();
+        project_all(
+            [(&mut b.q, &lw.wq), (&mut b.k, &lw.wk), (&mut b.v, &lw.wv)],
+            &b.xb,
+            d,
+            &mut b.qx,
+            file,
+        );
+        for (buf, bias, width) in [
+            (&mut b.q, &lw.bq, qd),
+            (&mut b.k, &lw.bk, kv),
+            (&mut b.v, &lw.bv, kv),
+        ] {
+            if let Some(bias) = bias {
+                buf.chunks_exact_mut(width)
+                    .for_each(|r| add_assign(r, bias));
+            }
+        }
+        obs.capture(at, Slot::Q, &mut b.q, qd);
+        obs.capture(at, Slot::K, &mut b.k, kv);
+        obs.capture(at, Slot::V, &mut b.v, kv);
+        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+            rmsnorm_rows_in_place(&mut b.q, qn, cfg.rms_eps);
+            rmsnorm_rows_in_place(&mut b.k, kn, cfg.rms_eps);
+            obs.capture(at, Slot::QNorm, &mut b.q, qd);
+            obs.capture(at, Slot::KNorm, &mut b.k, kv);
+        }
+
+        rope.rotate(cfg.rope_theta_at(l), &mut b.q, &mut b.k, self);
+        obs.capture(at, Slot::QRope, &mut b.q, qd);
+        obs.capture(at, Slot::KRope, &mut b.k, kv);
         // Queries are scaled either before attention (Gemma) or inside its softmax.
         let kq_scale = 1.0 / (cfg.head_dim as f32).sqrt();
-        b.xb.resize(n * d, 0.0);
-        // Token rows still in flight (all `n` until the last layer drops unneeded ones).
-        let mut m = n;
-
-        for (l, lw) in w.layers.iter().enumerate() {
-            let at = Some(l);
-            rmsnorm_rows(&mut b.xb, &b.x, &lw.attn_norm, cfg.rms_eps);
-            obs.capture(at, Slot::AttnNorm, &mut b.xb, d);
-
-            b.qx.new_input();
-            project_all(
-                [(&mut b.q, &lw.wq), (&mut b.k, &lw.wk), (&mut b.v, &lw.wv)],
-                &b.xb,
-                d,
-                &mut b.qx,
-                file,
-            );
-            for (buf, bias, width) in [
-                (&mut b.q, &lw.bq, qd),
-                (&mut b.k, &lw.bk, kv),
-                (&mut b.v, &lw.bv, kv),
-            ] {
-                if let Some(bias) = bias {
-                    buf.chunks_exact_mut(width)
-                        .for_each(|r| add_assign(r, bias));
-                }
-            }
-            obs.capture(at, Slot::Q, &mut b.q, qd);
-            obs.capture(at, Slot::K, &mut b.k, kv);
-            obs.capture(at, Slot::V, &mut b.v, kv);
-            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                rmsnorm_rows_in_place(&mut b.q, qn, cfg.rms_eps);
-                rmsnorm_rows_in_place(&mut b.k, kn, cfg.rms_eps);
-                obs.capture(at, Slot::QNorm, &mut b.q, qd);
-                obs.capture(at, Slot::KNorm, &mut b.k, kv);
-            }
-
-            let base = cfg.rope_theta_at(l);
-            let (_, cos, sin) = tables
-                .iter()
-                .find(|(b, _, _)| *b == base)
-                .expect("a table per base");
-            for t in 0..n {
-                let (c, s) = (
-                    &cos[t * half..(t + 1) * half],
-                    &sin[t * half..(t + 1) * half],
-                );
-                rope_row(&mut b.q[t * qd..(t + 1) * qd], cfg.head_dim, c, s, halves);
-                rope_row(&mut b.k[t * kv..(t + 1) * kv], cfg.head_dim, c, s, halves);
-            }
-            obs.capture(at, Slot::QRope, &mut b.q, qd);
-            obs.capture(at, Slot::KRope, &mut b.k, kv);
-            let softmax_scale = if spec.scale_q {
-                scale(&mut b.q, kq_scale);
-                1.0
-            } else {
-                kq_scale
-            };
-            for (cache, new) in [(&mut cache.k[l], &b.k), (&mut cache.v[l], &b.v)] {
-                let from = cache.len();
-                cache.extend_from_slice(new);
-                round_f16_in_place(&mut cache[from..]);
-            }
-
-            b.att.resize(n * qd, 0.0);
-            let window = cfg.is_swa(l).then_some(cfg.sliding_window);
-            attention(
-                &mut b.att,
-                &b.q,
-                &cache.k[l],
-                &cache.v[l],
-                pos0,
-                cfg,
-                softmax_scale,
-                window,
-                self.flavor,
-            );
-            b.qx.new_input();
-            project(&mut b.attn_out, &b.att, qd, &lw.wo, &mut b.qx, file);
-            obs.capture(at, Slot::AttnOut, &mut b.attn_out, d);
-            if which == LogitsFor::Last && l + 1 == cfg.n_layer && m > 1 {
-                // As llama.cpp: right after the last layer's attention, the rows whose
-                // logits are not asked for are dropped, so the rest of that layer runs as a
-                // batch of one (which products' arithmetic depends on).
-                b.x.drain(..(m - 1) * d);
-                b.attn_out.drain(..(m - 1) * d);
-                b.xb.truncate(d);
-                m = 1;
-            }
-            let attn_out = post_norm(
-                &mut b.post,
-                &b.attn_out,
-                &lw.attn_post_norm,
-                cfg.rms_eps,
-                |p| obs.capture(at, Slot::AttnPostNorm, p, d),
-            );
-            add_assign(&mut b.x, attn_out);
-            obs.capture(at, Slot::FfnInp, &mut b.x, d);
-
-            rmsnorm_rows(&mut b.xb, &b.x, &lw.ffn_norm, cfg.rms_eps);
-            obs.capture(at, Slot::FfnNorm, &mut b.xb, d);
-            b.qx.new_input();
-            project_all(
-                [(&mut b.gate, &lw.ffn_gate), (&mut b.up, &lw.ffn_up)],
-                &b.xb,
-                d,
-                &mut b.qx,
-                file,
-            );
-            obs.capture(at, Slot::FfnGate, &mut b.gate, ff);
-            obs.capture(at, Slot::FfnUp, &mut b.up, ff);
-            b.act.resize(m * ff, 0.0);
-            b.inner.resize(m * ff, 0.0);
-            gated(
-                &mut b.act,
-                &mut b.inner,
-                &b.gate,
-                &b.up,
-                spec.ffn_act,
-                self.flavor,
-            );
-            obs.capture(at, Slot::FfnAct, &mut b.act, ff);
-            obs.capture(at, Slot::FfnInner, &mut b.inner, ff);
-            b.qx.new_input();
-            project(&mut b.down, &b.inner, ff, &lw.ffn_down, &mut b.qx, file);
-            obs.capture(at, Slot::FfnDown, &mut b.down, d);
-            let down = post_norm(&mut b.post, &b.down, &lw.ffn_post_norm, cfg.rms_eps, |p| {
-                obs.capture(at, Slot::FfnPostNorm, p, d)
-            });
-            add_assign(&mut b.x, down);
-            obs.capture(at, Slot::LOut, &mut b.x, d);
+        let softmax_scale = if cfg.spec().scale_q {
+            scale(&mut b.q, kq_scale);
+            1.0
+        } else {
+            kq_scale
+        };
+        let pos0 = cache.len;
+        for (cache, new) in [(&mut cache.k[l], &b.k), (&mut cache.v[l], &b.v)] {
+            let from = cache.len();
+            cache.extend_from_slice(new);
+            round_f16_in_place(&mut cache[from..]);
         }
-        cache.len += n;
 
+        b.att.resize(b.q.len(), 0.0);
+        let window = cfg.is_swa(l).then_some(cfg.sliding_window);
+        attention(
+            &mut b.att,
+            &b.q,
+            &cache.k[l],
+            &cache.v[l],
+            pos0,
+            cfg,
+            softmax_scale,
+            window,
+            self.flavor,
+        );
+        b.qx.new_input();
+        project(&mut b.attn_out, &b.att, qd, &lw.wo, &mut b.qx, file);
+        obs.capture(at, Slot::AttnOut, &mut b.attn_out, d);
+    }
+
+    /// `down = ffn_down · (act(ffn_gate · h) * (ffn_up · h))` of `h = ffn_norm(x)`.
+    fn ffn_block<O: Observer>(&self, b: &mut Buffers, l: usize, lw: &LayerWeights, obs: &mut O) {
+        let (cfg, file, at) = (&self.config, self.file_bytes(), Some(l));
+        let (d, ff) = (cfg.n_embd, cfg.n_ff);
+        rmsnorm_rows(&mut b.xb, &b.x, &lw.ffn_norm, cfg.rms_eps);
+        obs.capture(at, Slot::FfnNorm, &mut b.xb, d);
+        b.qx.new_input();
+        project_all(
+            [(&mut b.gate, &lw.ffn_gate), (&mut b.up, &lw.ffn_up)],
+            &b.xb,
+            d,
+            &mut b.qx,
+            file,
+        );
+        obs.capture(at, Slot::FfnGate, &mut b.gate, ff);
+        obs.capture(at, Slot::FfnUp, &mut b.up, ff);
+        let rows = b.x.len() / d;
+        b.act.resize(rows * ff, 0.0);
+        b.inner.resize(rows * ff, 0.0);
+        gated(
+            &mut b.act,
+            &mut b.inner,
+            &b.gate,
+            &b.up,
+            cfg.spec().ffn_act,
+            self.flavor,
+        );
+        obs.capture(at, Slot::FfnAct, &mut b.act, ff);
+        obs.capture(at, Slot::FfnInner, &mut b.inner, ff);
+        b.qx.new_input();
+        project(&mut b.down, &b.inner, ff, &lw.ffn_down, &mut b.qx, file);
+        obs.capture(at, Slot::FfnDown, &mut b.down, d);
+    }
+
+    /// The logits of the rows asked for: `output · final_norm(x)`, soft-capped in families
+    /// that cap them.
+    fn output<O: Observer>(&self, b: &mut Buffers, which: LogitsFor, obs: &mut O) -> Vec<f32> {
+        let (cfg, w, file) = (&self.config, &self.weights, self.file_bytes());
+        let d = cfg.n_embd;
         let rows = match which {
             LogitsFor::All => &b.x[..],
             LogitsFor::Last => &b.x[b.x.len() - d..],
@@ -415,6 +467,19 @@ impl OwnedQuantizedModel {
                 .for_each(|v| *v = (*v * (1.0 / cap)).tanh() * cap);
         }
         obs.capture(None, Slot::Logits, &mut b.logits, cfg.vocab_size);
-        Ok(b.logits)
+        std::mem::take(&mut b.logits)
+    }
+}
+
+impl Buffers {
+    /// Keeps only the last token row of the residual stream and of the attention output
+    /// (the rest of the layer then runs as a batch of one).
+    fn keep_last_row(&mut self, d: usize) {
+        let m = self.x.len() / d;
+        if m > 1 {
+            self.x.drain(..(m - 1) * d);
+            self.attn_out.drain(..(m - 1) * d);
+            self.xb.truncate(d);
+        }
     }
 }
