@@ -34,7 +34,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             out += &format!(
                 "{:<12} {:<6} {:>6.2}B params  d={} ff={} layers={} heads={}/{} vocab={}\n",
                 s.name,
-                s.arch,
+                s.arch.name(),
                 s.parameters() as f64 / 1e9,
                 s.n_embd,
                 s.n_ff,

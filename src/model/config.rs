@@ -443,94 +443,86 @@ impl TryFrom<&GgufFile> for ModelConfig {
                 Arch::names()
             ),
         })?;
-        let p = arch.name();
-        let k = |s: &str| format!("{p}.{s}");
-        let required = [
-            "block_count",
-            "embedding_length",
-            "feed_forward_length",
-            "attention.head_count",
-            "attention.layer_norm_rms_epsilon",
-        ];
-        if let Some(missing) = required.iter().find(|s| f.get(&k(s)).is_none()) {
+        // Every key by its row of KEYS: no GGUF key is spelled twice.
+        use Hyper::*;
+        let k = |h: Hyper| h.gguf_key(arch);
+        let has = |h: Hyper| f.get(&k(h)).is_some();
+        let count = |h: Hyper| usize_key(f, &k(h));
+        if let Some(missing) = [NLayer, NEmbd, NFf, NHead, RmsEps]
+            .into_iter()
+            .find(|&h| !has(h))
+        {
             return Err(GgufError::Metadata {
                 key: k(missing),
-                reason: format!("required key for {p} is missing"),
+                reason: format!("required key for {} is missing", arch.name()),
             });
         }
-        let n_embd = usize_key(f, &k("embedding_length"))?;
-        let n_head = usize_key(f, &k("attention.head_count"))?;
-        let n_head_kv = match f.get(&k("attention.head_count_kv")) {
-            None => n_head,
-            Some(_) => usize_key(f, &k("attention.head_count_kv"))?,
-        };
-        let head_dim = match f.get(&k("attention.key_length")) {
-            Some(_) => usize_key(f, &k("attention.key_length"))?,
-            None if n_embd.is_multiple_of(n_head) => n_embd / n_head,
-            None => {
+        let n_embd = count(NEmbd)?;
+        let n_head = count(NHead)?;
+        let n_head_kv = if has(NHeadKv) { count(NHeadKv)? } else { n_head };
+        let head_dim = match has(HeadDim) {
+            true => count(HeadDim)?,
+            false if n_embd.is_multiple_of(n_head) => n_embd / n_head,
+            false => {
                 return Err(GgufError::Metadata {
-                    key: k("attention.head_count"),
+                    key: k(NHead),
                     reason: format!(
                         "{n_head} heads do not divide the width {n_embd}, and no \
-                         attention.key_length gives the head width"
+                         {} gives the head width",
+                        k(HeadDim)
                     ),
                 });
             }
         };
-        if let Some(v) = f.get(&k("attention.value_length"))
+        if let Some(v) = f.get(&k(HeadDimV))
             && v.as_u64() != Some(head_dim as u64)
         {
             return Err(GgufError::Metadata {
-                key: k("attention.value_length"),
+                key: k(HeadDimV),
                 reason: format!(
                     "{}: pv runs heads whose values are as wide as their keys ({head_dim})",
                     v.summary()
                 ),
             });
         }
-        let optional_f32 = |key: &str| match f.get(&k(key)) {
-            None => Ok(None),
-            Some(_) => f32_key(f, &k(key), None).map(Some),
+        let optional_f32 = |h: Hyper| match has(h) {
+            false => Ok(None),
+            true => f32_key(f, &k(h), None).map(Some),
         };
-        let rope_dim = match f.get(&k("rope.dimension_count")) {
-            None => head_dim,
-            Some(_) => usize_key(f, &k("rope.dimension_count"))?,
-        };
-        let vocab_size = match f.get(&k("vocab_size")) {
-            Some(_) => usize_key(f, &k("vocab_size"))?,
-            None => f
+        let vocab_size = match has(VocabSize) {
+            true => count(VocabSize)?,
+            false => f
                 .get("tokenizer.ggml.tokens")
                 .and_then(|v| v.as_array())
                 .map(|a| a.len())
                 .ok_or_else(|| GgufError::Metadata {
-                    key: k("vocab_size"),
+                    key: k(VocabSize),
                     reason: "missing, and no tokenizer.ggml.tokens to count".into(),
                 })?,
         };
         let config = ModelConfig {
             arch,
-            n_layer: usize_key(f, &k("block_count"))?,
+            n_layer: count(NLayer)?,
             n_embd,
-            n_ff: usize_key(f, &k("feed_forward_length"))?,
+            n_ff: count(NFf)?,
             n_head,
             n_head_kv,
             head_dim,
-            rope_dim,
-            rope_theta: f32_key(f, &k("rope.freq_base"), Some(10_000.0))?,
-            rms_eps: f32_key(f, &k("attention.layer_norm_rms_epsilon"), None)?,
+            rope_dim: if has(RopeDim) { count(RopeDim)? } else { head_dim },
+            rope_theta: f32_key(f, &k(RopeTheta), Some(10_000.0))?,
+            rms_eps: f32_key(f, &k(RmsEps), None)?,
             vocab_size,
-            context_length: match f.get(&k("context_length")) {
-                None => 2048,
-                Some(_) => usize_key(f, &k("context_length"))?,
+            context_length: if has(ContextLength) {
+                count(ContextLength)?
+            } else {
+                2048
             },
-            sliding_window: match f.get(&k("attention.sliding_window")) {
-                Some(_) if arch.spec().swa_pattern > 0 => {
-                    usize_key(f, &k("attention.sliding_window"))?
-                }
+            sliding_window: match has(SlidingWindow) {
+                true if arch.spec().swa_pattern > 0 => count(SlidingWindow)?,
                 _ => 0,
             },
-            rope_theta_swa: optional_f32("rope.freq_base_swa")?,
-            logit_softcap: optional_f32("final_logit_softcapping")?,
+            rope_theta_swa: optional_f32(RopeThetaSwa)?,
+            logit_softcap: optional_f32(LogitSoftcap)?,
         };
         let named = |e: ConfigError| GgufError::Metadata {
             key: e.param.gguf_key(arch),

@@ -9,7 +9,8 @@
 //! writes the same bytes (and a contract can pin their digest). Memory stays at a few bands
 //! of rows whatever the size.
 
-use super::ModelError;
+use super::tensors::{Need, Role, TENSORS};
+use super::{Arch, Hyper, ModelConfig, ModelError};
 use crate::gguf::{GgufError, GgufWriter, Value, ValueType};
 use crate::quant::GgmlType;
 use crate::quant::{self, synth::SplitMix};
@@ -19,8 +20,8 @@ use crate::quant::{self, synth::SplitMix};
 pub struct Shape {
     /// Name, as `pv synth` takes it.
     pub name: &'static str,
-    /// GGUF architecture (`llama` or `qwen2`).
-    pub arch: &'static str,
+    /// Architecture (llama or qwen2).
+    pub arch: Arch,
     /// Residual width.
     pub n_embd: usize,
     /// FFN inner width.
@@ -43,7 +44,7 @@ pub struct Shape {
 pub const SHAPES: &[Shape] = &[
     Shape {
         name: "qwen2-0.5b",
-        arch: "qwen2",
+        arch: Arch::Qwen2,
         n_embd: 896,
         n_ff: 4864,
         n_layer: 24,
@@ -55,7 +56,7 @@ pub const SHAPES: &[Shape] = &[
     },
     Shape {
         name: "llama-1b",
-        arch: "llama",
+        arch: Arch::Llama,
         n_embd: 2048,
         n_ff: 8192,
         n_layer: 16,
@@ -67,7 +68,7 @@ pub const SHAPES: &[Shape] = &[
     },
     Shape {
         name: "qwen2-1.5b",
-        arch: "qwen2",
+        arch: Arch::Qwen2,
         n_embd: 1536,
         n_ff: 8960,
         n_layer: 28,
@@ -79,7 +80,7 @@ pub const SHAPES: &[Shape] = &[
     },
     Shape {
         name: "llama-3b",
-        arch: "llama",
+        arch: Arch::Llama,
         n_embd: 3072,
         n_ff: 8192,
         n_layer: 28,
@@ -91,7 +92,7 @@ pub const SHAPES: &[Shape] = &[
     },
     Shape {
         name: "qwen2-7b",
-        arch: "qwen2",
+        arch: Arch::Qwen2,
         n_embd: 3584,
         n_ff: 18944,
         n_layer: 28,
@@ -103,7 +104,7 @@ pub const SHAPES: &[Shape] = &[
     },
     Shape {
         name: "llama-8b",
-        arch: "llama",
+        arch: Arch::Llama,
         n_embd: 4096,
         n_ff: 14336,
         n_layer: 32,
@@ -129,14 +130,35 @@ impl Shape {
             .sum()
     }
 
-    /// Every tensor `(name, dims with the row length first, type)`, in file order.
+    /// The hyper-parameters of the shape, as a loaded file of it gives them.
+    pub fn config(&self) -> ModelConfig {
+        let head_dim = self.n_embd / self.n_head;
+        ModelConfig {
+            arch: self.arch,
+            n_layer: self.n_layer,
+            n_embd: self.n_embd,
+            n_ff: self.n_ff,
+            n_head: self.n_head,
+            n_head_kv: self.n_head_kv,
+            head_dim,
+            rope_dim: head_dim,
+            rope_theta: self.rope_theta,
+            rms_eps: 1e-6,
+            vocab_size: self.vocab,
+            context_length: 4096,
+            sliding_window: 0,
+            rope_theta_swa: None,
+            logit_softcap: None,
+        }
+    }
+
+    /// Every tensor `(name, dims with the row length first, type)`, in file order: the
+    /// block's tensors as the tensor table lists those the family requires, in llama.cpp's
+    /// Q4_K_M mix.
     pub fn tensors(&self) -> Vec<(String, Vec<u64>, GgmlType)> {
-        let (d, ff, head) = (
-            self.n_embd as u64,
-            self.n_ff as u64,
-            (self.n_embd / self.n_head) as u64,
-        );
-        let (q, kv) = (head * self.n_head as u64, head * self.n_head_kv as u64);
+        let cfg = self.config();
+        let spec = self.arch.spec();
+        let d = self.n_embd as u64;
         let mut t = vec![(
             "token_embd.weight".to_string(),
             vec![d, self.vocab as u64],
@@ -144,21 +166,17 @@ impl Shape {
         )];
         for l in 0..self.n_layer {
             let more = more_bits(l, self.n_layer);
-            let blk = |n: &str| format!("blk.{l}.{n}");
-            t.push((blk("attn_norm.weight"), vec![d], GgmlType::F32));
-            t.push((blk("attn_q.weight"), vec![d, q], mix(d, false)));
-            t.push((blk("attn_k.weight"), vec![d, kv], mix(d, false)));
-            t.push((blk("attn_v.weight"), vec![d, kv], mix(d, more)));
-            if self.arch == "qwen2" {
-                t.push((blk("attn_q.bias"), vec![q], GgmlType::F32));
-                t.push((blk("attn_k.bias"), vec![kv], GgmlType::F32));
-                t.push((blk("attn_v.bias"), vec![kv], GgmlType::F32));
+            for s in TENSORS.iter().filter(|s| s.need(spec) == Need::Required) {
+                let rows = s.rows.of(&cfg) as u64;
+                t.push(match s.cols {
+                    None => (s.name(l), vec![rows], GgmlType::F32),
+                    Some(cols) => {
+                        let cols = cols.of(&cfg) as u64;
+                        let more = more && matches!(s.role, Role::Wv | Role::FfnDown);
+                        (s.name(l), vec![cols, rows], mix(cols, more))
+                    }
+                });
             }
-            t.push((blk("attn_output.weight"), vec![q, d], mix(q, false)));
-            t.push((blk("ffn_norm.weight"), vec![d], GgmlType::F32));
-            t.push((blk("ffn_gate.weight"), vec![d, ff], mix(d, false)));
-            t.push((blk("ffn_up.weight"), vec![d, ff], mix(d, false)));
-            t.push((blk("ffn_down.weight"), vec![ff, d], mix(ff, more)));
         }
         t.push(("output_norm.weight".into(), vec![d], GgmlType::F32));
         if !self.tied {
@@ -173,29 +191,27 @@ impl Shape {
 
     /// The GGUF metadata: hyper-parameters and a byte-level vocabulary of `vocab` tokens.
     fn metadata(&self) -> GgufWriter {
-        let a = self.arch;
+        let (cfg, arch) = (self.config(), self.arch);
         let mut w = GgufWriter::new();
-        w.meta("general.architecture", Value::String(a.into()));
+        w.meta("general.architecture", Value::String(arch.name().into()));
         w.meta(
             "general.name",
             Value::String(format!("pv synthetic {}", self.name)),
         );
-        for (k, v) in [
-            ("block_count", self.n_layer),
-            ("embedding_length", self.n_embd),
-            ("feed_forward_length", self.n_ff),
-            ("attention.head_count", self.n_head),
-            ("attention.head_count_kv", self.n_head_kv),
-            ("context_length", 4096),
-            ("vocab_size", self.vocab),
+        use Hyper::*;
+        for (h, v) in [
+            (NLayer, cfg.n_layer),
+            (NEmbd, cfg.n_embd),
+            (NFf, cfg.n_ff),
+            (NHead, cfg.n_head),
+            (NHeadKv, cfg.n_head_kv),
+            (ContextLength, cfg.context_length),
+            (VocabSize, cfg.vocab_size),
         ] {
-            w.meta(&format!("{a}.{k}"), Value::U32(v as u32));
+            w.meta(&h.gguf_key(arch), Value::U32(v as u32));
         }
-        w.meta(
-            &format!("{a}.attention.layer_norm_rms_epsilon"),
-            Value::F32(1e-6),
-        );
-        w.meta(&format!("{a}.rope.freq_base"), Value::F32(self.rope_theta));
+        w.meta(&RmsEps.gguf_key(arch), Value::F32(cfg.rms_eps));
+        w.meta(&RopeTheta.gguf_key(arch), Value::F32(cfg.rope_theta));
         // GPT-2's byte-level spelling of the printable ASCII bytes ('Ġ' is the space), so
         // any ASCII prompt tokenises, then filler tokens up to the real vocabulary size.
         let tokens: Vec<Value> = std::iter::once("\u{120}".to_string())
