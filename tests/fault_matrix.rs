@@ -241,7 +241,7 @@ fn a_decode_only_fault_is_caught_by_decode_consistency() {
             progress: &|_| {},
             fault,
         };
-        checkers::run(checker, &params, &ctx).unwrap()
+        checkers::run(&checker, &params, &ctx).unwrap()
     };
     let intact = run(None);
     assert!(intact.passed, "false alarm:\n{}", intact.report);

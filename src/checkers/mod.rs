@@ -11,8 +11,8 @@
 //!
 //! What each checker is called and what params it takes is the contract layer's catalog
 //! (`contract::catalog`), so `pv validate` and the contract schema know every checker without
-//! this module's model-running code; this table adds, per name, the code that measures and
-//! judges. A test keeps the two tables in step.
+//! this module's model-running code; [`code`] adds, per catalog entry, the functions that
+//! measure and judge.
 
 mod apr;
 mod citation;
@@ -27,91 +27,65 @@ mod reference;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::contract::catalog::CheckerId;
 pub use crate::contract::params;
 pub use context::{CheckError, Context, Input, Measured, Outcome};
 pub use judge::{Judged, Judgement};
 use params::CanonicalModel;
 pub use params::{Effect, ParamChange, compare_params};
 
-/// The code behind a checker named in [`crate::contract::catalog::CATALOG`] (the same names,
-/// in the same order: a test holds the two tables together).
+/// Runs the engines for a checker: measurements and the files read, no verdict.
+pub type MeasureFn = fn(&Value, &Context) -> Result<Measured, CheckError>;
+
+/// A checker's verdict from params and measurements alone (an error when the measurements
+/// are malformed or contradict themselves).
+pub type JudgeFn = fn(&Judged) -> Result<Judgement, String>;
+
+/// A checker of the catalog with the code behind it.
+#[derive(Clone, Copy)]
 pub struct Checker {
     /// The name contracts use.
     pub name: &'static str,
-    /// Runs the engines: measurements and the files read, no verdict.
-    pub measure: fn(&Value, &Context) -> Result<Measured, CheckError>,
-    /// The verdict from params and measurements alone (an error when the measurements are
-    /// malformed or contradict themselves).
-    pub judge: fn(&Judged) -> Result<Judgement, String>,
+    /// Runs the engines.
+    pub measure: MeasureFn,
+    /// Judges the measurements.
+    pub judge: JudgeFn,
 }
 
-/// Every checker pv can run, in the catalog's order.
-pub static REGISTRY: &[Checker] = &[
-    Checker {
-        name: "gguf_sub_ffn_slots_filled",
-        measure: gguf::sub_ffn_slots_filled,
-        judge: gguf::judge_slots_filled,
-    },
-    Checker {
-        name: "gguf_traced_logits_bit_identical",
-        measure: gguf::traced_logits_bit_identical,
-        judge: gguf::judge_bit_identical,
-    },
-    Checker {
-        name: "apr_gguf_std_ratio",
-        measure: apr::std_ratio,
-        judge: apr::judge_std_ratio,
-    },
-    Checker {
-        name: "fix_cites_hypothesis",
-        measure: citation::fix_cites_hypothesis,
-        judge: citation::judge,
-    },
-    Checker {
-        name: "apr_trace_fields_superset",
-        measure: apr::trace_fields_superset,
-        judge: apr::judge_fields_superset,
-    },
-    Checker {
-        name: "apr_sub_ffn_equations",
-        measure: apr::sub_ffn_equations,
-        judge: apr::judge_sub_ffn_equations,
-    },
-    Checker {
-        name: "apr_ffn_down_residual",
-        measure: apr::ffn_down_residual,
-        judge: apr::judge_ffn_down_residual,
-    },
-    Checker {
-        name: "trace_agreement",
-        measure: parity::trace_agreement,
-        judge: parity::judge_trace_agreement,
-    },
-    Checker {
-        name: "logits_agreement",
-        measure: parity::logits_agreement,
-        judge: parity::judge_logits_agreement,
-    },
-    Checker {
-        name: "decode_consistency",
-        measure: parity::decode_consistency,
-        judge: parity::judge_decode_consistency,
-    },
-    Checker {
-        name: "engine_loader_hazard",
-        measure: hazard::loader_hazard,
-        judge: hazard::judge_loader_hazard,
-    },
-    Checker {
-        name: "reference_agreement",
-        measure: reference::reference_agreement,
-        judge: reference::judge_reference_agreement,
-    },
-];
+/// The code behind each entry of [`crate::contract::catalog::CATALOG`] (an exhaustive
+/// match: a catalog entry without code does not compile).
+fn code(id: CheckerId) -> (MeasureFn, JudgeFn) {
+    use CheckerId::*;
+    match id {
+        GgufSubFfnSlotsFilled => (gguf::sub_ffn_slots_filled, gguf::judge_slots_filled),
+        GgufTracedLogitsBitIdentical => {
+            (gguf::traced_logits_bit_identical, gguf::judge_bit_identical)
+        }
+        AprGgufStdRatio => (apr::std_ratio, apr::judge_std_ratio),
+        FixCitesHypothesis => (citation::fix_cites_hypothesis, citation::judge),
+        AprTraceFieldsSuperset => (apr::trace_fields_superset, apr::judge_fields_superset),
+        AprSubFfnEquations => (apr::sub_ffn_equations, apr::judge_sub_ffn_equations),
+        AprFfnDownResidual => (apr::ffn_down_residual, apr::judge_ffn_down_residual),
+        TraceAgreement => (parity::trace_agreement, parity::judge_trace_agreement),
+        LogitsAgreement => (parity::logits_agreement, parity::judge_logits_agreement),
+        DecodeConsistency => (parity::decode_consistency, parity::judge_decode_consistency),
+        EngineLoaderHazard => (hazard::loader_hazard, hazard::judge_loader_hazard),
+        ReferenceAgreement => (
+            reference::reference_agreement,
+            reference::judge_reference_agreement,
+        ),
+    }
+}
 
-/// The registered checker of this name.
-pub fn find(name: &str) -> Option<&'static Checker> {
-    REGISTRY.iter().find(|c| c.name == name)
+/// The checker of this name, with its code.
+pub fn find(name: &str) -> Option<Checker> {
+    let spec = crate::contract::catalog::find(name)?;
+    let (measure, judge) = code(spec.id);
+    Some(Checker {
+        name: spec.name,
+        measure,
+        judge,
+    })
 }
 
 /// The registered names, comma-separated (for error messages).
@@ -234,16 +208,6 @@ mod tests {
         );
         assert!(e(&json!({"sides": ["gguf", {"engine": "apr", "model": "x"}]})).is_empty());
         assert!(e(&json!({"model": "m"})).is_empty());
-    }
-
-    #[test]
-    fn the_registry_runs_exactly_the_catalog() {
-        let catalog: Vec<&str> = crate::contract::catalog::CATALOG
-            .iter()
-            .map(|c| c.name)
-            .collect();
-        let registry: Vec<&str> = super::REGISTRY.iter().map(|c| c.name).collect();
-        assert_eq!(catalog, registry);
     }
 
     /// A pinned APR reference is part of what makes a run canonical, for the test that

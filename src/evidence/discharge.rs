@@ -326,7 +326,7 @@ pub fn discharge(layout: &Layout, req: &Request) -> Result<Discharged, Discharge
     (req.progress)("hashing the covered code");
     let code = bind_code(&layout.root, c.contract.covers_of(test))?;
     let started_at = now();
-    let outcome = checkers::run(checker, &test.params, &ctx)?;
+    let outcome = checkers::run(&checker, &test.params, &ctx)?;
     let finished_at = now();
 
     (req.progress)("signing and recording");

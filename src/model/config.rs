@@ -459,7 +459,11 @@ impl TryFrom<&GgufFile> for ModelConfig {
         }
         let n_embd = count(NEmbd)?;
         let n_head = count(NHead)?;
-        let n_head_kv = if has(NHeadKv) { count(NHeadKv)? } else { n_head };
+        let n_head_kv = if has(NHeadKv) {
+            count(NHeadKv)?
+        } else {
+            n_head
+        };
         let head_dim = match has(HeadDim) {
             true => count(HeadDim)?,
             false if n_embd.is_multiple_of(n_head) => n_embd / n_head,
@@ -508,7 +512,11 @@ impl TryFrom<&GgufFile> for ModelConfig {
             n_head,
             n_head_kv,
             head_dim,
-            rope_dim: if has(RopeDim) { count(RopeDim)? } else { head_dim },
+            rope_dim: if has(RopeDim) {
+                count(RopeDim)?
+            } else {
+                head_dim
+            },
             rope_theta: f32_key(f, &k(RopeTheta), Some(10_000.0))?,
             rms_eps: f32_key(f, &k(RmsEps), None)?,
             vocab_size,
