@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::repo::{SynRepo, b64d};
-use pv::evidence::discharge::Layout;
 use pv::evidence::gate::{GateOptions, run};
+use pv::evidence::layout::Layout;
 use pv::evidence::{dsse, head, keys};
 use pv::quant::synth::SplitMix;
 

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{CliError, Format, emit, print_json};
-use crate::evidence::discharge::{DischargeError, Layout, Request, complete, discharge};
+use crate::evidence::discharge::{DischargeError, Request, complete, discharge};
+use crate::evidence::layout::Layout;
 
 /// Arguments of `pv discharge`.
 #[derive(clap::Args)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use super::{CliError, Format, emit, print_json};
 use crate::contract::report::{gh_message, gh_property};
-use crate::evidence::discharge::Layout;
 use crate::evidence::gate::{GateError, GateOptions, GateReport, run};
+use crate::evidence::layout::Layout;
 use crate::evidence::policy::Block;
 use crate::evidence::recheck::{Recheck, default_scratch};
 use crate::evidence::shard::Shard;

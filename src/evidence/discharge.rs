@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::keys::{self, TrustedKey};
+use super::layout::Layout;
 use super::record::{
     CodeBinding, PREDICATE_TYPE, Predicate, STATEMENT_TYPE, Statement, Subject, this_host,
 };
@@ -14,39 +15,6 @@ use super::{EvidenceError, clause_sha256, dsse, head, ledger, sha256_file};
 use crate::checkers::{self, CheckError, Context, Outcome};
 use crate::contract::covers::Covers;
 use crate::contract::{self, ContractError, FalsificationTest, LoadedContract};
-
-/// Where a discharge reads and writes.
-#[derive(Clone, Debug)]
-pub struct Layout {
-    /// The directory pv runs in; record subjects are relative to it.
-    pub root: PathBuf,
-    /// Contracts (`contracts/`).
-    pub contracts: PathBuf,
-    /// Evidence (`evidence/`).
-    pub evidence: PathBuf,
-    /// Trusted public keys (`keys/`).
-    pub keys: PathBuf,
-}
-
-impl Layout {
-    /// The conventional layout under `root`.
-    pub fn at(root: &Path) -> Self {
-        // Relative names when run from the root, so records name `models/…`, not `./models/…`.
-        let under = |n: &str| {
-            if root == Path::new(".") {
-                PathBuf::from(n)
-            } else {
-                root.join(n)
-            }
-        };
-        Layout {
-            root: root.to_path_buf(),
-            contracts: under("contracts"),
-            evidence: under("evidence"),
-            keys: under("keys"),
-        }
-    }
-}
 
 /// One discharge request.
 pub struct Request<'a> {

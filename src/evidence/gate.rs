@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::changes::{self, ContractChange, LedgerChange};
-use super::discharge::Layout;
+use super::layout::Layout;
 use super::policy::{Block, Facts, Policy, Required};
 use super::recheck::{self, Fresh, Recheck, ScratchKey};
 use super::record::CodeBinding;

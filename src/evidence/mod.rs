@@ -16,6 +16,7 @@ pub mod dsse;
 pub mod gate;
 pub mod head;
 pub mod keys;
+pub mod layout;
 pub mod ledger;
 pub mod policy;
 pub mod recheck;

@@ -280,3 +280,305 @@ impl Policy {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::changes::Impact;
+    use super::super::verify::{Interrupted, RecordReport};
+    use super::*;
+
+    fn report(test: &str, status: Status) -> TestReport {
+        TestReport {
+            contract_id: "c".into(),
+            test_id: test.into(),
+            required_for_gate: true,
+            enforced: true,
+            status,
+            verdict: None,
+            date: None,
+            signer: None,
+            stale: Vec::new(),
+            problems: Vec::new(),
+            interrupted: None,
+            unsigned_head: false,
+            leftovers: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+
+    fn record(path: &str) -> RecordReport {
+        RecordReport {
+            path: path.into(),
+            sequence: 1,
+            sha256: "0".repeat(64),
+            problems: Vec::new(),
+            stale: Vec::new(),
+            notes: Vec::new(),
+            statement: None,
+            signer: Some("k".into()),
+        }
+    }
+
+    fn required(test: &str) -> Required {
+        Required {
+            contract_id: "c".into(),
+            test_id: test.into(),
+            why: "required_for_gate".into(),
+        }
+    }
+
+    fn fresh(test: &str, passed: bool, canonical: bool, error: Option<&str>) -> Fresh {
+        Fresh {
+            contract_id: "c".into(),
+            test_id: test.into(),
+            checker: "trace_agreement".into(),
+            measured_by: "target/release/pv".into(),
+            verdict: error
+                .is_none()
+                .then(|| if passed { "H1" } else { "H2" }.into()),
+            passed,
+            canonical,
+            report: "the table".into(),
+            error: error.map(String::from),
+            record: None,
+            measurements: serde_json::Value::Null,
+        }
+    }
+
+    /// The facts of one gate run, with the parts a test leaves empty.
+    struct World {
+        v: Verification,
+        required: Vec<Required>,
+        fresh: Vec<Fresh>,
+        ledger: Vec<LedgerChange>,
+        contracts: Vec<ContractChange>,
+        accept: bool,
+    }
+
+    impl World {
+        fn new(tests: Vec<TestReport>) -> Self {
+            World {
+                v: Verification {
+                    tests,
+                    orphans: Vec::new(),
+                    files_hashed: 0,
+                },
+                required: Vec::new(),
+                fresh: Vec::new(),
+                ledger: Vec::new(),
+                contracts: Vec::new(),
+                accept: false,
+            }
+        }
+
+        fn blocks(&self, policy: &Policy) -> Vec<(&'static str, String, String)> {
+            let f = Facts {
+                verification: &self.v,
+                required: &self.required,
+                fresh: &self.fresh,
+                ledger_changes: &self.ledger,
+                contract_changes: &self.contracts,
+                accept_contract_changes: self.accept,
+            };
+            policy
+                .apply(&f)
+                .into_iter()
+                .map(|b| (b.rule, b.subject, b.reason))
+                .collect()
+        }
+    }
+
+    fn discharged(test: &str) -> TestReport {
+        let mut t = report(test, Status::Discharged);
+        t.records
+            .push(record(&format!("evidence/c/{test}/0001.dsse.json")));
+        t
+    }
+
+    #[test]
+    fn the_policies_list_their_rules_in_order() {
+        assert_eq!(
+            Policy::verify().rules(),
+            ["evidence-intact", "ledger-complete", "append-only"]
+        );
+        assert_eq!(
+            Policy::gate().rules(),
+            [
+                "evidence-intact",
+                "ledger-complete",
+                "append-only",
+                "contracts-not-weakened",
+                "required-discharged"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_intact_discharged_ledger_opens_the_gate() {
+        let mut w = World::new(vec![discharged("T-1")]);
+        w.required.push(required("T-1"));
+        assert!(w.blocks(&Policy::gate()).is_empty());
+    }
+
+    #[test]
+    fn every_invalid_chain_and_record_blocks_by_name() {
+        let mut t = discharged("T-1");
+        t.problems
+            .push("head.json names record 3, which does not exist".into());
+        t.records[0]
+            .problems
+            .push("signed by an untrusted key".into());
+        let w = World::new(vec![t]);
+        let b = w.blocks(&Policy::verify());
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert_eq!((b[0].0, b[0].1.as_str()), ("evidence-intact", "c/T-1"));
+        assert!(b[0].2.starts_with("invalid ledger: head.json"));
+        assert_eq!(b[1].1, "evidence/c/T-1/0001.dsse.json");
+        assert!(b[1].2.contains("untrusted"));
+    }
+
+    #[test]
+    fn an_interrupted_discharge_blocks_with_the_command_that_completes_it() {
+        let mut t = discharged("T-1");
+        t.interrupted = Some(Interrupted {
+            sequence: 2,
+            record: "evidence/c/T-1/0002.dsse.json".into(),
+        });
+        let b = World::new(vec![t]).blocks(&Policy::verify());
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].0, "ledger-complete");
+        assert!(b[0].2.contains("pv discharge T-1 --complete"), "{}", b[0].2);
+    }
+
+    #[test]
+    fn a_base_record_removed_or_edited_blocks() {
+        let mut w = World::new(vec![discharged("T-1")]);
+        w.ledger.push(LedgerChange {
+            path: "evidence/c/T-1/0001.dsse.json".into(),
+            what: "edited".into(),
+        });
+        let b = w.blocks(&Policy::verify());
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].0, "append-only");
+        assert!(b[0].2.contains("was edited"));
+    }
+
+    #[test]
+    fn weakened_or_changed_contracts_block_unless_accepted_and_tightening_never_does() {
+        let change = |impact| ContractChange {
+            contract_id: "c".into(),
+            test_id: Some("T-1".into()),
+            what: "band widened or moved".into(),
+            impact,
+        };
+        let mut w = World::new(vec![discharged("T-1")]);
+        w.contracts = vec![
+            change(Impact::Weakens),
+            change(Impact::Changes),
+            change(Impact::Tightens),
+            change(Impact::Neutral),
+        ];
+        let b = w.blocks(&Policy::gate());
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert!(b[0].2.contains("weakens a gate-required test"));
+        assert!(b[1].2.contains("changes a gate-required test"));
+        w.accept = true;
+        assert!(w.blocks(&Policy::gate()).is_empty());
+        // pv verify does not judge contracts.
+        w.accept = false;
+        assert!(w.blocks(&Policy::verify()).is_empty());
+    }
+
+    #[test]
+    fn a_required_test_needs_fresh_canonical_passing_evidence() {
+        let mut stale = discharged("STALE");
+        stale
+            .stale
+            .push("covered code changed: src/model/forward.rs".into());
+        let tests = vec![
+            report("PENDING", Status::Pending),
+            stale,
+            {
+                let mut t = discharged("FALSIFIED");
+                t.status = Status::Falsified;
+                t
+            },
+            {
+                let mut t = discharged("ALGO");
+                t.status = Status::AlgorithmLevelDischarged;
+                t
+            },
+            discharged("OK"),
+        ];
+        let mut w = World::new(tests);
+        for t in ["PENDING", "STALE", "FALSIFIED", "ALGO", "OK", "GONE"] {
+            w.required.push(required(t));
+        }
+        let b = w.blocks(&Policy::gate());
+        let said: Vec<(&str, &str)> = b.iter().map(|b| (b.1.as_str(), b.2.as_str())).collect();
+        assert_eq!(said.len(), 5, "{said:?}");
+        assert!(said[0].1.starts_with("no evidence (status PENDING)"));
+        assert!(said[1].1.contains("is STALE: covered code changed"));
+        assert!(said[2].1.contains("status FALSIFIED"));
+        assert!(said[3].1.contains("ALGORITHM_LEVEL_DISCHARGED"));
+        assert_eq!(said[4].0, "c/GONE");
+        assert!(said[4].1.contains("no contract in this tree defines it"));
+        assert!(b.iter().all(|b| b.0 == "required-discharged"));
+        // A test nobody requires never blocks on its status.
+        w.required.clear();
+        assert!(w.blocks(&Policy::gate()).is_empty());
+    }
+
+    #[test]
+    fn a_recheck_in_this_run_decides_over_the_ledger() {
+        let mut stale = discharged("T-1");
+        stale.stale.push("covered code changed".into());
+        let mut w = World::new(vec![stale]);
+        w.required.push(required("T-1"));
+        // A passing canonical re-check discharges the stale test.
+        w.fresh = vec![fresh("T-1", true, true, None)];
+        assert!(w.blocks(&Policy::gate()).is_empty());
+        // A falsifying one blocks with the verdict; the table goes in the detail.
+        w.fresh = vec![fresh("T-1", false, true, None)];
+        let f = Facts {
+            verification: &w.v,
+            required: &w.required,
+            fresh: &w.fresh,
+            ledger_changes: &[],
+            contract_changes: &[],
+            accept_contract_changes: false,
+        };
+        let b = Policy::gate().apply(&f);
+        assert_eq!(b.len(), 1);
+        assert!(
+            b[0].reason.contains("verdict H2 (FALSIFIED)"),
+            "{}",
+            b[0].reason
+        );
+        assert_eq!(b[0].detail.as_deref(), Some("the table"));
+        // On another model than the pinned one, or when the checker could not run.
+        w.fresh = vec![fresh("T-1", true, false, None)];
+        assert!(
+            w.blocks(&Policy::gate())[0]
+                .2
+                .contains("not the pinned one")
+        );
+        w.fresh = vec![fresh("T-1", false, false, Some("model file missing"))];
+        assert!(
+            w.blocks(&Policy::gate())[0]
+                .2
+                .contains("could not run: model file missing")
+        );
+    }
+
+    #[test]
+    fn an_invalid_ledger_is_reported_once_by_the_integrity_rule() {
+        let mut t = discharged("T-1");
+        t.records[0].problems.push("bad signature".into());
+        let mut w = World::new(vec![t]);
+        w.required.push(required("T-1"));
+        let b = w.blocks(&Policy::gate());
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(b[0].0, "evidence-intact");
+    }
+}

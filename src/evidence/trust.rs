@@ -6,8 +6,8 @@
 use serde::Serialize;
 
 use super::EvidenceError;
-use super::discharge::Layout;
 use super::keys::{self, TrustedKey};
+use super::layout::Layout;
 use crate::contract::{self, Contract};
 use crate::gitrepo::{self, Snapshot};
 

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pv::evidence::discharge::{DischargeError, Discharged, Layout, Request, discharge};
+use pv::evidence::discharge::{DischargeError, Discharged, Request, discharge};
 use pv::evidence::keys;
+use pv::evidence::layout::Layout;
 use pv::gguf::GgmlType;
 
 /// A fresh empty directory for test `tag`.
