@@ -4,8 +4,9 @@
 //! Run with `cargo bench --bench ledger`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pv::evidence::discharge::{Layout, bind_code};
+use pv::evidence::discharge::bind_code;
 use pv::evidence::gate::{GateOptions, run};
+use pv::evidence::layout::Layout;
 use pv::evidence::record::{
     PREDICATE_TYPE, Predicate, STATEMENT_TYPE, Statement, Subject, this_host,
 };
