@@ -60,28 +60,7 @@ fn ids(c: &LoadedContract) -> Vec<(String, String)> {
 /// index is in `report` (the rest are context, e.g. siblings a dependency names). `covers`
 /// patterns are resolved against the repository root `root`.
 pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>, root: &Path) -> Vec<Finding> {
-    let mut first: BTreeMap<String, (usize, String)> = BTreeMap::new();
-    let mut dup = Vec::new();
-    for (ci, c) in all.iter().enumerate() {
-        for (id, ptr) in ids(c) {
-            match first.get(&id) {
-                Some((fi, fptr)) => dup.push((ci, id, ptr, *fi, fptr.clone())),
-                None => {
-                    first.insert(id, (ci, ptr));
-                }
-            }
-        }
-    }
-    let contracts: BTreeMap<&str, usize> = all
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.contract.metadata.id.as_str(), i))
-        .collect();
-    let tests: BTreeSet<&str> = all
-        .iter()
-        .flat_map(|c| c.contract.falsification_tests.iter().map(|t| t.id.as_str()))
-        .collect();
-
+    let index = Index::of(all);
     let mut out = Vec::new();
     let mut matched = BTreeMap::new();
     for (ci, c) in all.iter().enumerate() {
@@ -89,155 +68,231 @@ pub fn check(all: &[LoadedContract], report: &BTreeSet<usize>, root: &Path) -> V
             continue;
         }
         let mut s = Sink { out: Vec::new(), c };
-        for (_, id, ptr, fi, fptr) in dup.iter().filter(|d| d.0 == ci) {
-            let at = &all[*fi];
-            let pos = at.doc.position(fptr);
-            s.push(
-                "duplicate-id",
-                Severity::Error,
-                ptr.clone(),
-                format!(
-                    "id `{id}` is already defined at {}:{}:{}",
-                    at.display, pos.line, pos.column
-                ),
-            );
-        }
-        let k = &c.contract;
-        for (i, r) in k.metadata.references.iter().enumerate() {
-            let ptr = format!("/metadata/references/{i}");
-            if let Some(rest) = r
-                .strip_prefix("https://")
-                .or_else(|| r.strip_prefix("http://"))
-            {
-                if rest.is_empty() || rest.contains(char::is_whitespace) {
-                    s.push(
-                        "missing-reference",
-                        Severity::Error,
-                        ptr,
-                        format!("`{r}` is not a URL"),
-                    );
-                }
-            } else if !c.dir.join(r).exists() {
-                s.push(
-                    "missing-reference",
-                    Severity::Error,
-                    ptr,
-                    format!(
-                        "`{r}` does not exist (looked for {})",
-                        c.dir.join(r).display()
-                    ),
-                );
-            }
-        }
-        for (i, d) in k.metadata.depends_on.iter().enumerate() {
-            if !contracts.contains_key(d.as_str()) {
-                s.push(
-                    "unknown-contract",
-                    Severity::Error,
-                    format!("/metadata/depends_on/{i}"),
-                    format!(
-                        "depends_on `{d}` names no known contract; known: {}",
-                        contracts.keys().copied().collect::<Vec<_>>().join(", ")
-                    ),
-                );
-            }
-        }
-        if let Some(cycle) = cycle_from(all, &contracts, ci) {
-            s.push(
-                "dependency-cycle",
-                Severity::Error,
-                "/metadata/depends_on".into(),
-                format!("depends_on cycle: {}", cycle.join(" -> ")),
-            );
-        }
-        let obligations: BTreeSet<&str> =
-            k.proof_obligations.iter().map(|o| o.id.as_str()).collect();
-        let mut cited = BTreeSet::new();
-        for (ti, t) in k.falsification_tests.iter().enumerate() {
-            for (oi, o) in t.obligations.iter().enumerate() {
-                cited.insert(o.as_str());
-                if !obligations.contains(o.as_str()) {
-                    s.push(
-                        "unknown-obligation",
-                        Severity::Error,
-                        format!("/falsification_tests/{ti}/obligations/{oi}"),
-                        format!("obligation `{o}` is not defined in this contract"),
-                    );
-                }
-            }
-            match catalog::find(&t.checker) {
-                None => s.push(
-                    "unknown-checker",
-                    Severity::Error,
-                    format!("/falsification_tests/{ti}/checker"),
-                    format!(
-                        "`{}` is not a registered checker; registered: {}",
-                        t.checker,
-                        catalog::names()
-                    ),
-                ),
-                Some(ch) => {
-                    if let Err(e) = (ch.check_params)(&t.params) {
-                        s.push(
-                            "bad-params",
-                            Severity::Error,
-                            format!("/falsification_tests/{ti}/params"),
-                            format!("params for checker `{}`: {e}", ch.name),
-                        );
-                    }
-                }
-            }
-        }
+        check_duplicates(&mut s, all, &index, ci);
+        check_references(&mut s);
+        check_dependencies(&mut s, all, &index, ci);
+        let cited = check_tests(&mut s);
         check_tolerances(&mut s);
         check_tables(&mut s);
-        for (oi, o) in k.proof_obligations.iter().enumerate() {
-            for (ei, e) in o.applies_to.iter().enumerate() {
-                if !k.equations.contains_key(e) {
-                    s.push(
-                        "unknown-equation",
-                        Severity::Error,
-                        format!("/proof_obligations/{oi}/applies_to/{ei}"),
-                        format!(
-                            "equation `{e}` is not defined in this contract; defined: {}",
-                            k.equations.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    );
-                }
-            }
-            if !cited.contains(o.id.as_str()) {
-                s.push(
-                    "untested-obligation",
-                    Severity::Warning,
-                    format!("/proof_obligations/{oi}/id"),
-                    format!("no falsification test cites obligation `{}`", o.id),
-                );
-            }
-        }
+        check_obligations(&mut s, &cited);
         check_covers(&mut s, root, &mut matched);
-        for (si, st) in k.implementation_stages.iter().enumerate() {
-            for (di, d) in st.discharges.iter().enumerate() {
-                if !tests.contains(d.as_str()) {
-                    s.push(
-                        "unknown-test",
-                        Severity::Error,
-                        format!("/implementation_stages/{si}/discharges/{di}"),
-                        format!(
-                            "stage `{}` discharges `{d}`, which no contract defines",
-                            st.id
-                        ),
-                    );
-                }
-            }
-        }
+        check_stages(&mut s, &index);
         out.extend(s.out);
     }
     out
 }
 
-/// `covers`: patterns that compile and match something; every gate-required test of an
-/// ACTIVE contract says what code it exercises (else its evidence could never go stale).
-/// `matched` remembers, per pattern, whether it matched anything (or why it could not be
-/// resolved), so each pattern walks the tree once per run however many contracts use it.
+/// What the rules look up across all contracts: where each id was first defined (and the
+/// ids defined again), every contract by id, and every test id.
+struct Index<'a> {
+    /// `(contract, id, pointer, first contract, first pointer)` of each repeated id.
+    duplicates: Vec<(usize, String, String, usize, String)>,
+    contracts: BTreeMap<&'a str, usize>,
+    tests: BTreeSet<&'a str>,
+}
+
+impl<'a> Index<'a> {
+    fn of(all: &'a [LoadedContract]) -> Self {
+        let mut first: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        let mut duplicates = Vec::new();
+        for (ci, c) in all.iter().enumerate() {
+            for (id, ptr) in ids(c) {
+                match first.get(&id) {
+                    Some((fi, fptr)) => duplicates.push((ci, id, ptr, *fi, fptr.clone())),
+                    None => {
+                        first.insert(id, (ci, ptr));
+                    }
+                }
+            }
+        }
+        Index {
+            duplicates,
+            contracts: all
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.contract.metadata.id.as_str(), i))
+                .collect(),
+            tests: all
+                .iter()
+                .flat_map(|c| c.contract.falsification_tests.iter().map(|t| t.id.as_str()))
+                .collect(),
+        }
+    }
+}
+
+/// `duplicate-id`: an id defined again, pointing at its first definition.
+fn check_duplicates(s: &mut Sink, all: &[LoadedContract], index: &Index, ci: usize) {
+    for (_, id, ptr, fi, fptr) in index.duplicates.iter().filter(|d| d.0 == ci) {
+        let at = &all[*fi];
+        let pos = at.doc.position(fptr);
+        s.push(
+            "duplicate-id",
+            Severity::Error,
+            ptr.clone(),
+            format!(
+                "id `{id}` is already defined at {}:{}:{}",
+                at.display, pos.line, pos.column
+            ),
+        );
+    }
+}
+
+/// `missing-reference`: a reference that is neither a URL nor a file beside the contract.
+fn check_references(s: &mut Sink) {
+    let c = s.c;
+    for (i, r) in c.contract.metadata.references.iter().enumerate() {
+        let ptr = format!("/metadata/references/{i}");
+        if let Some(rest) = r
+            .strip_prefix("https://")
+            .or_else(|| r.strip_prefix("http://"))
+        {
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                s.push(
+                    "missing-reference",
+                    Severity::Error,
+                    ptr,
+                    format!("`{r}` is not a URL"),
+                );
+            }
+        } else if !c.dir.join(r).exists() {
+            s.push(
+                "missing-reference",
+                Severity::Error,
+                ptr,
+                format!(
+                    "`{r}` does not exist (looked for {})",
+                    c.dir.join(r).display()
+                ),
+            );
+        }
+    }
+}
+
+/// `unknown-contract` and `dependency-cycle`: `depends_on` names known contracts, without a
+/// cycle.
+fn check_dependencies(s: &mut Sink, all: &[LoadedContract], index: &Index, ci: usize) {
+    for (i, d) in s.c.contract.metadata.depends_on.iter().enumerate() {
+        if !index.contracts.contains_key(d.as_str()) {
+            s.push(
+                "unknown-contract",
+                Severity::Error,
+                format!("/metadata/depends_on/{i}"),
+                format!(
+                    "depends_on `{d}` names no known contract; known: {}",
+                    index
+                        .contracts
+                        .keys()
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(cycle) = cycle_from(all, &index.contracts, ci) {
+        s.push(
+            "dependency-cycle",
+            Severity::Error,
+            "/metadata/depends_on".into(),
+            format!("depends_on cycle: {}", cycle.join(" -> ")),
+        );
+    }
+}
+
+/// `unknown-obligation`, `unknown-checker` and `bad-params`: each test cites obligations of
+/// its contract and names a catalogued checker with params that type-check. Returns the
+/// obligations cited.
+fn check_tests<'a>(s: &mut Sink<'a>) -> BTreeSet<&'a str> {
+    let k = &s.c.contract;
+    let obligations: BTreeSet<&str> = k.proof_obligations.iter().map(|o| o.id.as_str()).collect();
+    let mut cited = BTreeSet::new();
+    for (ti, t) in k.falsification_tests.iter().enumerate() {
+        for (oi, o) in t.obligations.iter().enumerate() {
+            cited.insert(o.as_str());
+            if !obligations.contains(o.as_str()) {
+                s.push(
+                    "unknown-obligation",
+                    Severity::Error,
+                    format!("/falsification_tests/{ti}/obligations/{oi}"),
+                    format!("obligation `{o}` is not defined in this contract"),
+                );
+            }
+        }
+        match catalog::find(&t.checker) {
+            None => s.push(
+                "unknown-checker",
+                Severity::Error,
+                format!("/falsification_tests/{ti}/checker"),
+                format!(
+                    "`{}` is not a registered checker; registered: {}",
+                    t.checker,
+                    catalog::names()
+                ),
+            ),
+            Some(ch) => {
+                if let Err(e) = (ch.check_params)(&t.params) {
+                    s.push(
+                        "bad-params",
+                        Severity::Error,
+                        format!("/falsification_tests/{ti}/params"),
+                        format!("params for checker `{}`: {e}", ch.name),
+                    );
+                }
+            }
+        }
+    }
+    cited
+}
+
+/// `unknown-equation` and `untested-obligation`: obligations apply to equations of the
+/// contract, and some test cites each.
+fn check_obligations(s: &mut Sink, cited: &BTreeSet<&str>) {
+    let k = &s.c.contract;
+    for (oi, o) in k.proof_obligations.iter().enumerate() {
+        for (ei, e) in o.applies_to.iter().enumerate() {
+            if !k.equations.contains_key(e) {
+                s.push(
+                    "unknown-equation",
+                    Severity::Error,
+                    format!("/proof_obligations/{oi}/applies_to/{ei}"),
+                    format!(
+                        "equation `{e}` is not defined in this contract; defined: {}",
+                        k.equations.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+        if !cited.contains(o.id.as_str()) {
+            s.push(
+                "untested-obligation",
+                Severity::Warning,
+                format!("/proof_obligations/{oi}/id"),
+                format!("no falsification test cites obligation `{}`", o.id),
+            );
+        }
+    }
+}
+
+/// `unknown-test`: an implementation stage discharges tests some contract defines.
+fn check_stages(s: &mut Sink, index: &Index) {
+    let k = &s.c.contract;
+    for (si, st) in k.implementation_stages.iter().enumerate() {
+        for (di, d) in st.discharges.iter().enumerate() {
+            if !index.tests.contains(d.as_str()) {
+                s.push(
+                    "unknown-test",
+                    Severity::Error,
+                    format!("/implementation_stages/{si}/discharges/{di}"),
+                    format!(
+                        "stage `{}` discharges `{d}`, which no contract defines",
+                        st.id
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// Each test states the limits of the obligations it cites as they state them (rule
 /// `tolerance-mismatch`): an obligation's `band` is the params' `band`, `abs`/`rel` the
 /// params' `tolerance` (when the params have one), and every entry of `limits` a param of
@@ -364,6 +419,10 @@ fn check_tables(s: &mut Sink) {
     }
 }
 
+/// `covers`: patterns that compile and match something; every gate-required test of an
+/// ACTIVE contract says what code it exercises (else its evidence could never go stale).
+/// `matched` remembers, per pattern, whether it matched anything (or why it could not be
+/// resolved), so each pattern walks the tree once per run however many contracts use it.
 fn check_covers(s: &mut Sink, root: &Path, matched: &mut BTreeMap<String, Result<bool, String>>) {
     let k = &s.c.contract;
     let mut lists = vec![("/metadata/covers".to_string(), &k.metadata.covers)];

@@ -151,20 +151,10 @@ fn required(c: &Contract, t: &FalsificationTest) -> bool {
 /// narrower set of covered files weakens it; any other param change changes it. Files are
 /// matched in the tree at `root`.
 pub fn contract_changes(base: &Base, tree: &[LoadedContract], root: &Path) -> Vec<ContractChange> {
-    let mut out = Vec::new();
-    let push =
-        |out: &mut Vec<ContractChange>, cid: &str, tid: Option<&str>, what: String, impact| {
-            out.push(ContractChange {
-                contract_id: cid.into(),
-                test_id: tid.map(str::to_string),
-                what,
-                impact,
-            })
-        };
+    let mut ch = Changes::default();
     for (file, parsed) in &base.contracts {
         if let Err(e) = parsed {
-            push(
-                &mut out,
+            ch.push(
                 file,
                 None,
                 format!(
@@ -182,159 +172,182 @@ pub fn contract_changes(base: &Base, tree: &[LoadedContract], root: &Path) -> Ve
     for bc in base.contracts.iter().filter_map(|(_, c)| c.as_ref().ok()) {
         let cid = bc.metadata.id.as_str();
         seen.insert(cid);
-        let gated = bc.falsification_tests.iter().any(|t| required(bc, t));
-        let weak = |gated: bool| {
-            if gated {
-                Impact::Weakens
-            } else {
-                Impact::Neutral
+        match head.get(cid) {
+            Some(hc) => compare_contract(&mut ch, bc, hc, root),
+            None => {
+                let gated = bc.falsification_tests.iter().any(|t| required(bc, t));
+                ch.push(cid, None, "contract removed".into(), weakens_if(gated));
             }
-        };
-        let Some(hc) = head.get(cid) else {
-            push(&mut out, cid, None, "contract removed".into(), weak(gated));
-            continue;
-        };
-        if bc.metadata.status != hc.metadata.status {
-            let impact = if bc.enforced() && !hc.enforced() {
-                weak(gated)
-            } else if hc.enforced() {
-                Impact::Tightens
-            } else {
-                Impact::Neutral
-            };
-            push(
-                &mut out,
-                cid,
-                None,
-                format!(
-                    "status {} -> {}",
-                    status_name(bc.metadata.status),
-                    status_name(hc.metadata.status)
-                ),
-                impact,
-            );
-        }
-        if bc.metadata.version != hc.metadata.version {
-            push(
-                &mut out,
-                cid,
-                None,
-                format!("version {} -> {}", bc.metadata.version, hc.metadata.version),
-                Impact::Neutral,
-            );
-        }
-        for bt in &bc.falsification_tests {
-            let tid = Some(bt.id.as_str());
-            let req = required(bc, bt);
-            let Some(ht) = hc.test(&bt.id) else {
-                push(&mut out, cid, tid, "test removed".into(), weak(req));
-                continue;
-            };
-            if req && !ht.required_for_gate {
-                push(
-                    &mut out,
-                    cid,
-                    tid,
-                    "required_for_gate dropped".into(),
-                    Impact::Weakens,
-                );
-            } else if !bt.required_for_gate && ht.required_for_gate {
-                push(
-                    &mut out,
-                    cid,
-                    tid,
-                    "required_for_gate added".into(),
-                    Impact::Tightens,
-                );
-            }
-            if bt.checker != ht.checker {
-                push(
-                    &mut out,
-                    cid,
-                    tid,
-                    format!("checker {} -> {}", bt.checker, ht.checker),
-                    if req {
-                        Impact::Changes
-                    } else {
-                        Impact::Neutral
-                    },
-                );
-            }
-            for pc in compare_params(&bt.params, &ht.params) {
-                let impact = match (req, pc.effect) {
-                    (false, _) => Impact::Neutral,
-                    (true, Effect::Tightened) => Impact::Tightens,
-                    (true, Effect::Changed) => Impact::Changes,
-                    (true, Effect::Weakened) => Impact::Weakens,
-                };
-                push(
-                    &mut out,
-                    cid,
-                    tid,
-                    format!("{}: {} -> {}", pc.what, show(&pc.from), show(&pc.to)),
-                    impact,
-                );
-            }
-            let (bcov, hcov) = (bc.covers_of(bt), hc.covers_of(ht));
-            if bcov != hcov {
-                let (what, narrowed) = narrowing(bcov, hcov, root);
-                push(
-                    &mut out,
-                    cid,
-                    tid,
-                    what,
-                    match (req, narrowed) {
-                        (true, true) => Impact::Weakens,
-                        (true, false) => Impact::Tightens,
-                        (false, _) => Impact::Neutral,
-                    },
-                );
-            }
-            if (&bt.rule, &bt.prediction, &bt.if_fails, &bt.obligations)
-                != (&ht.rule, &ht.prediction, &ht.if_fails, &ht.obligations)
-            {
-                push(
-                    &mut out,
-                    cid,
-                    tid,
-                    "wording changed (rule, prediction, if_fails or obligations)".into(),
-                    Impact::Neutral,
-                );
-            }
-        }
-        for ht in hc
-            .falsification_tests
-            .iter()
-            .filter(|t| bc.test(&t.id).is_none())
-        {
-            push(
-                &mut out,
-                cid,
-                Some(&ht.id),
-                "test added".into(),
-                if required(hc, ht) {
-                    Impact::Tightens
-                } else {
-                    Impact::Neutral
-                },
-            );
         }
     }
     for (cid, hc) in head.iter().filter(|(id, _)| !seen.contains(*id)) {
         let gated = hc.falsification_tests.iter().any(|t| required(hc, t));
-        push(
-            &mut out,
+        ch.push(cid, None, "contract added".into(), tightens_if(gated));
+    }
+    ch.out
+}
+
+/// The differences found so far.
+#[derive(Default)]
+struct Changes {
+    out: Vec<ContractChange>,
+}
+
+impl Changes {
+    fn push(&mut self, cid: &str, tid: Option<&str>, what: String, impact: Impact) {
+        self.out.push(ContractChange {
+            contract_id: cid.into(),
+            test_id: tid.map(str::to_string),
+            what,
+            impact,
+        });
+    }
+}
+
+/// Removing or loosening something the gate requires weakens it; anything else is neutral.
+fn weakens_if(gated: bool) -> Impact {
+    if gated {
+        Impact::Weakens
+    } else {
+        Impact::Neutral
+    }
+}
+
+/// Adding or tightening something the gate requires tightens it; anything else is neutral.
+fn tightens_if(gated: bool) -> Impact {
+    if gated {
+        Impact::Tightens
+    } else {
+        Impact::Neutral
+    }
+}
+
+/// One contract of the base against its version in the tree: status, version, and each
+/// test removed, changed or added.
+fn compare_contract(ch: &mut Changes, bc: &Contract, hc: &Contract, root: &Path) {
+    let cid = bc.metadata.id.as_str();
+    let gated = bc.falsification_tests.iter().any(|t| required(bc, t));
+    if bc.metadata.status != hc.metadata.status {
+        let impact = if bc.enforced() && !hc.enforced() {
+            weakens_if(gated)
+        } else if hc.enforced() {
+            Impact::Tightens
+        } else {
+            Impact::Neutral
+        };
+        ch.push(
             cid,
             None,
-            "contract added".into(),
-            if gated {
-                Impact::Tightens
+            format!(
+                "status {} -> {}",
+                status_name(bc.metadata.status),
+                status_name(hc.metadata.status)
+            ),
+            impact,
+        );
+    }
+    if bc.metadata.version != hc.metadata.version {
+        ch.push(
+            cid,
+            None,
+            format!("version {} -> {}", bc.metadata.version, hc.metadata.version),
+            Impact::Neutral,
+        );
+    }
+    for bt in &bc.falsification_tests {
+        match hc.test(&bt.id) {
+            Some(ht) => compare_test(ch, bc, bt, hc, ht, root),
+            None => ch.push(
+                cid,
+                Some(&bt.id),
+                "test removed".into(),
+                weakens_if(required(bc, bt)),
+            ),
+        }
+    }
+    for ht in hc
+        .falsification_tests
+        .iter()
+        .filter(|t| bc.test(&t.id).is_none())
+    {
+        ch.push(
+            cid,
+            Some(&ht.id),
+            "test added".into(),
+            tightens_if(required(hc, ht)),
+        );
+    }
+}
+
+/// One test of the base against its version in the tree: whether the gate requires it, its
+/// checker, each param (judged tighter, looser or changed by the checker's own rules), the
+/// code it covers, and its wording.
+fn compare_test(
+    ch: &mut Changes,
+    bc: &Contract,
+    bt: &FalsificationTest,
+    hc: &Contract,
+    ht: &FalsificationTest,
+    root: &Path,
+) {
+    let (cid, tid) = (bc.metadata.id.as_str(), Some(bt.id.as_str()));
+    let req = required(bc, bt);
+    if req && !ht.required_for_gate {
+        ch.push(
+            cid,
+            tid,
+            "required_for_gate dropped".into(),
+            Impact::Weakens,
+        );
+    } else if !bt.required_for_gate && ht.required_for_gate {
+        ch.push(cid, tid, "required_for_gate added".into(), Impact::Tightens);
+    }
+    if bt.checker != ht.checker {
+        ch.push(
+            cid,
+            tid,
+            format!("checker {} -> {}", bt.checker, ht.checker),
+            if req {
+                Impact::Changes
             } else {
                 Impact::Neutral
             },
         );
     }
-    out
+    for pc in compare_params(&bt.params, &ht.params) {
+        let impact = match (req, pc.effect) {
+            (false, _) => Impact::Neutral,
+            (true, Effect::Tightened) => Impact::Tightens,
+            (true, Effect::Changed) => Impact::Changes,
+            (true, Effect::Weakened) => Impact::Weakens,
+        };
+        ch.push(
+            cid,
+            tid,
+            format!("{}: {} -> {}", pc.what, show(&pc.from), show(&pc.to)),
+            impact,
+        );
+    }
+    let (bcov, hcov) = (bc.covers_of(bt), hc.covers_of(ht));
+    if bcov != hcov {
+        let (what, narrowed) = narrowing(bcov, hcov, root);
+        let impact = match (req, narrowed) {
+            (true, true) => Impact::Weakens,
+            (true, false) => Impact::Tightens,
+            (false, _) => Impact::Neutral,
+        };
+        ch.push(cid, tid, what, impact);
+    }
+    if (&bt.rule, &bt.prediction, &bt.if_fails, &bt.obligations)
+        != (&ht.rule, &ht.prediction, &ht.if_fails, &ht.obligations)
+    {
+        ch.push(
+            cid,
+            tid,
+            "wording changed (rule, prediction, if_fails or obligations)".into(),
+            Impact::Neutral,
+        );
+    }
 }
 
 fn status_name(s: crate::contract::types::ContractStatus) -> String {

@@ -240,58 +240,9 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
     let mut shards = Vec::new();
     let mut merge_notes = Vec::new();
     if let (true, Some(r)) = (gate, &o.recheck) {
-        let mine: Vec<&Due> = match o.shard {
-            None => due.iter().collect(),
-            Some(sh) => {
-                let weights: Vec<(String, f64)> = due
-                    .iter()
-                    .map(|d| {
-                        let cid = &d.contract.contract.metadata.id;
-                        let secs = verification
-                            .test(cid, &d.test.id)
-                            .and_then(shard::recorded_seconds)
-                            .unwrap_or(shard::DEFAULT_SECONDS);
-                        (format!("{cid}/{}", d.test.id), secs)
-                    })
-                    .collect();
-                let of = shard::assign(&weights, sh.count);
-                let picked: Vec<usize> = (0..due.len()).filter(|&i| of[i] == sh.index).collect();
-                share = Some(ShardShare {
-                    shard: sh,
-                    tests: picked.iter().map(|&i| weights[i].clone()).collect(),
-                    due: due.len(),
-                });
-                picked.iter().map(|&i| &due[i]).collect()
-            }
-        };
-        let key = ScratchKey::create(r.scratch, o.shard.map(|s| s.label()).as_deref())?;
-        for d in mine {
-            let cid = &d.contract.contract.metadata.id;
-            // The verifier has just hashed these files; bind the re-check to that.
-            let files = verifier
-                .covered_now(d.clause.covers)
-                .map_err(EvidenceError::Usage)?;
-            let code = CodeBinding {
-                covers: d.clause.covers.to_vec(),
-                sha256: crate::contract::covers::tree_sha256(&files),
-                files,
-            };
-            fresh.push(recheck::recheck(
-                &layout.root,
-                cid,
-                d.clause.test,
-                code,
-                r,
-                &key,
-            )?);
-        }
-        std::fs::create_dir_all(r.scratch).map_err(|e| EvidenceError::io(r.scratch, e))?;
-        let summary = r.scratch.join("summary.json");
-        crate::fsutil::atomic_write(
-            &summary,
-            (serde_json::to_string_pretty(&fresh).expect("results serialise") + "\n").as_bytes(),
-        )
-        .map_err(|e| EvidenceError::io(&summary, e))?;
+        let (mine, my_share) = shard_share(&due, &verification, o.shard);
+        share = my_share;
+        fresh = recheck_share(&mine, &verifier, &layout.root, r, o.shard)?;
         scratch = Some(r.scratch.to_path_buf());
     } else if gate && !o.merge.is_empty() {
         let m = shard::merge(&layout.root, o.merge, &due)?;
@@ -322,7 +273,101 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
         contract_changes: &contract_changes,
         accept_contract_changes: o.accept_contract_changes,
     });
-    let mut notes: Vec<String> = merge_notes;
+    let notes = notes(merge_notes, &verification, &trust, base, layout);
+    let tests = gate_tests(&verification, &required, &fresh);
+    Ok(GateReport {
+        trust: trust.summary(),
+        rules: policy.rules(),
+        open: blocks.is_empty(),
+        verification,
+        contract_changes,
+        ledger_changes,
+        tests,
+        fresh,
+        scratch,
+        shard: share,
+        shards,
+        notes,
+        blocks,
+    })
+}
+
+/// Shard `shard`'s share of the due tests (every due test without sharding): each weighed
+/// by the seconds its latest record took, dealt longest first (`shard::assign`), the same
+/// on every shard.
+fn shard_share<'d>(
+    due: &'d [Due<'d>],
+    verification: &Verification,
+    shard: Option<Shard>,
+) -> (Vec<&'d Due<'d>>, Option<ShardShare>) {
+    let Some(sh) = shard else {
+        return (due.iter().collect(), None);
+    };
+    let weights: Vec<(String, f64)> = due
+        .iter()
+        .map(|d| {
+            let cid = &d.contract.contract.metadata.id;
+            let secs = verification
+                .test(cid, &d.test.id)
+                .and_then(shard::recorded_seconds)
+                .unwrap_or(shard::DEFAULT_SECONDS);
+            (format!("{cid}/{}", d.test.id), secs)
+        })
+        .collect();
+    let of = shard::assign(&weights, sh.count);
+    let picked: Vec<usize> = (0..due.len()).filter(|&i| of[i] == sh.index).collect();
+    let share = ShardShare {
+        shard: sh,
+        tests: picked.iter().map(|&i| weights[i].clone()).collect(),
+        due: due.len(),
+    };
+    (picked.iter().map(|&i| &due[i]).collect(), Some(share))
+}
+
+/// Re-checks `mine` with the trusted clauses, each bound to the covered files as the
+/// verifier has just hashed them, recorded in the scratch ledger under a key made for this
+/// run, with `summary.json` beside them.
+fn recheck_share(
+    mine: &[&Due],
+    verifier: &Verifier,
+    root: &std::path::Path,
+    r: &Recheck,
+    shard: Option<Shard>,
+) -> Result<Vec<Fresh>, GateError> {
+    let key = ScratchKey::create(r.scratch, shard.map(|s| s.label()).as_deref())?;
+    let mut fresh = Vec::new();
+    for d in mine {
+        let cid = &d.contract.contract.metadata.id;
+        let files = verifier
+            .covered_now(d.clause.covers)
+            .map_err(EvidenceError::Usage)?;
+        let code = CodeBinding {
+            covers: d.clause.covers.to_vec(),
+            sha256: crate::contract::covers::tree_sha256(&files),
+            files,
+        };
+        fresh.push(recheck::recheck(root, cid, d.clause.test, code, r, &key)?);
+    }
+    std::fs::create_dir_all(r.scratch).map_err(|e| EvidenceError::io(r.scratch, e))?;
+    let summary = r.scratch.join("summary.json");
+    crate::fsutil::atomic_write(
+        &summary,
+        (serde_json::to_string_pretty(&fresh).expect("results serialise") + "\n").as_bytes(),
+    )
+    .map_err(|e| EvidenceError::io(&summary, e))?;
+    Ok(fresh)
+}
+
+/// What the report says besides blocks: the merge's remarks, evidence of no test, files of
+/// interrupted writes, and keys the tree adds to the base's.
+fn notes(
+    merge_notes: Vec<String>,
+    verification: &Verification,
+    trust: &Trust,
+    base: Option<&Base>,
+    layout: &Layout,
+) -> Vec<String> {
+    let mut notes = merge_notes;
     notes.extend(verification.orphans.iter().map(|p| {
         format!("{p}: evidence for a test no contract defines (kept as history, not counted)")
     }));
@@ -342,7 +387,16 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
             }
         }
     }
-    let tests = verification
+    notes
+}
+
+/// Each test as the report lists it: required or not, its status, and what counted.
+fn gate_tests(
+    verification: &Verification,
+    required: &[Required],
+    fresh: &[Fresh],
+) -> Vec<GateTest> {
+    verification
         .tests
         .iter()
         .map(|t| {
@@ -369,20 +423,5 @@ pub fn run(o: &GateOptions, gate: bool) -> Result<GateReport, GateError> {
                 },
             }
         })
-        .collect();
-    Ok(GateReport {
-        trust: trust.summary(),
-        rules: policy.rules(),
-        open: blocks.is_empty(),
-        verification,
-        contract_changes,
-        ledger_changes,
-        tests,
-        fresh,
-        scratch,
-        shard: share,
-        shards,
-        notes,
-        blocks,
-    })
+        .collect()
 }
