@@ -5,7 +5,7 @@
 # every required test DISCHARGED by fresh evidence (required tests whose records went stale
 # with the code are re-checked in that run, building the engine adapters they need first).
 #
-#   scripts/test.sh          # about 8 minutes on 2 cores after the main job
+#   scripts/test.sh          # about 9 minutes on 2 cores after the main job
 #   scripts/test.sh --long   # also what needs slow builds or long runs: the realizar and
 #                            # llama.cpp adapters, llama.cpp's quantizer and the nine formats
 #                            # it makes, a deliberately broken pv for the gate's mutant test
