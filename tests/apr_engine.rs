@@ -115,8 +115,8 @@ fn smollm2_apr_reference_matches_the_gguf_engine() {
         return;
     };
     let gguf = OwnedQuantizedModel::open(&path).unwrap();
-    let dir = std::env::temp_dir().join(format!("pv-apr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::scratch("apr");
+    let dir = tmp.path().to_path_buf();
     let apr_path = dir.join("smollm2.apr");
     let mut calls = 0;
     write_apr(gguf.file(), AprDtype::F32, &apr_path, &mut |done, total| {
@@ -135,7 +135,7 @@ fn smollm2_apr_reference_matches_the_gguf_engine() {
     );
     drop(in_memory);
     let apr = AprTransformer::load(AprFile::open(&apr_path).unwrap()).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
     let tok = Tokenizer::from_spec(apr.tokenizer.as_ref().unwrap()).unwrap();
     assert_eq!(
         tok.encode("What is 2+2?").unwrap(),
@@ -193,7 +193,6 @@ fn smollm2_apr_reference_matches_the_gguf_engine() {
         tok.decode(&got),
         tok.decode(&want)
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -6,8 +6,8 @@ use common::pv;
 
 #[test]
 fn malformed_model_is_exit_2_with_one_line_naming_the_field() {
-    let dir = std::env::temp_dir().join(format!("pv-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::scratch("cli");
+    let dir = tmp.path().to_path_buf();
     let bad = dir.join("bad.gguf");
     std::fs::write(
         &bad,
@@ -38,7 +38,6 @@ fn malformed_model_is_exit_2_with_one_line_naming_the_field() {
     assert_eq!(code, 2, "{err}");
     let (code, _, _) = pv(&["run"]);
     assert_eq!(code, 2);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -124,7 +123,8 @@ fn trace_json_table_and_dump() {
         "{out}"
     );
 
-    let dir = std::env::temp_dir().join(format!("pv-trace-{}", std::process::id()));
+    let tmp = common::scratch("trace");
+    let dir = tmp.path().to_path_buf();
     let (code, _, err) = pv(&[
         "trace",
         m,
@@ -146,7 +146,6 @@ fn trace_json_table_and_dump() {
             .contains("(7, 1536)")
     );
     assert_eq!(npy.len(), 10 + hlen + 7 * 1536 * 4);
-    std::fs::remove_dir_all(&dir).ok();
 
     let (code, _, err) = pv(&[
         "trace", m, "--prompt", "x", "--dump", "/tmp/x", "--slots", "ffn_innr",
@@ -162,8 +161,8 @@ fn convert_then_trace_the_apr_file() {
     let Some(path) = common::smollm2() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("pv-convert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::scratch("convert");
+    let dir = tmp.path().to_path_buf();
     let apr = dir.join("smollm2-keep.apr");
     let (code, _, err) = pv(&[
         "convert",
@@ -195,15 +194,14 @@ fn convert_then_trace_the_apr_file() {
     let (code, _, err) = pv(&["trace", apr.to_str().unwrap(), "--prompt", "x"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("crc32"), "{err}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `pv diff` is usable in CI: exit 0 when every slot is within tolerance, 1 when one is not
 /// (naming its slot and plain layer number), 2 for bad input.
 #[test]
 fn diff_exit_codes_and_the_first_divergent_slot() {
-    let dir = std::env::temp_dir().join(format!("pv-cli-diff-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::scratch("cli-diff");
+    let dir = tmp.path().to_path_buf();
     let gguf = dir.join("syn.gguf");
     let model = common::synthetic_model("llama", pv::gguf::GgmlType::Q8_0, None);
     std::fs::write(&gguf, model.bytes()).unwrap();
@@ -328,7 +326,6 @@ fn diff_exit_codes_and_the_first_divergent_slot() {
         "x",
     ]);
     assert_eq!(code, 2);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `pv calibrate --save-measurements` keeps what it measured; `--measurements` derives the
@@ -340,8 +337,8 @@ fn calibrate_saves_and_reuses_its_measurements() {
         return;
     };
     let m = path.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("pv-cli-cal-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::scratch("cli-cal");
+    let dir = tmp.path().to_path_buf();
     let file = |name: &str, text: &str| {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
@@ -387,5 +384,5 @@ fn calibrate_saves_and_reuses_its_measurements() {
         err.contains("bad.json:") && err.contains("not saved measurements"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
 }

@@ -274,8 +274,8 @@ proptest! {
     /// Whatever the types can hold, serialised to YAML, validates clean and reads back equal.
     #[test]
     fn any_serialised_contract_validates_and_round_trips(c in contract()) {
-        let dir = std::env::temp_dir().join(format!("pv-prop-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = common::scratch("prop");
+        let dir = tmp.path().to_path_buf();
         let schema = dir.join("contract.schema.json");
         if !schema.exists() {
             std::fs::write(&schema, pv::contract::schema::schema_text()).unwrap();

@@ -133,8 +133,8 @@ fn synthetic_model_of_every_format_matches_gguf_py() {
             .unwrap();
         }
     }
-    let dir = std::env::temp_dir().join(format!("pv-synth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::scratch("synth");
+    let dir = tmp.path().to_path_buf();
     let path = dir.join("every-format.gguf");
     w.write(&path).unwrap();
     let mut seen = check_against_gguf_py(&path);
@@ -142,5 +142,4 @@ fn synthetic_model_of_every_format_matches_gguf_py() {
     want.sort();
     seen.sort();
     assert_eq!(seen, want);
-    std::fs::remove_dir_all(&dir).ok();
 }

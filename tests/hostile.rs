@@ -5,20 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pv::apr::{AprFile, AprWriter};
 use pv::gguf::{Array, GgmlType, GgufFile, GgufWriter, Value, ValueType};
-
-/// A scratch directory for this test binary.
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pv-hostile-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Runs pv, killing it after a minute (a hang is a failure, not a wait): exit code and
 /// stderr.
@@ -142,7 +134,8 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 /// resident set of the children (which only grows) is checked case by case.
 #[test]
 fn every_hostile_input_class_is_a_one_line_exit_2_with_bounded_memory() {
-    let dir = scratch("table");
+    let tmp = common::scratch("hostile-table");
+    let dir = tmp.path().to_path_buf();
     let gguf = common::synthetic_model("llama", GgmlType::Q8_0, None);
     let apr = pv::model::gguf_to_apr(&gguf, pv::model::AprDtype::F32)
         .unwrap()
@@ -435,7 +428,8 @@ fn every_hostile_input_class_is_a_one_line_exit_2_with_bounded_memory() {
 /// whole file.
 #[test]
 fn a_contract_linked_to_another_file_is_not_echoed_whole() {
-    let dir = scratch("link");
+    let tmp = common::scratch("hostile-link");
+    let dir = tmp.path().to_path_buf();
     let secret: String = (0..200)
         .map(|i| format!("user{i}:x:{i}:{i}::/home:/bin/sh "))
         .collect();

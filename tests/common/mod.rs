@@ -24,6 +24,16 @@ pub fn pv(args: &[&str]) -> (i32, String, String) {
     pv_in(None, args)
 }
 
+/// A scratch directory under the system's temporary directory, removed when the value is
+/// dropped, also when the test fails: a suite run leaves nothing behind (a model written
+/// into a leaked directory is hundreds of MiB on every run).
+pub fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("pv-{tag}-"))
+        .tempdir()
+        .expect("a scratch directory under the temporary directory")
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
