@@ -253,6 +253,205 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Magic, version and the two counts; returns (version, tensor count, key-value count).
+fn read_header(c: &mut Cursor) -> Result<(u32, usize, usize), GgufError> {
+    let magic = c.array::<4>(&|| "magic".into())?;
+    if &magic != GGUF_MAGIC {
+        // An APR file (pv's other format) given where GGUF is read: say so.
+        let what = if &magic == b"APR\0" {
+            " (an APR file, not GGUF)"
+        } else {
+            ""
+        };
+        return Err(GgufError::malformed(
+            "magic",
+            0,
+            format!("expected \"GGUF\", found {magic:02x?}{what}"),
+        ));
+    }
+    let version = c.u32(&|| "version".into())?;
+    if !(2..=3).contains(&version) {
+        return Err(GgufError::malformed(
+            "version",
+            4,
+            format!("version {version} is not supported (2 or 3)"),
+        ));
+    }
+    // A tensor-info entry takes at least 8 (name) + 4 (n_dims) + 4 (type) + 8 (offset) bytes.
+    let n_tensors = c.count(24, &|| "tensor_count".into())?;
+    // A key-value pair takes at least 8 (key) + 4 (type) + 1 (value) bytes.
+    let n_kv = c.count(13, &|| "metadata_kv_count".into())?;
+    Ok((version, n_tensors, n_kv))
+}
+
+/// The metadata's key-value pairs in file order, and an index from key to position.
+type Metadata = (Vec<(String, Value)>, BTreeMap<String, usize>);
+
+/// `n_kv` key-value pairs; a duplicate key is refused (which of the two a reader would take
+/// is not defined).
+fn read_metadata(c: &mut Cursor, n_kv: usize) -> Result<Metadata, GgufError> {
+    let mut metadata = Vec::with_capacity(n_kv);
+    let mut index = BTreeMap::new();
+    for i in 0..n_kv {
+        let key_at = c.pos;
+        let key = c.string(&|| format!("metadata[{i}].key"))?;
+        let f = || format!("metadata[{key:?}]");
+        let ty_at = c.pos;
+        let ty_id = c.u32(&f)?;
+        let ty = ValueType::from_id(ty_id).ok_or_else(|| {
+            GgufError::malformed(f(), ty_at, format!("unknown value type {ty_id}"))
+        })?;
+        let value = c.value(ty, 0, &f)?;
+        if index.insert(key.clone(), metadata.len()).is_some() {
+            return Err(GgufError::malformed(
+                format!("metadata[{i}].key"),
+                key_at,
+                format!("duplicate key {key:?}"),
+            ));
+        }
+        metadata.push((key, value));
+    }
+    Ok((metadata, index))
+}
+
+/// `general.alignment`, or the default when absent: a power of two up to 2^20.
+fn alignment_of(
+    metadata: &[(String, Value)],
+    index: &BTreeMap<String, usize>,
+) -> Result<usize, GgufError> {
+    let Some(v) = index.get("general.alignment").map(|&i| &metadata[i].1) else {
+        return Ok(DEFAULT_ALIGNMENT);
+    };
+    match v.as_u64() {
+        Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => Ok(a as usize),
+        _ => Err(GgufError::Metadata {
+            key: "general.alignment".into(),
+            reason: format!("must be a power of two up to 2^20, found {v}"),
+        }),
+    }
+}
+
+/// Where a tensor-info entry's fields were read, for errors found after it.
+struct InfoAt {
+    /// The entry's `n_dims` field (duplicate names are reported here).
+    name: usize,
+    /// The entry's `offset` field.
+    offset: usize,
+}
+
+/// Entry `i` of the tensor-info table: dims within MAX_DIMS, a known type, a size that fits
+/// in memory with whole blocks per row, an aligned offset. Bounds against the data section
+/// are checked once the section's start is known ([`check_data_section`]).
+fn read_tensor_info(
+    c: &mut Cursor,
+    i: usize,
+    alignment: usize,
+) -> Result<(TensorInfo, InfoAt), GgufError> {
+    let name = c.string(&|| format!("tensor_info[{i}].name"))?;
+    let f = |field: &str| format!("tensor_info[{i}] ({name}).{field}");
+    let nd_at = c.pos;
+    let n_dims = c.u32(&|| f("n_dims"))?;
+    if n_dims == 0 || n_dims > MAX_DIMS {
+        return Err(GgufError::malformed(
+            f("n_dims"),
+            nd_at,
+            format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+        ));
+    }
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    for d in 0..n_dims {
+        dims.push(c.u64(&|| f(&format!("dims[{d}]")))?);
+    }
+    let ty_at = c.pos;
+    let ty_id = c.u32(&|| f("type"))?;
+    let ggml_type = GgmlType::from_id(ty_id).ok_or_else(|| {
+        GgufError::malformed(
+            f("type"),
+            ty_at,
+            format!("unsupported GGML type id {ty_id}"),
+        )
+    })?;
+    let off_at = c.pos;
+    let offset = c.u64(&|| f("offset"))?;
+    let n_el = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    let size = n_el
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|_| (dims[0] as usize).is_multiple_of(ggml_type.block_size()))
+        .and_then(|n| (n / ggml_type.block_size()).checked_mul(ggml_type.block_bytes()))
+        .ok_or_else(|| {
+            GgufError::malformed(
+                f("dims"),
+                nd_at + 4,
+                format!(
+                    "dims {dims:?} overflow or row length is not a multiple of {}'s block size {}",
+                    ggml_type,
+                    ggml_type.block_size()
+                ),
+            )
+        })?;
+    if offset % alignment as u64 != 0 {
+        return Err(GgufError::malformed(
+            f("offset"),
+            off_at,
+            format!("offset {offset} is not a multiple of the alignment {alignment}"),
+        ));
+    }
+    let info = TensorInfo {
+        name,
+        dims,
+        ggml_type,
+        offset,
+        size,
+    };
+    Ok((
+        info,
+        InfoAt {
+            name: nd_at,
+            offset: off_at,
+        },
+    ))
+}
+
+/// Every tensor's data within the data section of `data_len` bytes, and no two tensors
+/// sharing bytes; `infos` pairs each entry with where its offset field was read.
+fn check_data_section(
+    infos: Vec<(TensorInfo, usize)>,
+    data_len: usize,
+) -> Result<Vec<TensorInfo>, GgufError> {
+    let offset_field = |i: usize, t: &TensorInfo| format!("tensor_info[{i}] ({}).offset", t.name);
+    for (i, (t, off_at)) in infos.iter().enumerate() {
+        if t.offset
+            .checked_add(t.size as u64)
+            .is_none_or(|e| e > data_len as u64)
+        {
+            return Err(GgufError::malformed(
+                offset_field(i, t),
+                *off_at,
+                format!(
+                    "data [{}, +{}) runs past the end of the data section ({data_len} bytes)",
+                    t.offset, t.size
+                ),
+            ));
+        }
+    }
+    if let Some((a, b)) = first_overlap(
+        infos
+            .iter()
+            .map(|(t, _)| (t.offset, t.offset + t.size as u64)),
+    ) {
+        let ((ta, _), (tb, at_b)) = (&infos[a], &infos[b]);
+        return Err(GgufError::malformed(
+            offset_field(b, tb),
+            *at_b,
+            format!(
+                "data [{}, +{}) overlaps tensor_info[{a}] ({}) at [{}, +{})",
+                tb.offset, tb.size, ta.name, ta.offset, ta.size
+            ),
+        ));
+    }
+    Ok(infos.into_iter().map(|(t, _)| t).collect())
+}
+
 /// The first pair of indices (earlier-starting first) whose `[start, end)` ranges overlap;
 /// empty ranges overlap nothing. Tensor data that two tensors share would let a change to one
 /// silently change the other, so readers refuse it.
@@ -296,175 +495,34 @@ impl GgufFile {
         Self::parse(Bytes::Owned(bytes))
     }
 
+    /// Header, metadata, tensor table, then the data section they point into: each step
+    /// checks what it reads before the next one trusts it.
     fn parse(bytes: Bytes) -> Result<Self, GgufError> {
         let mut c = Cursor {
             buf: &bytes,
             pos: 0,
         };
-        let magic = c.array::<4>(&|| "magic".into())?;
-        if &magic != GGUF_MAGIC {
-            // An APR file (pv's other format) given where GGUF is read: say so.
-            let what = if &magic == b"APR\0" {
-                " (an APR file, not GGUF)".to_string()
-            } else {
-                String::new()
-            };
-            return Err(GgufError::malformed(
-                "magic",
-                0,
-                format!("expected \"GGUF\", found {magic:02x?}{what}"),
-            ));
-        }
-        let version = c.u32(&|| "version".into())?;
-        if !(2..=3).contains(&version) {
-            return Err(GgufError::malformed(
-                "version",
-                4,
-                format!("version {version} is not supported (2 or 3)"),
-            ));
-        }
-        // A tensor-info entry takes at least 8 (name) + 4 (n_dims) + 4 (type) + 8 (offset) bytes.
-        let n_tensors = c.count(24, &|| "tensor_count".into())?;
-        // A key-value pair takes at least 8 (key) + 4 (type) + 1 (value) bytes.
-        let n_kv = c.count(13, &|| "metadata_kv_count".into())?;
-
-        let mut metadata = Vec::with_capacity(n_kv);
-        let mut index = BTreeMap::new();
-        for i in 0..n_kv {
-            let key_at = c.pos;
-            let key = c.string(&|| format!("metadata[{i}].key"))?;
-            let f = || format!("metadata[{key:?}]");
-            let ty_at = c.pos;
-            let ty_id = c.u32(&f)?;
-            let ty = ValueType::from_id(ty_id).ok_or_else(|| {
-                GgufError::malformed(f(), ty_at, format!("unknown value type {ty_id}"))
-            })?;
-            let value = c.value(ty, 0, &f)?;
-            if index.insert(key.clone(), metadata.len()).is_some() {
-                return Err(GgufError::malformed(
-                    format!("metadata[{i}].key"),
-                    key_at,
-                    format!("duplicate key {key:?}"),
-                ));
-            }
-            metadata.push((key, value));
-        }
-
-        let alignment = match index.get("general.alignment").map(|&i| &metadata[i].1) {
-            None => DEFAULT_ALIGNMENT,
-            Some(v) => match v.as_u64() {
-                Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a as usize,
-                _ => {
-                    return Err(GgufError::Metadata {
-                        key: "general.alignment".into(),
-                        reason: format!("must be a power of two up to 2^20, found {v}"),
-                    });
-                }
-            },
-        };
-
+        let (version, n_tensors, n_kv) = read_header(&mut c)?;
+        let (metadata, index) = read_metadata(&mut c, n_kv)?;
+        let alignment = alignment_of(&metadata, &index)?;
         let mut infos = Vec::with_capacity(n_tensors);
         let mut tensor_index = BTreeMap::new();
         for i in 0..n_tensors {
-            let name = c.string(&|| format!("tensor_info[{i}].name"))?;
-            let f = |field: &str| format!("tensor_info[{i}] ({name}).{field}");
-            let nd_at = c.pos;
-            let n_dims = c.u32(&|| f("n_dims"))?;
-            if n_dims == 0 || n_dims > MAX_DIMS {
+            let (info, at) = read_tensor_info(&mut c, i, alignment)?;
+            if tensor_index
+                .insert(info.name.clone(), infos.len())
+                .is_some()
+            {
                 return Err(GgufError::malformed(
-                    f("n_dims"),
-                    nd_at,
-                    format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+                    format!("tensor_info[{i}] ({}).name", info.name),
+                    at.name,
+                    format!("duplicate tensor name {:?}", info.name),
                 ));
             }
-            let mut dims = Vec::with_capacity(n_dims as usize);
-            for d in 0..n_dims {
-                dims.push(c.u64(&|| f(&format!("dims[{d}]")))?);
-            }
-            let ty_at = c.pos;
-            let ty_id = c.u32(&|| f("type"))?;
-            let ggml_type = GgmlType::from_id(ty_id).ok_or_else(|| {
-                GgufError::malformed(
-                    f("type"),
-                    ty_at,
-                    format!("unsupported GGML type id {ty_id}"),
-                )
-            })?;
-            let off_at = c.pos;
-            let offset = c.u64(&|| f("offset"))?;
-            let n_el = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-            let size = n_el
-                .and_then(|n| usize::try_from(n).ok())
-                .filter(|_| (dims[0] as usize).is_multiple_of(ggml_type.block_size()))
-                .and_then(|n| {
-                    (n / ggml_type.block_size()).checked_mul(ggml_type.block_bytes())
-                })
-                .ok_or_else(|| {
-                    GgufError::malformed(
-                        f("dims"),
-                        nd_at + 4,
-                        format!("dims {dims:?} overflow or row length is not a multiple of {}'s block size {}", ggml_type, ggml_type.block_size()),
-                    )
-                })?;
-            if offset % alignment as u64 != 0 {
-                return Err(GgufError::malformed(
-                    f("offset"),
-                    off_at,
-                    format!("offset {offset} is not a multiple of the alignment {alignment}"),
-                ));
-            }
-            if tensor_index.insert(name.clone(), infos.len()).is_some() {
-                return Err(GgufError::malformed(
-                    f("name"),
-                    nd_at,
-                    format!("duplicate tensor name {name:?}"),
-                ));
-            }
-            infos.push((
-                TensorInfo {
-                    name,
-                    dims,
-                    ggml_type,
-                    offset,
-                    size,
-                },
-                off_at,
-            ));
+            infos.push((info, at.offset));
         }
-
         let data_offset = c.pos.div_ceil(alignment) * alignment;
-        let data_len = bytes.len().saturating_sub(data_offset);
-        let mut tensors = Vec::with_capacity(infos.len());
-        let offsets_at: Vec<usize> = infos.iter().map(|(_, at)| *at).collect();
-        for (i, (t, off_at)) in infos.into_iter().enumerate() {
-            let end = t.offset.checked_add(t.size as u64);
-            if end.is_none_or(|e| e > data_len as u64) {
-                return Err(GgufError::malformed(
-                    format!("tensor_info[{i}] ({}).offset", t.name),
-                    off_at,
-                    format!(
-                        "data [{}, +{}) runs past the end of the data section ({} bytes)",
-                        t.offset, t.size, data_len
-                    ),
-                ));
-            }
-            tensors.push(t);
-        }
-
-        if let Some((a, b)) =
-            first_overlap(tensors.iter().map(|t| (t.offset, t.offset + t.size as u64)))
-        {
-            let (ta, tb) = (&tensors[a], &tensors[b]);
-            return Err(GgufError::malformed(
-                format!("tensor_info[{b}] ({}).offset", tb.name),
-                offsets_at[b],
-                format!(
-                    "data [{}, +{}) overlaps tensor_info[{a}] ({}) at [{}, +{})",
-                    tb.offset, tb.size, ta.name, ta.offset, ta.size
-                ),
-            ));
-        }
-
+        let tensors = check_data_section(infos, bytes.len().saturating_sub(data_offset))?;
         Ok(GgufFile {
             bytes,
             version,
