@@ -185,7 +185,8 @@ fn measure(a: &Args) -> Result<Measurements, CliError> {
     })
 }
 
-/// Runs `pv calibrate`.
+/// Runs `pv calibrate`: measure (or load saved measurements), derive the limits, judge the
+/// held-out prompts with them, report; exit 1 when a held-out prompt or set alarms.
 pub fn run(a: Args) -> Result<(), CliError> {
     if !(a.margin.is_finite() && a.margin >= 1.0 && a.floor.is_finite() && a.floor >= 0.0) {
         return Err(CliError::input("--margin must be >= 1 and --floor >= 0"));
@@ -196,31 +197,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         return Err(CliError::input("--false-alarm must be in (0, 1)"));
     }
     let m = match &a.measurements {
-        Some(path) => {
-            let text = crate::fsutil::read_to_string(path)
-                .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
-            let m: Measurements = serde_json::from_str(&text).map_err(|e| {
-                CliError::input(format!(
-                    "{}:{}:{}: not saved measurements: {e}",
-                    path.display(),
-                    e.line(),
-                    e.column()
-                ))
-            })?;
-            if a.local && !m.local {
-                return Err(CliError::input(format!(
-                    "{}: measured end to end, not --local",
-                    path.display()
-                )));
-            }
-            if m.calibration.is_empty() {
-                return Err(CliError::input(format!(
-                    "{}: no calibration prompts",
-                    path.display()
-                )));
-            }
-            m
-        }
+        Some(path) => load_measurements(path, a.local)?,
         None => measure(&a)?,
     };
     if let Some(out) = &a.save_measurements {
@@ -239,44 +216,108 @@ pub fn run(a: Args) -> Result<(), CliError> {
             a.metrics.clone()
         },
     };
-    let (n_layer, local) = (m.n_layer, m.local);
-    let (model_a, model_b) = (m.a.clone(), m.b.clone());
     let (prompts, intact): (Vec<String>, Vec<TraceDiff>) = m
         .calibration
         .into_iter()
         .map(|x| (x.prompt, x.diff))
         .unzip();
-    let table = calibrate(&intact, local, &how);
-    let held: Option<Vec<(String, TraceDiff)>> = m.check.map(|h| {
-        h.into_iter()
-            .map(|mut x| {
-                x.diff.judge(&table);
-                (x.prompt, x.diff)
-            })
-            .collect()
-    });
-    // The held-out set judged as a contract judges it: bands on the mean over all prompts,
-    // and in sets of a contract's size (each set's first violation, if any).
-    let held_diffs: Option<Vec<TraceDiff>> = held
-        .as_ref()
-        .map(|h| h.iter().map(|(_, d)| d.clone()).collect());
-    let set_alarms = held_diffs.as_ref().map(|d| judge_set(d, &table));
-    let chunk_alarms: Vec<Option<Violation>> = match (&held_diffs, a.set_size) {
-        (Some(d), size) if size > 1 && d.len() >= size => d
-            .chunks_exact(size)
-            .map(|c| judge_set(c, &table).into_iter().next())
-            .collect(),
-        _ => Vec::new(),
-    };
-    let chunks_alarmed = chunk_alarms.iter().flatten().count();
-    let alarms: usize = held
-        .iter()
-        .flatten()
-        .map(|(_, d)| usize::from(d.first_divergent.is_some()))
-        .sum::<usize>()
-        + usize::from(set_alarms.as_ref().is_some_and(|v| !v.is_empty()))
-        + chunks_alarmed;
-    let method = match (a.false_alarm, &table.prediction) {
+    let table = calibrate(&intact, m.local, &how);
+    let held = m.check.map(|h| HeldOut::judge(h, &table, a.set_size));
+    let method = method_line(&a, &table);
+    let yaml = format!(
+        "# pv calibrate{}: {} vs {}, {} layers, {} calibration prompts, {method}, floor {:e}\n{}",
+        if m.local { " --local" } else { "" },
+        m.a,
+        m.b,
+        m.n_layer,
+        prompts.len(),
+        a.floor,
+        table.to_yaml(0)
+    );
+    if let Some(out) = &a.output {
+        crate::fsutil::atomic_write(out, yaml.as_bytes())
+            .map_err(|e| CliError::other(format!("{}: {e}", out.display())))?;
+    }
+    let empty = HeldOut::default();
+    let h = held.as_ref().unwrap_or(&empty);
+    match a.format {
+        Format::Json => print_json(&serde_json::json!({
+            "calibration": how,
+            "prompts": prompts,
+            "thresholds": table,
+            "check": held.as_ref().map(|h| h.prompts.iter().map(|(p, d)| serde_json::json!({
+                "prompt": p,
+                "violations": d.violations,
+            })).collect::<Vec<_>>()),
+            "check_set_violations": held.as_ref().map(|h| &h.whole),
+            "check_sets": h.sets.iter().enumerate().map(|(i, v)| serde_json::json!({
+                "prompts": [i * a.set_size, (i + 1) * a.set_size],
+                "first_violation": v,
+            })).collect::<Vec<_>>(),
+            "false_alarms": {
+                "expected_per_prompt": a.false_alarm,
+                "observed": held.as_ref().map(|h| {
+                    let (x, m, u) = h.rate();
+                    serde_json::json!({
+                        "prompts_alarmed": x, "prompts": m, "rate": x as f64 / m as f64, "upper_95": u,
+                    })
+                }),
+            },
+        }))?,
+        Format::Text => {
+            let mut o = String::new();
+            if a.output.is_none() {
+                o.push_str(&yaml);
+            }
+            let _ = writeln!(
+                o,
+                "calibrated {} metrics over {} prompts ({method}, floor {:e})",
+                how.metrics.len(),
+                prompts.len(),
+                a.floor
+            );
+            if let Some(h) = &held {
+                h.write_text(&mut o, a.set_size, a.false_alarm);
+            }
+            emit(&o)?;
+        }
+    }
+    if h.alarms() > 0 {
+        return Err(CliError::reported(1));
+    }
+    Ok(())
+}
+
+/// Measurements saved by `--save-measurements`, checked against the arguments.
+fn load_measurements(path: &std::path::Path, local: bool) -> Result<Measurements, CliError> {
+    let text = crate::fsutil::read_to_string(path)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    let m: Measurements = serde_json::from_str(&text).map_err(|e| {
+        CliError::input(format!(
+            "{}:{}:{}: not saved measurements: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if local && !m.local {
+        return Err(CliError::input(format!(
+            "{}: measured end to end, not --local",
+            path.display()
+        )));
+    }
+    if m.calibration.is_empty() {
+        return Err(CliError::input(format!(
+            "{}: no calibration prompts",
+            path.display()
+        )));
+    }
+    Ok(m)
+}
+
+/// How the limits were derived, for the table's header line and the report.
+fn method_line(a: &Args, table: &Thresholds) -> String {
+    match (a.false_alarm, &table.prediction) {
         (Some(r), Some(p)) => format!(
             "limits for {r:e} false alarms per prompt over {} checks; per metric, spreads allowed k, \
 length term noise_tokens, slope: {}",
@@ -294,126 +335,124 @@ length term noise_tokens, slope: {}",
                 .join("; ")
         ),
         _ => format!("margin {}", a.margin),
-    };
-    let yaml = format!(
-        "# pv calibrate{}: {model_a} vs {model_b}, {} layers, {} calibration prompts, {method}, floor {:e}\n{}",
-        if local { " --local" } else { "" },
-        n_layer,
-        prompts.len(),
-        a.floor,
-        table.to_yaml(0)
-    );
-    let observed = held.as_ref().map(|h| {
-        let alarmed = h
+    }
+}
+
+/// The held-out prompts judged as a contract judges them: each prompt alone, the mean over
+/// all of them (bands), and in sets of a contract's size (each set's first violation).
+#[derive(Default)]
+struct HeldOut {
+    /// Each prompt with its judged comparison.
+    prompts: Vec<(String, TraceDiff)>,
+    /// The violations of all prompts judged as one set.
+    whole: Vec<Violation>,
+    /// Each set of `set_size` prompts: its first violation, if any.
+    sets: Vec<Option<Violation>>,
+}
+
+impl HeldOut {
+    fn judge(measured: Vec<Measured>, table: &Thresholds, set_size: usize) -> Self {
+        let prompts: Vec<(String, TraceDiff)> = measured
+            .into_iter()
+            .map(|mut x| {
+                x.diff.judge(table);
+                (x.prompt, x.diff)
+            })
+            .collect();
+        let diffs: Vec<TraceDiff> = prompts.iter().map(|(_, d)| d.clone()).collect();
+        let sets = if set_size > 1 && diffs.len() >= set_size {
+            diffs
+                .chunks_exact(set_size)
+                .map(|c| judge_set(c, table).into_iter().next())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        HeldOut {
+            whole: judge_set(&diffs, table),
+            prompts,
+            sets,
+        }
+    }
+
+    /// Prompts alarmed, prompts, and the 95% upper bound on the per-prompt rate.
+    fn rate(&self) -> (usize, usize, f64) {
+        let alarmed = self
+            .prompts
             .iter()
             .filter(|(_, d)| d.first_divergent.is_some())
             .count();
-        (alarmed, h.len(), upper_95(alarmed, h.len()))
-    });
-    if let Some(out) = &a.output {
-        crate::fsutil::atomic_write(out, yaml.as_bytes())
-            .map_err(|e| CliError::other(format!("{}: {e}", out.display())))?;
+        (
+            alarmed,
+            self.prompts.len(),
+            upper_95(alarmed, self.prompts.len()),
+        )
     }
-    match a.format {
-        Format::Json => print_json(&serde_json::json!({
-            "calibration": how,
-            "prompts": prompts,
-            "thresholds": table,
-            "check": held.as_ref().map(|h| h.iter().map(|(p, d)| serde_json::json!({
-                "prompt": p,
-                "violations": d.violations,
-            })).collect::<Vec<_>>()),
-            "check_set_violations": set_alarms,
-            "check_sets": chunk_alarms.iter().enumerate().map(|(i, v)| serde_json::json!({
-                "prompts": [i * a.set_size, (i + 1) * a.set_size],
-                "first_violation": v,
-            })).collect::<Vec<_>>(),
-            "false_alarms": {
-                "expected_per_prompt": a.false_alarm,
-                "observed": observed.map(|(x, m, u)| serde_json::json!({
-                    "prompts_alarmed": x, "prompts": m, "rate": x as f64 / m as f64, "upper_95": u,
-                })),
-            },
-        }))?,
-        Format::Text => {
-            let mut o = String::new();
-            if a.output.is_none() {
-                o.push_str(&yaml);
+
+    /// Every alarm: each prompt, the whole set, each set of a contract's size.
+    fn alarms(&self) -> usize {
+        self.rate().0 + usize::from(!self.whole.is_empty()) + self.sets.iter().flatten().count()
+    }
+
+    fn write_text(&self, o: &mut String, set_size: usize, false_alarm: Option<f64>) {
+        for (p, d) in &self.prompts {
+            let status = match d.first_divergent {
+                None => "ok".to_string(),
+                Some(_) => format!(
+                    "FALSE ALARM: {}",
+                    d.first_violations()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            };
+            let _ = writeln!(o, "  held-out {:?}: {status}", crate::fsutil::short(p, 40));
+        }
+        match self.whole.first() {
+            Some(first) => {
+                let _ = writeln!(o, "  all held-out prompts together: FALSE ALARM: {first}");
             }
-            let _ = writeln!(
-                o,
-                "calibrated {} metrics over {} prompts ({method}, floor {:e})",
-                how.metrics.len(),
-                prompts.len(),
-                a.floor
-            );
-            if let Some(held) = &held {
-                for (p, d) in held {
-                    let status = match d.first_divergent {
-                        None => "ok".to_string(),
-                        Some(_) => format!(
-                            "FALSE ALARM: {}",
-                            d.first_violations()
-                                .map(|v| v.to_string())
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        ),
-                    };
-                    let _ = writeln!(o, "  held-out {:?}: {status}", crate::fsutil::short(p, 40));
-                }
-                if let Some(first) = set_alarms.iter().flatten().next() {
-                    let _ = writeln!(o, "  all held-out prompts together: FALSE ALARM: {first}");
-                } else {
-                    let _ = writeln!(o, "  all held-out prompts together: ok");
-                }
-                for (i, v) in chunk_alarms.iter().enumerate() {
-                    if let Some(v) = v {
-                        let (from, to) = (i * a.set_size + 1, (i + 1) * a.set_size);
-                        let _ = writeln!(
-                            o,
-                            "  held-out prompts {from}-{to} together: FALSE ALARM: {v}"
-                        );
-                    }
-                }
-                let sets = if chunk_alarms.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ", {chunks_alarmed} of {} sets of {}",
-                        chunk_alarms.len(),
-                        a.set_size
-                    )
-                };
+            None => {
+                let _ = writeln!(o, "  all held-out prompts together: ok");
+            }
+        }
+        for (i, v) in self.sets.iter().enumerate() {
+            if let Some(v) = v {
+                let (from, to) = (i * set_size + 1, (i + 1) * set_size);
                 let _ = writeln!(
                     o,
-                    "false alarms: {} of {} held-out prompts{sets} (and the set as a whole: {})",
-                    observed.map_or(0, |o| o.0),
-                    held.len(),
-                    if set_alarms.iter().flatten().next().is_some() {
-                        "alarmed"
-                    } else {
-                        "ok"
-                    }
+                    "  held-out prompts {from}-{to} together: FALSE ALARM: {v}"
                 );
-                if let Some((x, m, u)) = observed {
-                    let _ = writeln!(
-                        o,
-                        "false-alarm rate per prompt: expected {}, observed {x}/{m} = {:.3} (95% upper bound {u:.3})",
-                        a.false_alarm
-                            .map_or("(not stated: margin method)".to_string(), |r| format!(
-                                "<= {r:e}"
-                            )),
-                        x as f64 / m as f64
-                    );
-                }
             }
-            emit(&o)?;
         }
+        let sets = if self.sets.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} of {} sets of {set_size}",
+                self.sets.iter().flatten().count(),
+                self.sets.len(),
+            )
+        };
+        let (x, m, u) = self.rate();
+        let _ = writeln!(
+            o,
+            "false alarms: {x} of {m} held-out prompts{sets} (and the set as a whole: {})",
+            if self.whole.is_empty() {
+                "ok"
+            } else {
+                "alarmed"
+            }
+        );
+        let _ = writeln!(
+            o,
+            "false-alarm rate per prompt: expected {}, observed {x}/{m} = {:.3} (95% upper bound {u:.3})",
+            false_alarm.map_or("(not stated: margin method)".to_string(), |r| format!(
+                "<= {r:e}"
+            )),
+            x as f64 / m as f64
+        );
     }
-    if alarms > 0 {
-        return Err(CliError::reported(1));
-    }
-    Ok(())
 }
 
 /// The one-sided 95% upper confidence bound on a rate seen `x` times in `m` trials

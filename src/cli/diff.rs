@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use super::{CliError, Format, emit, print_json};
 use crate::model::with_threads;
 use crate::trace::{
-    CompareMode, Metric, Thresholds, TraceDiff, compare_models, distinct_tokens, judge_set,
-    set_mean,
+    CompareMode, Metric, Thresholds, TraceDiff, Violation, compare_models, distinct_tokens,
+    judge_set, set_mean,
 };
 
 /// Arguments of `pv diff`.
@@ -80,7 +80,8 @@ pub fn read_thresholds(path: &Path) -> Result<Thresholds, CliError> {
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))
 }
 
-/// Runs `pv diff`.
+/// Runs `pv diff`: compare the two models on each prompt, judge the set with the limits,
+/// plot and report; exit 1 when a slot is outside its limit.
 pub fn run(a: Args) -> Result<(), CliError> {
     a.engines.check(a.local, a.fault.is_some())?;
     let [(ma, tok_a, n_layer), (mb, tok_b, _)] = a.engines.load(&a.a, &a.b)?;
@@ -99,31 +100,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         }
         token_lists.push(tokens);
     }
-    let limits = match &a.thresholds {
-        Some(p) => {
-            let t = read_thresholds(p)?;
-            let problems = t.problems(Some(n_layer));
-            if !problems.is_empty() {
-                return Err(CliError::input(format!(
-                    "{}: {}",
-                    p.display(),
-                    problems.join("; ")
-                )));
-            }
-            t
-        }
-        None => Thresholds::uniform(&[
-            (Metric::StdRatio, a.max_std_deviation),
-            (Metric::CosineGap, 1.0 - a.min_cosine),
-        ]),
-    };
-    if a.thresholds.is_some() && a.local != limits.local {
-        return Err(CliError::input(if limits.local {
-            "the --thresholds table is for layer-local comparison: add --local"
-        } else {
-            "the --thresholds table is for end-to-end comparison: drop --local"
-        }));
-    }
+    let limits = limits(&a, n_layer)?;
     let mode = if a.local {
         CompareMode::Local
     } else {
@@ -139,51 +116,10 @@ pub fn run(a: Args) -> Result<(), CliError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let violations = judge_set(&reports, &limits);
-    let report = &reports[0];
     if let Some(svg) = &a.plot {
-        // Drawn: the prompt the set's first finding is on, or, for a finding on the mean
-        // over the prompts (or none), the set's geometric mean with the set's limits.
-        let on = match violations.first() {
-            Some(v) => v.prompt,
-            None if reports.len() == 1 => Some(0),
-            None => None,
-        };
-        let mean = if on.is_none() {
-            set_mean(&reports)
-        } else {
-            None
-        };
-        let (mut shown, tokens, which) = match mean {
-            Some(mean) => (
-                mean,
-                reports
-                    .iter()
-                    .map(|r| Some(distinct_tokens(&r.tokens)))
-                    .collect(),
-                format!(", geometric mean over {} prompts", reports.len()),
-            ),
-            None => {
-                let p = on.unwrap_or(0);
-                (
-                    reports[p].clone(),
-                    vec![Some(distinct_tokens(&reports[p].tokens))],
-                    if reports.len() > 1 {
-                        format!(", prompt {} of {}", p + 1, reports.len())
-                    } else {
-                        String::new()
-                    },
-                )
-            }
-        };
-        let title = format!(
-            "{} vs {}{}{which}",
-            a.a.file_name().unwrap_or_default().to_string_lossy(),
-            a.b.file_name().unwrap_or_default().to_string_lossy(),
-            if a.local { " (layer-local)" } else { "" },
-        );
-        shown.first_divergent = violations.first().map(|v| v.index);
-        super::plot::draw(&shown, &limits, &tokens, &title, svg)?;
+        plot(&a, &reports, &violations, &limits, svg)?;
     }
+    let report = &reports[0];
     match a.format {
         Format::Json if reports.len() == 1 => {
             print_json(&serde_json::to_value(report).map_err(|e| CliError::other(e.to_string()))?)?
@@ -193,44 +129,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "diffs": reports,
             "violations": violations,
         }))?,
-        Format::Text if reports.len() > 1 => {
-            let mut o = String::new();
-            for (p, r) in prompts.iter().zip(&reports) {
-                let first = r.first_divergent.map_or("within limits".to_string(), |i| {
-                    format!("first outside limits: {}", r.slots[i].place())
-                });
-                let _ = writeln!(
-                    o,
-                    "{:>44}: {first}",
-                    format!("{:?}", crate::fsutil::short(p, 40))
-                );
-            }
-            match violations.first() {
-                Some(v) => {
-                    let first = v.index;
-                    let _ = writeln!(
-                        o,
-                        "over all {} prompts, first slot outside limits: {}",
-                        reports.len(),
-                        report.slots[first].place()
-                    );
-                    for v in violations.iter().filter(|v| v.index == first) {
-                        let on = v
-                            .prompt
-                            .map_or("mean of all".to_string(), |p| format!("prompt {}", p + 1));
-                        let _ = writeln!(o, "  {v} [{on}]");
-                    }
-                }
-                None => {
-                    let _ = writeln!(
-                        o,
-                        "over all {} prompts, every slot within limits",
-                        reports.len()
-                    );
-                }
-            }
-            emit(&o)?;
-        }
+        Format::Text if reports.len() > 1 => emit(&set_text(&prompts, &reports, &violations))?,
         Format::Text => {
             let mut o = format!(
                 "A = {} ({}), B = {} ({}), {} tokens{}\n",
@@ -257,6 +156,127 @@ pub fn run(a: Args) -> Result<(), CliError> {
         return Err(CliError::reported(1));
     }
     Ok(())
+}
+
+/// The limits to judge by: the --thresholds table (checked against the model's layers and
+/// the comparison mode), or the uniform limits of --max-std-deviation and --min-cosine.
+fn limits(a: &Args, n_layer: usize) -> Result<Thresholds, CliError> {
+    let Some(p) = &a.thresholds else {
+        return Ok(Thresholds::uniform(&[
+            (Metric::StdRatio, a.max_std_deviation),
+            (Metric::CosineGap, 1.0 - a.min_cosine),
+        ]));
+    };
+    let t = read_thresholds(p)?;
+    let problems = t.problems(Some(n_layer));
+    if !problems.is_empty() {
+        return Err(CliError::input(format!(
+            "{}: {}",
+            p.display(),
+            problems.join("; ")
+        )));
+    }
+    if a.local != t.local {
+        return Err(CliError::input(if t.local {
+            "the --thresholds table is for layer-local comparison: add --local"
+        } else {
+            "the --thresholds table is for end-to-end comparison: drop --local"
+        }));
+    }
+    Ok(t)
+}
+
+/// Draws the comparison to `svg`: the prompt the set's first finding is on, or, for a
+/// finding on the mean over the prompts (or none), the set's geometric mean with the set's
+/// limits.
+fn plot(
+    a: &Args,
+    reports: &[TraceDiff],
+    violations: &[Violation],
+    limits: &Thresholds,
+    svg: &Path,
+) -> Result<(), CliError> {
+    let on = match violations.first() {
+        Some(v) => v.prompt,
+        None if reports.len() == 1 => Some(0),
+        None => None,
+    };
+    let mean = if on.is_none() {
+        set_mean(reports)
+    } else {
+        None
+    };
+    let (mut shown, tokens, which) = match mean {
+        Some(mean) => (
+            mean,
+            reports
+                .iter()
+                .map(|r| Some(distinct_tokens(&r.tokens)))
+                .collect(),
+            format!(", geometric mean over {} prompts", reports.len()),
+        ),
+        None => {
+            let p = on.unwrap_or(0);
+            (
+                reports[p].clone(),
+                vec![Some(distinct_tokens(&reports[p].tokens))],
+                if reports.len() > 1 {
+                    format!(", prompt {} of {}", p + 1, reports.len())
+                } else {
+                    String::new()
+                },
+            )
+        }
+    };
+    let title = format!(
+        "{} vs {}{}{which}",
+        a.a.file_name().unwrap_or_default().to_string_lossy(),
+        a.b.file_name().unwrap_or_default().to_string_lossy(),
+        if a.local { " (layer-local)" } else { "" },
+    );
+    shown.first_divergent = violations.first().map(|v| v.index);
+    super::plot::draw(&shown, limits, &tokens, &title, svg)
+}
+
+/// The text report of a set of prompts: each prompt's first slot outside its limits, then
+/// the set's first finding with every violation at that slot.
+fn set_text(prompts: &[String], reports: &[TraceDiff], violations: &[Violation]) -> String {
+    let mut o = String::new();
+    for (p, r) in prompts.iter().zip(reports) {
+        let first = r.first_divergent.map_or("within limits".to_string(), |i| {
+            format!("first outside limits: {}", r.slots[i].place())
+        });
+        let _ = writeln!(
+            o,
+            "{:>44}: {first}",
+            format!("{:?}", crate::fsutil::short(p, 40))
+        );
+    }
+    match violations.first() {
+        Some(v) => {
+            let first = v.index;
+            let _ = writeln!(
+                o,
+                "over all {} prompts, first slot outside limits: {}",
+                reports.len(),
+                reports[0].slots[first].place()
+            );
+            for v in violations.iter().filter(|v| v.index == first) {
+                let on = v
+                    .prompt
+                    .map_or("mean of all".to_string(), |p| format!("prompt {}", p + 1));
+                let _ = writeln!(o, "  {v} [{on}]");
+            }
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "over all {} prompts, every slot within limits",
+                reports.len()
+            );
+        }
+    }
+    o
 }
 
 /// The per-slot table, the first divergent slot marked.
