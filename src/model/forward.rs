@@ -14,6 +14,7 @@ use super::observer::{Observer, Slot};
 use super::weights::{LayerWeights, QMatrix};
 use super::{ModelError, OwnedQuantizedModel};
 use crate::quant::GgmlType;
+use rayon::prelude::*;
 
 /// Keys and values of every processed position, per layer.
 ///
@@ -432,14 +433,17 @@ impl OwnedQuantizedModel {
         let rows = b.x.len() / d;
         b.act.resize(rows * ff, 0.0);
         b.inner.resize(rows * ff, 0.0);
-        gated(
-            &mut b.act,
-            &mut b.inner,
-            &b.gate,
-            &b.up,
-            cfg.spec().ffn_act,
-            self.flavor,
-        );
+        let (f, flavor) = (cfg.spec().ffn_act, self.flavor);
+        if rows > 1 {
+            // Element-wise, so token rows in parallel compute the same values.
+            b.act
+                .par_chunks_mut(ff)
+                .zip(b.inner.par_chunks_mut(ff))
+                .zip(b.gate.par_chunks(ff).zip(b.up.par_chunks(ff)))
+                .for_each(|((a, i), (g, u))| gated(a, i, g, u, f, flavor));
+        } else {
+            gated(&mut b.act, &mut b.inner, &b.gate, &b.up, f, flavor);
+        }
         obs.capture(at, Slot::FfnAct, &mut b.act, ff);
         obs.capture(at, Slot::FfnInner, &mut b.inner, ff);
         b.qx.new_input();

@@ -126,8 +126,11 @@ multiversion!(
 
 #[inline(always)]
 fn rope_row_impl(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], halves: bool) {
-    row.chunks_exact_mut(head_dim)
-        .for_each(|h| rope_head(h, cos, sin, halves));
+    // A loop, not `for_each` with a closure: a closure is not compiled with the enclosing
+    // function's target features, and `mul_add` outside FMA code is a libm call.
+    for h in row.chunks_exact_mut(head_dim) {
+        rope_head(h, cos, sin, halves);
+    }
 }
 
 /// Rotates one head in place. `halves` selects NeoX pairing `(i, i + n/2)`; otherwise pairs

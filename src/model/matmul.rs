@@ -100,15 +100,28 @@ pub fn matmul_many(
             tasks.push((m, r0, o, *w, k));
         }
     }
-    tasks
-        .par_iter_mut()
-        .for_each(|(_, r0, o, w, k)| batch_rows(o, *r0, n, x, w, k, file));
-    for (m, r0, block, _, _) in &tasks {
-        let (out, w) = &mut outs[*m];
-        let rows = block.len() / n;
-        for (t, src) in block.chunks_exact(rows).enumerate() {
-            out[t * w.rows + r0..][..rows].copy_from_slice(src);
-        }
+    // One panel per thread serves all its tasks: the activations' layouts a tile kernel
+    // makes are made once per thread and product, not once per task.
+    let batch = NEXT_BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tasks.par_iter_mut().for_each(|(_, r0, o, w, k)| {
+        PANEL.with_borrow_mut(|panel| {
+            panel.begin(batch);
+            batch_rows(o, *r0, n, x, w, k, file, panel)
+        })
+    });
+    // Gathered token by token in parallel: each output row takes its piece of every block.
+    for (m, (out, w)) in outs.iter_mut().enumerate() {
+        let blocks: Vec<(usize, &[f32])> = tasks
+            .iter()
+            .filter(|task| task.0 == m)
+            .map(|(_, r0, block, _, _)| (*r0, &**block))
+            .collect();
+        out.par_chunks_mut(w.rows).enumerate().for_each(|(t, dst)| {
+            for &(r0, block) in &blocks {
+                let rows = block.len() / n;
+                dst[r0..r0 + rows].copy_from_slice(&block[t * rows..(t + 1) * rows]);
+            }
+        });
     }
 }
 
@@ -116,6 +129,7 @@ pub fn matmul_many(
 /// order `quant::path` picks for that batch size: four rows at a time against the whole
 /// batch (their blocks decoded once into a panel) where the order has a tile kernel, then
 /// one row at a time (four tokens at once where it has a four-token kernel).
+#[allow(clippy::too_many_arguments)]
 fn batch_rows(
     o: &mut [f32],
     r0: usize,
@@ -124,17 +138,17 @@ fn batch_rows(
     w: &QMatrix,
     k: &MatrixKernels,
     file: &[u8],
+    panel: &mut quant::TilePanel,
 ) {
     let order = k.for_batch(n);
     let rows = o.len() / n;
     let mut i = 0;
     if let Some(tile) = order.tile {
         let xs: Vec<&[u8]> = (0..n).map(|t| x.row(t)).collect();
-        let mut panel = quant::TilePanel::default();
         let mut res = vec![[0f32; 4]; n];
         while i + 4 <= rows {
             let ws = [0, 1, 2, 3].map(|j| w.row(file, r0 + i + j));
-            tile.call(&ws, &xs, &mut res, &mut panel);
+            tile.call(&ws, &xs, &mut res, panel);
             for (t, v) in res.iter().enumerate() {
                 o[t * rows + i..][..4].copy_from_slice(v);
             }
@@ -205,6 +219,14 @@ pub fn matvec_many(
         .into_par_iter()
         .for_each(|(o, r0, w, k)| matvec_rows(o, r0, &x.data, w, k, file));
 }
+
+thread_local! {
+    /// Each thread's tile panel, kept between products ([`quant::TilePanel::begin`]).
+    static PANEL: std::cell::RefCell<quant::TilePanel> = std::cell::RefCell::default();
+}
+
+/// The number of the next batch of activations [`matmul_many`] multiplies.
+static NEXT_BATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn rows_per_task(rows: usize) -> usize {
     // Four tasks per thread: enough to even out a thread that falls behind, few enough

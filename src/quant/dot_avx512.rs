@@ -17,7 +17,7 @@ use super::dot_avx2::{
     LEGACY, f16_at, hsum, hsum4, legacy_layout, legacy_quants, out4, prefetch_ahead, transpose4,
 };
 use super::format::GgmlType;
-use super::panel::{KPanelBlock, PanelBlock, TilePanel};
+use super::panel::{KPanelBlock, LaneActs, LaneBlock, PanelBlock, TilePanel};
 
 const Q8K_BYTES: usize = GgmlType::Q8_K.block_bytes();
 
@@ -259,45 +259,183 @@ fn f16x4(xs: [&[u8]; 4], at: usize) -> __m128 {
 
 /// Four repacked Q4_0 weight rows · every Q8_0 activation row of a batch, in llama.cpp's
 /// repacked order (`korder::repacked_q4_0`): per block, the exact integer dot, then one FMA
-/// by `dx * dy` into each output's scalar accumulator. The rows are decoded once into the
-/// panel as in [`tile_legacy`]; per token and block two `vpdpbusd` give the four rows'
-/// sums as lanes, reduced into one vector so that the FMAs run across the rows.
+/// by `dx * dy` into each output's accumulator.
+///
+/// One output per lane, as llama.cpp's repacked gemm has it: the rows are laid out once
+/// per block ([`LaneBlock`]) and the batch's activations once per batch ([`LaneActs`]), four
+/// tokens to a vector, so that eight `vpdpbusd` per block leave the 16 outputs of four rows
+/// and four tokens each in its own lane, with no horizontal sum; one conversion, one scale
+/// product and one FMA then serve all 16. The integer sums are exact, so each output
+/// receives the same float operations as the single-row order, bit for bit.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile_repacked_q4_0(
     w: &[&[u8]; 4],
     a: &[&[u8]],
-    a_scales: &[[f32; 2]],
     out: &mut [[f32; 4]],
-    panel: &mut Vec<PanelBlock>,
+    panel: &mut TilePanel,
 ) {
-    const T: u8 = 0;
-    debug_assert_eq!(LEGACY[T as usize], GgmlType::Q4_0);
-    fill_panel::<T>(w, panel);
-    let nb = panel.len();
-    let c128 = _mm512_set1_epi8(0x80u8 as i8);
-    for (t, (y_row, o)) in a.iter().zip(out.iter_mut()).enumerate() {
-        let mut acc = _mm_setzero_ps();
-        for (b, p) in panel.iter().enumerate() {
-            let y = &y_row[34 * b..34 * (b + 1)];
-            let qy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y[2..].as_ptr() as *const __m256i));
-            let yu = _mm512_xor_si512(qy, c128);
-            let v01 = _mm512_dpbusd_epi32(aux_pair(p, 0), yu, quants_pair(p, 0));
-            let v23 = _mm512_dpbusd_epi32(aux_pair(p, 2), yu, quants_pair(p, 2));
-            let isum = hsum4([
-                _mm512_castsi512_si256(v01),
-                _mm512_extracti64x4_epi64::<1>(v01),
-                _mm512_castsi512_si256(v23),
-                _mm512_extracti64x4_epi64::<1>(v23),
-            ]);
-            let d = _mm_mul_ps(
-                _mm_loadu_ps(p.d.as_ptr()),
-                _mm_set1_ps(a_scales[t * nb + b][0]),
-            );
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), d, acc);
-        }
-        *o = out4(acc);
+    let nb = w[0].len() / GgmlType::Q4_0.block_bytes();
+    fill_lanes_q4_0(w, &mut panel.lanes);
+    fill_lane_acts(a, nb, panel);
+    let n = a.len().min(out.len());
+    let nq = panel.lane_acts.len() / nb.max(1);
+    let mut quad = 0;
+    while quad + 2 <= nq {
+        lane_quads::<2>(panel, nb, quad, &mut out[..n]);
+        quad += 2;
     }
+    if quad < nq {
+        lane_quads::<1>(panel, nb, quad, &mut out[..n]);
+    }
+}
+
+/// `QN` quads of tokens from `quad` on against a laid-out panel: the weights' broadcasts
+/// shared by the quads, each quad's sum split into two chains of four `vpdpbusd` (the
+/// integer sums are exact, so how they are grouped changes nothing).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn lane_quads<const QN: usize>(
+    panel: &TilePanel,
+    nb: usize,
+    quad: usize,
+    out: &mut [[f32; 4]],
+) {
+    let mut acc = [_mm512_setzero_ps(); QN];
+    for (b, wb) in panel.lanes.iter().enumerate() {
+        let corr = _mm512_load_si512(wb.corr.as_ptr() as *const __m512i);
+        let dw = _mm512_load_ps(wb.d.as_ptr());
+        let mut lo = [corr; QN];
+        let mut hi = [_mm512_setzero_si512(); QN];
+        for g in 0..4 {
+            let q_lo = _mm512_broadcast_i32x4(_mm_load_si128(wb.q[g].as_ptr() as *const __m128i));
+            let q_hi =
+                _mm512_broadcast_i32x4(_mm_load_si128(wb.q[g + 4].as_ptr() as *const __m128i));
+            for k in 0..QN {
+                let ab = &panel.lane_acts[(quad + k) * nb + b];
+                let y_lo = _mm512_load_si512(ab.y[g].as_ptr() as *const __m512i);
+                let y_hi = _mm512_load_si512(ab.y[g + 4].as_ptr() as *const __m512i);
+                lo[k] = _mm512_dpbusd_epi32(lo[k], y_lo, q_lo);
+                hi[k] = _mm512_dpbusd_epi32(hi[k], y_hi, q_hi);
+            }
+        }
+        for k in 0..QN {
+            let ab = &panel.lane_acts[(quad + k) * nb + b];
+            let scale = _mm512_mul_ps(dw, _mm512_load_ps(ab.d.as_ptr()));
+            let isum = _mm512_add_epi32(lo[k], hi[k]);
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[k]);
+        }
+    }
+    for (k, acc) in acc.iter().enumerate() {
+        let mut o = [0f32; 16];
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+        for t in 0..4 {
+            if let Some(dst) = out.get_mut(4 * (quad + k) + t) {
+                dst.copy_from_slice(&o[4 * t..4 * t + 4]);
+            }
+        }
+    }
+}
+
+/// Lays four Q4_0 rows out for one output per lane ([`LaneBlock`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>) {
+    const WB: usize = GgmlType::Q4_0.block_bytes();
+    // Dword g of row r goes to dword r of step g: rows 0-1 are the first source register
+    // (dwords 0-7, 8-15), rows 2-3 the second (16-23, 24-31).
+    let idx = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+    let idx_hi = _mm512_add_epi32(idx, _mm512_set1_epi32(4));
+    let nb = w[0].len() / WB;
+    // Every entry is written below: a reused panel is not cleared first.
+    lanes.resize(nb, LaneBlock::ZERO);
+    for (b, l) in lanes.iter_mut().enumerate() {
+        let at = WB * b..WB * (b + 1);
+        let xs = [
+            &w[0][at.clone()],
+            &w[1][at.clone()],
+            &w[2][at.clone()],
+            &w[3][at],
+        ];
+        let q = [
+            legacy_quants(GgmlType::Q4_0, xs[0]),
+            legacy_quants(GgmlType::Q4_0, xs[1]),
+            legacy_quants(GgmlType::Q4_0, xs[2]),
+            legacy_quants(GgmlType::Q4_0, xs[3]),
+        ];
+        let (r01, r23) = (join(q[0], q[1]), join(q[2], q[3]));
+        _mm512_store_si512(
+            l.q[..4].as_mut_ptr() as *mut __m512i,
+            _mm512_permutex2var_epi32(r01, idx, r23),
+        );
+        _mm512_store_si512(
+            l.q[4..].as_mut_ptr() as *mut __m512i,
+            _mm512_permutex2var_epi32(r01, idx_hi, r23),
+        );
+        // -128 * (sum of each row's quants): the product with `y + 128` plus it is the
+        // signed product.
+        let corr = _mm_setr_epi32(
+            hsum_i32(offset_correction(q[0])),
+            hsum_i32(offset_correction(q[1])),
+            hsum_i32(offset_correction(q[2])),
+            hsum_i32(offset_correction(q[3])),
+        );
+        _mm512_store_si512(
+            l.corr.as_mut_ptr() as *mut __m512i,
+            _mm512_broadcast_i32x4(corr),
+        );
+        _mm512_store_ps(l.d.as_mut_ptr(), _mm512_broadcast_f32x4(f16x4(xs, 0)));
+    }
+}
+
+/// The sum of eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Lays the batch's Q8_0 activations out for [`LaneBlock`]s ([`LaneActs`]), once per batch:
+/// a later call with the same rows (same address and count) keeps them.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn fill_lane_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
+    const AB: usize = GgmlType::Q8_0.block_bytes();
+    let key = (a.first().map_or(0, |r| r.as_ptr() as usize), a.len());
+    let len = a.len().div_ceil(4) * nb;
+    if panel.lane_key == key && panel.lane_acts.len() == len {
+        return;
+    }
+    // Every entry is written below but the padding tokens of the last quad, which are
+    // zeroed: a reused panel is not cleared first.
+    panel.lane_acts.resize(len, LaneActs::ZERO);
+    if !a.len().is_multiple_of(4) {
+        for e in &mut panel.lane_acts[(a.len() / 4) * nb..] {
+            for t in a.len() % 4..4 {
+                for y in &mut e.y {
+                    y[16 * t..16 * t + 16].fill(0);
+                }
+                e.d[4 * t..4 * t + 4].fill(0.0);
+            }
+        }
+    }
+    for (t, row) in a.iter().enumerate() {
+        let (quad, tt) = (t / 4, t % 4);
+        for (b, y) in row.chunks_exact(AB).take(nb).enumerate() {
+            let e = &mut panel.lane_acts[quad * nb + b];
+            for (g, dst) in e.y.iter_mut().enumerate() {
+                let at = 2 + 4 * g;
+                let v = u32::from_le_bytes([y[at], y[at + 1], y[at + 2], y[at + 3]]);
+                let v = _mm_set1_epi32((v ^ 0x8080_8080) as i32);
+                _mm_storeu_si128(dst[16 * tt..].as_mut_ptr() as *mut __m128i, v);
+            }
+            e.d[4 * tt..4 * tt + 4].fill(f16_at(y));
+        }
+    }
+    panel.lane_key = key;
 }
 
 /// Entry point of [`tile_repacked_q4_0`].
@@ -308,8 +446,7 @@ pub(crate) unsafe fn tile_repacked_q4_0_zmm(
     out: &mut [[f32; 4]],
     panel: &mut TilePanel,
 ) {
-    convert_act_scales(panel, a, GgmlType::Q8_0.block_bytes());
-    tile_repacked_q4_0(w, a, &panel.act_scales, out, &mut panel.legacy)
+    tile_repacked_q4_0(w, a, out, panel)
 }
 
 /// Fills the panel's `act_scales` with the f32 scales (`d`, `s`) of every `block_bytes`

@@ -42,6 +42,44 @@ impl KPanelBlock {
     };
 }
 
+/// Four weight rows' block of a 32-value signed format laid out for one output per lane
+/// (the repacked Q4_0 tile): `q[g]` holds the four rows' quants `4g..4g+4` (row `r` in
+/// dword `r`), broadcast to every 128-bit chunk when used; `corr` is each row's offset
+/// correction and `d` its scale, both repeated in every chunk (lane `4t + r`: row `r`).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct LaneBlock {
+    pub(super) q: [[u8; 16]; 8],
+    pub(super) corr: [i32; 16],
+    pub(super) d: [f32; 16],
+}
+
+impl LaneBlock {
+    pub(crate) const ZERO: LaneBlock = LaneBlock {
+        q: [[0; 16]; 8],
+        corr: [0; 16],
+        d: [0.0; 16],
+    };
+}
+
+/// Four activation rows' Q8_0 block in the layout [`LaneBlock`] multiplies: `y[g]` holds,
+/// in chunk `t`, token `t`'s quants `4g..4g+4` offset by 128, repeated in the chunk's four
+/// lanes; `d` holds token `t`'s scale in the lanes of chunk `t`. A `vpdpbusd` of `y[g]` and
+/// the weights' `q[g]` then adds step `g` of output (token `t`, row `r`) into lane `4t + r`.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct LaneActs {
+    pub(super) y: [[u8; 64]; 8],
+    pub(super) d: [f32; 16],
+}
+
+impl LaneActs {
+    pub(crate) const ZERO: LaneActs = LaneActs {
+        y: [[0; 64]; 8],
+        d: [0.0; 16],
+    };
+}
+
 /// Reusable room for a tile kernel's decoded weight blocks, and the block scales of the
 /// batch of activations it serves, converted to f32 by the first tile call and reused by
 /// the next ones (one panel per worker and batch).
@@ -57,4 +95,28 @@ pub struct TilePanel {
     pub(super) act_scales: Vec<[f32; 2]>,
     /// Which batch `act_scales` belongs to: its first row's address and its shape.
     pub(super) act_key: (usize, usize, usize),
+    /// The lane-per-output weight blocks (repacked Q4_0).
+    pub(super) lanes: Vec<LaneBlock>,
+    /// The batch's activations for them, four tokens per entry, quad-major (the last quad
+    /// padded with zero tokens).
+    pub(super) lane_acts: Vec<LaneActs>,
+    /// Which batch `lane_acts` belongs to: its first row's address and its shape.
+    pub(super) lane_key: (usize, usize),
+    /// The batch the cached activation layouts were made for ([`TilePanel::begin`]).
+    batch: u64,
+}
+
+impl TilePanel {
+    /// Starts serving batch `batch`, a number the caller never gives two different sets of
+    /// activations: the activation layouts cached for another batch are dropped (their
+    /// keys hold addresses, which a later batch may reuse for other values), those of the
+    /// same batch kept, so that one panel per thread serves every task of a product.
+    pub fn begin(&mut self, batch: u64) {
+        if self.batch != batch {
+            self.batch = batch;
+            // The buffers keep their room (refilled, not regrown, by the next batch).
+            self.act_key = (0, 0, 0);
+            self.lane_key = (0, 0);
+        }
+    }
 }
