@@ -57,7 +57,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 /// 16 bytes of packed nibbles to 32 bytes: low nibbles first, then high nibbles.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles32(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles32(p: *const u8) -> __m256i {
     let t = _mm_loadu_si128(p as *const __m128i);
     let both = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
     _mm256_and_si256(both, _mm256_set1_epi8(0x0f))

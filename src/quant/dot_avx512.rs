@@ -14,7 +14,8 @@
 use std::arch::x86_64::*;
 
 use super::dot_avx2::{
-    LEGACY, f16_at, hsum, hsum4, legacy_layout, legacy_quants, out4, prefetch_ahead, transpose4,
+    LEGACY, f16_at, hsum, hsum4, legacy_layout, legacy_quants, nibbles32, out4, prefetch_ahead,
+    transpose4,
 };
 use super::format::GgmlType;
 use super::panel::{KPanelBlock, LaneActs, LaneBlock, PanelBlock, TilePanel};
@@ -436,6 +437,108 @@ unsafe fn fill_lane_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
         }
     }
     panel.lane_key = key;
+}
+
+/// Block `$b` of four Q4_0 rows · a Q8_0 row, exact: each row's sum spread over the four
+/// lanes of chunk `r` (the unsigned nibbles times the signed activations, from `-8 * Σy`).
+/// A macro, not a function: rustc leaves a target-feature function this size called five
+/// times out of line, spilling its vectors through the stack.
+macro_rules! q4_0_block4 {
+    ($w:expr, $a:expr, $b:expr) => {{
+        const WB: usize = GgmlType::Q4_0.block_bytes();
+        const AB: usize = GgmlType::Q8_0.block_bytes();
+        let (w, b): (&[&[u8]; 4], usize) = ($w, $b);
+        let y = &$a[AB * b..AB * (b + 1)];
+        let qy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y[2..].as_ptr() as *const __m256i));
+        let corr = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), qy),
+        );
+        let at = WB * b + 2;
+        let q01 = join(
+            nibbles32(w[0][at..at + 16].as_ptr()),
+            nibbles32(w[1][at..at + 16].as_ptr()),
+        );
+        let q23 = join(
+            nibbles32(w[2][at..at + 16].as_ptr()),
+            nibbles32(w[3][at..at + 16].as_ptr()),
+        );
+        let v01 = _mm512_dpbusd_epi32(corr, q01, qy);
+        let v23 = _mm512_dpbusd_epi32(corr, q23, qy);
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x88>(v01, v23),
+            _mm512_shuffle_i32x4::<0xdd>(v01, v23),
+        )
+    }};
+}
+
+/// Block `$b`'s `dx * dy` for the four rows.
+macro_rules! q4_0_scales4 {
+    ($w:expr, $a:expr, $b:expr) => {{
+        const WB: usize = GgmlType::Q4_0.block_bytes();
+        const AB: usize = GgmlType::Q8_0.block_bytes();
+        let (w, at): (&[&[u8]; 4], usize) = ($w, WB * $b);
+        let x = [&w[0][at..], &w[1][at..], &w[2][at..], &w[3][at..]];
+        _mm_mul_ps(f16x4(x, 0), _mm_set1_ps(f16_at(&$a[AB * $b..])))
+    }};
+}
+
+/// Four repacked Q4_0 weight rows · one Q8_0 activation row (single-token generation) in
+/// llama.cpp's repacked order: per block, the exact integer dot, then one FMA by `dx * dy`
+/// into each row's accumulator, block after block.
+///
+/// The unsigned nibbles multiply the signed activations (`vpdpbusd`), each row starting from
+/// `-8 * Σy` (the offset of 8, once per block for all rows). Four blocks' sums are reduced
+/// together: a chunk shuffle per block leaves each row's sum in four lanes of one chunk, and
+/// one in-chunk transpose of the four blocks adds them into lane `4r + b`; the FMAs then
+/// run block by block over the four rows, as the single-row order does.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn repacked_rows4_q4_0_zmm(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    const WB: usize = GgmlType::Q4_0.block_bytes();
+    const AB: usize = GgmlType::Q8_0.block_bytes();
+    let nb = (w[0].len() / WB).min(a.len() / AB);
+    let mut acc = _mm_setzero_ps();
+    let mut b = 0;
+    while b + 4 <= nb {
+        let s = [
+            q4_0_block4!(w, a, b),
+            q4_0_block4!(w, a, b + 1),
+            q4_0_block4!(w, a, b + 2),
+            q4_0_block4!(w, a, b + 3),
+        ];
+        let u01 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(s[0], s[1]),
+            _mm512_unpackhi_epi32(s[0], s[1]),
+        );
+        let u23 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(s[2], s[3]),
+            _mm512_unpackhi_epi32(s[2], s[3]),
+        );
+        // Lane 4r + k: row r's sum of block b + k.
+        let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(
+            _mm512_unpacklo_epi64(u01, u23),
+            _mm512_unpackhi_epi64(u01, u23),
+        ));
+        for k in 0..4 {
+            let idx = _mm512_add_epi32(
+                _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+                _mm512_set1_epi32(k as i32),
+            );
+            let x = _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, isum));
+            acc = _mm_fmadd_ps(x, q4_0_scales4!(w, a, b + k), acc);
+        }
+        b += 4;
+    }
+    while b < nb {
+        let s = q4_0_block4!(w, a, b);
+        let s = _mm512_add_epi32(s, _mm512_shuffle_epi32::<0x4e>(s));
+        let s = _mm512_add_epi32(s, _mm512_shuffle_epi32::<0xb1>(s));
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        let x = _mm512_castps512_ps128(_mm512_cvtepi32_ps(_mm512_permutexvar_epi32(idx, s)));
+        acc = _mm_fmadd_ps(x, q4_0_scales4!(w, a, b), acc);
+        b += 1;
+    }
+    out4(acc)
 }
 
 /// Entry point of [`tile_repacked_q4_0`].

@@ -314,6 +314,9 @@ fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     if let (Some(r), Some(t)) = (k.repacked.as_mut(), repacked_tile) {
         r.tile = Some(Tile(t));
     }
+    if let (Q4_0, Some(r)) = (weight, k.repacked.as_mut()) {
+        r.rows4 = Some(Rows4(avx512::repacked_rows4_q4_0_zmm));
+    }
     if let (Q6_K, Some(t)) = (weight, k.tiled.as_mut()) {
         t.tile = Some(Tile(avx512::tile_q6_k_zmm));
     }
