@@ -8,10 +8,22 @@
 #
 # llama-bench comes from LLAMACPP_BIN (default: the build of ../shared/tools/llamacpp.sh,
 # ~/.cache/pv-llamacpp/llama.cpp/build/bin); ROUNDS (default 2) interleaved rounds of
-# REPS (default 3) repetitions each, the best round kept for both tools.
+# REPS (default 3) repetitions each, the best round kept for both tools; THREADS (default 2).
+#
+# AVX2=1 measures both as on a CPU without AVX-512: llama.cpp's AVX2 build
+# (scripts/llamacpp-avx2.sh, built on first use) against pv with PV_CPU=avx2 and
+# --flavor avx2 (the AVX2 build's orders).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${LLAMACPP_BIN:-$HOME/.cache/pv-llamacpp/llama.cpp/build/bin}
+THREADS=${THREADS:-2}
+PV_FLAGS=()
+if [ "${AVX2:-0}" = 1 ]; then
+  BIN=${LLAMACPP_BIN:-$(scripts/llamacpp-avx2.sh)}
+  export PV_CPU=avx2
+  PV_FLAGS=(--flavor avx2)
+else
+  BIN=${LLAMACPP_BIN:-$HOME/.cache/pv-llamacpp/llama.cpp/build/bin}
+fi
 ROUNDS=${ROUNDS:-2}
 REPS=${REPS:-3}
 [ -x "$BIN/llama-bench" ] || { echo "no llama-bench in $BIN (set LLAMACPP_BIN)" >&2; exit 2; }
@@ -29,9 +41,9 @@ for m in "${models[@]}"; do
   best_pv=(0 0); best_cpp=(0 0)
   for _ in $(seq "$ROUNDS"); do
     read -r pp tg < <(./target/release/pv bench "$m" --prompt-tokens 64 --gen-tokens 32 \
-      --threads 2 -r "$REPS" --format json | python3 -c \
+      --threads "$THREADS" -r "$REPS" "${PV_FLAGS[@]}" --format json | python3 -c \
       "import json,sys; d=json.load(sys.stdin); print(d['pp_tokens_per_s'], d['tg_tokens_per_s'])")
-    read -r cpp ctg < <("$BIN/llama-bench" -m "$m" -t 2 -p 64 -n 32 -r "$REPS" -o json 2>/dev/null |
+    read -r cpp ctg < <("$BIN/llama-bench" -m "$m" -t "$THREADS" -p 64 -n 32 -r "$REPS" -o json 2>/dev/null |
       python3 -c "import json,sys; r=json.load(sys.stdin); d={('pp' if x['n_prompt'] else 'tg'): x['avg_ts'] for x in r}; print(d['pp'], d['tg'])")
     best_pv=($(python3 -c "print(max($pp,${best_pv[0]}), max($tg,${best_pv[1]}))"))
     best_cpp=($(python3 -c "print(max($cpp,${best_cpp[0]}), max($ctg,${best_cpp[1]}))"))

@@ -98,6 +98,33 @@ fn json_outputs_on_the_real_model() {
         v["pp_tokens_per_s"].as_f64().unwrap() > 0.0
             && v["tg_tokens_per_s"].as_f64().unwrap() > 0.0
     );
+    assert_eq!(v["flavor"], "avx512");
+
+    // As on a CPU without AVX-512, reproducing llama.cpp's AVX2 build: the settings say so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pv"))
+        .args([
+            "bench",
+            m,
+            "--prompt-tokens",
+            "4",
+            "--gen-tokens",
+            "2",
+            "-r",
+            "1",
+        ])
+        .args(["--flavor", "avx2", "--format", "json"])
+        .env("PV_CPU", "avx2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["flavor"], "avx2");
+    let isa = v["isa"].as_str().unwrap();
+    assert!(isa == "avx2" || isa == "portable", "PV_CPU=avx2 ran {isa}");
 }
 
 #[test]

@@ -35,6 +35,17 @@ pub struct Args {
     /// (both computing every position's logits): the cost of statistics.
     #[arg(long)]
     trace_overhead: bool,
+    /// Also measure this machine's memory read bandwidth (the threads summing a 1 GiB
+    /// buffer, best of three) and report generation as a share of it: each generated token
+    /// reads every weight matrix once, so tg x (weight bytes per token) cannot exceed it.
+    #[arg(long)]
+    roofline: bool,
+    /// Which llama.cpp build's arithmetic to reproduce (its orders decide which kernels
+    /// run: an AVX2 build repacks Q4_0 and Q4_K, an AVX-512 build Q4_0, Q4_K and Q2_K).
+    /// Measure against an AVX2 build of llama.cpp with `--flavor avx2`, and with
+    /// `PV_CPU=avx2` in the environment to keep pv to the kernels an AVX2 CPU has.
+    #[arg(long, value_enum, default_value_t)]
+    flavor: crate::quant::Flavor,
     /// Output format: text or json (`pp_tokens_per_s`, `tg_tokens_per_s` and the settings).
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -53,7 +64,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "--prompt-tokens, --gen-tokens and --repetitions must be at least 1",
         ));
     }
-    let model = OwnedQuantizedModel::open(&a.model)?;
+    let mut model = OwnedQuantizedModel::open(&a.model)?;
+    model.flavor = a.flavor;
     let vocab = model.config.vocab_size as u64;
     let mut rng = SplitMix(42);
     let prompt: Vec<u32> = (0..a.prompt_tokens)
@@ -125,6 +137,14 @@ pub fn run(a: Args) -> Result<(), CliError> {
 
     // The instruction set whose kernel table the engine runs.
     let isa = Isa::best().name();
+    let weight_bytes = weight_bytes_per_token(&model);
+    let roofline = if a.roofline {
+        let gbs = with_threads(threads, read_bandwidth);
+        let share = tg.0 * weight_bytes as f64 / (gbs * 1e9);
+        Some((gbs, share))
+    } else {
+        None
+    };
     match a.format {
         Format::Json => print_json(&json!({
             "model": a.model,
@@ -137,14 +157,19 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "threads": threads,
             "repetitions": a.repetitions,
             "isa": isa,
+            "flavor": a.flavor,
+            "weight_bytes_per_token": weight_bytes,
+            "read_gb_per_s": roofline.map(|r| r.0),
+            "tg_share_of_read_bandwidth": roofline.map(|r| r.1),
             "trace_overhead": overhead,
         })),
         Format::Text => emit(
             &(format!(
-                "{} ({} threads, {} kernels, {} repetitions)\n  pp{:<4} {:>9.2} ± {:.2} tokens/s\n  tg{:<4} {:>9.2} ± {:.2} tokens/s\n",
+                "{} ({} threads, {} kernels, {:?} flavor, {} repetitions)\n  pp{:<4} {:>9.2} ± {:.2} tokens/s\n  tg{:<4} {:>9.2} ± {:.2} tokens/s\n",
                 a.model.display(),
                 threads,
                 isa,
+                a.flavor,
                 a.repetitions,
                 a.prompt_tokens,
                 pp.0,
@@ -157,7 +182,45 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     "  traced/plain forward time on pp{}: {r:.3}x\n",
                     a.prompt_tokens
                 )
+            }) + &roofline.map_or(String::new(), |(gbs, share)| {
+                format!(
+                    "  memory read {gbs:.1} GB/s; tg reads {:.1} MB of weights a token: {:.0}% of it\n",
+                    weight_bytes as f64 / 1e6,
+                    100.0 * share
+                )
             })),
         ),
     }
+}
+
+/// Bytes of weights one generated token reads: every tensor but the token embedding, of
+/// which it reads one row (unless the output projection is the embedding itself).
+fn weight_bytes_per_token(model: &OwnedQuantizedModel) -> u64 {
+    let tensors = &model.file().tensors;
+    let tied = !tensors.iter().any(|t| t.name == "output.weight");
+    tensors
+        .iter()
+        .filter(|t| tied || t.name != "token_embd.weight")
+        .map(|t| t.size as u64)
+        .sum()
+}
+
+/// This machine's memory read bandwidth in GB/s with the current pool's threads: the
+/// best of three passes summing a 1 GiB buffer (far beyond any cache), each thread its
+/// own contiguous part.
+fn read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let buf = vec![1u64; 1 << 27];
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let chunk = buf.len().div_ceil(rayon::current_num_threads());
+        let sum: u64 = buf
+            .par_chunks(chunk)
+            .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
+            .sum();
+        std::hint::black_box(sum);
+        best = best.max((buf.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
 }

@@ -22,10 +22,38 @@ pub struct Cpu {
     pub avx_vnni: bool,
 }
 
-/// The features of the CPU this process runs on, detected on the first call.
+/// The features of the CPU this process runs on, detected on the first call, less those
+/// above the ceiling `PV_CPU` names ([`ceiling`]).
 pub fn cpu() -> Cpu {
     static CPU: OnceLock<Cpu> = OnceLock::new();
-    *CPU.get_or_init(detect)
+    *CPU.get_or_init(|| {
+        let found = detect();
+        match std::env::var("PV_CPU") {
+            Ok(name) => ceiling(found, &name),
+            Err(_) => found,
+        }
+    })
+}
+
+/// `found` with every feature above the instruction set `name` turned off, so that pv on
+/// an AVX-512 machine runs as it would on a CPU without it: `portable`, `avx2`, `avx-vnni`
+/// or `avx512` (what the CPU has; an unknown name leaves it as found and says so). A
+/// ceiling only removes features, so the safety argument of [`cpu()`] is unchanged.
+pub fn ceiling(found: Cpu, name: &str) -> Cpu {
+    let mut c = found;
+    match name {
+        "portable" => c = Cpu::default(),
+        "avx2" => {
+            c.avx512_vnni = false;
+            c.avx_vnni = false;
+        }
+        "avx-vnni" => c.avx512_vnni = false,
+        "avx512" => {}
+        other => eprintln!(
+            "warning: PV_CPU={other:?} is not portable, avx2, avx-vnni or avx512; ignored"
+        ),
+    }
+    c
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -124,6 +152,35 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::AvxVnni => "avx-vnni",
             Isa::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Cpu = Cpu {
+        avx2: true,
+        fma: true,
+        f16c: true,
+        avx512_vnni: true,
+        avx_vnni: true,
+    };
+
+    /// `PV_CPU` only ever removes features, each name down to its own set.
+    #[test]
+    fn a_ceiling_removes_the_sets_above_it() {
+        assert_eq!(ceiling(ALL, "avx512"), ALL);
+        let vnni = ceiling(ALL, "avx-vnni");
+        assert!(vnni.avx_vnni && vnni.avx2 && !vnni.avx512_vnni);
+        let avx2 = ceiling(ALL, "avx2");
+        assert!(avx2.avx2 && avx2.fma && avx2.f16c && !avx2.avx_vnni && !avx2.avx512_vnni);
+        assert_eq!(ceiling(ALL, "portable"), Cpu::default());
+        assert_eq!(ceiling(ALL, "sse9"), ALL, "an unknown name changes nothing");
+        let none = Cpu::default();
+        for name in ["avx512", "avx-vnni", "avx2", "portable"] {
+            assert_eq!(ceiling(none, name), none, "{name} adds nothing");
         }
     }
 }

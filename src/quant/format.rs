@@ -46,6 +46,7 @@ pub enum GgmlType {
     serde::Serialize,
     serde::Deserialize,
     schemars::JsonSchema,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Flavor {
