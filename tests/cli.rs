@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::pv;
+use common::{pv, pv_env};
 
 #[test]
 fn malformed_model_is_exit_2_with_one_line_naming_the_field() {
@@ -80,29 +80,9 @@ fn json_outputs_on_the_real_model() {
     assert_eq!(v["tokenizer"]["pre"], "smollm");
     assert_eq!(v["tensors"].as_array().unwrap().len(), 272);
 
-    let (code, out, err) = pv(&[
-        "bench",
-        m,
-        "--prompt-tokens",
-        "4",
-        "--gen-tokens",
-        "2",
-        "-r",
-        "1",
-        "--format",
-        "json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(
-        v["pp_tokens_per_s"].as_f64().unwrap() > 0.0
-            && v["tg_tokens_per_s"].as_f64().unwrap() > 0.0
-    );
-    assert_eq!(v["flavor"], "avx512");
-
-    // As on a CPU without AVX-512, reproducing llama.cpp's AVX2 build: the settings say so.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pv"))
-        .args([
+    // A short `pv bench`, with extra arguments and environment.
+    let bench = |extra: &[&str], env: &[(&str, &str)]| -> serde_json::Value {
+        let mut args = vec![
             "bench",
             m,
             "--prompt-tokens",
@@ -111,17 +91,22 @@ fn json_outputs_on_the_real_model() {
             "2",
             "-r",
             "1",
-        ])
-        .args(["--flavor", "avx2", "--format", "json"])
-        .env("PV_CPU", "avx2")
-        .output()
-        .unwrap();
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--format", "json"]);
+        let (code, out, err) = pv_env(env, &args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let v = bench(&[], &[]);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        v["pp_tokens_per_s"].as_f64().unwrap() > 0.0
+            && v["tg_tokens_per_s"].as_f64().unwrap() > 0.0
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["flavor"], "avx512");
+
+    // As on a CPU without AVX-512, reproducing llama.cpp's AVX2 build: the settings say so.
+    let v = bench(&["--flavor", "avx2"], &[("PV_CPU", "avx2")]);
     assert_eq!(v["flavor"], "avx2");
     let isa = v["isa"].as_str().unwrap();
     assert!(isa == "avx2" || isa == "portable", "PV_CPU=avx2 ran {isa}");

@@ -11,7 +11,18 @@ pub fn pv_in(dir: Option<&Path>, args: &[&str]) -> (i32, String, String) {
     if let Some(d) = dir {
         cmd.current_dir(d);
     }
-    let out = cmd.args(args).output().unwrap();
+    run(cmd.args(args))
+}
+
+/// Runs the `pv` binary with extra environment variables: exit code, stdout, stderr.
+pub fn pv_env(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pv"));
+    cmd.envs(env.iter().copied());
+    run(cmd.args(args))
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
