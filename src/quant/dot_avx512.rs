@@ -14,8 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::dot_avx2::{
-    LEGACY, f16_at, hsum, hsum4, legacy_layout, legacy_quants, nibbles32, out4, prefetch_ahead,
-    transpose4,
+    LEGACY, f16_at, hsum, hsum4, legacy_layout, legacy_quants, out4, prefetch_ahead,
 };
 use super::format::GgmlType;
 use super::panel::{KPanelBlock, LaneActs, LaneBlock, PanelBlock, TilePanel};
@@ -375,28 +374,18 @@ unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>) {
         );
         // -128 * (sum of each row's quants): the product with `y + 128` plus it is the
         // signed product.
-        let corr = _mm_setr_epi32(
-            hsum_i32(offset_correction(q[0])),
-            hsum_i32(offset_correction(q[1])),
-            hsum_i32(offset_correction(q[2])),
-            hsum_i32(offset_correction(q[3])),
-        );
+        let corr = hsum4([
+            offset_correction(q[0]),
+            offset_correction(q[1]),
+            offset_correction(q[2]),
+            offset_correction(q[3]),
+        ]);
         _mm512_store_si512(
             l.corr.as_mut_ptr() as *mut __m512i,
             _mm512_broadcast_i32x4(corr),
         );
         _mm512_store_ps(l.d.as_mut_ptr(), _mm512_broadcast_f32x4(f16x4(xs, 0)));
     }
-}
-
-/// The sum of eight i32 lanes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
-    _mm_cvtsi128_si32(s)
 }
 
 /// Lays the batch's Q8_0 activations out for [`LaneBlock`]s ([`LaneActs`]), once per batch:
@@ -439,36 +428,48 @@ unsafe fn fill_lane_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
     panel.lane_key = key;
 }
 
-/// Block `$b` of four Q4_0 rows · a Q8_0 row, exact: each row's sum spread over the four
-/// lanes of chunk `r` (the unsigned nibbles times the signed activations, from `-8 * Σy`).
-/// A macro, not a function: rustc leaves a target-feature function this size called five
-/// times out of line, spilling its vectors through the stack.
+/// Block `$b` of four Q4_0 rows · a Q8_0 row, exact: row `r`'s sum spread over the four
+/// lanes of chunk `r`. The rows' 16 packed bytes fill one register (row `r` in chunk `r`);
+/// its low nibbles multiply the first 16 activations and its high nibbles the last 16,
+/// each broadcast to every chunk (the unsigned nibbles times the signed activations), and
+/// `8 * Σy` in the same lanes comes off. A macro, not a function: rustc leaves a
+/// target-feature function this size called five times out of line, spilling its vectors
+/// through the stack.
 macro_rules! q4_0_block4 {
     ($w:expr, $a:expr, $b:expr) => {{
         const WB: usize = GgmlType::Q4_0.block_bytes();
         const AB: usize = GgmlType::Q8_0.block_bytes();
         let (w, b): (&[&[u8]; 4], usize) = ($w, $b);
         let y = &$a[AB * b..AB * (b + 1)];
-        let qy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y[2..].as_ptr() as *const __m256i));
-        let corr = _mm512_sub_epi32(
-            _mm512_setzero_si512(),
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), qy),
+        let y_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(y[2..].as_ptr() as *const __m128i));
+        let y_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(y[18..].as_ptr() as *const __m128i));
+        let eight = _mm512_set1_epi8(8);
+        let offset = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, y_lo),
+            eight,
+            y_hi,
         );
         let at = WB * b + 2;
-        let q01 = join(
-            nibbles32(w[0][at..at + 16].as_ptr()),
-            nibbles32(w[1][at..at + 16].as_ptr()),
+        let chunk = |r: usize| w[r][at..at + 16].as_ptr() as *const __m128i;
+        let q = _mm512_inserti32x4::<3>(
+            _mm512_inserti32x4::<2>(
+                _mm512_inserti32x4::<1>(
+                    _mm512_castsi128_si512(_mm_loadu_si128(chunk(0))),
+                    _mm_loadu_si128(chunk(1)),
+                ),
+                _mm_loadu_si128(chunk(2)),
+            ),
+            _mm_loadu_si128(chunk(3)),
         );
-        let q23 = join(
-            nibbles32(w[2][at..at + 16].as_ptr()),
-            nibbles32(w[3][at..at + 16].as_ptr()),
+        let low = _mm512_set1_epi8(0x0f);
+        let lo = _mm512_and_si512(q, low);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), low);
+        let dot = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, y_lo),
+            hi,
+            y_hi,
         );
-        let v01 = _mm512_dpbusd_epi32(corr, q01, qy);
-        let v23 = _mm512_dpbusd_epi32(corr, q23, qy);
-        _mm512_add_epi32(
-            _mm512_shuffle_i32x4::<0x88>(v01, v23),
-            _mm512_shuffle_i32x4::<0xdd>(v01, v23),
-        )
+        _mm512_sub_epi32(dot, offset)
     }};
 }
 
@@ -481,6 +482,35 @@ macro_rules! q4_0_scales4 {
         let x = [&w[0][at..], &w[1][at..], &w[2][at..], &w[3][at..]];
         _mm_mul_ps(f16x4(x, 0), _mm_set1_ps(f16_at(&$a[AB * $b..])))
     }};
+}
+
+/// Word index vectors for `_mm512_permutex2var_epi16` gathering the f16 scales of four
+/// rows' (`rows` 0-1 or 2-3: `ROWS` is 0 or 2) or of the activations' (`ROWS` 4) blocks
+/// `b..b + 4`: word `4r + k` (row `r`, block `k`) picks word `9k` of a row's bytes from
+/// block `b` (18-byte blocks; the odd row from the second source) or `17k` of the
+/// activations' (34-byte blocks). Other words are 0.
+const fn scale_words<const ROWS: usize>() -> [i16; 32] {
+    let mut v = [0i16; 32];
+    let mut i = 0;
+    while i < 16 {
+        let (r, k) = (i / 4, i % 4);
+        v[i] = if ROWS == 4 {
+            17 * k as i16
+        } else if r == ROWS || r == ROWS + 1 {
+            (9 * k + 32 * (r - ROWS)) as i16
+        } else {
+            0
+        };
+        i += 1;
+    }
+    v
+}
+
+/// Thirty-two i16 as one vector.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn words(v: &[i16; 32]) -> __m512i {
+    _mm512_loadu_si512(v.as_ptr() as *const __m512i)
 }
 
 /// Four repacked Q4_0 weight rows · one Q8_0 activation row (single-token generation) in
@@ -498,8 +528,18 @@ pub(crate) unsafe fn repacked_rows4_q4_0_zmm(w: &[&[u8]; 4], a: &[u8]) -> [f32; 
     const AB: usize = GgmlType::Q8_0.block_bytes();
     let nb = (w[0].len() / WB).min(a.len() / AB);
     let mut acc = _mm_setzero_ps();
+    // Word `4r + k` of the scale gathers: the f16 `d` of row `r`'s block `b + k` (word `9k`
+    // of a row's 64 bytes from block `b`; rows 1 and 3 from the second source) and of the
+    // activations' block `b + k` (word `17k` of their 128 bytes).
+    const DX01: [i16; 32] = scale_words::<0>();
+    const DX23: [i16; 32] = scale_words::<2>();
+    const DY: [i16; 32] = scale_words::<4>();
+    let (dx01, dx23, dy) = (words(&DX01), words(&DX23), words(&DY));
     let mut b = 0;
     while b + 4 <= nb {
+        let at = WB * b;
+        let xs = [&w[0][at..], &w[1][at..], &w[2][at..], &w[3][at..]];
+        prefetch_ahead(xs, w[0].len(), 4 * WB);
         let s = [
             q4_0_block4!(w, a, b),
             q4_0_block4!(w, a, b + 1),
@@ -519,13 +559,38 @@ pub(crate) unsafe fn repacked_rows4_q4_0_zmm(w: &[&[u8]; 4], a: &[u8]) -> [f32; 
             _mm512_unpacklo_epi64(u01, u23),
             _mm512_unpackhi_epi64(u01, u23),
         ));
+        // Lane 4r + k: dx of row r's block b + k times dy of block b + k, the same product
+        // the single-row order forms; the four blocks' 72 bytes lie in a row's 64 + 8 (a
+        // whole further block follows, so 64 bytes are readable), the activations' in 128.
+        let x = [
+            _mm512_loadu_si512(xs[0].as_ptr() as *const __m512i),
+            _mm512_loadu_si512(xs[1].as_ptr() as *const __m512i),
+            _mm512_loadu_si512(xs[2].as_ptr() as *const __m512i),
+            _mm512_loadu_si512(xs[3].as_ptr() as *const __m512i),
+        ];
+        let dxw = _mm512_mask_blend_epi16(
+            0xFF00,
+            _mm512_permutex2var_epi16(x[0], dx01, x[1]),
+            _mm512_permutex2var_epi16(x[2], dx23, x[3]),
+        );
+        let ay = &a[AB * b..];
+        let dyw = _mm512_permutex2var_epi16(
+            _mm512_loadu_si512(ay.as_ptr() as *const __m512i),
+            dy,
+            _mm512_loadu_si512(ay[64..].as_ptr() as *const __m512i),
+        );
+        let scale = _mm512_mul_ps(
+            _mm512_cvtph_ps(_mm512_castsi512_si256(dxw)),
+            _mm512_cvtph_ps(_mm512_castsi512_si256(dyw)),
+        );
         for k in 0..4 {
             let idx = _mm512_add_epi32(
                 _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
                 _mm512_set1_epi32(k as i32),
             );
             let x = _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, isum));
-            acc = _mm_fmadd_ps(x, q4_0_scales4!(w, a, b + k), acc);
+            let d = _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, scale));
+            acc = _mm_fmadd_ps(x, d, acc);
         }
         b += 4;
     }
@@ -611,119 +676,6 @@ entries! {
     tile_q4_1_zmm, rows4_q4_1_zmm => 4;
 }
 
-/// Four repacked Q4_K weight rows · every Q8_K activation row of a batch, in llama.cpp's
-/// repacked order: whole groups of four tokens in the gemm order (one FMA per 64 values),
-/// the tokens after the last whole group in the gemv order (one per block), exactly as
-/// `matmul` would call `gemm4_q4_k` and `gemv_q4_k` for them.
-///
-/// Each row's blocks are decoded once into the panel; then, per token, block and step, one
-/// `maddubs` and one `madd` per row give sixteen i32 lanes whose sum is the step's integer
-/// dot (the same integers as the AVX2 kernels), reduced four rows at a time into one
-/// vector so that the FMAs run across the rows. Every output still sees its own sequence of
-/// FMAs, so results equal the AVX2 and portable kernels bit for bit.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q4_k(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut Vec<KPanelBlock>,
-    scales: &mut Vec<[f32; 2]>,
-) {
-    const BYTES: usize = GgmlType::Q4_K.block_bytes();
-    let nb = w[0].len() / BYTES;
-    panel.clear();
-    panel.resize(4 * nb, KPanelBlock::ZERO);
-    scales.clear();
-    scales.resize(4 * nb, [0.0; 2]);
-    let low = _mm256_set1_epi8(0x0f);
-    for b in 0..nb {
-        for (r, row) in w.iter().enumerate() {
-            let x = &row[BYTES * b..BYTES * (b + 1)];
-            let p = &mut panel[4 * b + r];
-            let (sc, m) = super::kquants::q4k_scales_mins(&x[4..16]);
-            for g in 0..4 {
-                let bits = _mm256_loadu_si256(x[16 + 32 * g..].as_ptr() as *const __m256i);
-                let lo = _mm256_and_si256(bits, low);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
-                _mm512_storeu_si512(p.q[g].as_mut_ptr() as *mut __m512i, join(lo, hi));
-                p.sc[g][..16].fill(sc[2 * g] as i16);
-                p.sc[g][16..].fill(sc[2 * g + 1] as i16);
-            }
-            for (s, v) in p.mins.iter_mut().enumerate() {
-                *v = m[s / 2] as i16;
-            }
-            scales[4 * b + r] = [f16_at(x), f16_at(&x[2..])];
-        }
-    }
-    let n = a.len().min(out.len());
-    let grouped = n / 4 * 4;
-    for (t, (y_row, o)) in a.iter().zip(out.iter_mut()).take(n).enumerate() {
-        *o = if t < grouped {
-            q4k_token::<4>(panel, scales, y_row)
-        } else {
-            q4k_token::<1>(panel, scales, y_row)
-        };
-    }
-}
-
-/// One token against a decoded Q4_K panel: `STEPS` FMAs per block (4: gemm, 1: gemv).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4k_token<const STEPS: usize>(
-    panel: &[KPanelBlock],
-    scales: &[[f32; 2]],
-    y_row: &[u8],
-) -> [f32; 4] {
-    let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
-    for (b, (ps, ss)) in panel
-        .chunks_exact(4)
-        .zip(scales.chunks_exact(4))
-        .enumerate()
-    {
-        let y = &y_row[Q8K_BYTES * b..Q8K_BYTES * (b + 1)];
-        let d_a = _mm_set1_ps(f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
-        let d = _mm_mul_ps(_mm_setr_ps(ss[0][0], ss[1][0], ss[2][0], ss[3][0]), d_a);
-        let dmin = _mm_mul_ps(_mm_setr_ps(ss[0][1], ss[1][1], ss[2][1], ss[3][1]), d_a);
-        let bs = _mm256_loadu_si256(y[260..].as_ptr() as *const __m256i);
-        let mut mins = [_mm_setzero_si128(); 4];
-        for r in 0..4 {
-            let m16 = _mm256_loadu_si256(ps[r].mins.as_ptr() as *const __m256i);
-            let pairs = _mm256_madd_epi16(m16, bs);
-            mins[r] = _mm_hadd_epi32(
-                _mm256_castsi256_si128(pairs),
-                _mm256_extracti128_si256::<1>(pairs),
-            );
-        }
-        // Step `g`'s min sums of the four rows, as one vector per step.
-        let mins = transpose4(mins);
-        let mut steps = [_mm_setzero_si128(); 4];
-        for g in 0..4 {
-            let yv = _mm512_loadu_si512(y[4 + 64 * g..].as_ptr() as *const __m512i);
-            let mut v = [_mm512_setzero_si512(); 4];
-            for r in 0..4 {
-                let q = _mm512_loadu_si512(ps[r].q[g].as_ptr() as *const __m512i);
-                let sc = _mm512_loadu_si512(ps[r].sc[g].as_ptr() as *const __m512i);
-                v[r] = _mm512_madd_epi16(_mm512_maddubs_epi16(q, yv), sc);
-            }
-            steps[g] = reduce4(v);
-        }
-        if STEPS == 4 {
-            for g in 0..4 {
-                acc = _mm_fmadd_ps(_mm_cvtepi32_ps(steps[g]), d, acc);
-                acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(mins[g]), dmin, acc_min);
-            }
-        } else {
-            let sum = |v: [__m128i; 4]| {
-                _mm_add_epi32(_mm_add_epi32(v[0], v[1]), _mm_add_epi32(v[2], v[3]))
-            };
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sum(steps)), d, acc);
-            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(sum(mins)), dmin, acc_min);
-        }
-    }
-    out4(_mm_sub_ps(acc, acc_min))
-}
-
 /// The lane sums of four vectors, as four i32 lanes (exact: integer adds).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
@@ -731,17 +683,6 @@ unsafe fn reduce4(v: [__m512i; 4]) -> __m128i {
     let fold =
         |x: __m512i| _mm256_add_epi32(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64::<1>(x));
     hsum4([fold(v[0]), fold(v[1]), fold(v[2]), fold(v[3])])
-}
-
-/// Entry point of [`tile_q4_k`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn tile_q4_k_zmm(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut TilePanel,
-) {
-    tile_q4_k(w, a, out, &mut panel.kquant, &mut panel.kscales)
 }
 
 /// Four Q6_K weight rows · every Q8_K activation row of a batch, in llama.cpp's tiled

@@ -10,7 +10,7 @@
 use super::cpu::Isa;
 use super::format::GgmlType;
 use super::panel::TilePanel;
-use super::{dot_avx2 as avx2, dot_avx512 as avx512, dot_scalar as scalar, korder};
+use super::{dot_avx2 as avx2, dot_avx512 as avx512, dot_scalar as scalar, korder, lanes};
 
 type DotPtr = unsafe fn(&[u8], &[u8]) -> f32;
 type Dot4Ptr = unsafe fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
@@ -289,8 +289,8 @@ fn avx_vnni(weight: GgmlType) -> Option<FormatKernels> {
 }
 
 /// The AVX-512 VNNI table: AVX2's, with 512-bit tiles (two weight rows per register) and
-/// four-row kernels for the 32-value formats, the repacked Q4_0 and Q4_K tiles, and the
-/// tiled-order Q6_K tile.
+/// four-row kernels for the 32-value formats, the repacked Q4_0, Q4_K and Q2_K tiles, and the
+/// tiled-order Q3_K and Q6_K tiles.
 fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     use GgmlType::*;
     let mut k = avx2(weight)?;
@@ -308,7 +308,8 @@ fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     }
     let repacked_tile: Option<TilePtr> = match weight {
         Q4_0 => Some(avx512::tile_repacked_q4_0_zmm),
-        Q4_K => Some(avx512::tile_q4_k_zmm),
+        Q4_K => Some(lanes::tile_repacked_q4_k_zmm),
+        Q2_K => Some(lanes::tile_repacked_q2_k_zmm),
         _ => None,
     };
     if let (Some(r), Some(t)) = (k.repacked.as_mut(), repacked_tile) {
@@ -317,8 +318,13 @@ fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     if let (Q4_0, Some(r)) = (weight, k.repacked.as_mut()) {
         r.rows4 = Some(Rows4(avx512::repacked_rows4_q4_0_zmm));
     }
-    if let (Q6_K, Some(t)) = (weight, k.tiled.as_mut()) {
-        t.tile = Some(Tile(avx512::tile_q6_k_zmm));
+    let tiled_tile: Option<TilePtr> = match weight {
+        Q3_K => Some(lanes::tile_q3_k_zmm),
+        Q6_K => Some(avx512::tile_q6_k_zmm),
+        _ => None,
+    };
+    if let (Some(t), Some(tile)) = (k.tiled.as_mut(), tiled_tile) {
+        t.tile = Some(Tile(tile));
     }
     Some(k)
 }

@@ -16,6 +16,7 @@ pub mod format;
 pub mod kernels;
 mod korder;
 pub mod kquants;
+mod lanes;
 pub mod legacy;
 mod panel;
 pub mod path;

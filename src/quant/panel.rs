@@ -22,7 +22,7 @@ impl PanelBlock {
     };
 }
 
-/// One Q4_K or Q6_K block of one weight row, decoded for the 512-bit K-quant tiles: per
+/// One Q6_K block of one weight row, decoded for the 512-bit tiled Q6_K tile: per
 /// 64-value step `g`, the quants of its two 32-value sub-blocks as 64 bytes and their scales
 /// as 32 i16 lanes (each sub-block's scale for the 16 `maddubs` pairs it yields); the mins
 /// per 16 values.
@@ -80,6 +80,52 @@ impl LaneActs {
     };
 }
 
+/// Four K-quant weight rows' block laid out for one output per lane (the lane tiles of
+/// `quant::lanes`): `q[g]` holds the four rows' byte weights `4g..4g+4` (Q2_K: scale times
+/// quant; Q3_K: quant plus 4; Q4_K: quant), row `r` in dword `r`; `scales[j]` and `mins[j]`
+/// the rows' scales and mins of 16-value groups `2j, 2j+1` as i16 pairs (zero where the
+/// format has none or folds them in), row `r` in dword `r`; all broadcast to every 128-bit
+/// chunk when used. `d` and `dmin` are the rows' block scales repeated in every chunk
+/// (lane `4t + r`: row `r`).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct KLaneBlock {
+    pub(super) q: [[u8; 16]; 64],
+    pub(super) scales: [[u8; 16]; 8],
+    pub(super) mins: [[u8; 16]; 8],
+    pub(super) d: [f32; 16],
+    pub(super) dmin: [f32; 16],
+}
+
+impl KLaneBlock {
+    pub(crate) const ZERO: KLaneBlock = KLaneBlock {
+        q: [[0; 16]; 64],
+        scales: [[0; 16]; 8],
+        mins: [[0; 16]; 8],
+        d: [0.0; 16],
+        dmin: [0.0; 16],
+    };
+}
+
+/// Four activation rows' Q8_K block in the layout [`KLaneBlock`] multiplies: `y[g]` holds,
+/// in chunk `t`, token `t`'s quants `4g..4g+4` repeated in the chunk's four lanes; `bsums[j]`
+/// its block sums `2j, 2j+1` the same way; `d` token `t`'s scale in the lanes of chunk `t`.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct KLaneActs {
+    pub(super) y: [[u8; 64]; 64],
+    pub(super) bsums: [[u8; 64]; 8],
+    pub(super) d: [f32; 16],
+}
+
+impl KLaneActs {
+    pub(crate) const ZERO: KLaneActs = KLaneActs {
+        y: [[0; 64]; 64],
+        bsums: [[0; 64]; 8],
+        d: [0.0; 16],
+    };
+}
+
 /// Reusable room for a tile kernel's decoded weight blocks, and the block scales of the
 /// batch of activations it serves, converted to f32 by the first tile call and reused by
 /// the next ones (one panel per worker and batch).
@@ -87,7 +133,7 @@ impl LaneActs {
 pub struct TilePanel {
     /// The 32-value formats' blocks.
     pub(super) legacy: Vec<PanelBlock>,
-    /// Repacked Q4_K or tiled Q6_K blocks, four rows per block.
+    /// Tiled Q6_K blocks, four rows per block.
     pub(super) kquant: Vec<KPanelBlock>,
     /// Each K-quant block's `d` and `dmin`.
     pub(super) kscales: Vec<[f32; 2]>,
@@ -102,6 +148,12 @@ pub struct TilePanel {
     pub(super) lane_acts: Vec<LaneActs>,
     /// Which batch `lane_acts` belongs to: its first row's address and its shape.
     pub(super) lane_key: (usize, usize),
+    /// The lane-per-output K-quant blocks (repacked Q2_K and Q4_K, tiled Q3_K).
+    pub(super) klanes: Vec<KLaneBlock>,
+    /// The batch's Q8_K activations for them, as `lane_acts` for Q8_0.
+    pub(super) klane_acts: Vec<KLaneActs>,
+    /// Which batch `klane_acts` belongs to.
+    pub(super) klane_key: (usize, usize),
     /// The batch the cached activation layouts were made for ([`TilePanel::begin`]).
     batch: u64,
 }
@@ -117,6 +169,7 @@ impl TilePanel {
             // The buffers keep their room (refilled, not regrown, by the next batch).
             self.act_key = (0, 0, 0);
             self.lane_key = (0, 0);
+            self.klane_key = (0, 0);
         }
     }
 }
