@@ -262,11 +262,14 @@ fn f16x4(xs: [&[u8]; 4], at: usize) -> __m128 {
 /// by `dx * dy` into each output's accumulator.
 ///
 /// One output per lane, as llama.cpp's repacked gemm has it: the rows are laid out once
-/// per block ([`LaneBlock`]) and the batch's activations once per batch ([`LaneActs`]), four
-/// tokens to a vector, so that eight `vpdpbusd` per block leave the 16 outputs of four rows
-/// and four tokens each in its own lane, with no horizontal sum; one conversion, one scale
-/// product and one FMA then serve all 16. The integer sums are exact, so each output
-/// receives the same float operations as the single-row order, bit for bit.
+/// per tile call ([`LaneBlock`], row `r` in 128-bit chunk `r`, each four-quant step
+/// repeated across the chunk) and the batch's activations once per batch ([`LaneActs`],
+/// four tokens' steps side by side, broadcast to every chunk as they are loaded), so that
+/// eight `vpdpbusd` per block leave the 16 outputs of four rows and four tokens each in its
+/// own lane, with no horizontal sum; one conversion, one scale product and one FMA then
+/// serve all 16. The weights' panel stays in L1 while the quads of tokens stream past it,
+/// 16 bytes per step each. The integer sums are exact, so each output receives the same
+/// float operations as the single-row order, bit for bit.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile_repacked_q4_0(
@@ -290,9 +293,9 @@ unsafe fn tile_repacked_q4_0(
     }
 }
 
-/// `QN` quads of tokens from `quad` on against a laid-out panel: the weights' broadcasts
-/// shared by the quads, each quad's sum split into two chains of four `vpdpbusd` (the
-/// integer sums are exact, so how they are grouped changes nothing).
+/// `QN` quads of tokens from `quad` on against a laid-out panel: the weights' loads shared
+/// by the quads, each quad's sum split into two chains of four `vpdpbusd` (the integer sums
+/// are exact, so how they are grouped changes nothing).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn lane_quads<const QN: usize>(
@@ -303,32 +306,38 @@ unsafe fn lane_quads<const QN: usize>(
 ) {
     let mut acc = [_mm512_setzero_ps(); QN];
     for (b, wb) in panel.lanes.iter().enumerate() {
-        let corr = _mm512_load_si512(wb.corr.as_ptr() as *const __m512i);
-        let dw = _mm512_load_ps(wb.d.as_ptr());
-        let mut lo = [corr; QN];
+        let ab: [&LaneActs; QN] = std::array::from_fn(|k| &panel.lane_acts[(quad + k) * nb + b]);
+        let mut lo = [_mm512_setzero_si512(); QN];
         let mut hi = [_mm512_setzero_si512(); QN];
+        for k in 0..QN {
+            lo[k] = _mm512_broadcast_i32x4(_mm_load_si128(ab[k].corr.as_ptr() as *const __m128i));
+        }
         for g in 0..4 {
-            let q_lo = _mm512_broadcast_i32x4(_mm_load_si128(wb.q[g].as_ptr() as *const __m128i));
-            let q_hi =
-                _mm512_broadcast_i32x4(_mm_load_si128(wb.q[g + 4].as_ptr() as *const __m128i));
+            let q_lo = _mm512_load_si512(wb.q[g].as_ptr() as *const __m512i);
+            let q_hi = _mm512_load_si512(wb.q[g + 4].as_ptr() as *const __m512i);
             for k in 0..QN {
-                let ab = &panel.lane_acts[(quad + k) * nb + b];
-                let y_lo = _mm512_load_si512(ab.y[g].as_ptr() as *const __m512i);
-                let y_hi = _mm512_load_si512(ab.y[g + 4].as_ptr() as *const __m512i);
-                lo[k] = _mm512_dpbusd_epi32(lo[k], y_lo, q_lo);
-                hi[k] = _mm512_dpbusd_epi32(hi[k], y_hi, q_hi);
+                let y_lo =
+                    _mm512_broadcast_i32x4(_mm_load_si128(ab[k].y[g].as_ptr() as *const __m128i));
+                let y_hi = _mm512_broadcast_i32x4(_mm_load_si128(
+                    ab[k].y[g + 4].as_ptr() as *const __m128i
+                ));
+                lo[k] = _mm512_dpbusd_epi32(lo[k], q_lo, y_lo);
+                hi[k] = _mm512_dpbusd_epi32(hi[k], q_hi, y_hi);
             }
         }
+        let dw = _mm512_load_ps(wb.d.as_ptr());
         for k in 0..QN {
-            let ab = &panel.lane_acts[(quad + k) * nb + b];
-            let scale = _mm512_mul_ps(dw, _mm512_load_ps(ab.d.as_ptr()));
+            let dy = _mm512_broadcast_f32x4(_mm_load_ps(ab[k].d.as_ptr()));
+            let scale = _mm512_mul_ps(dw, dy);
             let isum = _mm512_add_epi32(lo[k], hi[k]);
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[k]);
         }
     }
+    // Lane 4r + t to lane 4t + r: each token's four rows side by side.
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     for (k, acc) in acc.iter().enumerate() {
         let mut o = [0f32; 16];
-        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_permutexvar_ps(idx, *acc));
         for t in 0..4 {
             if let Some(dst) = out.get_mut(4 * (quad + k) + t) {
                 dst.copy_from_slice(&o[4 * t..4 * t + 4]);
@@ -342,13 +351,10 @@ unsafe fn lane_quads<const QN: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>) {
     const WB: usize = GgmlType::Q4_0.block_bytes();
-    // Dword g of row r goes to dword r of step g: rows 0-1 are the first source register
-    // (dwords 0-7, 8-15), rows 2-3 the second (16-23, 24-31).
-    let idx = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-    let idx_hi = _mm512_add_epi32(idx, _mm512_set1_epi32(4));
     let nb = w[0].len() / WB;
     // Every entry is written below: a reused panel is not cleared first.
     lanes.resize(nb, LaneBlock::ZERO);
+    let low = _mm256_set1_epi8(0x0f);
     for (b, l) in lanes.iter_mut().enumerate() {
         let at = WB * b..WB * (b + 1);
         let xs = [
@@ -357,34 +363,48 @@ unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>) {
             &w[2][at.clone()],
             &w[3][at],
         ];
-        let q = [
-            legacy_quants(GgmlType::Q4_0, xs[0]),
-            legacy_quants(GgmlType::Q4_0, xs[1]),
-            legacy_quants(GgmlType::Q4_0, xs[2]),
-            legacy_quants(GgmlType::Q4_0, xs[3]),
-        ];
+        // Each row's 32 nibbles as bytes: dword g holds quants 4g..4g+4.
+        let mut q = [_mm256_setzero_si256(); 4];
+        for r in 0..4 {
+            let t = _mm_loadu_si128(xs[r][2..].as_ptr() as *const __m128i);
+            let both =
+                _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4));
+            q[r] = _mm256_and_si256(both, low);
+        }
         let (r01, r23) = (join(q[0], q[1]), join(q[2], q[3]));
-        _mm512_store_si512(
-            l.q[..4].as_mut_ptr() as *mut __m512i,
-            _mm512_permutex2var_epi32(r01, idx, r23),
+        for g in 0..8 {
+            // Dword g of rows 0-1 (source dwords g, 8 + g) and 2-3 (16 + g, 24 + g), each
+            // repeated in its chunk.
+            let g = g as i32;
+            let idx = _mm512_setr_epi32(
+                g,
+                g,
+                g,
+                g,
+                8 + g,
+                8 + g,
+                8 + g,
+                8 + g,
+                16 + g,
+                16 + g,
+                16 + g,
+                16 + g,
+                24 + g,
+                24 + g,
+                24 + g,
+                24 + g,
+            );
+            _mm512_store_si512(
+                l.q[g as usize].as_mut_ptr() as *mut __m512i,
+                _mm512_permutex2var_epi32(r01, idx, r23),
+            );
+        }
+        let d = f16x4(xs, 0);
+        let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        _mm512_store_ps(
+            l.d.as_mut_ptr(),
+            _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d)),
         );
-        _mm512_store_si512(
-            l.q[4..].as_mut_ptr() as *mut __m512i,
-            _mm512_permutex2var_epi32(r01, idx_hi, r23),
-        );
-        // -128 * (sum of each row's quants): the product with `y + 128` plus it is the
-        // signed product.
-        let corr = hsum4([
-            offset_correction(q[0]),
-            offset_correction(q[1]),
-            offset_correction(q[2]),
-            offset_correction(q[3]),
-        ]);
-        _mm512_store_si512(
-            l.corr.as_mut_ptr() as *mut __m512i,
-            _mm512_broadcast_i32x4(corr),
-        );
-        _mm512_store_ps(l.d.as_mut_ptr(), _mm512_broadcast_f32x4(f16x4(xs, 0)));
     }
 }
 
@@ -406,9 +426,10 @@ unsafe fn fill_lane_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
         for e in &mut panel.lane_acts[(a.len() / 4) * nb..] {
             for t in a.len() % 4..4 {
                 for y in &mut e.y {
-                    y[16 * t..16 * t + 16].fill(0);
+                    y[4 * t..4 * t + 4].fill(0);
                 }
-                e.d[4 * t..4 * t + 4].fill(0.0);
+                e.corr[t] = 0;
+                e.d[t] = 0.0;
             }
         }
     }
@@ -417,12 +438,10 @@ unsafe fn fill_lane_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
         for (b, y) in row.chunks_exact(AB).take(nb).enumerate() {
             let e = &mut panel.lane_acts[quad * nb + b];
             for (g, dst) in e.y.iter_mut().enumerate() {
-                let at = 2 + 4 * g;
-                let v = u32::from_le_bytes([y[at], y[at + 1], y[at + 2], y[at + 3]]);
-                let v = _mm_set1_epi32((v ^ 0x8080_8080) as i32);
-                _mm_storeu_si128(dst[16 * tt..].as_mut_ptr() as *mut __m128i, v);
+                dst[4 * tt..4 * tt + 4].copy_from_slice(&y[2 + 4 * g..6 + 4 * g]);
             }
-            e.d[4 * tt..4 * tt + 4].fill(f16_at(y));
+            e.corr[tt] = -8 * y[2..34].iter().map(|&v| v as i8 as i32).sum::<i32>();
+            e.d[tt] = f16_at(y);
         }
     }
     panel.lane_key = key;

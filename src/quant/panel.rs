@@ -42,41 +42,42 @@ impl KPanelBlock {
     };
 }
 
-/// Four weight rows' block of a 32-value signed format laid out for one output per lane
-/// (the repacked Q4_0 tile): `q[g]` holds the four rows' quants `4g..4g+4` (row `r` in
-/// dword `r`), broadcast to every 128-bit chunk when used; `corr` is each row's offset
-/// correction and `d` its scale, both repeated in every chunk (lane `4t + r`: row `r`).
+/// Four Q4_0 weight rows' block laid out for one output per lane (the repacked Q4_0 tile):
+/// `q[g]` holds, in 128-bit chunk `r`, row `r`'s quants `4g..4g+4` (the unsigned nibbles,
+/// 0..=15) repeated in the chunk's four lanes; `d` holds row `r`'s scale in the lanes of
+/// chunk `r` (lane `4r + t`: token `t`).
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 pub(crate) struct LaneBlock {
-    pub(super) q: [[u8; 16]; 8],
-    pub(super) corr: [i32; 16],
+    pub(super) q: [[u8; 64]; 8],
     pub(super) d: [f32; 16],
 }
 
 impl LaneBlock {
     pub(crate) const ZERO: LaneBlock = LaneBlock {
-        q: [[0; 16]; 8],
-        corr: [0; 16],
+        q: [[0; 64]; 8],
         d: [0.0; 16],
     };
 }
 
-/// Four activation rows' Q8_0 block in the layout [`LaneBlock`] multiplies: `y[g]` holds,
-/// in chunk `t`, token `t`'s quants `4g..4g+4` offset by 128, repeated in the chunk's four
-/// lanes; `d` holds token `t`'s scale in the lanes of chunk `t`. A `vpdpbusd` of `y[g]` and
-/// the weights' `q[g]` then adds step `g` of output (token `t`, row `r`) into lane `4t + r`.
+/// Four activation rows' Q8_0 block in the layout [`LaneBlock`] multiplies, broadcast to
+/// every chunk when used: `y[g]` holds token `t`'s quants `4g..4g+4` in dword `t`; `corr`
+/// each token's `-8 * Σy` (the nibbles' offset of 8); `d` each token's scale. A `vpdpbusd`
+/// of the weights' `q[g]` and `y[g]` then adds step `g` of output (row `r`, token `t`) into
+/// lane `4r + t`.
 #[derive(Clone, Copy)]
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 pub(crate) struct LaneActs {
-    pub(super) y: [[u8; 64]; 8],
-    pub(super) d: [f32; 16],
+    pub(super) y: [[u8; 16]; 8],
+    pub(super) corr: [i32; 4],
+    pub(super) d: [f32; 4],
 }
 
 impl LaneActs {
     pub(crate) const ZERO: LaneActs = LaneActs {
-        y: [[0; 64]; 8],
-        d: [0.0; 16],
+        y: [[0; 16]; 8],
+        corr: [0; 4],
+        d: [0.0; 4],
     };
 }
 
