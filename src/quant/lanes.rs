@@ -1,8 +1,10 @@
 //! AVX-512 VNNI tiles for K-quant weights with one output per lane, as llama.cpp's repacked
 //! gemm gives each output its own lane: four weight rows against four tokens fill the
-//! sixteen lanes of one register (lane `4t + r`: token `t`, row `r`), so each `vpdpbusd`
+//! sixteen lanes of one register (lane `4r + t`: row `r`, token `t`), so each `vpdpbusd`
 //! does 64 useful multiply-adds and no sum crosses lanes. The weights are laid out once per
-//! tile call ([`KLaneBlock`]), the batch's Q8_K activations once per batch ([`KLaneActs`]).
+//! tile call ([`KLaneBlock`], each four-value step repeated across its row's chunk: the
+//! panel stays in L1), the batch's Q8_K activations once per batch ([`KLaneActs`], four
+//! tokens' steps side by side, broadcast to every chunk as they are loaded).
 //!
 //! - **Q2_K, repacked order.** A value's weight is its 4-bit scale times its 2-bit quant,
 //!   at most 45: the scales are folded into the quants, and a step's integer dot is one
@@ -87,25 +89,25 @@ unsafe fn q2k_quads<const QN: usize, const STEPS: usize>(
                 imin = [_mm512_setzero_si512(); QN];
             }
             for g in (32 * h..32 * h + 32).step_by(2) {
-                let q0 = bcast(&wb.q[g]);
-                let q1 = bcast(&wb.q[g + 1]);
+                let q0 = load(&wb.q[g]);
+                let q1 = load(&wb.q[g + 1]);
                 for k in 0..QN {
                     let ab = &panel.klane_acts[(quad + k) * nb + b];
-                    isum[k][0] = _mm512_dpbusd_epi32(isum[k][0], q0, load(&ab.y[g]));
-                    isum[k][1] = _mm512_dpbusd_epi32(isum[k][1], q1, load(&ab.y[g + 1]));
+                    isum[k][0] = _mm512_dpbusd_epi32(isum[k][0], q0, bcast(&ab.y[g]));
+                    isum[k][1] = _mm512_dpbusd_epi32(isum[k][1], q1, bcast(&ab.y[g + 1]));
                 }
             }
             for j in 4 * h..4 * h + 4 {
-                let m = bcast(&wb.mins[j]);
+                let m = load(&wb.mins[j]);
                 for k in 0..QN {
                     let ab = &panel.klane_acts[(quad + k) * nb + b];
-                    imin[k] = _mm512_dpwssd_epi32(imin[k], m, load(&ab.bsums[j]));
+                    imin[k] = _mm512_dpwssd_epi32(imin[k], m, bcast(&ab.bsums[j]));
                 }
             }
             if STEPS == 2 || h == 1 {
                 for k in 0..QN {
                     let ab = &panel.klane_acts[(quad + k) * nb + b];
-                    let da = _mm512_load_ps(ab.d.as_ptr());
+                    let da = _mm512_broadcast_f32x4(_mm_loadu_ps(ab.d.as_ptr()));
                     let (d, dmin) = (_mm512_mul_ps(dw, da), _mm512_mul_ps(dmw, da));
                     let s = _mm512_add_epi32(isum[k][0], isum[k][1]);
                     acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[k]);
@@ -120,7 +122,7 @@ unsafe fn q2k_quads<const QN: usize, const STEPS: usize>(
     store_quads(&acc, quad, out);
 }
 
-/// A 16-byte step of the weights broadcast to the four 128-bit chunks.
+/// A 16-byte step of the activations broadcast to the four 128-bit chunks.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn bcast(v: &[u8; 16]) -> __m512i {
@@ -133,17 +135,29 @@ unsafe fn load(v: &[u8; 64]) -> __m512i {
     _mm512_load_si512(v.as_ptr() as *const __m512i)
 }
 
-/// Dword `g` of `lo` (rows 0-1 as dwords 0-7, 8-15) and `hi` (rows 2-3) to dword `r` of
-/// 16-byte step `g`: the first result holds steps 0-3, the second steps 4-7.
+/// Dword `i` of each of four rows (`lo`: rows 0-1 as dwords 0-7, 8-15; `hi`: rows 2-3)
+/// repeated across chunk `r` of result `i`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn to_steps(lo: __m512i, hi: __m512i) -> [__m512i; 2] {
-    let idx = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-    let idx_hi = _mm512_add_epi32(idx, _mm512_set1_epi32(4));
-    [
-        _mm512_permutex2var_epi32(lo, idx, hi),
-        _mm512_permutex2var_epi32(lo, idx_hi, hi),
-    ]
+unsafe fn spread_steps(lo: __m512i, hi: __m512i) -> [__m512i; 8] {
+    let mut steps = [_mm512_setzero_si512(); 8];
+    for (i, step) in steps.iter_mut().enumerate() {
+        let i = i as i32;
+        let idx = _mm512_add_epi32(
+            _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24),
+            _mm512_set1_epi32(i),
+        );
+        *step = _mm512_permutex2var_epi32(lo, idx, hi);
+    }
+    steps
+}
+
+/// Four rows' f32 scales (lane `r`) repeated across chunk `r`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn spread_rows(d: __m128) -> __m512 {
+    let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d))
 }
 
 /// Two 32-byte vectors as one 64-byte vector, `lo` in the low half.
@@ -154,8 +168,8 @@ unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
 }
 
 /// Lays four Q2_K rows out as [`KLaneBlock`]s: per block, each row's 256 weights (scale
-/// times quant) in value order, then the four rows interleaved a dword at a time; the mins
-/// as i16 pairs interleaved the same way; the scales repeated in every chunk.
+/// times quant) in value order, each four-value step then repeated across its row's chunk;
+/// the mins as i16 pairs the same way; the scales in their rows' chunks.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn fill_q2_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
@@ -192,13 +206,13 @@ unsafe fn fill_q2_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
         interleave(l, &runs, &[_mm256_setzero_si256(); 4], &mins);
         let d = f16x4(xs, 80);
         let dmin = f16x4(xs, 82);
-        _mm512_store_ps(l.d.as_mut_ptr(), _mm512_broadcast_f32x4(d));
-        _mm512_store_ps(l.dmin.as_mut_ptr(), _mm512_broadcast_f32x4(dmin));
+        _mm512_store_ps(l.d.as_mut_ptr(), spread_rows(d));
+        _mm512_store_ps(l.dmin.as_mut_ptr(), spread_rows(dmin));
     }
 }
 
 /// Stores four rows' 32-value runs of byte weights and their sixteen i16 scales and mins
-/// (one per 16-value group) into `l`, the rows interleaved a dword at a time
+/// (one per 16-value group) into `l`, each dword repeated across its row's chunk
 /// ([`KLaneBlock`]).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
@@ -209,14 +223,16 @@ unsafe fn interleave(
     mins: &[__m256i; 4],
 ) {
     for c in 0..8 {
-        let [s0, s1] = to_steps(join(runs[0][c], runs[1][c]), join(runs[2][c], runs[3][c]));
-        _mm512_store_si512(l.q[8 * c..].as_mut_ptr() as *mut __m512i, s0);
-        _mm512_store_si512(l.q[8 * c + 4..].as_mut_ptr() as *mut __m512i, s1);
+        let steps = spread_steps(join(runs[0][c], runs[1][c]), join(runs[2][c], runs[3][c]));
+        for (i, v) in steps.iter().enumerate() {
+            _mm512_store_si512(l.q[8 * c + i].as_mut_ptr() as *mut __m512i, *v);
+        }
     }
     for (dst, v) in [(&mut l.scales, scales), (&mut l.mins, mins)] {
-        let [m0, m1] = to_steps(join(v[0], v[1]), join(v[2], v[3]));
-        _mm512_store_si512(dst[..4].as_mut_ptr() as *mut __m512i, m0);
-        _mm512_store_si512(dst[4..].as_mut_ptr() as *mut __m512i, m1);
+        let steps = spread_steps(join(v[0], v[1]), join(v[2], v[3]));
+        for (i, v) in steps.iter().enumerate() {
+            _mm512_store_si512(dst[i].as_mut_ptr() as *mut __m512i, *v);
+        }
     }
 }
 
@@ -273,17 +289,18 @@ unsafe fn q3k_quads<const QN: usize>(
         let mut offset = [_mm512_setzero_si512(); QN];
         for p in 0..8 {
             let packed = pair_sums(wb, &ab, p);
-            let sc = bcast(&wb.scales[p]);
+            let sc = load(&wb.scales[p]);
             for k in 0..QN {
                 isum[k] = _mm512_dpwssd_epi32(isum[k], packed[k], sc);
-                offset[k] = _mm512_dpwssd_epi32(offset[k], load(&ab[k].bsums[p]), sc);
+                offset[k] = _mm512_dpwssd_epi32(offset[k], bcast(&ab[k].bsums[p]), sc);
             }
         }
         let dw = _mm512_load_ps(wb.d.as_ptr());
         for k in 0..QN {
             let s = _mm512_sub_epi32(isum[k], _mm512_slli_epi32::<2>(offset[k]));
             let r = _mm512_mul_ps(_mm512_cvtepi32_ps(s), dw);
-            acc[k] = _mm512_fmadd_ps(r, _mm512_load_ps(ab[k].d.as_ptr()), acc[k]);
+            let da = _mm512_broadcast_f32x4(_mm_loadu_ps(ab[k].d.as_ptr()));
+            acc[k] = _mm512_fmadd_ps(r, da, acc[k]);
         }
     }
     store_quads(&acc, quad, out);
@@ -302,10 +319,10 @@ unsafe fn pair_sums<const QN: usize>(
     let mut g = [[_mm512_setzero_si512(); 2]; QN];
     for i in 0..4 {
         let (s0, s1) = (8 * p + i, 8 * p + 4 + i);
-        let (q0, q1) = (bcast(&wb.q[s0]), bcast(&wb.q[s1]));
+        let (q0, q1) = (load(&wb.q[s0]), load(&wb.q[s1]));
         for k in 0..QN {
-            g[k][0] = _mm512_dpbusd_epi32(g[k][0], q0, load(&ab[k].y[s0]));
-            g[k][1] = _mm512_dpbusd_epi32(g[k][1], q1, load(&ab[k].y[s1]));
+            g[k][0] = _mm512_dpbusd_epi32(g[k][0], q0, bcast(&ab[k].y[s0]));
+            g[k][1] = _mm512_dpbusd_epi32(g[k][1], q1, bcast(&ab[k].y[s1]));
         }
     }
     let mut packed = [_mm512_setzero_si512(); QN];
@@ -366,14 +383,14 @@ unsafe fn q4k_quads<const QN: usize, const STEPS: usize>(
                 imin = [_mm512_setzero_si512(); QN];
             }
             let packed = pair_sums(wb, &ab, p);
-            let (sc, m) = (bcast(&wb.scales[p]), bcast(&wb.mins[p]));
+            let (sc, m) = (load(&wb.scales[p]), load(&wb.mins[p]));
             for k in 0..QN {
                 isum[k] = _mm512_dpwssd_epi32(isum[k], packed[k], sc);
-                imin[k] = _mm512_dpwssd_epi32(imin[k], load(&ab[k].bsums[p]), m);
+                imin[k] = _mm512_dpwssd_epi32(imin[k], bcast(&ab[k].bsums[p]), m);
             }
             if (STEPS == 4 && p % 2 == 1) || p == 7 {
                 for k in 0..QN {
-                    let da = _mm512_load_ps(ab[k].d.as_ptr());
+                    let da = _mm512_broadcast_f32x4(_mm_loadu_ps(ab[k].d.as_ptr()));
                     let (d, dmin) = (_mm512_mul_ps(dw, da), _mm512_mul_ps(dmw, da));
                     acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[k]), d, acc[k]);
                     acc_min[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin[k]), dmin, acc_min[k]);
@@ -389,8 +406,8 @@ unsafe fn q4k_quads<const QN: usize, const STEPS: usize>(
 
 /// Lays four Q4_K rows out as [`KLaneBlock`]s: per block, each row's 256 quants in value
 /// order, the 32-value sub-blocks' scales and mins each as an i16 pair per 16-value group
-/// pair (the same value twice), the rows interleaved a dword at a time; `d` and `dmin`
-/// repeated in every chunk.
+/// pair (the same value twice), each dword repeated across its row's chunk; `d` and `dmin`
+/// in their rows' chunks.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn fill_q4_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
@@ -418,14 +435,14 @@ unsafe fn fill_q4_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
             }
         }
         interleave(l, &runs, &scales, &mins);
-        _mm512_store_ps(l.d.as_mut_ptr(), _mm512_broadcast_f32x4(f16x4(xs, 0)));
-        _mm512_store_ps(l.dmin.as_mut_ptr(), _mm512_broadcast_f32x4(f16x4(xs, 2)));
+        _mm512_store_ps(l.d.as_mut_ptr(), spread_rows(f16x4(xs, 0)));
+        _mm512_store_ps(l.dmin.as_mut_ptr(), spread_rows(f16x4(xs, 2)));
     }
 }
 
 /// Lays four Q3_K rows out as [`KLaneBlock`]s: per block, each row's 256 quants plus 4
-/// (0..=7) in value order and its sixteen signed scales as i16 pairs, the rows interleaved
-/// a dword at a time; `d` repeated in every chunk.
+/// (0..=7) in value order and its sixteen signed scales as i16 pairs, each dword repeated
+/// across its row's chunk; `d` in the rows' chunks.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn fill_q3_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
@@ -463,18 +480,20 @@ unsafe fn fill_q3_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
             }
         }
         interleave(l, &runs, &scales, &[_mm256_setzero_si256(); 4]);
-        _mm512_store_ps(l.d.as_mut_ptr(), _mm512_broadcast_f32x4(f16x4(xs, 108)));
+        _mm512_store_ps(l.d.as_mut_ptr(), spread_rows(f16x4(xs, 108)));
     }
 }
 
-/// Writes quad `quad + k`'s sixteen outputs (lane `4t + r`) to `out[4 (quad + k) + t][r]`,
+/// Writes quad `quad + k`'s sixteen outputs (lane `4r + t`) to `out[4 (quad + k) + t][r]`,
 /// leaving out the padding tokens past the batch.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn store_quads<const QN: usize>(acc: &[__m512; QN], quad: usize, out: &mut [[f32; 4]]) {
+    // Lane 4r + t to lane 4t + r: each token's four rows side by side.
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     for (k, acc) in acc.iter().enumerate() {
         let mut o = [0f32; 16];
-        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_permutexvar_ps(idx, *acc));
         for t in 0..4 {
             if let Some(dst) = out.get_mut(4 * (quad + k) + t) {
                 dst.copy_from_slice(&o[4 * t..4 * t + 4]);
@@ -508,9 +527,9 @@ unsafe fn fill_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
         for e in &mut panel.klane_acts[(a.len() / 4) * nb..] {
             for t in a.len() % 4..4 {
                 for y in e.y.iter_mut().chain(e.bsums.iter_mut()) {
-                    y[16 * t..16 * t + 16].fill(0);
+                    y[4 * t..4 * t + 4].fill(0);
                 }
-                e.d[4 * t..4 * t + 4].fill(0.0);
+                e.d[t] = 0.0;
             }
         }
     }
@@ -518,16 +537,13 @@ unsafe fn fill_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
         let (quad, tt) = (t / 4, t % 4);
         for (b, y) in row.chunks_exact(Q8K_BYTES).take(nb).enumerate() {
             let e = &mut panel.klane_acts[quad * nb + b];
-            let dword = |at: usize| i32::from_le_bytes([y[at], y[at + 1], y[at + 2], y[at + 3]]);
             for (g, dst) in e.y.iter_mut().enumerate() {
-                let v = _mm_set1_epi32(dword(4 + 4 * g));
-                _mm_storeu_si128(dst[16 * tt..].as_mut_ptr() as *mut __m128i, v);
+                dst[4 * tt..4 * tt + 4].copy_from_slice(&y[4 + 4 * g..8 + 4 * g]);
             }
             for (j, dst) in e.bsums.iter_mut().enumerate() {
-                let v = _mm_set1_epi32(dword(260 + 4 * j));
-                _mm_storeu_si128(dst[16 * tt..].as_mut_ptr() as *mut __m128i, v);
+                dst[4 * tt..4 * tt + 4].copy_from_slice(&y[260 + 4 * j..264 + 4 * j]);
             }
-            e.d[4 * tt..4 * tt + 4].fill(f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
+            e.d[tt] = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
         }
     }
     panel.klane_key = key;

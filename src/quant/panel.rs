@@ -82,48 +82,48 @@ impl LaneActs {
 }
 
 /// Four K-quant weight rows' block laid out for one output per lane (the lane tiles of
-/// `quant::lanes`): `q[g]` holds the four rows' byte weights `4g..4g+4` (Q2_K: scale times
-/// quant; Q3_K: quant plus 4; Q4_K: quant), row `r` in dword `r`; `scales[j]` and `mins[j]`
-/// the rows' scales and mins of 16-value groups `2j, 2j+1` as i16 pairs (zero where the
-/// format has none or folds them in), row `r` in dword `r`; all broadcast to every 128-bit
-/// chunk when used. `d` and `dmin` are the rows' block scales repeated in every chunk
-/// (lane `4t + r`: row `r`).
+/// `quant::lanes`; lane `4r + t`: row `r`, token `t`): `q[g]` holds, in 128-bit chunk `r`,
+/// row `r`'s byte weights `4g..4g+4` (Q2_K: scale times quant; Q3_K: quant plus 4; Q4_K:
+/// quant) repeated in the chunk's four lanes; `scales[j]` and `mins[j]` row `r`'s scales and
+/// mins of 16-value groups `2j, 2j+1` as an i16 pair (zero where the format has none or
+/// folds them in), repeated the same way; `d` and `dmin` the rows' block scales in the
+/// lanes of their chunks.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 pub(crate) struct KLaneBlock {
-    pub(super) q: [[u8; 16]; 64],
-    pub(super) scales: [[u8; 16]; 8],
-    pub(super) mins: [[u8; 16]; 8],
+    pub(super) q: [[u8; 64]; 64],
+    pub(super) scales: [[u8; 64]; 8],
+    pub(super) mins: [[u8; 64]; 8],
     pub(super) d: [f32; 16],
     pub(super) dmin: [f32; 16],
 }
 
 impl KLaneBlock {
     pub(crate) const ZERO: KLaneBlock = KLaneBlock {
-        q: [[0; 16]; 64],
-        scales: [[0; 16]; 8],
-        mins: [[0; 16]; 8],
+        q: [[0; 64]; 64],
+        scales: [[0; 64]; 8],
+        mins: [[0; 64]; 8],
         d: [0.0; 16],
         dmin: [0.0; 16],
     };
 }
 
-/// Four activation rows' Q8_K block in the layout [`KLaneBlock`] multiplies: `y[g]` holds,
-/// in chunk `t`, token `t`'s quants `4g..4g+4` repeated in the chunk's four lanes; `bsums[j]`
-/// its block sums `2j, 2j+1` the same way; `d` token `t`'s scale in the lanes of chunk `t`.
+/// Four activation rows' Q8_K block in the layout [`KLaneBlock`] multiplies, broadcast to
+/// every chunk when used: `y[g]` holds token `t`'s quants `4g..4g+4` in dword `t`;
+/// `bsums[j]` its block sums `2j, 2j+1` the same way; `d` each token's scale.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 pub(crate) struct KLaneActs {
-    pub(super) y: [[u8; 64]; 64],
-    pub(super) bsums: [[u8; 64]; 8],
-    pub(super) d: [f32; 16],
+    pub(super) y: [[u8; 16]; 64],
+    pub(super) bsums: [[u8; 16]; 8],
+    pub(super) d: [f32; 4],
 }
 
 impl KLaneActs {
     pub(crate) const ZERO: KLaneActs = KLaneActs {
-        y: [[0; 64]; 64],
-        bsums: [[0; 64]; 8],
-        d: [0.0; 16],
+        y: [[0; 16]; 64],
+        bsums: [[0; 16]; 8],
+        d: [0.0; 4],
     };
 }
 
