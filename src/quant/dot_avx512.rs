@@ -13,13 +13,9 @@
 
 use std::arch::x86_64::*;
 
-use super::dot_avx2::{
-    LEGACY, f16_at, hsum, hsum4, legacy_layout, legacy_quants, out4, prefetch_ahead,
-};
+use super::dot_avx2::{LEGACY, f16_at, hsum, legacy_layout, legacy_quants, out4, prefetch_ahead};
 use super::format::GgmlType;
-use super::panel::{KPanelBlock, LaneActs, LaneBlock, PanelBlock, TilePanel};
-
-const Q8K_BYTES: usize = GgmlType::Q8_K.block_bytes();
+use super::panel::{LaneActs, LaneBlock, PanelBlock, TilePanel};
 
 /// The two halves of `v` as eight-lane vectors.
 #[inline]
@@ -536,11 +532,12 @@ unsafe fn words(v: &[i16; 32]) -> __m512i {
 /// llama.cpp's repacked order: per block, the exact integer dot, then one FMA by `dx * dy`
 /// into each row's accumulator, block after block.
 ///
-/// The unsigned nibbles multiply the signed activations (`vpdpbusd`), each row starting from
-/// `-8 * Σy` (the offset of 8, once per block for all rows). Four blocks' sums are reduced
-/// together: a chunk shuffle per block leaves each row's sum in four lanes of one chunk, and
-/// one in-chunk transpose of the four blocks adds them into lane `4r + b`; the FMAs then
-/// run block by block over the four rows, as the single-row order does.
+/// The unsigned nibbles multiply the signed activations (`vpdpbusd`, the four rows' blocks
+/// in one register, row `r` in chunk `r`), less `8 * Σy` (once per block for all rows).
+/// Four blocks' sums are reduced together: one in-chunk transpose adds them into lane
+/// `4r + b`; the sixteen scale products come from two word gathers and one conversion each
+/// for the weights and the activations; the FMAs then run block by block over the four
+/// rows, as the single-row order does.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn repacked_rows4_q4_0_zmm(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     const WB: usize = GgmlType::Q4_0.block_bytes();
@@ -693,124 +690,4 @@ entries! {
     tile_q5_1_zmm, rows4_q5_1_zmm => 2;
     tile_q8_0_zmm, rows4_q8_0_zmm => 3;
     tile_q4_1_zmm, rows4_q4_1_zmm => 4;
-}
-
-/// The lane sums of four vectors, as four i32 lanes (exact: integer adds).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn reduce4(v: [__m512i; 4]) -> __m128i {
-    let fold =
-        |x: __m512i| _mm256_add_epi32(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64::<1>(x));
-    hsum4([fold(v[0]), fold(v[1]), fold(v[2]), fold(v[3])])
-}
-
-/// Four Q6_K weight rows · every Q8_K activation row of a batch, in llama.cpp's tiled
-/// order (per block, the whole integer dot times `d`, then one FMA by the activation scale),
-/// as `tiled_q6_k` computes each of them. Which batches take the tiled order is
-/// `quant::path`'s choice.
-///
-/// Each row's blocks are decoded once into the panel as 256 unsigned quants (0..63) with
-/// their scales; the offset of 32 comes off through the activations' block sums, as in
-/// the AVX2 kernel. Integer sums are exact in any order, so results equal the AVX2 and
-/// portable kernels bit for bit.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q6_k(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut Vec<KPanelBlock>,
-    scales: &mut Vec<[f32; 2]>,
-) {
-    const BYTES: usize = GgmlType::Q6_K.block_bytes();
-    let n = a.len().min(out.len());
-    let nb = w[0].len() / BYTES;
-    panel.clear();
-    panel.resize(4 * nb, KPanelBlock::ZERO);
-    scales.clear();
-    scales.resize(4 * nb, [0.0; 2]);
-    let low = _mm256_set1_epi8(0x0f);
-    let two_bits = _mm256_set1_epi8(3);
-    for b in 0..nb {
-        for (r, row) in w.iter().enumerate() {
-            let x = &row[BYTES * b..BYTES * (b + 1)];
-            let p = &mut panel[4 * b + r];
-            let sc = &x[192..208];
-            // Values 128 h + 32 j (j < 4) take the low (j < 2) or high nibbles of
-            // ql[64 h + 32 (j % 2)..] and bits 2 j of qh[32 h..], as `q6k_quarters` reads them.
-            for h in 0..2 {
-                let ql = [0, 1]
-                    .map(|i| _mm256_loadu_si256(x[64 * h + 32 * i..].as_ptr() as *const __m256i));
-                let qh = _mm256_loadu_si256(x[128 + 32 * h..].as_ptr() as *const __m256i);
-                let mut q = [_mm256_setzero_si256(); 4];
-                for (j, v) in q.iter_mut().enumerate() {
-                    let nib = if j < 2 {
-                        _mm256_and_si256(ql[j % 2], low)
-                    } else {
-                        _mm256_and_si256(_mm256_srli_epi16(ql[j % 2], 4), low)
-                    };
-                    let high = _mm256_and_si256(
-                        _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32)),
-                        two_bits,
-                    );
-                    *v = _mm256_or_si256(nib, _mm256_slli_epi16(high, 4));
-                }
-                for s in 0..2 {
-                    let g = 2 * h + s;
-                    _mm512_storeu_si512(
-                        p.q[g].as_mut_ptr() as *mut __m512i,
-                        join(q[2 * s], q[2 * s + 1]),
-                    );
-                    for (l, v) in p.sc[g].iter_mut().enumerate() {
-                        *v = sc[4 * g + l / 8] as i8 as i16;
-                    }
-                }
-            }
-            for (v, &s) in p.mins.iter_mut().zip(sc) {
-                *v = s as i8 as i16;
-            }
-            scales[4 * b + r] = [f16_at(&x[208..]), 0.0];
-        }
-    }
-    for (y_row, o) in a.iter().zip(out.iter_mut()).take(n) {
-        let mut acc = _mm_setzero_ps();
-        for (b, (ps, ss)) in panel
-            .chunks_exact(4)
-            .zip(scales.chunks_exact(4))
-            .enumerate()
-        {
-            let y = &y_row[Q8K_BYTES * b..Q8K_BYTES * (b + 1)];
-            let bs = _mm256_loadu_si256(y[260..].as_ptr() as *const __m256i);
-            let mut v = [_mm512_setzero_si512(); 4];
-            let mut offset = [_mm256_setzero_si256(); 4];
-            for r in 0..4 {
-                for g in 0..4 {
-                    let yv = _mm512_loadu_si512(y[4 + 64 * g..].as_ptr() as *const __m512i);
-                    let q = _mm512_loadu_si512(ps[r].q[g].as_ptr() as *const __m512i);
-                    let sc = _mm512_loadu_si512(ps[r].sc[g].as_ptr() as *const __m512i);
-                    let part = _mm512_madd_epi16(_mm512_maddubs_epi16(q, yv), sc);
-                    v[r] = _mm512_add_epi32(v[r], part);
-                }
-                let s16 = _mm256_loadu_si256(ps[r].mins.as_ptr() as *const __m256i);
-                offset[r] = _mm256_slli_epi32(_mm256_madd_epi16(bs, s16), 5);
-            }
-            let isum = _mm_sub_epi32(reduce4(v), hsum4(offset));
-            let d = _mm_setr_ps(ss[0][0], ss[1][0], ss[2][0], ss[3][0]);
-            let r = _mm_mul_ps(_mm_cvtepi32_ps(isum), d);
-            let d_y = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-            acc = _mm_fmadd_ps(r, _mm_set1_ps(d_y), acc);
-        }
-        *o = out4(acc);
-    }
-}
-
-/// Entry point of [`tile_q6_k`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn tile_q6_k_zmm(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut TilePanel,
-) {
-    tile_q6_k(w, a, out, &mut panel.kquant, &mut panel.kscales)
 }

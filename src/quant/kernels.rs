@@ -320,7 +320,7 @@ fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     }
     let tiled_tile: Option<TilePtr> = match weight {
         Q3_K => Some(lanes::tile_q3_k_zmm),
-        Q6_K => Some(avx512::tile_q6_k_zmm),
+        Q6_K => Some(lanes::tile_q6_k_zmm),
         _ => None,
     };
     if let (Some(t), Some(tile)) = (k.tiled.as_mut(), tiled_tile) {

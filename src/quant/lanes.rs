@@ -22,6 +22,9 @@
 //!   group's dot is packed into an i16 half and one `vpdpwssd` multiplies two of them by
 //!   their sub-block's scale, another the block sums by its min; four FMAs per block for
 //!   whole groups of four tokens, one for the tokens after them.
+//! - **Q6_K, tiled order.** A 16-value group's dot of the unsigned quants (0..=63) does not
+//!   fit an i16: each is multiplied by its scale with `vpmulld`; the offset of 32 comes off
+//!   through the block sums, as for Q3_K.
 //!
 //! Integer sums are exact however they are grouped, so every output equals the portable
 //! order's bit for bit. Every function here requires AVX-512F, BW and VNNI (plus AVX2, FMA
@@ -37,6 +40,7 @@ use super::panel::{KLaneActs, KLaneBlock, TilePanel};
 const Q2K_BYTES: usize = GgmlType::Q2_K.block_bytes();
 const Q3K_BYTES: usize = GgmlType::Q3_K.block_bytes();
 const Q4K_BYTES: usize = GgmlType::Q4_K.block_bytes();
+const Q6K_BYTES: usize = GgmlType::Q6_K.block_bytes();
 const Q8K_BYTES: usize = GgmlType::Q8_K.block_bytes();
 
 /// Four repacked Q2_K weight rows · every Q8_K activation row of a batch, in llama.cpp's
@@ -484,6 +488,124 @@ unsafe fn fill_q3_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
     }
 }
 
+/// Four Q6_K weight rows · every Q8_K activation row of a batch, in llama.cpp's tiled order
+/// (`korder::tiled`), one output per lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q6_k(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: &mut TilePanel) {
+    let nb = w[0].len() / Q6K_BYTES;
+    fill_q6_k(w, &mut panel.klanes);
+    fill_acts(a, nb, panel);
+    let n = a.len().min(out.len());
+    let nq = n.div_ceil(4);
+    let mut quad = 0;
+    while quad + 2 <= nq {
+        q6k_quads::<2>(panel, nb, quad, &mut out[..n]);
+        quad += 2;
+    }
+    if quad < nq {
+        q6k_quads::<1>(panel, nb, quad, &mut out[..n]);
+    }
+}
+
+/// `QN` quads of tokens from `quad` on against laid-out Q6_K weights: per 16-value group, a
+/// chain of four `vpdpbusd` of the unsigned quants (0..=63; the sum does not fit an i16)
+/// times the group's scale with one `vpmulld`; the block sums times the scales in pairs
+/// (`vpdpwssd`) remove the offset of 32 at the end.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6k_quads<const QN: usize>(
+    panel: &TilePanel,
+    nb: usize,
+    quad: usize,
+    out: &mut [[f32; 4]],
+) {
+    let mut acc = [_mm512_setzero_ps(); QN];
+    for (b, wb) in panel.klanes.iter().enumerate().take(nb) {
+        let ab: [&KLaneActs; QN] = std::array::from_fn(|k| &panel.klane_acts[(quad + k) * nb + b]);
+        let mut isum = [_mm512_setzero_si512(); QN];
+        let mut offset = [_mm512_setzero_si512(); QN];
+        for p in 0..8 {
+            let pair = load(&wb.scales[p]);
+            // The pair's two scales, sign-extended from the i16 halves.
+            let sc = [
+                _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(pair)),
+                _mm512_srai_epi32::<16>(pair),
+            ];
+            for (h, sc) in sc.iter().enumerate() {
+                let mut g = [_mm512_setzero_si512(); QN];
+                for i in 0..4 {
+                    let step = 8 * p + 4 * h + i;
+                    let q = load(&wb.q[step]);
+                    for k in 0..QN {
+                        g[k] = _mm512_dpbusd_epi32(g[k], q, bcast(&ab[k].y[step]));
+                    }
+                }
+                for k in 0..QN {
+                    isum[k] = _mm512_add_epi32(isum[k], _mm512_mullo_epi32(g[k], *sc));
+                }
+            }
+            for k in 0..QN {
+                offset[k] = _mm512_dpwssd_epi32(offset[k], bcast(&ab[k].bsums[p]), pair);
+            }
+        }
+        let dw = _mm512_load_ps(wb.d.as_ptr());
+        for k in 0..QN {
+            let s = _mm512_sub_epi32(isum[k], _mm512_slli_epi32::<5>(offset[k]));
+            let r = _mm512_mul_ps(_mm512_cvtepi32_ps(s), dw);
+            let da = _mm512_broadcast_f32x4(_mm_loadu_ps(ab[k].d.as_ptr()));
+            acc[k] = _mm512_fmadd_ps(r, da, acc[k]);
+        }
+    }
+    store_quads(&acc, quad, out);
+}
+
+/// Lays four Q6_K rows out as [`KLaneBlock`]s: per block, each row's 256 quants (0..=63,
+/// without their offset of 32) in value order and its sixteen signed scales as i16 pairs,
+/// each dword repeated across its row's chunk; `d` in the rows' chunks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn fill_q6_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
+    const BYTES: usize = Q6K_BYTES;
+    let nb = w[0].len() / BYTES;
+    // Every entry is written below (`mins` and `dmin` are unused): a reused panel is not
+    // cleared first.
+    lanes.resize(nb, KLaneBlock::ZERO);
+    let low = _mm256_set1_epi8(0x0f);
+    let three = _mm256_set1_epi8(3);
+    for (b, l) in lanes.iter_mut().enumerate() {
+        let xs = [0, 1, 2, 3].map(|r| &w[r][BYTES * b..BYTES * (b + 1)]);
+        let mut runs = [[_mm256_setzero_si256(); 8]; 4];
+        let mut scales = [_mm256_setzero_si256(); 4];
+        for r in 0..4 {
+            let x = xs[r];
+            scales[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(x[192..].as_ptr() as *const __m128i));
+            for h in 0..2 {
+                // Values 128h + 32j + l: nibble j / 2 of ql[64h + 32 (j % 2) + l], bits 2j
+                // of qh[32h + l] above it.
+                let ql = [
+                    _mm256_loadu_si256(x[64 * h..].as_ptr() as *const __m256i),
+                    _mm256_loadu_si256(x[64 * h + 32..].as_ptr() as *const __m256i),
+                ];
+                let qh = _mm256_loadu_si256(x[128 + 32 * h..].as_ptr() as *const __m256i);
+                for j in 0..4 {
+                    let nib = _mm256_and_si256(
+                        _mm256_srl_epi16(ql[j % 2], _mm_cvtsi32_si128(4 * (j / 2) as i32)),
+                        low,
+                    );
+                    let high = _mm256_and_si256(
+                        _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32)),
+                        three,
+                    );
+                    runs[r][4 * h + j] = _mm256_or_si256(nib, _mm256_slli_epi16::<4>(high));
+                }
+            }
+        }
+        interleave(l, &runs, &scales, &[_mm256_setzero_si256(); 4]);
+        _mm512_store_ps(l.d.as_mut_ptr(), spread_rows(f16x4(xs, 208)));
+    }
+}
+
 /// Writes quad `quad + k`'s sixteen outputs (lane `4r + t`) to `out[4 (quad + k) + t][r]`,
 /// leaving out the padding tokens past the batch.
 #[inline]
@@ -569,6 +691,17 @@ pub(crate) unsafe fn tile_repacked_q4_k_zmm(
     panel: &mut TilePanel,
 ) {
     tile_q4_k(w, a, out, panel)
+}
+
+/// Entry point of [`tile_q6_k`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn tile_q6_k_zmm(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    out: &mut [[f32; 4]],
+    panel: &mut TilePanel,
+) {
+    tile_q6_k(w, a, out, panel)
 }
 
 /// Entry point of [`tile_q3_k`].

@@ -22,26 +22,6 @@ impl PanelBlock {
     };
 }
 
-/// One Q6_K block of one weight row, decoded for the 512-bit tiled Q6_K tile: per
-/// 64-value step `g`, the quants of its two 32-value sub-blocks as 64 bytes and their scales
-/// as 32 i16 lanes (each sub-block's scale for the 16 `maddubs` pairs it yields); the mins
-/// per 16 values.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-pub(crate) struct KPanelBlock {
-    pub(super) q: [[u8; 64]; 4],
-    pub(super) sc: [[i16; 32]; 4],
-    pub(super) mins: [i16; 16],
-}
-
-impl KPanelBlock {
-    pub(crate) const ZERO: KPanelBlock = KPanelBlock {
-        q: [[0; 64]; 4],
-        sc: [[0; 32]; 4],
-        mins: [0; 16],
-    };
-}
-
 /// Four Q4_0 weight rows' block laid out for one output per lane (the repacked Q4_0 tile):
 /// `q[g]` holds, in 128-bit chunk `r`, row `r`'s quants `4g..4g+4` (the unsigned nibbles,
 /// 0..=15) repeated in the chunk's four lanes; `d` holds row `r`'s scale in the lanes of
@@ -134,10 +114,6 @@ impl KLaneActs {
 pub struct TilePanel {
     /// The 32-value formats' blocks.
     pub(super) legacy: Vec<PanelBlock>,
-    /// Tiled Q6_K blocks, four rows per block.
-    pub(super) kquant: Vec<KPanelBlock>,
-    /// Each K-quant block's `d` and `dmin`.
-    pub(super) kscales: Vec<[f32; 2]>,
     /// The activations' block scales (`d`, and `s` where the format has it), token-major.
     pub(super) act_scales: Vec<[f32; 2]>,
     /// Which batch `act_scales` belongs to: its first row's address and its shape.
@@ -149,7 +125,7 @@ pub struct TilePanel {
     pub(super) lane_acts: Vec<LaneActs>,
     /// Which batch `lane_acts` belongs to: its first row's address and its shape.
     pub(super) lane_key: (usize, usize),
-    /// The lane-per-output K-quant blocks (repacked Q2_K and Q4_K, tiled Q3_K).
+    /// The lane-per-output K-quant blocks (repacked Q2_K and Q4_K, tiled Q3_K and Q6_K).
     pub(super) klanes: Vec<KLaneBlock>,
     /// The batch's Q8_K activations for them, as `lane_acts` for Q8_0.
     pub(super) klane_acts: Vec<KLaneActs>,
