@@ -368,10 +368,9 @@ unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>) {
             q[r] = _mm256_and_si256(both, low);
         }
         let (r01, r23) = (join(q[0], q[1]), join(q[2], q[3]));
-        for g in 0..8 {
+        for g in 0..8i32 {
             // Dword g of rows 0-1 (source dwords g, 8 + g) and 2-3 (16 + g, 24 + g), each
             // repeated in its chunk.
-            let g = g as i32;
             let idx = _mm512_setr_epi32(
                 g,
                 g,
@@ -599,10 +598,10 @@ pub(crate) unsafe fn repacked_rows4_q4_0_zmm(w: &[&[u8]; 4], a: &[u8]) -> [f32; 
             _mm512_cvtph_ps(_mm512_castsi512_si256(dxw)),
             _mm512_cvtph_ps(_mm512_castsi512_si256(dyw)),
         );
-        for k in 0..4 {
+        for k in 0..4i32 {
             let idx = _mm512_add_epi32(
                 _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-                _mm512_set1_epi32(k as i32),
+                _mm512_set1_epi32(k),
             );
             let x = _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, isum));
             let d = _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, scale));

@@ -31,6 +31,7 @@
 //! and F16C); `quant::kernels` hands them out only after runtime detection (`quant::cpu`).
 
 #![allow(unsafe_op_in_unsafe_fn)]
+#![allow(clippy::needless_range_loop)] // quad-indexed loops over parallel register arrays
 
 use std::arch::x86_64::*;
 
