@@ -15,6 +15,7 @@ use std::arch::x86_64::*;
 
 use super::dot_avx2::{LEGACY, f16_at, hsum, legacy_layout, legacy_quants, out4, prefetch_ahead};
 use super::format::GgmlType;
+use super::lanes::store_quads;
 use super::panel::{LaneActs, LaneBlock, PanelBlock, TilePanel};
 
 /// The two halves of `v` as eight-lane vectors.
@@ -329,17 +330,7 @@ unsafe fn lane_quads<const QN: usize>(
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[k]);
         }
     }
-    // Lane 4r + t to lane 4t + r: each token's four rows side by side.
-    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    for (k, acc) in acc.iter().enumerate() {
-        let mut o = [0f32; 16];
-        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_permutexvar_ps(idx, *acc));
-        for t in 0..4 {
-            if let Some(dst) = out.get_mut(4 * (quad + k) + t) {
-                dst.copy_from_slice(&o[4 * t..4 * t + 4]);
-            }
-        }
-    }
+    store_quads(&acc, quad, out);
 }
 
 /// Lays four Q4_0 rows out for one output per lane ([`LaneBlock`]).

@@ -44,31 +44,6 @@ const Q4K_BYTES: usize = GgmlType::Q4_K.block_bytes();
 const Q6K_BYTES: usize = GgmlType::Q6_K.block_bytes();
 const Q8K_BYTES: usize = GgmlType::Q8_K.block_bytes();
 
-/// Four repacked Q2_K weight rows · every Q8_K activation row of a batch, in llama.cpp's
-/// repacked order (`korder::repacked`, step 128 for whole groups of four tokens, 256 for
-/// the tokens after the last whole group), one output per lane.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q2_k(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: &mut TilePanel) {
-    let nb = w[0].len() / Q2K_BYTES;
-    fill_q2_k(w, &mut panel.klanes);
-    fill_acts(a, nb, panel);
-    let n = a.len().min(out.len());
-    let whole = n / 4;
-    let mut quad = 0;
-    while quad + 2 <= whole {
-        q2k_quads::<2, 2>(panel, nb, quad, &mut out[..n]);
-        quad += 2;
-    }
-    if quad < whole {
-        q2k_quads::<1, 2>(panel, nb, quad, &mut out[..n]);
-        quad += 1;
-    }
-    if quad * 4 < n {
-        q2k_quads::<1, 1>(panel, nb, quad, &mut out[..n]);
-    }
-}
-
 /// `QN` quads of tokens from `quad` on against the laid-out weights, with `STEPS` FMAs per
 /// block (2: llama.cpp's gemm, 128 values a step; 1: its gemv). Each quad's integer sums
 /// run in two chains (even and odd four-value steps) to hide `vpdpbusd`'s latency; the
@@ -255,26 +230,6 @@ unsafe fn times_small(q: __m256i, s: __m256i) -> __m256i {
     )
 }
 
-/// Four Q3_K weight rows · every Q8_K activation row of a batch, in llama.cpp's tiled order
-/// (`korder::tiled`), one output per lane.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q3_k(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: &mut TilePanel) {
-    let nb = w[0].len() / Q3K_BYTES;
-    fill_q3_k(w, &mut panel.klanes);
-    fill_acts(a, nb, panel);
-    let n = a.len().min(out.len());
-    let nq = n.div_ceil(4);
-    let mut quad = 0;
-    while quad + 2 <= nq {
-        q3k_quads::<2>(panel, nb, quad, &mut out[..n]);
-        quad += 2;
-    }
-    if quad < nq {
-        q3k_quads::<1>(panel, nb, quad, &mut out[..n]);
-    }
-}
-
 /// `QN` quads of tokens from `quad` on against laid-out Q3_K weights: per pair of 16-value
 /// groups, two chains of four `vpdpbusd` (one per group), packed into i16 halves and
 /// multiplied by the pair's scales with one `vpdpwssd`; the groups' block sums take the
@@ -300,13 +255,7 @@ unsafe fn q3k_quads<const QN: usize>(
                 offset[k] = _mm512_dpwssd_epi32(offset[k], bcast(&ab[k].bsums[p]), sc);
             }
         }
-        let dw = _mm512_load_ps(wb.d.as_ptr());
-        for k in 0..QN {
-            let s = _mm512_sub_epi32(isum[k], _mm512_slli_epi32::<2>(offset[k]));
-            let r = _mm512_mul_ps(_mm512_cvtepi32_ps(s), dw);
-            let da = _mm512_broadcast_f32x4(_mm_loadu_ps(ab[k].d.as_ptr()));
-            acc[k] = _mm512_fmadd_ps(r, da, acc[k]);
-        }
+        tiled_step::<QN, 2>(&mut acc, &isum, &offset, wb, &ab);
     }
     store_quads(&acc, quad, out);
 }
@@ -335,31 +284,6 @@ unsafe fn pair_sums<const QN: usize>(
         packed[k] = _mm512_mask_blend_epi16(0xAAAA_AAAA, g[k][0], _mm512_slli_epi32::<16>(g[k][1]));
     }
     packed
-}
-
-/// Four repacked Q4_K weight rows · every Q8_K activation row of a batch, in llama.cpp's
-/// repacked order (`korder::repacked`, step 64 for whole groups of four tokens, 256 for the
-/// tokens after the last whole group), one output per lane.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q4_k(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: &mut TilePanel) {
-    let nb = w[0].len() / Q4K_BYTES;
-    fill_q4_k(w, &mut panel.klanes);
-    fill_acts(a, nb, panel);
-    let n = a.len().min(out.len());
-    let whole = n / 4;
-    let mut quad = 0;
-    while quad + 2 <= whole {
-        q4k_quads::<2, 4>(panel, nb, quad, &mut out[..n]);
-        quad += 2;
-    }
-    if quad < whole {
-        q4k_quads::<1, 4>(panel, nb, quad, &mut out[..n]);
-        quad += 1;
-    }
-    if quad * 4 < n {
-        q4k_quads::<1, 1>(panel, nb, quad, &mut out[..n]);
-    }
 }
 
 /// `QN` quads of tokens from `quad` on against laid-out Q4_K weights, with `STEPS` FMAs per
@@ -489,26 +413,6 @@ unsafe fn fill_q3_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
     }
 }
 
-/// Four Q6_K weight rows · every Q8_K activation row of a batch, in llama.cpp's tiled order
-/// (`korder::tiled`), one output per lane.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q6_k(w: &[&[u8]; 4], a: &[&[u8]], out: &mut [[f32; 4]], panel: &mut TilePanel) {
-    let nb = w[0].len() / Q6K_BYTES;
-    fill_q6_k(w, &mut panel.klanes);
-    fill_acts(a, nb, panel);
-    let n = a.len().min(out.len());
-    let nq = n.div_ceil(4);
-    let mut quad = 0;
-    while quad + 2 <= nq {
-        q6k_quads::<2>(panel, nb, quad, &mut out[..n]);
-        quad += 2;
-    }
-    if quad < nq {
-        q6k_quads::<1>(panel, nb, quad, &mut out[..n]);
-    }
-}
-
 /// `QN` quads of tokens from `quad` on against laid-out Q6_K weights: per 16-value group, a
 /// chain of four `vpdpbusd` of the unsigned quants (0..=63; the sum does not fit an i16)
 /// times the group's scale with one `vpmulld`; the block sums times the scales in pairs
@@ -550,13 +454,7 @@ unsafe fn q6k_quads<const QN: usize>(
                 offset[k] = _mm512_dpwssd_epi32(offset[k], bcast(&ab[k].bsums[p]), pair);
             }
         }
-        let dw = _mm512_load_ps(wb.d.as_ptr());
-        for k in 0..QN {
-            let s = _mm512_sub_epi32(isum[k], _mm512_slli_epi32::<5>(offset[k]));
-            let r = _mm512_mul_ps(_mm512_cvtepi32_ps(s), dw);
-            let da = _mm512_broadcast_f32x4(_mm_loadu_ps(ab[k].d.as_ptr()));
-            acc[k] = _mm512_fmadd_ps(r, da, acc[k]);
-        }
+        tiled_step::<QN, 5>(&mut acc, &isum, &offset, wb, &ab);
     }
     store_quads(&acc, quad, out);
 }
@@ -607,11 +505,36 @@ unsafe fn fill_q6_k(w: &[&[u8]; 4], lanes: &mut Vec<KLaneBlock>) {
     }
 }
 
+/// One block of the tiled order for each quad: the integer dot `isum - (offset << SHIFT)`
+/// (the quants' offset through the block sums) times the rows' `d`, then one FMA by the
+/// tokens' scales.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn tiled_step<const QN: usize, const SHIFT: u32>(
+    acc: &mut [__m512; QN],
+    isum: &[__m512i; QN],
+    offset: &[__m512i; QN],
+    wb: &KLaneBlock,
+    ab: &[&KLaneActs; QN],
+) {
+    let dw = _mm512_load_ps(wb.d.as_ptr());
+    for k in 0..QN {
+        let s = _mm512_sub_epi32(isum[k], _mm512_slli_epi32::<SHIFT>(offset[k]));
+        let r = _mm512_mul_ps(_mm512_cvtepi32_ps(s), dw);
+        let da = _mm512_broadcast_f32x4(_mm_loadu_ps(ab[k].d.as_ptr()));
+        acc[k] = _mm512_fmadd_ps(r, da, acc[k]);
+    }
+}
+
 /// Writes quad `quad + k`'s sixteen outputs (lane `4r + t`) to `out[4 (quad + k) + t][r]`,
 /// leaving out the padding tokens past the batch.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn store_quads<const QN: usize>(acc: &[__m512; QN], quad: usize, out: &mut [[f32; 4]]) {
+pub(super) unsafe fn store_quads<const QN: usize>(
+    acc: &[__m512; QN],
+    quad: usize,
+    out: &mut [[f32; 4]],
+) {
     // Lane 4r + t to lane 4t + r: each token's four rows side by side.
     let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     for (k, acc) in acc.iter().enumerate() {
@@ -672,46 +595,84 @@ unsafe fn fill_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
     panel.klane_key = key;
 }
 
-/// Entry point of [`tile_q2_k`].
+/// Quads of tokens against a laid-out panel (`panel`, blocks per row, first quad, outputs).
+type QuadsFn = unsafe fn(&TilePanel, usize, usize, &mut [[f32; 4]]);
+
+/// Lays out four weight rows (`KLaneBlock`s).
+type FillFn = unsafe fn(&[&[u8]; 4], &mut Vec<KLaneBlock>);
+
+/// A lane tile: four rows of `bytes`-byte blocks laid out by `fill`, the batch's Q8_K
+/// activations by [`fill_acts`], then the quads of tokens: whole quads two at a time through
+/// `quads[0]` and one through `quads[1]`; in a repacked order (`repacked`) the partial last
+/// quad takes `quads[2]` (llama.cpp's gemv after its gemm), in the tiled order every quad
+/// is alike (the partial one through `quads[1]`).
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn tile_repacked_q2_k_zmm(
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
     w: &[&[u8]; 4],
     a: &[&[u8]],
     out: &mut [[f32; 4]],
     panel: &mut TilePanel,
+    bytes: usize,
+    fill: FillFn,
+    repacked: bool,
+    quads: [QuadsFn; 3],
 ) {
-    tile_q2_k(w, a, out, panel)
+    let nb = w[0].len() / bytes;
+    fill(w, &mut panel.klanes);
+    fill_acts(a, nb, panel);
+    let n = a.len().min(out.len());
+    let whole = if repacked { n / 4 } else { n.div_ceil(4) };
+    let out = &mut out[..n];
+    let mut quad = 0;
+    while quad + 2 <= whole {
+        quads[0](panel, nb, quad, out);
+        quad += 2;
+    }
+    if quad < whole {
+        quads[1](panel, nb, quad, out);
+        quad += 1;
+    }
+    if quad * 4 < n {
+        quads[2](panel, nb, quad, out);
+    }
 }
 
-/// Entry point of [`tile_q4_k`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn tile_repacked_q4_k_zmm(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut TilePanel,
-) {
-    tile_q4_k(w, a, out, panel)
+/// The tile entry points, one per format and order.
+macro_rules! tiles {
+    ($($(#[$doc:meta])* $name:ident => $bytes:ident, $fill:ident, $repacked:literal, [$($q:expr),*];)*) => {
+        $(
+            $(#[$doc])*
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+            pub(crate) unsafe fn $name(
+                w: &[&[u8]; 4],
+                a: &[&[u8]],
+                out: &mut [[f32; 4]],
+                panel: &mut TilePanel,
+            ) {
+                tile(w, a, out, panel, $bytes, $fill, $repacked, [$($q),*])
+            }
+        )*
+    };
 }
-
-/// Entry point of [`tile_q6_k`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn tile_q6_k_zmm(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut TilePanel,
-) {
-    tile_q6_k(w, a, out, panel)
-}
-
-/// Entry point of [`tile_q3_k`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn tile_q3_k_zmm(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut TilePanel,
-) {
-    tile_q3_k(w, a, out, panel)
+tiles! {
+    /// Four repacked Q2_K weight rows · every Q8_K activation row of a batch, in llama.cpp's
+    /// repacked order (`korder::repacked`, step 128 for whole groups of four tokens, 256 for
+    /// the tokens after the last whole group), one output per lane.
+    tile_repacked_q2_k_zmm => Q2K_BYTES, fill_q2_k, true,
+        [q2k_quads::<2, 2>, q2k_quads::<1, 2>, q2k_quads::<1, 1>];
+    /// Four repacked Q4_K weight rows · every Q8_K activation row of a batch, in llama.cpp's
+    /// repacked order (`korder::repacked`, step 64 for whole groups of four tokens, 256 for
+    /// the tokens after the last whole group), one output per lane.
+    tile_repacked_q4_k_zmm => Q4K_BYTES, fill_q4_k, true,
+        [q4k_quads::<2, 4>, q4k_quads::<1, 4>, q4k_quads::<1, 1>];
+    /// Four Q3_K weight rows · every Q8_K activation row of a batch, in llama.cpp's tiled
+    /// order (`korder::tiled`), one output per lane.
+    tile_q3_k_zmm => Q3K_BYTES, fill_q3_k, false,
+        [q3k_quads::<2>, q3k_quads::<1>, q3k_quads::<1>];
+    /// Four Q6_K weight rows · every Q8_K activation row of a batch, in llama.cpp's tiled
+    /// order (`korder::tiled`), one output per lane.
+    tile_q6_k_zmm => Q6K_BYTES, fill_q6_k, false,
+        [q6k_quads::<2>, q6k_quads::<1>, q6k_quads::<1>];
 }
