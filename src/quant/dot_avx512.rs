@@ -13,9 +13,11 @@
 
 use std::arch::x86_64::*;
 
-use super::dot_avx2::{LEGACY, f16_at, hsum, legacy_layout, legacy_quants, out4, prefetch_ahead};
+use super::dot_avx2::{
+    LEGACY, f16_at, hsum, legacy_layout, legacy_quants, nibbles32, out4, prefetch_ahead,
+};
 use super::format::GgmlType;
-use super::lanes::store_quads;
+use super::lanes::{spread_rows, spread_steps, store_quads};
 use super::panel::{LaneActs, LaneBlock, PanelBlock, TilePanel};
 
 /// The two halves of `v` as eight-lane vectors.
@@ -341,7 +343,6 @@ unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>) {
     let nb = w[0].len() / WB;
     // Every entry is written below: a reused panel is not cleared first.
     lanes.resize(nb, LaneBlock::ZERO);
-    let low = _mm256_set1_epi8(0x0f);
     for (b, l) in lanes.iter_mut().enumerate() {
         let at = WB * b..WB * (b + 1);
         let xs = [
@@ -351,46 +352,18 @@ unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>) {
             &w[3][at],
         ];
         // Each row's 32 nibbles as bytes: dword g holds quants 4g..4g+4.
-        let mut q = [_mm256_setzero_si256(); 4];
-        for r in 0..4 {
-            let t = _mm_loadu_si128(xs[r][2..].as_ptr() as *const __m128i);
-            let both =
-                _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4));
-            q[r] = _mm256_and_si256(both, low);
+        let q = [
+            nibbles32(xs[0][2..18].as_ptr()),
+            nibbles32(xs[1][2..18].as_ptr()),
+            nibbles32(xs[2][2..18].as_ptr()),
+            nibbles32(xs[3][2..18].as_ptr()),
+        ];
+        // Step g: dword g of each row repeated across the row's chunk.
+        let steps = spread_steps(join(q[0], q[1]), join(q[2], q[3]));
+        for (dst, v) in l.q.iter_mut().zip(steps) {
+            _mm512_store_si512(dst.as_mut_ptr() as *mut __m512i, v);
         }
-        let (r01, r23) = (join(q[0], q[1]), join(q[2], q[3]));
-        for g in 0..8i32 {
-            // Dword g of rows 0-1 (source dwords g, 8 + g) and 2-3 (16 + g, 24 + g), each
-            // repeated in its chunk.
-            let idx = _mm512_setr_epi32(
-                g,
-                g,
-                g,
-                g,
-                8 + g,
-                8 + g,
-                8 + g,
-                8 + g,
-                16 + g,
-                16 + g,
-                16 + g,
-                16 + g,
-                24 + g,
-                24 + g,
-                24 + g,
-                24 + g,
-            );
-            _mm512_store_si512(
-                l.q[g as usize].as_mut_ptr() as *mut __m512i,
-                _mm512_permutex2var_epi32(r01, idx, r23),
-            );
-        }
-        let d = f16x4(xs, 0);
-        let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-        _mm512_store_ps(
-            l.d.as_mut_ptr(),
-            _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d)),
-        );
+        _mm512_store_ps(l.d.as_mut_ptr(), spread_rows(f16x4(xs, 0)));
     }
 }
 
@@ -566,8 +539,9 @@ pub(crate) unsafe fn repacked_rows4_q4_0_zmm(w: &[&[u8]; 4], a: &[u8]) -> [f32; 
             _mm512_unpackhi_epi64(u01, u23),
         ));
         // Lane 4r + k: dx of row r's block b + k times dy of block b + k, the same product
-        // the single-row order forms; the four blocks' 72 bytes lie in a row's 64 + 8 (a
-        // whole further block follows, so 64 bytes are readable), the activations' in 128.
+        // the single-row order forms. The four weight blocks' scales lie in the first 56 of
+        // their 72 bytes, the activations' in the first 104 of their 136: each 64-byte load
+        // stays inside the four blocks.
         let x = [
             _mm512_loadu_si512(xs[0].as_ptr() as *const __m512i),
             _mm512_loadu_si512(xs[1].as_ptr() as *const __m512i),

@@ -119,7 +119,7 @@ unsafe fn load(v: &[u8; 64]) -> __m512i {
 /// repeated across chunk `r` of result `i`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn spread_steps(lo: __m512i, hi: __m512i) -> [__m512i; 8] {
+pub(super) unsafe fn spread_steps(lo: __m512i, hi: __m512i) -> [__m512i; 8] {
     let mut steps = [_mm512_setzero_si512(); 8];
     for (i, step) in steps.iter_mut().enumerate() {
         let i = i as i32;
@@ -135,7 +135,7 @@ unsafe fn spread_steps(lo: __m512i, hi: __m512i) -> [__m512i; 8] {
 /// Four rows' f32 scales (lane `r`) repeated across chunk `r`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn spread_rows(d: __m128) -> __m512 {
+pub(super) unsafe fn spread_rows(d: __m128) -> __m512 {
     let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d))
 }
