@@ -148,6 +148,9 @@ fn batch_rows(
         let mut res = vec![[0f32; 4]; n];
         while i + 4 <= rows {
             let ws = [0, 1, 2, 3].map(|j| w.row(file, r0 + i + j));
+            for j in i + 4..(i + 8).min(rows) {
+                quant::cpu::prefetch_l2(w.row(file, r0 + j));
+            }
             tile.call(&ws, &xs, &mut res, panel);
             for (t, v) in res.iter().enumerate() {
                 o[t * rows + i..][..4].copy_from_slice(v);
