@@ -16,7 +16,8 @@ pub struct Cpu {
     pub fma: bool,
     /// AVX with F16C (f16 conversion of eight values at once).
     pub f16c: bool,
-    /// AVX-512 F, BW and VNNI (with AVX2): the 512-bit tiles.
+    /// AVX-512 F, BW, VL and VNNI (with AVX2): the 512-bit tiles, and `vpdpbusd` on
+    /// 256-bit vectors with 32 registers.
     pub avx512_vnni: bool,
     /// AVX-VNNI (with AVX2): `vpdpbusd` on 256-bit vectors.
     pub avx_vnni: bool,
@@ -64,7 +65,11 @@ fn detect() -> Cpu {
         avx2,
         fma: has!("fma"),
         f16c: has!("avx") && has!("f16c"),
-        avx512_vnni: avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+        avx512_vnni: avx2
+            && has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512vl")
+            && has!("avx512vnni"),
         avx_vnni: avx2 && has!("avxvnni"),
     }
 }
@@ -156,6 +161,26 @@ impl Isa {
     }
 }
 
+/// Asks for every cache line of `bytes` to be brought into the L2 cache, and returns at
+/// once: a hint, which changes no result and never faults. The tile kernels read four
+/// weight rows, then spend the whole batch's arithmetic on them; prefetching the next four
+/// while they do keeps their first reads from waiting on memory (the hardware prefetcher
+/// does not reach across that gap).
+pub fn prefetch_l2(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: SSE (baseline on x86-64); a prefetch of an address inside a live slice
+        // reads nothing the program sees.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,24 +208,4 @@ mod tests {
             assert_eq!(ceiling(none, name), none, "{name} adds nothing");
         }
     }
-}
-
-/// Asks for every cache line of `bytes` to be brought into the L2 cache, and returns at
-/// once: a hint, which changes no result and never faults. The tile kernels read four
-/// weight rows, then spend the whole batch's arithmetic on them; prefetching the next four
-/// while they do keeps their first reads from waiting on memory (the hardware prefetcher
-/// does not reach across that gap).
-pub fn prefetch_l2(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: SSE (baseline on x86-64); a prefetch of an address inside a live slice
-        // reads nothing the program sees.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                line.as_ptr() as *const i8,
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }

@@ -1,12 +1,14 @@
-//! AVX-512 VNNI tile and four-row kernels for the 32-value formats: two weight rows per
-//! 512-bit register, so that one `vpdpbusd`, one conversion and one FMA serve two outputs.
+//! AVX-512 VNNI kernels for the 32-value formats: the four-row (generation) kernel keeps
+//! two weight rows per 512-bit register, so that one `vpdpbusd`, one conversion and one
+//! FMA serve two outputs; the tile (prompt) kernel keeps one output per 256-bit register
+//! and uses the 32 registers AVX-512 gives to share each decoded block among 20 outputs.
 //!
-//! Each output keeps its own eight f32 lanes (one half of a register) and receives exactly
-//! the operations the single-row AVX2 kernel performs on its accumulator: the same integer
-//! block sums, the same `dx * dy` product, the same FMA, the same final reduction. Results
-//! therefore equal `dot_avx2`'s bit for bit; only the number of instructions changes.
+//! Each output keeps its own eight f32 lanes and receives exactly the operations the
+//! single-row AVX2 kernel performs on its accumulator: the same integer block sums, the
+//! same `dx * dy` product, the same FMA, the same final reduction. Results therefore equal
+//! `dot_avx2`'s bit for bit; only the number of instructions changes.
 //!
-//! Every function here requires AVX-512F, BW and VNNI (plus AVX2, FMA and F16C);
+//! Every function here requires AVX-512F, BW, VL and VNNI (plus AVX2, FMA and F16C);
 //! `quant::kernels` hands them out only after runtime detection (`quant::cpu`).
 
 #![allow(unsafe_op_in_unsafe_fn)]
@@ -18,7 +20,7 @@ use super::dot_avx2::{
 };
 use super::format::GgmlType;
 use super::lanes::{spread_rows, spread_steps, store_quads};
-use super::panel::{LaneActs, LaneBlock, PanelBlock, TilePanel};
+use super::panel::{ActQuants, LaneActs, LaneBlock, PanelBlock, TilePanel};
 
 /// The two halves of `v` as eight-lane vectors.
 #[inline]
@@ -39,20 +41,6 @@ unsafe fn spread_pair(d: __m128, i: i32) -> __m512 {
     _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d))
 }
 
-/// Rows `r` and `r + 1` of a panel block's quants as one 64-byte vector.
-#[inline]
-#[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
-unsafe fn quants_pair(p: &PanelBlock, r: usize) -> __m512i {
-    _mm512_loadu_si512(p.q[r..r + 2].as_ptr() as *const __m512i)
-}
-
-/// Rows `r` and `r + 1` of a panel block's auxiliary vectors as one 64-byte vector.
-#[inline]
-#[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
-unsafe fn aux_pair(p: &PanelBlock, r: usize) -> __m512i {
-    _mm512_loadu_si512(p.aux[r..r + 2].as_ptr() as *const __m512i)
-}
-
 /// Two 32-byte vectors as one 64-byte vector, `lo` in the low half.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
@@ -71,35 +59,65 @@ unsafe fn offset_correction(q: __m256i) -> __m256i {
     _mm256_sub_epi32(_mm256_setzero_si256(), fours)
 }
 
-/// Four legacy-format weight rows · every activation row of a batch: the rows' blocks are
+/// Four legacy-format weight rows · every activation row of a batch. The rows' blocks are
 /// decoded once into a panel (quants, the offset correction of signed formats, scales and
-/// mins), then six tokens at a time (one at a time for the rest) share each decoded block:
-/// twelve accumulators and the panel's vectors fit the 32 registers, where eight tokens
-/// spilled and four reloaded the panel too often (`cargo bench --bench kernels -- tile`). Signed formats offset the activations to `y + 128` (unsigned, as `vpdpbusd`
-/// wants) and start each sum from the correction; unsigned ones multiply directly. Every
-/// integer sum equals the AVX2 kernel's (VNNI does not saturate), so every result does.
+/// mins), the batch's activation quants laid out once per batch ([`ActQuants`]), then five
+/// tokens at a time (the rest together) share each decoded block.
+///
+/// Each output keeps its own eight f32 lanes in a 256-bit register, as the AVX2 kernel
+/// does, and receives the same operations: per block the exact integer sums (`vpdpbusd`),
+/// one conversion, and one FMA by `dx * dy`. The 20 accumulators and the panel's eight
+/// vectors fit AVX-512's 32 registers. The scale products of four rows and four tokens are
+/// one 16-lane product per block, stored, then broadcast to each output's register by its
+/// FMA's load; spreading them over 512-bit registers took a full-width product per two
+/// outputs on the pipes the `vpdpbusd`s and FMAs need. (On Zen 4, which runs a 512-bit
+/// operation as two 256-bit halves, two outputs per 512-bit register also ran slower than
+/// one per 256-bit register: 3.6 against 2.6 ns per eight outputs and block.) Signed
+/// formats offset the activations to `y + 128` (unsigned, as `vpdpbusd` wants) and start
+/// each sum from the correction; unsigned ones multiply directly. Every integer sum equals
+/// the AVX2 kernel's (VNNI does not saturate), so every result does.
 #[inline]
-#[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile_legacy<const T: u8>(
     w: &[&[u8]; 4],
     a: &[&[u8]],
-    a_scales: &[[f32; 2]],
     out: &mut [[f32; 4]],
-    panel: &mut Vec<PanelBlock>,
+    panel: &mut TilePanel,
 ) {
-    fill_panel::<T>(w, panel);
-    let nb = panel.len();
+    fill_panel::<T>(w, &mut panel.legacy);
+    let TilePanel {
+        legacy,
+        act_scales,
+        act_quants,
+        act_dy4,
+        prods,
+        ..
+    } = panel;
+    let nb = legacy.len();
     let n = a.len().min(out.len());
+    let stride = act_dy4.len() / nb.max(1);
     let mut t = 0;
-    while t + 6 <= n {
-        let s = &a_scales[t * nb..(t + 6) * nb];
-        group::<T, 6>(panel, &a[t..t + 6], s, &mut out[t..t + 6]);
-        t += 6;
+    macro_rules! group {
+        ($rt:literal) => {{
+            let acts = Acts {
+                quants: &act_quants[t * nb..],
+                scales: &act_scales[t * nb..],
+                dy4: &act_dy4[t..],
+                stride,
+            };
+            group::<T, $rt>(legacy, acts, prods, &mut out[t..t + $rt]);
+        }};
     }
-    while t < n {
-        let s = &a_scales[t * nb..(t + 1) * nb];
-        group::<T, 1>(panel, &a[t..t + 1], s, &mut out[t..t + 1]);
-        t += 1;
+    while t + 5 <= n {
+        group!(5);
+        t += 5;
+    }
+    match n - t {
+        4 => group!(4),
+        3 => group!(3),
+        2 => group!(2),
+        1 => group!(1),
+        _ => {}
     }
 }
 
@@ -111,7 +129,7 @@ unsafe fn fill_panel<const T: u8>(w: &[&[u8]; 4], panel: &mut Vec<PanelBlock>) {
     let ty = LEGACY[T as usize];
     let (wb, _, _, has_min) = legacy_layout(ty);
     let nb = w[0].len() / wb;
-    panel.clear();
+    // Every field of every block is written below: no need to clear the reused room.
     panel.resize(nb, PanelBlock::ZERO);
     for (b, p) in panel.iter_mut().enumerate() {
         for (r, row) in w.iter().enumerate() {
@@ -133,55 +151,107 @@ unsafe fn fill_panel<const T: u8>(w: &[&[u8]; 4], panel: &mut Vec<PanelBlock>) {
     }
 }
 
-/// `RN` tokens against a decoded panel: per block and token, two `vpdpbusd` (rows 0-1 and
-/// 2-3), two scale products, two conversions and two FMAs.
+/// Lays the batch's activations out for [`tile_legacy`], once per batch (a later call with
+/// the same rows, same address, count and block size, keeps them): the quants, offset by
+/// 128 where the weights are `signed` (no min), token-major ([`ActQuants`]); each block's
+/// scale and sum (`d`, and `s` where the format has it) as f32, token-major; and the scales
+/// again block-major, each repeated four times, a row of `n + 8` tokens per block (zeros
+/// past `n`), for the scale products of four rows and four tokens at once.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
-unsafe fn group<const T: u8, const RN: usize>(
+unsafe fn fill_acts(panel: &mut TilePanel, a: &[&[u8]], ab: usize, at: usize, signed: bool) {
+    let key = (a.first().map_or(0, |r| r.as_ptr() as usize), a.len(), ab);
+    if panel.act_key == key && !panel.act_quants.is_empty() {
+        return;
+    }
+    let offset = _mm256_set1_epi8(if signed { 0x80u8 as i8 } else { 0 });
+    let (n, nb) = (a.len(), a.first().map_or(0, |r| r.len() / ab));
+    panel.act_quants.clear();
+    panel.act_scales.clear();
+    panel.act_dy4.clear();
+    panel.act_dy4.resize(nb * (n + 8), [0.0; 4]);
+    for (t, row) in a.iter().enumerate() {
+        for (b, y) in row.chunks_exact(ab).enumerate() {
+            let q = _mm256_loadu_si256(y[at..].as_ptr() as *const __m256i);
+            let mut e = ActQuants([0; 32]);
+            _mm256_storeu_si256(
+                e.0.as_mut_ptr() as *mut __m256i,
+                _mm256_xor_si256(q, offset),
+            );
+            panel.act_quants.push(e);
+            let pair = u32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(pair as i32));
+            let (d, s) = (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)));
+            panel.act_scales.push([d, s]);
+            panel.act_dy4[b * (n + 8) + t] = [d; 4];
+        }
+    }
+    panel.act_key = key;
+}
+
+/// A group of tokens' activations as [`fill_acts`] laid them out, from the group's first
+/// token on.
+struct Acts<'a> {
+    quants: &'a [ActQuants],
+    scales: &'a [[f32; 2]],
+    /// Block `b`'s scales at `b * stride`.
+    dy4: &'a [[f32; 4]],
+    stride: usize,
+}
+
+/// `RT` tokens against a decoded panel. First the four rows' `dx * dy` of every block and
+/// token (`prods`, block-major, a row of `RT` rounded up to four per block: one product of
+/// four rows by four tokens); then per block, token and row one `vpdpbusd`, one conversion
+/// and one FMA, its scale a broadcast load of the stored product.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn group<const T: u8, const RT: usize>(
     panel: &[PanelBlock],
-    a: &[&[u8]],
-    a_scales: &[[f32; 2]],
+    acts: Acts,
+    prods: &mut Vec<[f32; 4]>,
     out: &mut [[f32; 4]],
 ) {
     let nb = panel.len();
-    let ty = LEGACY[T as usize];
-    let (_, ab, at, has_min) = legacy_layout(ty);
-    let c128 = _mm512_set1_epi8(0x80u8 as i8);
-    let zero = _mm512_setzero_si512();
-    let mut acc = [[_mm512_setzero_ps(); 2]; RN];
-    let mut mins = [_mm_setzero_ps(); RN];
+    let (_, _, _, has_min) = legacy_layout(LEGACY[T as usize]);
+    let pt = RT.div_ceil(4) * 4;
+    // Every entry is written below.
+    prods.resize(nb * pt, [0.0; 4]);
     for (b, p) in panel.iter().enumerate() {
-        let q = [quants_pair(p, 0), quants_pair(p, 2)];
-        let aux = [aux_pair(p, 0), aux_pair(p, 2)];
-        let d4 = _mm_loadu_ps(p.d.as_ptr());
-        let dx = [spread_pair(d4, 0), spread_pair(d4, 2)];
-        for t in 0..RN {
-            let y = &a[t][ab * b..ab * (b + 1)];
-            let [dy, sy] = a_scales[t * nb + b];
-            let qy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y[at..].as_ptr() as *const __m256i));
-            let dy = _mm512_set1_ps(dy);
-            let yu = _mm512_xor_si512(qy, c128);
-            for h in 0..2 {
+        let d16 = _mm512_broadcast_f32x4(_mm_loadu_ps(p.d.as_ptr()));
+        for k in (0..pt).step_by(4) {
+            let dy = _mm512_loadu_ps(acts.dy4[b * acts.stride + k..][..4].as_ptr() as *const f32);
+            let dst = prods[b * pt + k..][..4].as_mut_ptr() as *mut f32;
+            _mm512_storeu_ps(dst, _mm512_mul_ps(d16, dy));
+        }
+    }
+    let zero = _mm256_setzero_si256();
+    let mut acc = [[_mm256_setzero_ps(); 4]; RT];
+    let mut mins = [_mm_setzero_ps(); RT];
+    for (b, p) in panel.iter().enumerate() {
+        let q = [0, 1, 2, 3].map(|r| _mm256_loadu_si256(p.q[r].as_ptr() as *const __m256i));
+        let aux = [0, 1, 2, 3].map(|r| _mm256_loadu_si256(p.aux[r].as_ptr() as *const __m256i));
+        for t in 0..RT {
+            let y = _mm256_loadu_si256(acts.quants[t * nb + b].0.as_ptr() as *const __m256i);
+            let pr = &prods[b * pt + t];
+            for r in 0..4 {
                 let isum = if has_min {
-                    _mm512_dpbusd_epi32(zero, q[h], qy)
+                    _mm256_dpbusd_epi32(zero, q[r], y)
                 } else {
-                    _mm512_dpbusd_epi32(aux[h], yu, q[h])
+                    _mm256_dpbusd_epi32(aux[r], y, q[r])
                 };
-                let scale = _mm512_mul_ps(dx[h], dy);
-                acc[t][h] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc[t][h]);
+                let scale = _mm256_broadcast_ss(&pr[r]);
+                acc[t][r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[t][r]);
             }
             if has_min {
                 let mx = _mm_loadu_ps(p.m.as_ptr());
-                mins[t] = _mm_fmadd_ps(mx, _mm_set1_ps(sy), mins[t]);
+                mins[t] = _mm_fmadd_ps(mx, _mm_set1_ps(acts.scales[t * nb + b][1]), mins[t]);
             }
         }
     }
-    for t in 0..RN {
+    for t in 0..RT {
         let m = out4(mins[t]);
-        for h in 0..2 {
-            let [lo, hi] = halves(acc[t][h]);
-            out[t][2 * h] = hsum(lo) + m[2 * h];
-            out[t][2 * h + 1] = hsum(hi) + m[2 * h + 1];
+        for r in 0..4 {
+            out[t][r] = hsum(acc[t][r]) + m[r];
         }
     }
 }
@@ -597,48 +667,20 @@ pub(crate) unsafe fn tile_repacked_q4_0_zmm(
     tile_repacked_q4_0(w, a, out, panel)
 }
 
-/// Fills the panel's `act_scales` with the f32 scales (`d`, `s`) of every `block_bytes`
-/// block of every row of `a`, token-major, once per batch: a later call with the same rows
-/// (same address and shape) keeps the stored ones. A panel serves one batch at a time;
-/// `matmul` makes one per task, so a batch never changes under it.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn convert_act_scales(panel: &mut TilePanel, a: &[&[u8]], block_bytes: usize) {
-    let key = (
-        a.first().map_or(0, |r| r.as_ptr() as usize),
-        a.len(),
-        block_bytes,
-    );
-    if panel.act_key == key && !panel.act_scales.is_empty() {
-        return;
-    }
-    panel.act_scales.clear();
-    for row in a {
-        for b in row.chunks_exact(block_bytes) {
-            let pair = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(pair as i32));
-            panel
-                .act_scales
-                .push([_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v))]);
-        }
-    }
-    panel.act_key = key;
-}
-
 /// The entry points, one tile and one four-row kernel per format (by [`LEGACY`] index).
 macro_rules! entries {
     ($($t:ident, $r:ident => $k:literal;)*) => {
         $(
-            #[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
+            #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
             pub(crate) unsafe fn $t(
                 w: &[&[u8]; 4],
                 a: &[&[u8]],
                 out: &mut [[f32; 4]],
                 panel: &mut TilePanel,
             ) {
-                let (_, ab, _, _) = legacy_layout(LEGACY[$k]);
-                convert_act_scales(panel, a, ab);
-                tile_legacy::<$k>(w, a, &panel.act_scales, out, &mut panel.legacy)
+                let (_, ab, at, has_min) = legacy_layout(LEGACY[$k]);
+                fill_acts(panel, a, ab, at, !has_min);
+                tile_legacy::<$k>(w, a, out, panel)
             }
 
             #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]

@@ -22,6 +22,12 @@ impl PanelBlock {
     };
 }
 
+/// One activation block's 32 quants as the AVX-512 legacy tile multiplies them: offset by
+/// 128 where the weights are signed, aligned for one load.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub(crate) struct ActQuants(pub(super) [u8; 32]);
+
 /// Four Q4_0 weight rows' block laid out for one output per lane (the repacked Q4_0 tile):
 /// `q[g]` holds, in 128-bit chunk `r`, row `r`'s quants `4g..4g+4` (the unsigned nibbles,
 /// 0..=15) repeated in the chunk's four lanes; `d` holds row `r`'s scale in the lanes of
@@ -116,8 +122,15 @@ pub struct TilePanel {
     pub(super) legacy: Vec<PanelBlock>,
     /// The activations' block scales (`d`, and `s` where the format has it), token-major.
     pub(super) act_scales: Vec<[f32; 2]>,
-    /// Which batch `act_scales` belongs to: its first row's address and its shape.
+    /// Which batch `act_scales`, `act_quants` and `act_dy4` belong to: its first row's
+    /// address and its shape.
     pub(super) act_key: (usize, usize, usize),
+    /// The batch's activation quants for the AVX-512 legacy tile, token-major.
+    pub(super) act_quants: Vec<ActQuants>,
+    /// The activations' block scales again, block-major, each repeated four times.
+    pub(super) act_dy4: Vec<[f32; 4]>,
+    /// The AVX-512 legacy tile's scale products for a group of tokens, block-major.
+    pub(super) prods: Vec<[f32; 4]>,
     /// The lane-per-output weight blocks (repacked Q4_0).
     pub(super) lanes: Vec<LaneBlock>,
     /// The batch's activations for them, four tokens per entry, quad-major (the last quad

@@ -142,7 +142,8 @@ proptest! {
                     }
                     if let Some(tile) = o.tile {
                         let mut panel = TilePanel::default();
-                        for tokens in [6, 15] {
+                        // 6 to 9 and 15: every remainder of the five-token and six-token groups.
+                        for tokens in [6, 7, 8, 9, 15] {
                             let xs: Vec<&[u8]> = (0..tokens).map(|t| four[t % 4]).collect();
                             let mut got = vec![[0f32; 4]; tokens];
                             tile.call(&ws, &xs, &mut got, &mut panel);
