@@ -106,10 +106,27 @@ fn json_outputs_on_the_real_model() {
     assert_eq!(v["flavor"], "avx512");
 
     // As on a CPU without AVX-512, reproducing llama.cpp's AVX2 build: the settings say so.
-    let v = bench(&["--flavor", "avx2"], &[("PV_CPU", "avx2")]);
+    // With the roofline: SmolLM2's 30 layers multiply 576x576 (q, o), 576x192 (k, v) and
+    // three 576x1536 matrices a token, and both shares are fractions of a measured peak.
+    let v = bench(&["--flavor", "avx2", "--roofline"], &[("PV_CPU", "avx2")]);
     assert_eq!(v["flavor"], "avx2");
     let isa = v["isa"].as_str().unwrap();
     assert!(isa == "avx2" || isa == "portable", "PV_CPU=avx2 ran {isa}");
+    assert_eq!(
+        v["int8_macs_per_prompt_token"],
+        30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)
+    );
+    let share = |k: &str| v[k].as_f64().unwrap();
+    assert!(share("read_gb_per_s") > 0.0 && share("tg_share_of_read_bandwidth") > 0.0);
+    if isa == "avx2" {
+        assert!(share("int8_peak_macs_per_s") > 1e9, "{v}");
+        assert!((0.0..1.0).contains(&share("pp_share_of_int8_peak")), "{v}");
+    } else {
+        assert!(
+            v["int8_peak_macs_per_s"].is_null(),
+            "portable has no int8 peak: {v}"
+        );
+    }
 }
 
 #[test]

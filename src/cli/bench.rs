@@ -38,6 +38,9 @@ pub struct Args {
     /// Also measure this machine's memory read bandwidth (the threads summing a 1 GiB
     /// buffer, best of three) and report generation as a share of it: each generated token
     /// reads every weight matrix once, so tg x (weight bytes per token) cannot exceed it.
+    /// And its int8 peak (the widest int8 dot-product instruction of the kernels in use,
+    /// back to back on every thread) with prompt processing as a share of it: each prompt
+    /// token multiplies every weight matrix once.
     #[arg(long)]
     roofline: bool,
     /// Which llama.cpp build's arithmetic to reproduce (its orders decide which kernels
@@ -145,6 +148,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
     } else {
         None
     };
+    // Prompt processing against the int8 arithmetic peak: each prompt token multiplies
+    // every weight matrix but the embedding (and the output projection, which only the
+    // last token's logits need) once.
+    let macs = macs_per_prompt_token(&model);
+    let peak = if a.roofline {
+        crate::quant::peak::int8_macs_per_s(Isa::best(), threads)
+            .map(|p| (p, pp.0 * macs as f64 / p))
+    } else {
+        None
+    };
     match a.format {
         Format::Json => print_json(&json!({
             "model": a.model,
@@ -161,6 +174,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "weight_bytes_per_token": weight_bytes,
             "read_gb_per_s": roofline.map(|r| r.0),
             "tg_share_of_read_bandwidth": roofline.map(|r| r.1),
+            "int8_macs_per_prompt_token": macs,
+            "int8_peak_macs_per_s": peak.map(|p| p.0),
+            "pp_share_of_int8_peak": peak.map(|p| p.1),
             "trace_overhead": overhead,
         })),
         Format::Text => emit(
@@ -188,6 +204,13 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     weight_bytes as f64 / 1e6,
                     100.0 * share
                 )
+            }) + &peak.map_or(String::new(), |(p, share)| {
+                format!(
+                    "  int8 peak {:.0} G multiply-adds/s ({isa}); pp does {:.1} M a token: {:.0}% of it\n",
+                    p / 1e9,
+                    macs as f64 / 1e6,
+                    100.0 * share
+                )
             })),
         ),
     }
@@ -202,6 +225,19 @@ fn weight_bytes_per_token(model: &OwnedQuantizedModel) -> u64 {
         .iter()
         .filter(|t| tied || t.name != "token_embd.weight")
         .map(|t| t.size as u64)
+        .sum()
+}
+
+/// Multiply-accumulates one prompt token's weight products take: the elements of every
+/// matrix but the token embedding and the output projection (a tied output is the
+/// embedding).
+fn macs_per_prompt_token(model: &OwnedQuantizedModel) -> u64 {
+    model
+        .file()
+        .tensors
+        .iter()
+        .filter(|t| t.dims.len() == 2 && t.name != "token_embd.weight" && t.name != "output.weight")
+        .map(|t| t.dims.iter().product::<u64>())
         .sum()
 }
 

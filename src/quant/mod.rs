@@ -20,6 +20,7 @@ mod lanes;
 pub mod legacy;
 mod panel;
 pub mod path;
+pub mod peak;
 pub mod synth;
 
 pub use cpu::{Cpu, Isa, cpu};
