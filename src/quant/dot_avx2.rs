@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 
 use super::format::GgmlType;
 use super::kquants::{q3k_scales, q4k_scales_mins};
-use super::panel::{PanelBlock, TilePanel};
+use super::panel::{ActQuants, PanelBlock, TilePanel};
 
 /// Block sizes, read from the format table ([`super::format::FORMATS`]).
 const Q4_0_BYTES: usize = GgmlType::Q4_0.block_bytes();
@@ -389,7 +389,7 @@ impl PanelBlock {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load_bytes(b: &[u8; 32]) -> __m256i {
+pub(super) unsafe fn load_bytes(b: &[u8; 32]) -> __m256i {
     _mm256_loadu_si256(b.as_ptr() as *const __m256i)
 }
 
@@ -399,120 +399,228 @@ unsafe fn store_bytes(b: &mut [u8; 32], v: __m256i) {
     _mm256_storeu_si256(b.as_mut_ptr() as *mut __m256i, v)
 }
 
+/// `-128 * (sum of each group of four bytes of q)` as i32 lanes: the correction that turns
+/// a product with activations offset by 128 back into the signed product.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn offset_correction(q: __m256i) -> __m256i {
+    // 128 * (q0 + q1) lies in [-32768, 32512]: `maddubs` does not saturate here.
+    let pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(0x80u8 as i8), q);
+    let fours = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+    _mm256_sub_epi32(_mm256_setzero_si256(), fours)
+}
+
+/// Decodes four legacy-format weight rows into a panel: per block, each row's quants, the
+/// auxiliary vector of signed formats (with `offset`, the correction of activations offset
+/// by 128; without, `|x|` for the sign trick; zero for unsigned formats), scale and min.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn fill_panel<const T: u8>(
+    w: &[&[u8]; 4],
+    panel: &mut Vec<PanelBlock>,
+    offset: bool,
+) {
+    let ty = LEGACY[T as usize];
+    let (wb, _, _, has_min) = legacy_layout(ty);
+    let nb = w[0].len() / wb;
+    // Every field of every block is written below: no need to clear the reused room.
+    panel.resize(nb, PanelBlock::ZERO);
+    for (b, p) in panel.iter_mut().enumerate() {
+        for (r, row) in w.iter().enumerate() {
+            let x = &row[wb * b..wb * (b + 1)];
+            let q = legacy_quants(ty, x);
+            let aux = if has_min {
+                _mm256_setzero_si256()
+            } else if offset {
+                offset_correction(q)
+            } else {
+                _mm256_sign_epi8(q, q)
+            };
+            p.set(
+                r,
+                q,
+                aux,
+                f16_at(x),
+                if has_min { f16_at(&x[2..]) } else { 0.0 },
+            );
+        }
+    }
+}
+
+/// Lays the batch's activations out for the legacy tiles, once per batch (a later call
+/// with the same rows, same address, count, block size and offset, keeps them): the quants,
+/// offset by 128 with `offset`, token-major ([`ActQuants`]); each block's scale and sum
+/// (`d`, and `s` where the format has it) as f32, token-major; and the scales again
+/// block-major, each repeated four times, a row of `n + 8` tokens per block (zeros past
+/// `n`), for the scale products of four rows and several tokens at once.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn fill_acts(
+    panel: &mut TilePanel,
+    a: &[&[u8]],
+    ab: usize,
+    at: usize,
+    offset: bool,
+) {
+    let key = (
+        a.first().map_or(0, |r| r.as_ptr() as usize),
+        a.len(),
+        ab,
+        offset,
+    );
+    if panel.act_key == key && !panel.act_quants.is_empty() {
+        return;
+    }
+    let c = _mm256_set1_epi8(if offset { 0x80u8 as i8 } else { 0 });
+    let (n, nb) = (a.len(), a.first().map_or(0, |r| r.len() / ab));
+    panel.act_quants.clear();
+    panel.act_scales.clear();
+    panel.act_dy4.clear();
+    panel.act_dy4.resize(nb * (n + 8), [0.0; 4]);
+    for (t, row) in a.iter().enumerate() {
+        for (b, y) in row.chunks_exact(ab).enumerate() {
+            let mut e = ActQuants([0; 32]);
+            store_bytes(&mut e.0, _mm256_xor_si256(load(&y[at..]), c));
+            panel.act_quants.push(e);
+            let pair = u32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(pair as i32));
+            let (d, s) = (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)));
+            panel.act_scales.push([d, s]);
+            panel.act_dy4[b * (n + 8) + t] = [d; 4];
+        }
+    }
+    panel.act_key = key;
+}
+
+/// A group of tokens' activations as [`fill_acts`] laid them out, from the group's first
+/// token on.
+pub(super) struct Acts<'a> {
+    pub(super) quants: &'a [ActQuants],
+    pub(super) scales: &'a [[f32; 2]],
+    /// Block `b`'s scales at `b * stride`.
+    pub(super) dy4: &'a [[f32; 4]],
+    pub(super) stride: usize,
+}
+
 /// Four legacy-format weight rows · every activation row of a batch (llama.cpp's tinyBLAS
-/// product): the rows' blocks are decoded once into a panel, then four tokens at a time
-/// (one at a time for the last few) share each decoded block and its scales. Every output
-/// performs the single-row kernel's operations on its own lane accumulator, so each result
-/// equals [`dot4_legacy`]'s (and the single-row kernel's) bit for bit.
+/// product): the rows' blocks are decoded once into a panel ([`fill_panel`]), the batch's
+/// activations laid out once per batch ([`fill_acts`]), then `$rt` tokens at a time (the
+/// rest together) share each decoded block. Per group, first the four rows' `dx * dy` of
+/// every block and token (`prods`, block-major, two tokens by four rows a product), then
+/// per block, token and row the exact integer sum, one conversion and one FMA, its scale a
+/// broadcast load of the stored product: the single-row kernel's operations on each
+/// output's own eight lanes, so each result equals [`dot4_legacy`]'s (and the single-row
+/// kernel's) bit for bit. Stored products, not products spread over registers per token:
+/// the spreading took shuffles on the pipes the sums need.
 ///
-/// Stamped out once per instruction set: `$dp(acc, u, s)` adds the eight i32 sums of four
-/// unsigned × signed byte products (`maddubs` + `madd` with AVX2, one `vpdpbusd` with
-/// VNNI). Signed formats use the sign trick (the panel's `aux` holds |x|) or, with
-/// `$offset` (VNNI only, which does not saturate), the activations offset to unsigned
-/// `y + 128` with `-128 * sum(x)` per lane as each sum's starting value (held in `aux`).
-/// The offset form is the faster with AVX-VNNI (`cargo bench --bench kernels`).
-/// All are exact: no pair of products reaches the `maddubs` bound, as activation quants lie
-/// in [-127, 127] and unsigned weight quants in [0, 128].
+/// Stamped out once per instruction set (`$features`), with as many tokens a group as its
+/// registers hold accumulators for (`$rt`; 16 registers for AVX2, 32 for AVX-512):
+/// `$dp(acc, u, s)` adds the eight i32 sums of four unsigned × signed byte products
+/// (`maddubs` + `madd` with AVX2, one `vpdpbusd` with VNNI). Signed formats use the sign
+/// trick (the panel's `aux` holds |x|) or, with `$offset` (VNNI only, which does not
+/// saturate), the activations offset to unsigned `y + 128` with `-128 * sum(x)` per lane as
+/// each sum's starting value (held in `aux`). The offset form is the faster with VNNI
+/// (`cargo bench --bench kernels`). All are exact: no pair of products reaches the `maddubs`
+/// bound, as activation quants lie in [-127, 127] and unsigned weight quants in [0, 128].
 macro_rules! legacy_tile {
-    ($name:ident, $group:ident, $features:literal, $dp:ident, $offset:literal) => {
+    ($name:ident, $group:ident, $features:literal, $dp:ident, $offset:literal, $rt:literal) => {
         #[inline]
         #[target_feature(enable = $features)]
         unsafe fn $name<const T: u8>(
             w: &[&[u8]; 4],
             a: &[&[u8]],
             out: &mut [[f32; 4]],
-            panel: &mut Vec<PanelBlock>,
+            panel: &mut TilePanel,
         ) {
-            let ty = LEGACY[T as usize];
-            let (wb, _, _, has_min) = legacy_layout(ty);
-            let nb = w[0].len() / wb;
-            let zero = _mm256_setzero_si256();
-            let c128 = _mm256_set1_epi8(0x80u8 as i8);
-            panel.clear();
-            panel.resize(nb, PanelBlock::ZERO);
-            for (b, p) in panel.iter_mut().enumerate() {
-                for r in 0..4 {
-                    let x = &w[r][wb * b..wb * (b + 1)];
-                    let q = legacy_quants(ty, x);
-                    let aux = if has_min {
-                        zero
-                    } else if $offset {
-                        _mm256_sub_epi32(zero, $dp(zero, c128, q))
-                    } else {
-                        _mm256_sign_epi8(q, q)
-                    };
-                    p.set(
-                        r,
-                        q,
-                        aux,
-                        f16_at(x),
-                        if has_min { f16_at(&x[2..]) } else { 0.0 },
-                    );
-                }
-            }
+            let (_, ab, at, has_min) = legacy_layout(LEGACY[T as usize]);
+            fill_acts(panel, a, ab, at, $offset && !has_min);
+            fill_panel::<T>(w, &mut panel.legacy, $offset);
+            let TilePanel {
+                legacy,
+                act_scales,
+                act_quants,
+                act_dy4,
+                prods,
+                ..
+            } = panel;
+            let nb = legacy.len();
             let n = a.len().min(out.len());
+            let stride = act_dy4.len() / nb.max(1);
             let mut t = 0;
-            while t + 4 <= n {
-                $group::<T, 4>(panel, &a[t..t + 4], &mut out[t..t + 4]);
-                t += 4;
+            macro_rules! group {
+                ($n:literal) => {{
+                    let acts = Acts {
+                        quants: &act_quants[t * nb..],
+                        scales: &act_scales[t * nb..],
+                        dy4: &act_dy4[t..],
+                        stride,
+                    };
+                    $group::<T, $n>(legacy, acts, prods, &mut out[t..t + $n]);
+                }};
             }
-            while t < n {
-                $group::<T, 1>(panel, &a[t..t + 1], &mut out[t..t + 1]);
-                t += 1;
+            while t + $rt <= n {
+                group!($rt);
+                t += $rt;
+            }
+            match n - t {
+                4 => group!(4),
+                3 => group!(3),
+                2 => group!(2),
+                1 => group!(1),
+                _ => {}
             }
         }
 
-        /// `RN` tokens against a decoded panel.
+        /// `RT` tokens against a decoded panel.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn $group<const T: u8, const RN: usize>(
+        unsafe fn $group<const T: u8, const RT: usize>(
             panel: &[PanelBlock],
-            a: &[&[u8]],
+            acts: Acts,
+            prods: &mut Vec<[f32; 4]>,
             out: &mut [[f32; 4]],
         ) {
-            let ty = LEGACY[T as usize];
-            let (_, ab, at, has_min) = legacy_layout(ty);
-            let zero = _mm256_setzero_si256();
-            let c128 = _mm256_set1_epi8(0x80u8 as i8);
-            let mut acc = [[_mm256_setzero_ps(); 4]; RN];
-            let mut mins = [_mm_setzero_ps(); RN];
+            let nb = panel.len();
+            let (_, _, _, has_min) = legacy_layout(LEGACY[T as usize]);
+            let pt = RT.div_ceil(2) * 2;
+            // Every entry is written below.
+            prods.resize(nb * pt, [0.0; 4]);
             for (b, p) in panel.iter().enumerate() {
-                let q = [
-                    load_bytes(&p.q[0]),
-                    load_bytes(&p.q[1]),
-                    load_bytes(&p.q[2]),
-                    load_bytes(&p.q[3]),
-                ];
-                let aux = [
-                    load_bytes(&p.aux[0]),
-                    load_bytes(&p.aux[1]),
-                    load_bytes(&p.aux[2]),
-                    load_bytes(&p.aux[3]),
-                ];
-                let dx = _mm_loadu_ps(p.d.as_ptr());
-                for t in 0..RN {
-                    let y = &a[t][ab * b..ab * (b + 1)];
-                    let qy = load(&y[at..]);
-                    let scale = row_scales!(dx, f16_at(y));
-                    let yu = _mm256_xor_si256(qy, c128);
+                let d8 = _mm256_broadcast_ps(&*(p.d.as_ptr() as *const __m128));
+                for k in (0..pt).step_by(2) {
+                    let dy = acts.dy4[b * acts.stride + k..][..2].as_ptr() as *const f32;
+                    let dst = prods[b * pt + k..][..2].as_mut_ptr() as *mut f32;
+                    _mm256_storeu_ps(dst, _mm256_mul_ps(d8, _mm256_loadu_ps(dy)));
+                }
+            }
+            let zero = _mm256_setzero_si256();
+            let mut acc = [[_mm256_setzero_ps(); 4]; RT];
+            let mut mins = [_mm_setzero_ps(); RT];
+            for (b, p) in panel.iter().enumerate() {
+                let q = [0, 1, 2, 3].map(|r| load_bytes(&p.q[r]));
+                let aux = [0, 1, 2, 3].map(|r| load_bytes(&p.aux[r]));
+                for t in 0..RT {
+                    let y = load_bytes(&acts.quants[t * nb + b].0);
+                    let pr = &prods[b * pt + t];
                     for r in 0..4 {
                         let isum = if has_min {
-                            $dp(zero, q[r], qy)
+                            $dp(zero, q[r], y)
                         } else if $offset {
-                            $dp(aux[r], yu, q[r])
+                            $dp(aux[r], y, q[r])
                         } else {
-                            $dp(zero, aux[r], _mm256_sign_epi8(qy, q[r]))
+                            $dp(zero, aux[r], _mm256_sign_epi8(y, q[r]))
                         };
-                        let prod = _mm256_cvtepi32_ps(isum);
-                        acc[t][r] = _mm256_fmadd_ps(scale[r], prod, acc[t][r]);
+                        let scale = _mm256_broadcast_ss(&pr[r]);
+                        acc[t][r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[t][r]);
                     }
                     if has_min {
                         let mx = _mm_loadu_ps(p.m.as_ptr());
-                        mins[t] = _mm_fmadd_ps(mx, _mm_set1_ps(f16_at(&y[2..])), mins[t]);
+                        let dy = _mm_set1_ps(acts.scales[t * nb + b][1]);
+                        mins[t] = _mm_fmadd_ps(mx, dy, mins[t]);
                     }
                 }
             }
-            for t in 0..RN {
+            for t in 0..RT {
                 let m = out4(mins[t]);
                 for r in 0..4 {
                     out[t][r] = hsum(acc[t][r]) + m[r];
@@ -521,13 +629,22 @@ macro_rules! legacy_tile {
         }
     };
 }
-legacy_tile!(tile_legacy, group_legacy, "avx2,fma,f16c", madd_acc, false);
+pub(super) use legacy_tile;
+legacy_tile!(
+    tile_legacy,
+    group_legacy,
+    "avx2,fma,f16c",
+    madd_acc,
+    false,
+    2
+);
 legacy_tile!(
     tile_legacy_avxvnni,
     group_legacy_avxvnni,
     "avx2,fma,f16c,avxvnni",
     dpbusd_avx,
-    true
+    true,
+    2
 );
 
 /// `acc + madd_us(x, y)`.
@@ -1142,7 +1259,7 @@ macro_rules! isa_entries {
                 out: &mut [[f32; 4]],
                 panel: &mut TilePanel,
             ) {
-                $tile::<$k>(w, a, out, &mut panel.legacy)
+                $tile::<$k>(w, a, out, panel)
             }
 
             #[target_feature(enable = $features)]

@@ -16,11 +16,12 @@
 use std::arch::x86_64::*;
 
 use super::dot_avx2::{
-    LEGACY, f16_at, hsum, legacy_layout, legacy_quants, nibbles32, out4, prefetch_ahead,
+    Acts, LEGACY, f16_at, fill_acts, fill_panel, hsum, legacy_layout, legacy_quants, legacy_tile,
+    load_bytes, nibbles32, out4, prefetch_ahead,
 };
 use super::format::GgmlType;
 use super::lanes::{spread_rows, spread_steps, store_quads};
-use super::panel::{ActQuants, LaneActs, LaneBlock, PanelBlock, TilePanel};
+use super::panel::{LaneActs, LaneBlock, PanelBlock, TilePanel};
 
 /// The two halves of `v` as eight-lane vectors.
 #[inline]
@@ -48,213 +49,31 @@ unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
-/// `-128 * (sum of each group of four bytes of q)` as i32 lanes: the correction that turns
-/// a product with activations offset by 128 back into the signed product.
-#[inline]
-#[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
-unsafe fn offset_correction(q: __m256i) -> __m256i {
-    // 128 * (q0 + q1) lies in [-32768, 32512]: `maddubs` does not saturate here.
-    let pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(0x80u8 as i8), q);
-    let fours = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-    _mm256_sub_epi32(_mm256_setzero_si256(), fours)
-}
-
-/// Four legacy-format weight rows · every activation row of a batch. The rows' blocks are
-/// decoded once into a panel (quants, the offset correction of signed formats, scales and
-/// mins), the batch's activation quants laid out once per batch ([`ActQuants`]), then five
-/// tokens at a time (the rest together) share each decoded block.
-///
-/// Each output keeps its own eight f32 lanes in a 256-bit register, as the AVX2 kernel
-/// does, and receives the same operations: per block the exact integer sums (`vpdpbusd`),
-/// one conversion, and one FMA by `dx * dy`. The 20 accumulators and the panel's eight
-/// vectors fit AVX-512's 32 registers. The scale products of four rows and four tokens are
-/// one 16-lane product per block, stored, then broadcast to each output's register by its
-/// FMA's load; spreading them over 512-bit registers took a full-width product per two
-/// outputs on the pipes the `vpdpbusd`s and FMAs need. (On Zen 4, which runs a 512-bit
-/// operation as two 256-bit halves, two outputs per 512-bit register also ran slower than
-/// one per 256-bit register: 3.6 against 2.6 ns per eight outputs and block.) Signed
-/// formats offset the activations to `y + 128` (unsigned, as `vpdpbusd` wants) and start
-/// each sum from the correction; unsigned ones multiply directly. Every integer sum equals
-/// the AVX2 kernel's (VNNI does not saturate), so every result does.
+/// `acc + (the eight i32 sums of four unsigned × signed byte products)`: `vpdpbusd` on
+/// 256 bits (AVX-512 VL), exact.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_legacy<const T: u8>(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut TilePanel,
-) {
-    fill_panel::<T>(w, &mut panel.legacy);
-    let TilePanel {
-        legacy,
-        act_scales,
-        act_quants,
-        act_dy4,
-        prods,
-        ..
-    } = panel;
-    let nb = legacy.len();
-    let n = a.len().min(out.len());
-    let stride = act_dy4.len() / nb.max(1);
-    let mut t = 0;
-    macro_rules! group {
-        ($rt:literal) => {{
-            let acts = Acts {
-                quants: &act_quants[t * nb..],
-                scales: &act_scales[t * nb..],
-                dy4: &act_dy4[t..],
-                stride,
-            };
-            group::<T, $rt>(legacy, acts, prods, &mut out[t..t + $rt]);
-        }};
-    }
-    while t + 5 <= n {
-        group!(5);
-        t += 5;
-    }
-    match n - t {
-        4 => group!(4),
-        3 => group!(3),
-        2 => group!(2),
-        1 => group!(1),
-        _ => {}
-    }
+unsafe fn dpbusd_vl(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, u, s)
 }
 
-/// Decodes four legacy-format weight rows into a panel: per block, each row's quants, the
-/// offset correction of signed formats (zero for unsigned ones), scale and min.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn fill_panel<const T: u8>(w: &[&[u8]; 4], panel: &mut Vec<PanelBlock>) {
-    let ty = LEGACY[T as usize];
-    let (wb, _, _, has_min) = legacy_layout(ty);
-    let nb = w[0].len() / wb;
-    // Every field of every block is written below: no need to clear the reused room.
-    panel.resize(nb, PanelBlock::ZERO);
-    for (b, p) in panel.iter_mut().enumerate() {
-        for (r, row) in w.iter().enumerate() {
-            let x = &row[wb * b..wb * (b + 1)];
-            let q = legacy_quants(ty, x);
-            let aux = if has_min {
-                _mm256_setzero_si256()
-            } else {
-                offset_correction(q)
-            };
-            p.set(
-                r,
-                q,
-                aux,
-                f16_at(x),
-                if has_min { f16_at(&x[2..]) } else { 0.0 },
-            );
-        }
-    }
-}
-
-/// Lays the batch's activations out for [`tile_legacy`], once per batch (a later call with
-/// the same rows, same address, count and block size, keeps them): the quants, offset by
-/// 128 where the weights are `signed` (no min), token-major ([`ActQuants`]); each block's
-/// scale and sum (`d`, and `s` where the format has it) as f32, token-major; and the scales
-/// again block-major, each repeated four times, a row of `n + 8` tokens per block (zeros
-/// past `n`), for the scale products of four rows and four tokens at once.
-#[inline]
-#[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
-unsafe fn fill_acts(panel: &mut TilePanel, a: &[&[u8]], ab: usize, at: usize, signed: bool) {
-    let key = (a.first().map_or(0, |r| r.as_ptr() as usize), a.len(), ab);
-    if panel.act_key == key && !panel.act_quants.is_empty() {
-        return;
-    }
-    let offset = _mm256_set1_epi8(if signed { 0x80u8 as i8 } else { 0 });
-    let (n, nb) = (a.len(), a.first().map_or(0, |r| r.len() / ab));
-    panel.act_quants.clear();
-    panel.act_scales.clear();
-    panel.act_dy4.clear();
-    panel.act_dy4.resize(nb * (n + 8), [0.0; 4]);
-    for (t, row) in a.iter().enumerate() {
-        for (b, y) in row.chunks_exact(ab).enumerate() {
-            let q = _mm256_loadu_si256(y[at..].as_ptr() as *const __m256i);
-            let mut e = ActQuants([0; 32]);
-            _mm256_storeu_si256(
-                e.0.as_mut_ptr() as *mut __m256i,
-                _mm256_xor_si256(q, offset),
-            );
-            panel.act_quants.push(e);
-            let pair = u32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(pair as i32));
-            let (d, s) = (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)));
-            panel.act_scales.push([d, s]);
-            panel.act_dy4[b * (n + 8) + t] = [d; 4];
-        }
-    }
-    panel.act_key = key;
-}
-
-/// A group of tokens' activations as [`fill_acts`] laid them out, from the group's first
-/// token on.
-struct Acts<'a> {
-    quants: &'a [ActQuants],
-    scales: &'a [[f32; 2]],
-    /// Block `b`'s scales at `b * stride`.
-    dy4: &'a [[f32; 4]],
-    stride: usize,
-}
-
-/// `RT` tokens against a decoded panel. First the four rows' `dx * dy` of every block and
-/// token (`prods`, block-major, a row of `RT` rounded up to four per block: one product of
-/// four rows by four tokens); then per block, token and row one `vpdpbusd`, one conversion
-/// and one FMA, its scale a broadcast load of the stored product.
-#[inline]
-#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn group<const T: u8, const RT: usize>(
-    panel: &[PanelBlock],
-    acts: Acts,
-    prods: &mut Vec<[f32; 4]>,
-    out: &mut [[f32; 4]],
-) {
-    let nb = panel.len();
-    let (_, _, _, has_min) = legacy_layout(LEGACY[T as usize]);
-    let pt = RT.div_ceil(4) * 4;
-    // Every entry is written below.
-    prods.resize(nb * pt, [0.0; 4]);
-    for (b, p) in panel.iter().enumerate() {
-        let d16 = _mm512_broadcast_f32x4(_mm_loadu_ps(p.d.as_ptr()));
-        for k in (0..pt).step_by(4) {
-            let dy = _mm512_loadu_ps(acts.dy4[b * acts.stride + k..][..4].as_ptr() as *const f32);
-            let dst = prods[b * pt + k..][..4].as_mut_ptr() as *mut f32;
-            _mm512_storeu_ps(dst, _mm512_mul_ps(d16, dy));
-        }
-    }
-    let zero = _mm256_setzero_si256();
-    let mut acc = [[_mm256_setzero_ps(); 4]; RT];
-    let mut mins = [_mm_setzero_ps(); RT];
-    for (b, p) in panel.iter().enumerate() {
-        let q = [0, 1, 2, 3].map(|r| _mm256_loadu_si256(p.q[r].as_ptr() as *const __m256i));
-        let aux = [0, 1, 2, 3].map(|r| _mm256_loadu_si256(p.aux[r].as_ptr() as *const __m256i));
-        for t in 0..RT {
-            let y = _mm256_loadu_si256(acts.quants[t * nb + b].0.as_ptr() as *const __m256i);
-            let pr = &prods[b * pt + t];
-            for r in 0..4 {
-                let isum = if has_min {
-                    _mm256_dpbusd_epi32(zero, q[r], y)
-                } else {
-                    _mm256_dpbusd_epi32(aux[r], y, q[r])
-                };
-                let scale = _mm256_broadcast_ss(&pr[r]);
-                acc[t][r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[t][r]);
-            }
-            if has_min {
-                let mx = _mm_loadu_ps(p.m.as_ptr());
-                mins[t] = _mm_fmadd_ps(mx, _mm_set1_ps(acts.scales[t * nb + b][1]), mins[t]);
-            }
-        }
-    }
-    for t in 0..RT {
-        let m = out4(mins[t]);
-        for r in 0..4 {
-            out[t][r] = hsum(acc[t][r]) + m[r];
-        }
-    }
-}
+// Four legacy-format weight rows · every activation row of a batch: AVX2's tile
+// (`dot_avx2::legacy_tile`) with `vpdpbusd`, the activations offset by 128 for signed
+// formats, and five tokens a group. Each output keeps its own eight f32 lanes in a 256-bit
+// register, as the AVX2 kernel does: the 20 accumulators and the panel's eight vectors fit
+// AVX-512's 32 registers, and the FMA's load broadcasts each stored scale product. (On
+// Zen 4, which runs a 512-bit operation as two 256-bit halves, two outputs per 512-bit
+// register ran slower than one per 256-bit register: 3.6 against 2.6 ns per eight outputs
+// and block; spreading the scale products over 512-bit registers took a full-width product
+// per two outputs on the pipes the `vpdpbusd`s and FMAs need.)
+legacy_tile!(
+    tile_legacy,
+    group,
+    "avx512f,avx512vl,avx512vnni,avx2,fma,f16c",
+    dpbusd_vl,
+    true,
+    5
+);
 
 /// Four legacy-format weight rows · one activation row (single-token generation), two rows
 /// per register as in [`tile_legacy`], the blocks decoded on the fly. Signed formats take
@@ -678,8 +497,6 @@ macro_rules! entries {
                 out: &mut [[f32; 4]],
                 panel: &mut TilePanel,
             ) {
-                let (_, ab, at, has_min) = legacy_layout(LEGACY[$k]);
-                fill_acts(panel, a, ab, at, !has_min);
                 tile_legacy::<$k>(w, a, out, panel)
             }
 

@@ -123,13 +123,13 @@ pub struct TilePanel {
     /// The activations' block scales (`d`, and `s` where the format has it), token-major.
     pub(super) act_scales: Vec<[f32; 2]>,
     /// Which batch `act_scales`, `act_quants` and `act_dy4` belong to: its first row's
-    /// address and its shape.
-    pub(super) act_key: (usize, usize, usize),
-    /// The batch's activation quants for the AVX-512 legacy tile, token-major.
+    /// address, its shape, and whether the quants are offset by 128.
+    pub(super) act_key: (usize, usize, usize, bool),
+    /// The batch's activation quants for the legacy tiles, token-major.
     pub(super) act_quants: Vec<ActQuants>,
     /// The activations' block scales again, block-major, each repeated four times.
     pub(super) act_dy4: Vec<[f32; 4]>,
-    /// The AVX-512 legacy tile's scale products for a group of tokens, block-major.
+    /// The legacy tiles' scale products for a group of tokens, block-major.
     pub(super) prods: Vec<[f32; 4]>,
     /// The lane-per-output weight blocks (repacked Q4_0).
     pub(super) lanes: Vec<LaneBlock>,
@@ -157,7 +157,7 @@ impl TilePanel {
         if self.batch != batch {
             self.batch = batch;
             // The buffers keep their room (refilled, not regrown, by the next batch).
-            self.act_key = (0, 0, 0);
+            self.act_key = (0, 0, 0, false);
             self.lane_key = (0, 0);
             self.klane_key = (0, 0);
         }
