@@ -176,11 +176,21 @@ fn batch_rows(
     }
 }
 
-/// `o[i] = w[r0 + i] · x` for one token's activations, four rows at a time where the
-/// single-token order has a four-row kernel.
+/// `o[i] = w[r0 + i] · x` for one token's activations: sixteen interleaved rows at a time
+/// where the single-token order has a sixteen-row kernel and the matrix its interleaved
+/// copy, then four rows at a time where it has a four-row kernel.
 fn matvec_rows(o: &mut [f32], r0: usize, x: &[u8], w: &QMatrix, k: &MatrixKernels, file: &[u8]) {
+    use quant::interleave::GROUP_ROWS;
     let order = k.for_batch(1);
     let mut i = 0;
+    if let (Some(rows16), Some(il)) = (order.rows16, &w.interleaved)
+        && r0.is_multiple_of(GROUP_ROWS)
+    {
+        while i + GROUP_ROWS <= o.len() {
+            o[i..i + GROUP_ROWS].copy_from_slice(&rows16.call(il.group((r0 + i) / GROUP_ROWS), x));
+            i += GROUP_ROWS;
+        }
+    }
     if let Some(rows4) = order.rows4 {
         while i + 4 <= o.len() {
             let ws = [
@@ -235,5 +245,6 @@ fn rows_per_task(rows: usize) -> usize {
     // Four tasks per thread: enough to even out a thread that falls behind, few enough
     // that the splitting costs little (measured on tg32 with 2 threads).
     let tasks = rayon::current_num_threads() * 4;
-    rows.div_ceil(tasks).clamp(8, 512)
+    // A multiple of 16, so that interleaved groups of rows are never split.
+    rows.div_ceil(tasks).next_multiple_of(16).clamp(16, 512)
 }

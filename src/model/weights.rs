@@ -1,9 +1,11 @@
 //! Weights as the engine uses them: GGUF tensor names mapped once at load to semantic
-//! fields; matrices stay quantized in the mapped file (zero-copy), small vectors (norms,
-//! biases) are decoded to f32.
+//! fields; matrices stay quantized in the mapped file (zero-copy; where this CPU's
+//! generation kernel takes a matrix's rows interleaved, a rearranged copy is made too), small
+//! vectors (norms, biases) are decoded to f32.
 
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use crate::quant::GgmlType;
+use crate::quant::interleave::Interleaved;
 use crate::quant::{self, Flavor, Isa, MatrixKernels};
 
 use super::config::ModelConfig;
@@ -33,6 +35,10 @@ pub struct QMatrix {
     /// The kernels reproducing each llama.cpp build's path for this matrix, by
     /// [`Flavor::index`].
     pub kernels: [MatrixKernels; 2],
+    /// The rows interleaved sixteen at a time, made at load where a single-token order of
+    /// this CPU's kernels takes them (`Order::rows16`); generation reads it instead of the
+    /// rows.
+    pub interleaved: Option<Interleaved>,
 }
 
 impl QMatrix {
@@ -112,15 +118,24 @@ impl Loader<'_> {
                 reason: format!("row length {cols} is not a multiple of {act_ty}'s block"),
             });
         }
+        let row_bytes = info.size / rows;
+        let interleaved = if kernels.iter().any(|k| k.for_batch(1).rows16.is_some()) {
+            let data = self.file.tensor_data(info);
+            let rows: Vec<&[u8]> = data.chunks_exact(row_bytes).take(rows).collect();
+            Interleaved::new(info.ggml_type, &rows)
+        } else {
+            None
+        };
         Ok(QMatrix {
             name: name.into(),
             ty: info.ggml_type,
             rows,
             cols,
             offset: self.file.data_offset + info.offset as usize,
-            row_bytes: info.size / rows,
+            row_bytes,
             act_ty,
             kernels,
+            interleaved,
         })
     }
 

@@ -475,6 +475,62 @@ pub(crate) unsafe fn repacked_rows4_q4_0_zmm(w: &[&[u8]; 4], a: &[u8]) -> [f32; 
     out4(acc)
 }
 
+/// Sixteen interleaved Q4_0 weight rows ([`interleave`](super::interleave)) · one Q8_0
+/// activation row (single-token generation) in llama.cpp's repacked order, one output per
+/// lane as its gemv has it: per block, four loads bring the sixteen rows' packed bytes,
+/// eight `vpdpbusd` (the unsigned nibbles times the signed activations' dword broadcast to
+/// every lane) leave each row's exact integer dot in its lane, less `8 * Σy` (the nibbles'
+/// offset of 8, once per block for all rows); one conversion, one scale product `dx * dy`
+/// and one FMA then serve all sixteen, each lane receiving the single-row order's
+/// operations block after block.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn rows16_q4_0_zmm(w: &[u8], a: &[u8]) -> [f32; 16] {
+    use super::interleave::Q4_0X16_BYTES;
+    const AB: usize = GgmlType::Q8_0.block_bytes();
+    let nb = (w.len() / Q4_0X16_BYTES).min(a.len() / AB);
+    let low = _mm512_set1_epi8(0x0f);
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in w
+        .chunks_exact(Q4_0X16_BYTES)
+        .zip(a.chunks_exact(AB))
+        .take(nb)
+    {
+        // Σy of the block's 32 signed quants: `vpsadbw` sums them offset by 128.
+        let qy = _mm256_loadu_si256(y[2..].as_ptr() as *const __m256i);
+        let sad = _mm256_sad_epu8(
+            _mm256_xor_si256(qy, _mm256_set1_epi8(-128)),
+            _mm256_setzero_si256(),
+        );
+        let sad = _mm_add_epi64(
+            _mm256_castsi256_si128(sad),
+            _mm256_extracti128_si256::<1>(sad),
+        );
+        let sum_y = _mm_cvtsi128_si32(_mm_add_epi64(sad, _mm_unpackhi_epi64(sad, sad))) - 32 * 128;
+        let dword = |at: usize| i32::from_le_bytes([y[at], y[at + 1], y[at + 2], y[at + 3]]);
+        let mut lo = _mm512_set1_epi32(-8 * sum_y);
+        let mut hi = _mm512_setzero_si512();
+        for g in 0..4 {
+            let q = _mm512_loadu_si512(x[32 + 64 * g..].as_ptr() as *const __m512i);
+            lo = _mm512_dpbusd_epi32(
+                lo,
+                _mm512_and_si512(q, low),
+                _mm512_set1_epi32(dword(2 + 4 * g)),
+            );
+            hi = _mm512_dpbusd_epi32(
+                hi,
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q), low),
+                _mm512_set1_epi32(dword(18 + 4 * g)),
+            );
+        }
+        let dx = _mm512_cvtph_ps(_mm256_loadu_si256(x.as_ptr() as *const __m256i));
+        let scale = _mm512_mul_ps(dx, _mm512_set1_ps(f16_at(y)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), scale, acc);
+    }
+    let mut o = [0f32; 16];
+    _mm512_storeu_ps(o.as_mut_ptr(), acc);
+    o
+}
+
 /// Entry point of [`tile_repacked_q4_0`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn tile_repacked_q4_0_zmm(

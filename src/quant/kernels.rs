@@ -16,6 +16,7 @@ type DotPtr = unsafe fn(&[u8], &[u8]) -> f32;
 type Dot4Ptr = unsafe fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
 type Rows4Ptr = unsafe fn(&[&[u8]; 4], &[u8]) -> [f32; 4];
 type TilePtr = unsafe fn(&[&[u8]; 4], &[&[u8]], &mut [[f32; 4]], &mut TilePanel);
+type Rows16Ptr = unsafe fn(&[u8], &[u8]) -> [f32; 16];
 
 /// One weight row · one activation row (bytes of whole blocks).
 #[derive(Clone, Copy, Debug)]
@@ -31,13 +32,19 @@ pub struct Dot4(Dot4Ptr);
 #[derive(Clone, Copy, Debug)]
 pub struct Rows4(Rows4Ptr);
 
+/// Sixteen weight rows interleaved at load ([`interleave16`](super::interleave::interleave16))
+/// · one activation row, one output per lane (for generation); each result equals the same
+/// order's [`Dot`] on the row in place, bit for bit.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows16(Rows16Ptr);
+
 /// Four weight rows · every activation row of a batch, `out[t][r] = w[r] · a[t]`, the
 /// weights decoded once into the reusable panel; each result equals the same order's
 /// [`Dot`] bit for bit.
 #[derive(Clone, Copy, Debug)]
 pub struct Tile(TilePtr);
 
-// SAFETY (all four `call`s): a kernel value is made only inside this module's tables, and
+// SAFETY (all five `call`s): a kernel value is made only inside this module's tables, and
 // the tables are reached only through `FormatKernels::of`, which refuses an instruction set
 // `cpu()` did not detect; so the target features the pointed-to function was compiled for
 // are present. The kernels check nothing else: lengths are whole blocks by construction
@@ -69,6 +76,15 @@ impl Rows4 {
     }
 }
 
+impl Rows16 {
+    /// `[w's row 0 · a, .., w's row 15 · a]` for one interleaved group `w`.
+    #[inline]
+    pub fn call(self, w: &[u8], a: &[u8]) -> [f32; 16] {
+        // SAFETY: see above.
+        unsafe { (self.0)(w, a) }
+    }
+}
+
 impl Tile {
     /// `out[t][r] = w[r] · a[t]` for `t < a.len()`.
     #[inline]
@@ -88,6 +104,8 @@ pub struct Order {
     pub four: Option<Dot4>,
     /// Four weight rows · one activation row.
     pub rows4: Option<Rows4>,
+    /// Sixteen interleaved weight rows · one activation row.
+    pub rows16: Option<Rows16>,
     /// Four weight rows · a whole batch.
     pub tile: Option<Tile>,
 }
@@ -98,6 +116,7 @@ impl Order {
             one: Dot(one),
             four: None,
             rows4: None,
+            rows16: None,
             tile: None,
         }
     }
@@ -184,6 +203,7 @@ fn avx2(weight: GgmlType) -> Option<FormatKernels> {
         one: Dot(one),
         four: Some(Dot4(four)),
         rows4: Some(Rows4(rows4)),
+        rows16: None,
         tile: Some(Tile(tile)),
     };
     let vec = match weight {
@@ -243,6 +263,7 @@ fn avx2(weight: GgmlType) -> Option<FormatKernels> {
         one: Dot(one),
         four: Some(Dot4(four)),
         rows4: Some(Rows4(rows4)),
+        rows16: None,
         tile: None,
     };
     let repacked = match weight {
@@ -289,8 +310,8 @@ fn avx_vnni(weight: GgmlType) -> Option<FormatKernels> {
 }
 
 /// The AVX-512 VNNI table: AVX2's, with 512-bit tiles (two weight rows per register) and
-/// four-row kernels for the 32-value formats, the repacked Q4_0, Q4_K and Q2_K tiles, and the
-/// tiled-order Q3_K and Q6_K tiles.
+/// four-row kernels for the 32-value formats, the repacked Q4_0, Q4_K and Q2_K tiles, the
+/// tiled-order Q3_K and Q6_K tiles, and the sixteen-row repacked Q4_0 generation kernel.
 fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     use GgmlType::*;
     let mut k = avx2(weight)?;
@@ -317,6 +338,7 @@ fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     }
     if let (Q4_0, Some(r)) = (weight, k.repacked.as_mut()) {
         r.rows4 = Some(Rows4(avx512::repacked_rows4_q4_0_zmm));
+        r.rows16 = Some(Rows16(avx512::rows16_q4_0_zmm));
     }
     let tiled_tile: Option<TilePtr> = match weight {
         Q3_K => Some(lanes::tile_q3_k_zmm),

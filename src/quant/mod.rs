@@ -13,6 +13,7 @@ mod dot_avx512;
 mod dot_scalar;
 pub mod float;
 pub mod format;
+pub mod interleave;
 pub mod kernels;
 mod korder;
 pub mod kquants;
@@ -25,7 +26,7 @@ pub mod synth;
 
 pub use cpu::{Cpu, Isa, cpu};
 pub use format::{FORMATS, Family, Flavor, Format, GgmlType, QK_K};
-pub use kernels::{Dot, Dot4, FormatKernels, Order, Rows4, Tile};
+pub use kernels::{Dot, Dot4, FormatKernels, Order, Rows4, Rows16, Tile};
 pub use panel::TilePanel;
 pub use path::{MatrixKernels, TILED_MIN_BATCH, is_repacked};
 

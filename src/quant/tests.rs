@@ -91,8 +91,8 @@ proptest! {
     /// Every instruction set's kernels of every llama.cpp order (vec-dot, tiled, repacked)
     /// equal the portable kernels of that order bit for bit for the block formats (the
     /// integer parts are exact in both and the float steps are the same operations in the
-    /// same order), in every shape: one row, four activation rows, four weight rows, and a
-    /// tile over a batch (6 and 15 tokens: whole groups of four through the four-token
+    /// same order), in every shape: one row, four activation rows, four weight rows, sixteen
+    /// interleaved weight rows, and a tile over a batch (6 and 15 tokens: whole groups of four through the four-token
     /// kernel, then one by one, as `matmul` calls them). The float formats, whose order pv
     /// does not pin, agree within 1e-5 of the sum of term magnitudes.
     #[test]
@@ -138,6 +138,18 @@ proptest! {
                         let got = r4.call(&ws, four[1]);
                         for r in 0..4 {
                             prop_assert!(same(got[r], want(ws[r], 1, false)), "{} {:?} {} rows4, row {}", ty, isa, name, r);
+                        }
+                    }
+                    if let Some(r16) = o.rows16 {
+                        let rows = kernel_rows(ty, n, scale, 32, &mut rng);
+                        let rows: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
+                        let il = crate::quant::interleave::Interleaved::new(ty, &rows).unwrap();
+                        for g in 0..2 {
+                            let got = r16.call(il.group(g), four[1]);
+                            for r in 0..16 {
+                                let w = want(rows[16 * g + r], 1, false);
+                                prop_assert!(same(got[r], w), "{} {:?} {} rows16, row {}: {} vs {}", ty, isa, name, 16 * g + r, got[r], w);
+                            }
                         }
                     }
                     if let Some(tile) = o.tile {
