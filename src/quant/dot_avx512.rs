@@ -531,6 +531,48 @@ pub(crate) unsafe fn rows16_q4_0_zmm(w: &[u8], a: &[u8]) -> [f32; 16] {
     o
 }
 
+/// Sixteen interleaved Q8_0 weight rows ([`interleave`](super::interleave)) · one Q8_0
+/// activation row (single-token generation) in llama.cpp's vec-dot order: each row keeps
+/// the single-row kernel's eight f32 lanes (two rows per register, eight registers), lane
+/// `l` receiving `fma(dx * dy, f32(Σ of the block's quants 4l..4l+4), acc)` block after
+/// block and the same final reduction. The quants are stored offset by 128 (unsigned, as
+/// `vpdpbusd` takes them), so each register's integer sums start from `-128 Σy` of the
+/// lane's four activations: one `vpdpbusd` per block for all sixteen rows, then one
+/// `vpdpbusd`, one conversion, one scale permute and one FMA per pair of rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn rows16_q8_0_zmm(w: &[u8], a: &[u8]) -> [f32; 16] {
+    use super::interleave::Q8_0X16_BYTES;
+    const AB: usize = GgmlType::Q8_0.block_bytes();
+    let offset = _mm512_set1_epi8(-128);
+    // Register k's lanes 0..8 take row 2k's scale, lanes 8..16 row 2k + 1's.
+    let pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let idx: [__m512i; 8] =
+        std::array::from_fn(|k| _mm512_add_epi32(pair, _mm512_set1_epi32(2 * k as i32)));
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for (x, y) in w.chunks_exact(Q8_0X16_BYTES).zip(a.chunks_exact(AB)) {
+        let qy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y[2..].as_ptr() as *const __m256i));
+        let start = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, qy),
+        );
+        let dx = _mm512_cvtph_ps(_mm256_loadu_si256(x.as_ptr() as *const __m256i));
+        let scale = _mm512_mul_ps(dx, _mm512_set1_ps(f16_at(y)));
+        for k in 0..8 {
+            let q = _mm512_loadu_si512(x[32 + 64 * k..].as_ptr() as *const __m512i);
+            let isum = _mm512_dpbusd_epi32(start, q, qy);
+            let d = _mm512_permutexvar_ps(idx[k], scale);
+            acc[k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(isum), acc[k]);
+        }
+    }
+    let mut o = [0f32; 16];
+    for k in 0..8 {
+        let [lo, hi] = halves(acc[k]);
+        o[2 * k] = hsum(lo);
+        o[2 * k + 1] = hsum(hi);
+    }
+    o
+}
+
 /// Entry point of [`tile_repacked_q4_0`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn tile_repacked_q4_0_zmm(

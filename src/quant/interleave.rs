@@ -12,6 +12,10 @@
 //! scales (row `r` at bytes `2r..2r + 2`), then four 64-byte steps, step `g` holding dword
 //! `g` of each row's 16 packed bytes (row `r` at bytes `4r..4r + 4`: the low nibbles are
 //! quants `4g..4g + 4`, the high nibbles quants `16 + 4g..16 + 4g + 4`).
+//!
+//! **Q8_0, sixteen rows** ([`Q8_0X16_BYTES`] per block): the sixteen f16 scales, then each
+//! row's 32 quants in turn, offset by 128 (`q ^ 0x80`, unsigned, as `vpdpbusd` multiplies
+//! them; the offset comes off through the activations' sums).
 
 use std::sync::Arc;
 
@@ -52,30 +56,43 @@ impl std::fmt::Debug for Interleaved {
     }
 }
 
+/// Bytes of one block of a Q8_0 group: sixteen scales and sixteen rows of 32 quants.
+pub const Q8_0X16_BYTES: usize = 2 * GROUP_ROWS + 32 * GROUP_ROWS;
+
 /// The interleaved layout of `rows` (each a whole row of `ty`), groups one after another:
 /// `None` when `ty` has no interleaved layout or the row count is not a multiple of
 /// [`GROUP_ROWS`] or the rows differ in length.
 pub fn interleave16(ty: GgmlType, rows: &[&[u8]]) -> Option<Vec<u8>> {
-    const WB: usize = GgmlType::Q4_0.block_bytes();
+    let wb = ty.block_bytes();
     let row_bytes = rows.first()?.len();
-    if ty != GgmlType::Q4_0
-        || !rows.len().is_multiple_of(GROUP_ROWS)
-        || !row_bytes.is_multiple_of(WB)
+    let group_block = match ty {
+        GgmlType::Q4_0 => Q4_0X16_BYTES,
+        GgmlType::Q8_0 => Q8_0X16_BYTES,
+        _ => return None,
+    };
+    if !rows.len().is_multiple_of(GROUP_ROWS)
+        || !row_bytes.is_multiple_of(wb)
         || rows.iter().any(|r| r.len() != row_bytes)
     {
         return None;
     }
-    let nb = row_bytes / WB;
-    let mut out = Vec::with_capacity(rows.len() / GROUP_ROWS * nb * Q4_0X16_BYTES);
+    let nb = row_bytes / wb;
+    let mut out = Vec::with_capacity(rows.len() / GROUP_ROWS * nb * group_block);
     for group in rows.chunks_exact(GROUP_ROWS) {
         for b in 0..nb {
-            let blocks: Vec<&[u8]> = group.iter().map(|r| &r[WB * b..WB * (b + 1)]).collect();
-            for x in &blocks {
-                out.extend_from_slice(&x[..2]);
+            let block = |r: usize| &group[r][wb * b..wb * (b + 1)];
+            for r in 0..GROUP_ROWS {
+                out.extend_from_slice(&block(r)[..2]);
             }
-            for g in 0..4 {
-                for x in &blocks {
-                    out.extend_from_slice(&x[2 + 4 * g..6 + 4 * g]);
+            if ty == GgmlType::Q4_0 {
+                for g in 0..4 {
+                    for r in 0..GROUP_ROWS {
+                        out.extend_from_slice(&block(r)[2 + 4 * g..6 + 4 * g]);
+                    }
+                }
+            } else {
+                for r in 0..GROUP_ROWS {
+                    out.extend(block(r)[2..].iter().map(|&q| q ^ 0x80));
                 }
             }
         }
@@ -112,6 +129,24 @@ mod tests {
             }
         }
         assert!(interleave16(GgmlType::Q4_0, &refs[..8]).is_none());
-        assert!(interleave16(GgmlType::Q8_0, &refs[..16]).is_none());
+        assert!(interleave16(GgmlType::Q5_0, &refs[..16]).is_none());
+    }
+
+    #[test]
+    fn q8_0_groups_keep_each_rows_quants_together_offset_by_128() {
+        const WB: usize = GgmlType::Q8_0.block_bytes();
+        let rows: Vec<Vec<u8>> = (0..16)
+            .map(|r| (0..3 * WB).map(|i| (r * 7 + i) as u8).collect())
+            .collect();
+        let refs: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
+        let il = interleave16(GgmlType::Q8_0, &refs).unwrap();
+        assert_eq!(il.len(), 3 * Q8_0X16_BYTES);
+        for (b, r) in (0..3).flat_map(|b| (0..16).map(move |r| (b, r))) {
+            let block = &il[b * Q8_0X16_BYTES..][..Q8_0X16_BYTES];
+            let src = &rows[r][WB * b..WB * (b + 1)];
+            assert_eq!(&block[2 * r..2 * r + 2], &src[..2]);
+            let q: Vec<u8> = src[2..].iter().map(|&v| v ^ 0x80).collect();
+            assert_eq!(&block[32 + 32 * r..][..32], &q[..]);
+        }
     }
 }

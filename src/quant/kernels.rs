@@ -311,7 +311,8 @@ fn avx_vnni(weight: GgmlType) -> Option<FormatKernels> {
 
 /// The AVX-512 VNNI table: AVX2's, with 512-bit tiles (two weight rows per register) and
 /// four-row kernels for the 32-value formats, the repacked Q4_0, Q4_K and Q2_K tiles, the
-/// tiled-order Q3_K and Q6_K tiles, and the sixteen-row repacked Q4_0 generation kernel.
+/// tiled-order Q3_K and Q6_K tiles, and the sixteen-row generation kernels of repacked Q4_0
+/// and Q8_0.
 fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     use GgmlType::*;
     let mut k = avx2(weight)?;
@@ -326,6 +327,9 @@ fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     if let Some((rows4, tile)) = legacy {
         k.vec.rows4 = Some(Rows4(rows4));
         k.vec.tile = Some(Tile(tile));
+    }
+    if weight == Q8_0 {
+        k.vec.rows16 = Some(Rows16(avx512::rows16_q8_0_zmm));
     }
     let repacked_tile: Option<TilePtr> = match weight {
         Q4_0 => Some(avx512::tile_repacked_q4_0_zmm),
