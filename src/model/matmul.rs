@@ -183,8 +183,9 @@ fn matvec_rows(o: &mut [f32], r0: usize, x: &[u8], w: &QMatrix, k: &MatrixKernel
     use quant::interleave::GROUP_ROWS;
     let order = k.for_batch(1);
     let mut i = 0;
-    if let (Some(rows16), Some(il)) = (order.rows16, &w.interleaved)
+    if let Some(rows16) = order.rows16
         && r0.is_multiple_of(GROUP_ROWS)
+        && let Some(il) = w.interleaved(file)
     {
         while i + GROUP_ROWS <= o.len() {
             o[i..i + GROUP_ROWS].copy_from_slice(&rows16.call(il.group((r0 + i) / GROUP_ROWS), x));
@@ -224,6 +225,10 @@ pub fn matvec_many(
     for (out, w) in outs.iter_mut() {
         debug_assert_eq!(x.ty, Some(w.act_ty));
         let k = w.kernels(flavor);
+        if k.for_batch(1).rows16.is_some() {
+            // Made here, before the parallel region, not by the first task to need it.
+            w.interleaved(file);
+        }
         for (c, o) in out.chunks_mut(chunk).enumerate() {
             tasks.push((o, c * chunk, &**w, k));
         }

@@ -1,7 +1,9 @@
 //! Weights as the engine uses them: GGUF tensor names mapped once at load to semantic
 //! fields; matrices stay quantized in the mapped file (zero-copy; where this CPU's
-//! generation kernel takes a matrix's rows interleaved, a rearranged copy is made too), small
-//! vectors (norms, biases) are decoded to f32.
+//! generation kernel takes a matrix's rows interleaved, a rearranged copy is made on first
+//! use), small vectors (norms, biases) are decoded to f32.
+
+use std::sync::OnceLock;
 
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use crate::quant::GgmlType;
@@ -35,10 +37,10 @@ pub struct QMatrix {
     /// The kernels reproducing each llama.cpp build's path for this matrix, by
     /// [`Flavor::index`].
     pub kernels: [MatrixKernels; 2],
-    /// The rows interleaved sixteen at a time, made at load where a single-token order of
-    /// this CPU's kernels takes them (`Order::rows16`); generation reads it instead of the
-    /// rows.
-    pub interleaved: Option<Interleaved>,
+    /// The rows interleaved sixteen at a time, made on the first single-token product whose
+    /// order takes them (`Order::rows16`; [`QMatrix::interleaved`]): generation reads it
+    /// instead of the rows, and a model that only processes prompts never makes it.
+    interleaved: OnceLock<Option<Interleaved>>,
 }
 
 impl QMatrix {
@@ -46,6 +48,18 @@ impl QMatrix {
     #[inline]
     pub fn kernels(&self, flavor: Flavor) -> &MatrixKernels {
         &self.kernels[flavor.index()]
+    }
+
+    /// The rows interleaved for sixteen-row kernels (`None` where the format has no such
+    /// layout), made from `file` on first use: call it outside parallel work, as it blocks
+    /// other callers while it copies.
+    pub fn interleaved(&self, file: &[u8]) -> Option<&Interleaved> {
+        self.interleaved
+            .get_or_init(|| {
+                let rows: Vec<&[u8]> = (0..self.rows).map(|r| self.row(file, r)).collect();
+                Interleaved::new(self.ty, &rows)
+            })
+            .as_ref()
     }
 
     /// The bytes of row `r`.
@@ -119,13 +133,6 @@ impl Loader<'_> {
             });
         }
         let row_bytes = info.size / rows;
-        let interleaved = if kernels.iter().any(|k| k.for_batch(1).rows16.is_some()) {
-            let data = self.file.tensor_data(info);
-            let rows: Vec<&[u8]> = data.chunks_exact(row_bytes).take(rows).collect();
-            Interleaved::new(info.ggml_type, &rows)
-        } else {
-            None
-        };
         Ok(QMatrix {
             name: name.into(),
             ty: info.ggml_type,
@@ -135,7 +142,7 @@ impl Loader<'_> {
             row_bytes,
             act_ty,
             kernels,
-            interleaved,
+            interleaved: OnceLock::new(),
         })
     }
 

@@ -77,22 +77,27 @@ pub fn interleave16(ty: GgmlType, rows: &[&[u8]]) -> Option<Vec<u8>> {
         return None;
     }
     let nb = row_bytes / wb;
-    let mut out = Vec::with_capacity(rows.len() / GROUP_ROWS * nb * group_block);
-    for group in rows.chunks_exact(GROUP_ROWS) {
-        for b in 0..nb {
-            let block = |r: usize| &group[r][wb * b..wb * (b + 1)];
-            for r in 0..GROUP_ROWS {
-                out.extend_from_slice(&block(r)[..2]);
+    // Sized once and filled in place: a model's output head is hundreds of megabytes.
+    let mut out = vec![0u8; rows.len() / GROUP_ROWS * nb * group_block];
+    let blocks = out.chunks_exact_mut(group_block);
+    let sources = rows
+        .chunks_exact(GROUP_ROWS)
+        .flat_map(|group| (0..nb).map(move |b| (group, b)));
+    for (dst, (group, b)) in blocks.zip(sources) {
+        let block = |r: usize| &group[r][wb * b..wb * (b + 1)];
+        let (scales, quants) = dst.split_at_mut(2 * GROUP_ROWS);
+        for (r, d) in scales.chunks_exact_mut(2).enumerate() {
+            d.copy_from_slice(&block(r)[..2]);
+        }
+        if ty == GgmlType::Q4_0 {
+            for (i, d) in quants.chunks_exact_mut(4).enumerate() {
+                let (g, r) = (i / GROUP_ROWS, i % GROUP_ROWS);
+                d.copy_from_slice(&block(r)[2 + 4 * g..6 + 4 * g]);
             }
-            if ty == GgmlType::Q4_0 {
-                for g in 0..4 {
-                    for r in 0..GROUP_ROWS {
-                        out.extend_from_slice(&block(r)[2 + 4 * g..6 + 4 * g]);
-                    }
-                }
-            } else {
-                for r in 0..GROUP_ROWS {
-                    out.extend(block(r)[2..].iter().map(|&q| q ^ 0x80));
+        } else {
+            for (r, d) in quants.chunks_exact_mut(32).enumerate() {
+                for (q, &x) in d.iter_mut().zip(&block(r)[2..]) {
+                    *q = x ^ 0x80;
                 }
             }
         }
