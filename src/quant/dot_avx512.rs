@@ -487,14 +487,9 @@ pub(crate) unsafe fn repacked_rows4_q4_0_zmm(w: &[&[u8]; 4], a: &[u8]) -> [f32; 
 pub(crate) unsafe fn rows16_q4_0_zmm(w: &[u8], a: &[u8]) -> [f32; 16] {
     use super::interleave::Q4_0X16_BYTES;
     const AB: usize = GgmlType::Q8_0.block_bytes();
-    let nb = (w.len() / Q4_0X16_BYTES).min(a.len() / AB);
     let low = _mm512_set1_epi8(0x0f);
     let mut acc = _mm512_setzero_ps();
-    for (x, y) in w
-        .chunks_exact(Q4_0X16_BYTES)
-        .zip(a.chunks_exact(AB))
-        .take(nb)
-    {
+    for (x, y) in w.chunks_exact(Q4_0X16_BYTES).zip(a.chunks_exact(AB)) {
         // Σy of the block's 32 signed quants: `vpsadbw` sums them offset by 128.
         let qy = _mm256_loadu_si256(y[2..].as_ptr() as *const __m256i);
         let sad = _mm256_sad_epu8(

@@ -1,6 +1,7 @@
-//! Weight matrices interleaved sixteen rows at a time, laid out once when a model is loaded,
-//! for the single-token kernels that give each output its own lane (`Rows16`), as
-//! llama.cpp's repacked gemv does with the copies it makes at load time.
+//! Weight matrices interleaved sixteen rows at a time, laid out once (on a matrix's first
+//! single-token product, `model::weights::QMatrix::interleaved`), for the single-token
+//! kernels that give each output its own lane (`Rows16`), as llama.cpp's repacked gemv does
+//! with the copies it makes at load time.
 //!
 //! Reading rows in place, a kernel must gather each row's block into the lanes it owns on
 //! every token (pv's four-row kernels spend more instructions on that than on the
