@@ -21,6 +21,10 @@ pub struct Cpu {
     pub avx512_vnni: bool,
     /// AVX-VNNI (with AVX2): `vpdpbusd` on 256-bit vectors.
     pub avx_vnni: bool,
+    /// AVX-512 executed at full width (every AVX-512 CPU but AMD's Zen 4, which runs a
+    /// 512-bit operation as two 256-bit halves): a property of the core, not an instruction
+    /// set. It picks [`Isa::Avx512VnniWide`] over [`Isa::Avx512Vnni`] as the best table.
+    pub zmm_full: bool,
 }
 
 /// The features of the CPU this process runs on, detected on the first call, less those
@@ -37,9 +41,11 @@ pub fn cpu() -> Cpu {
 }
 
 /// `found` with every feature above the instruction set `name` turned off, so that pv on
-/// an AVX-512 machine runs as it would on a CPU without it: `portable`, `avx2`, `avx-vnni`
-/// or `avx512` (what the CPU has; an unknown name leaves it as found and says so). A
-/// ceiling only removes features, so the safety argument of [`cpu()`] is unchanged.
+/// an AVX-512 machine runs as it would on a CPU without it: `portable`, `avx2`, `avx-vnni`,
+/// `avx512-half` (AVX-512 as a core that splits 512-bit operations in two runs it: the
+/// tables of Zen 4) or `avx512` (what the CPU has; an unknown name leaves it as found and
+/// says so). A ceiling only removes features, so the safety argument of [`cpu()`] is
+/// unchanged.
 pub fn ceiling(found: Cpu, name: &str) -> Cpu {
     let mut c = found;
     match name {
@@ -47,11 +53,16 @@ pub fn ceiling(found: Cpu, name: &str) -> Cpu {
         "avx2" => {
             c.avx512_vnni = false;
             c.avx_vnni = false;
+            c.zmm_full = false;
         }
-        "avx-vnni" => c.avx512_vnni = false,
+        "avx-vnni" => {
+            c.avx512_vnni = false;
+            c.zmm_full = false;
+        }
+        "avx512-half" => c.zmm_full = false,
         "avx512" => {}
         other => eprintln!(
-            "warning: PV_CPU={other:?} is not portable, avx2, avx-vnni or avx512; ignored"
+            "warning: PV_CPU={other:?} is not portable, avx2, avx-vnni, avx512-half or avx512; ignored"
         ),
     }
     c
@@ -61,17 +72,34 @@ pub fn ceiling(found: Cpu, name: &str) -> Cpu {
 fn detect() -> Cpu {
     use std::is_x86_feature_detected as has;
     let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+    let avx512_vnni =
+        avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni");
     Cpu {
         avx2,
         fma: has!("fma"),
         f16c: has!("avx") && has!("f16c"),
-        avx512_vnni: avx2
-            && has!("avx512f")
-            && has!("avx512bw")
-            && has!("avx512vl")
-            && has!("avx512vnni"),
+        avx512_vnni,
         avx_vnni: avx2 && has!("avxvnni"),
+        zmm_full: avx512_vnni && !zen4(),
     }
+}
+
+/// Whether this is an AMD family 19h core (Zen 3 and Zen 4; of those only Zen 4 has
+/// AVX-512, and it runs each 512-bit operation as two 256-bit halves).
+#[cfg(target_arch = "x86_64")]
+fn zen4() -> bool {
+    use std::arch::x86_64::__cpuid;
+    let (vendor, sig) = (__cpuid(0), __cpuid(1));
+    // "AuthenticAMD", in the order CPUID gives it: EBX, EDX, ECX.
+    let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+    // The family: the base field (bits 8-11), plus the extended field (bits 20-27) at 15.
+    let base = (sig.eax >> 8) & 0xf;
+    let family = if base == 0xf {
+        base + ((sig.eax >> 20) & 0xff)
+    } else {
+        base
+    };
+    amd && family == 0x19
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -117,14 +145,25 @@ pub enum Isa {
     Avx2,
     /// AVX2, with AVX-VNNI (`vpdpbusd`, VEX) for the 32-value formats' tiles.
     AvxVnni,
-    /// AVX2, with AVX-512 VNNI tiles (two weight rows per 512-bit register) and the
-    /// repacked and tiled K-quant tiles.
+    /// AVX2, with AVX-512 VNNI kernels: the 32-value formats' tiles with one output per
+    /// 256-bit register (32 of them), the repacked and tiled K-quant tiles, the sixteen-row
+    /// generation kernels. The best table where 512-bit operations run as two halves.
     Avx512Vnni,
+    /// [`Isa::Avx512Vnni`] with the 32-value formats' tiles two outputs per 512-bit
+    /// register: the same instructions, the best table where they run at full width
+    /// ([`Cpu::zmm_full`]).
+    Avx512VnniWide,
 }
 
 impl Isa {
     /// Every set, portable first.
-    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni];
+    pub const ALL: [Isa; 5] = [
+        Isa::Portable,
+        Isa::Avx2,
+        Isa::AvxVnni,
+        Isa::Avx512Vnni,
+        Isa::Avx512VnniWide,
+    ];
 
     /// Whether this CPU runs the set.
     pub fn is_available(self) -> bool {
@@ -133,7 +172,7 @@ impl Isa {
             Isa::Portable => true,
             Isa::Avx2 => c.avx2,
             Isa::AvxVnni => c.avx_vnni,
-            Isa::Avx512Vnni => c.avx512_vnni,
+            Isa::Avx512Vnni | Isa::Avx512VnniWide => c.avx512_vnni,
         }
     }
 
@@ -142,11 +181,14 @@ impl Isa {
         Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
     }
 
-    /// The fastest set this CPU runs, as measured on a CPU with all of them (`cargo bench
-    /// --bench kernels -- tile`): AVX-512 VNNI, then AVX-VNNI, then AVX2.
+    /// The fastest set this CPU runs, as measured on CPUs with all of them (`cargo bench
+    /// --bench kernels -- tile`): AVX-512 VNNI (its wide table where 512-bit operations run
+    /// at full width), then AVX-VNNI, then AVX2.
     pub fn best() -> Isa {
+        let wide = cpu().zmm_full;
         *Isa::available()
-            .last()
+            .iter()
+            .rfind(|&&i| wide || i != Isa::Avx512VnniWide)
             .expect("the portable set always runs")
     }
 
@@ -157,6 +199,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::AvxVnni => "avx-vnni",
             Isa::Avx512Vnni => "avx512-vnni",
+            Isa::Avx512VnniWide => "avx512-vnni-wide",
         }
     }
 }
@@ -191,20 +234,24 @@ mod tests {
         f16c: true,
         avx512_vnni: true,
         avx_vnni: true,
+        zmm_full: true,
     };
 
     /// `PV_CPU` only ever removes features, each name down to its own set.
     #[test]
     fn a_ceiling_removes_the_sets_above_it() {
         assert_eq!(ceiling(ALL, "avx512"), ALL);
+        let half = ceiling(ALL, "avx512-half");
+        assert!(half.avx512_vnni && half.avx_vnni && !half.zmm_full);
         let vnni = ceiling(ALL, "avx-vnni");
-        assert!(vnni.avx_vnni && vnni.avx2 && !vnni.avx512_vnni);
+        assert!(vnni.avx_vnni && vnni.avx2 && !vnni.avx512_vnni && !vnni.zmm_full);
         let avx2 = ceiling(ALL, "avx2");
         assert!(avx2.avx2 && avx2.fma && avx2.f16c && !avx2.avx_vnni && !avx2.avx512_vnni);
+        assert!(!avx2.zmm_full);
         assert_eq!(ceiling(ALL, "portable"), Cpu::default());
         assert_eq!(ceiling(ALL, "sse9"), ALL, "an unknown name changes nothing");
         let none = Cpu::default();
-        for name in ["avx512", "avx-vnni", "avx2", "portable"] {
+        for name in ["avx512", "avx512-half", "avx-vnni", "avx2", "portable"] {
             assert_eq!(ceiling(none, name), none, "{name} adds nothing");
         }
     }

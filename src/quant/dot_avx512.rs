@@ -1,7 +1,10 @@
 //! AVX-512 VNNI kernels for the 32-value formats: the four-row (generation) kernel keeps
 //! two weight rows per 512-bit register, so that one `vpdpbusd`, one conversion and one
-//! FMA serve two outputs; the tile (prompt) kernel keeps one output per 256-bit register
-//! and uses the 32 registers AVX-512 gives to share each decoded block among 20 outputs.
+//! FMA serve two outputs. The tile (prompt) kernel comes in two forms: one output per
+//! 256-bit register, the 32 registers AVX-512 gives sharing each decoded block among 20
+//! outputs (the faster where 512-bit operations run as two halves, Zen 4), and two outputs
+//! per 512-bit register, eight tokens a group (the faster where they run at full width:
+//! on an Intel Xeon, 2.25 against 3.24 µs for four Q8_0 rows of 576 values and 64 tokens).
 //!
 //! Each output keeps its own eight f32 lanes and receives exactly the operations the
 //! single-row AVX2 kernel performs on its accumulator: the same integer block sums, the
@@ -21,7 +24,7 @@ use super::dot_avx2::{
 };
 use super::format::GgmlType;
 use super::lanes::{spread_rows, spread_steps, store_quads};
-use super::panel::{LaneActs, LaneBlock, PanelBlock, TilePanel};
+use super::panel::{ActQuants, LaneActs, LaneBlock, PanelBlock, TilePanel};
 
 /// The two halves of `v` as eight-lane vectors.
 #[inline]
@@ -74,6 +77,109 @@ legacy_tile!(
     true,
     5
 );
+
+/// Four legacy-format weight rows · every activation row of a batch with two rows per
+/// 512-bit register, for CPUs that run 512-bit operations at full width: the same panel and
+/// activations as [`tile_legacy`], eight tokens a group (16 accumulators), and per token and
+/// pair of rows one `vpdpbusd`, one scale product (`dx` of both rows times the token's
+/// `dy`), one conversion and one FMA for two outputs. Each output still keeps its own eight
+/// f32 lanes (a register's low half is row `2h`, its high half row `2h + 1`) and receives
+/// the single-row kernel's operations, so results equal [`tile_legacy`]'s bit for bit.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_pairs<const T: u8>(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    out: &mut [[f32; 4]],
+    panel: &mut TilePanel,
+) {
+    let (_, ab, at, has_min) = legacy_layout(LEGACY[T as usize]);
+    fill_acts(panel, a, ab, at, !has_min);
+    fill_panel::<T>(w, &mut panel.legacy, true);
+    let TilePanel {
+        legacy,
+        act_scales,
+        act_quants,
+        ..
+    } = panel;
+    let nb = legacy.len();
+    let n = a.len().min(out.len());
+    let mut t = 0;
+    macro_rules! group {
+        ($n:literal) => {{
+            group_pairs::<T, $n>(
+                legacy,
+                &act_quants[t * nb..],
+                &act_scales[t * nb..],
+                &mut out[t..t + $n],
+            );
+        }};
+    }
+    while t + 8 <= n {
+        group!(8);
+        t += 8;
+    }
+    if n - t >= 4 {
+        group!(4);
+        t += 4;
+    }
+    if n - t >= 2 {
+        group!(2);
+        t += 2;
+    }
+    if n - t == 1 {
+        group!(1);
+    }
+}
+
+/// `RT` tokens (their quants and scales from the group's first token on, token-major)
+/// against a decoded panel, two rows per register.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn group_pairs<const T: u8, const RT: usize>(
+    panel: &[PanelBlock],
+    quants: &[ActQuants],
+    scales: &[[f32; 2]],
+    out: &mut [[f32; 4]],
+) {
+    let nb = panel.len();
+    let (_, _, _, has_min) = legacy_layout(LEGACY[T as usize]);
+    let zero = _mm512_setzero_si512();
+    let mut acc = [[_mm512_setzero_ps(); 2]; RT];
+    let mut mins = [_mm_setzero_ps(); RT];
+    for (b, p) in panel.iter().enumerate() {
+        // Rows 2h and 2h + 1 lie side by side in the panel: one 64-byte load a pair.
+        let q = [0, 2].map(|r| _mm512_loadu_si512(p.q[r].as_ptr() as *const __m512i));
+        let aux = [0, 2].map(|r| _mm512_loadu_si512(p.aux[r].as_ptr() as *const __m512i));
+        let d4 = _mm_loadu_ps(p.d.as_ptr());
+        let dx = [spread_pair(d4, 0), spread_pair(d4, 2)];
+        for t in 0..RT {
+            let y = _mm512_broadcast_i64x4(load_bytes(&quants[t * nb + b].0));
+            let [dy, sy] = scales[t * nb + b];
+            let dy = _mm512_set1_ps(dy);
+            for h in 0..2 {
+                let isum = if has_min {
+                    _mm512_dpbusd_epi32(zero, q[h], y)
+                } else {
+                    _mm512_dpbusd_epi32(aux[h], y, q[h])
+                };
+                let scale = _mm512_mul_ps(dx[h], dy);
+                acc[t][h] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc[t][h]);
+            }
+            if has_min {
+                mins[t] = _mm_fmadd_ps(_mm_loadu_ps(p.m.as_ptr()), _mm_set1_ps(sy), mins[t]);
+            }
+        }
+    }
+    for t in 0..RT {
+        let m = out4(mins[t]);
+        for h in 0..2 {
+            let [lo, hi] = halves(acc[t][h]);
+            out[t][2 * h] = hsum(lo) + m[2 * h];
+            out[t][2 * h + 1] = hsum(hi) + m[2 * h + 1];
+        }
+    }
+}
 
 /// Four legacy-format weight rows · one activation row (single-token generation), two rows
 /// per register as in [`tile_legacy`], the blocks decoded on the fly. Signed formats take
@@ -581,7 +687,7 @@ pub(crate) unsafe fn tile_repacked_q4_0_zmm(
 
 /// The entry points, one tile and one four-row kernel per format (by [`LEGACY`] index).
 macro_rules! entries {
-    ($($t:ident, $r:ident => $k:literal;)*) => {
+    ($($t:ident, $p:ident, $r:ident => $k:literal;)*) => {
         $(
             #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
             pub(crate) unsafe fn $t(
@@ -593,6 +699,16 @@ macro_rules! entries {
                 tile_legacy::<$k>(w, a, out, panel)
             }
 
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            pub(crate) unsafe fn $p(
+                w: &[&[u8]; 4],
+                a: &[&[u8]],
+                out: &mut [[f32; 4]],
+                panel: &mut TilePanel,
+            ) {
+                tile_pairs::<$k>(w, a, out, panel)
+            }
+
             #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
             pub(crate) unsafe fn $r(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
                 rows4_legacy::<$k>(w, a)
@@ -601,9 +717,9 @@ macro_rules! entries {
     };
 }
 entries! {
-    tile_q4_0_zmm, rows4_q4_0_zmm => 0;
-    tile_q5_0_zmm, rows4_q5_0_zmm => 1;
-    tile_q5_1_zmm, rows4_q5_1_zmm => 2;
-    tile_q8_0_zmm, rows4_q8_0_zmm => 3;
-    tile_q4_1_zmm, rows4_q4_1_zmm => 4;
+    tile_q4_0_zmm, tile_q4_0_pairs, rows4_q4_0_zmm => 0;
+    tile_q5_0_zmm, tile_q5_0_pairs, rows4_q5_0_zmm => 1;
+    tile_q5_1_zmm, tile_q5_1_pairs, rows4_q5_1_zmm => 2;
+    tile_q8_0_zmm, tile_q8_0_pairs, rows4_q8_0_zmm => 3;
+    tile_q4_1_zmm, tile_q4_1_pairs, rows4_q4_1_zmm => 4;
 }

@@ -145,6 +145,7 @@ impl FormatKernels {
             Isa::Avx2 => avx2(weight),
             Isa::AvxVnni => avx_vnni(weight),
             Isa::Avx512Vnni => avx512_vnni(weight),
+            Isa::Avx512VnniWide => avx512_vnni_wide(weight),
         }
     }
 }
@@ -352,6 +353,25 @@ fn avx512_vnni(weight: GgmlType) -> Option<FormatKernels> {
     if let (Some(t), Some(tile)) = (k.tiled.as_mut(), tiled_tile) {
         t.tile = Some(Tile(tile));
     }
+    Some(k)
+}
+
+/// The AVX-512 VNNI table for cores that run 512-bit operations at full width: the same,
+/// with the 32-value formats' tiles two rows per 512-bit register (one `vpdpbusd`,
+/// conversion, scale product and FMA for two outputs), which there beat one output per
+/// 256-bit register (`cargo bench --bench kernels -- tile`).
+fn avx512_vnni_wide(weight: GgmlType) -> Option<FormatKernels> {
+    use GgmlType::*;
+    let mut k = avx512_vnni(weight)?;
+    let tile: TilePtr = match weight {
+        Q4_0 => avx512::tile_q4_0_pairs,
+        Q4_1 => avx512::tile_q4_1_pairs,
+        Q5_0 => avx512::tile_q5_0_pairs,
+        Q5_1 => avx512::tile_q5_1_pairs,
+        Q8_0 => avx512::tile_q8_0_pairs,
+        _ => return Some(k),
+    };
+    k.vec.tile = Some(Tile(tile));
     Some(k)
 }
 

@@ -26,7 +26,9 @@ pub fn kernel(isa: Isa) -> Option<(u64, fn() -> i32)> {
             // `vpdpbusd` (VEX): 32 byte products summed into eight i32 lanes.
             Isa::AvxVnni => Some((per(32), || unsafe_call(x86::dpbusd_vex))),
             // `vpdpbusd` on 512 bits: 64 byte products.
-            Isa::Avx512Vnni => Some((per(64), || unsafe_call(x86::dpbusd_zmm))),
+            Isa::Avx512Vnni | Isa::Avx512VnniWide => {
+                Some((per(64), || unsafe_call(x86::dpbusd_zmm)))
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

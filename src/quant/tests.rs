@@ -154,7 +154,7 @@ proptest! {
                     }
                     if let Some(tile) = o.tile {
                         let mut panel = TilePanel::default();
-                        // 6 to 9 and 15: every remainder of the five-token and six-token groups.
+                        // 6 to 9 and 15: every remainder of the five-token and eight-token groups.
                         for tokens in [6, 7, 8, 9, 15] {
                             let xs: Vec<&[u8]> = (0..tokens).map(|t| four[t % 4]).collect();
                             let mut got = vec![[0f32; 4]; tokens];
