@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 
 use super::format::GgmlType;
 use super::kquants::{q3k_scales, q4k_scales_mins};
-use super::panel::{ActQuants, PanelBlock, TilePanel};
+use super::panel::{ActQuants, ActWords, PanelBlock, TilePanel};
 
 /// Block sizes, read from the format table ([`super::format::FORMATS`]).
 const Q4_0_BYTES: usize = GgmlType::Q4_0.block_bytes();
@@ -647,6 +647,145 @@ legacy_tile!(
     2
 );
 
+/// The AVX2 tile: [`tile_legacy`] for the unsigned formats, [`tile_words`] for the signed.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2<const T: u8>(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    out: &mut [[f32; 4]],
+    panel: &mut TilePanel,
+) {
+    if legacy_layout(LEGACY[T as usize]).3 {
+        tile_legacy::<T>(w, a, out, panel)
+    } else {
+        tile_words::<T>(w, a, out, panel)
+    }
+}
+
+/// A vector of 32 signed bytes as two vectors of i16 pairs: dword `i` of the first holds
+/// bytes `4i, 4i + 1`, of the second bytes `4i + 2, 4i + 3` ([`ActWords`]' layout).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn byte_pairs(v: __m256i) -> [__m256i; 2] {
+    // Word k: byte 2k (even) and byte 2k + 1 (odd), sign-extended.
+    let even = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v));
+    let odd = _mm256_srai_epi16::<8>(v);
+    [
+        _mm256_blend_epi16::<0xAA>(even, _mm256_slli_epi32::<16>(odd)),
+        _mm256_blend_epi16::<0xAA>(_mm256_srli_epi32::<16>(even), odd),
+    ]
+}
+
+/// Four signed-format weight rows (Q4_0, Q5_0, Q8_0) · every activation row of a batch, for
+/// AVX2 without VNNI: [`legacy_tile`]'s panel, groups of two tokens and stored scale
+/// products, with weights and activations widened once to i16 pairs (the weights into the
+/// panel's `q` and `aux`, the batch's activations into [`ActWords`]) so that a block's
+/// exact integer sums are two `vpmaddwd` and an add: one multiply fewer on the multiply
+/// ports than the sign trick's `vpsignb`, `vpmaddubsw` and `vpmaddwd`. Dword `i` still sums
+/// the products of quants `4i..4i + 4`, so the float operations, and the results, are the
+/// single-row kernel's bit for bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_words<const T: u8>(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    out: &mut [[f32; 4]],
+    panel: &mut TilePanel,
+) {
+    let ty = LEGACY[T as usize];
+    let (wb, ab, at, _) = legacy_layout(ty);
+    fill_acts(panel, a, ab, at, false);
+    if panel.words_key != panel.act_key || panel.act_words.len() != panel.act_quants.len() {
+        panel.act_words.clear();
+        for e in &panel.act_quants {
+            let [lo, hi] = byte_pairs(load_bytes(&e.0));
+            let mut words = ActWords([[0; 16]; 2]);
+            _mm256_storeu_si256(words.0[0].as_mut_ptr() as *mut __m256i, lo);
+            _mm256_storeu_si256(words.0[1].as_mut_ptr() as *mut __m256i, hi);
+            panel.act_words.push(words);
+        }
+        panel.words_key = panel.act_key;
+    }
+    let nb = w[0].len() / wb;
+    // Every field but `m` of every block is written below.
+    panel.legacy.resize(nb, PanelBlock::ZERO);
+    for (b, p) in panel.legacy.iter_mut().enumerate() {
+        for (r, row) in w.iter().enumerate() {
+            let x = &row[wb * b..wb * (b + 1)];
+            let [lo, hi] = byte_pairs(legacy_quants(ty, x));
+            p.set(r, lo, hi, f16_at(x), 0.0);
+        }
+    }
+    let TilePanel {
+        legacy,
+        act_words,
+        act_dy4,
+        prods,
+        ..
+    } = panel;
+    let n = a.len().min(out.len());
+    let stride = act_dy4.len() / nb.max(1);
+    let mut t = 0;
+    while t < n {
+        let rt = (n - t).min(2);
+        let words = &act_words[t * nb..];
+        let dy4 = &act_dy4[t..];
+        if rt == 2 {
+            group_words::<2>(legacy, words, dy4, stride, prods, &mut out[t..t + 2]);
+        } else {
+            group_words::<1>(legacy, words, dy4, stride, prods, &mut out[t..t + 1]);
+        }
+        t += rt;
+    }
+}
+
+/// `RT` tokens (their i16 pairs and block-major scales from the group's first token on)
+/// against a panel of i16 pairs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_words<const RT: usize>(
+    panel: &[PanelBlock],
+    words: &[ActWords],
+    dy4: &[[f32; 4]],
+    stride: usize,
+    prods: &mut Vec<[f32; 4]>,
+    out: &mut [[f32; 4]],
+) {
+    let nb = panel.len();
+    // The four rows' `dx * dy` of every block and token, two tokens a product, as
+    // `legacy_tile` forms them (formed first: each FMA then broadcasts its own from memory).
+    prods.resize(nb * 2, [0.0; 4]);
+    for (b, p) in panel.iter().enumerate() {
+        let d8 = _mm256_broadcast_ps(&*(p.d.as_ptr() as *const __m128));
+        let dy = dy4[b * stride..][..2].as_ptr() as *const f32;
+        let dst = prods[b * 2..][..2].as_mut_ptr() as *mut f32;
+        _mm256_storeu_ps(dst, _mm256_mul_ps(d8, _mm256_loadu_ps(dy)));
+    }
+    let mut acc = [[_mm256_setzero_ps(); 4]; RT];
+    for (b, p) in panel.iter().enumerate() {
+        for t in 0..RT {
+            let y = &words[t * nb + b].0;
+            let ylo = _mm256_loadu_si256(y[0].as_ptr() as *const __m256i);
+            let yhi = _mm256_loadu_si256(y[1].as_ptr() as *const __m256i);
+            let pr = &prods[b * 2 + t];
+            for r in 0..4 {
+                let isum = _mm256_add_epi32(
+                    _mm256_madd_epi16(ylo, load_bytes(&p.q[r])),
+                    _mm256_madd_epi16(yhi, load_bytes(&p.aux[r])),
+                );
+                let scale = _mm256_broadcast_ss(&pr[r]);
+                acc[t][r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[t][r]);
+            }
+        }
+    }
+    for t in 0..RT {
+        for r in 0..4 {
+            out[t][r] = hsum(acc[t][r]) + 0.0;
+        }
+    }
+}
+
 /// `acc + madd_us(x, y)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -1270,7 +1409,7 @@ macro_rules! isa_entries {
     };
 }
 isa_entries! {
-    "avx2,fma,f16c" (tile_legacy, rows4_legacy):
+    "avx2,fma,f16c" (tile_avx2, rows4_legacy):
         tile_q4_0, dot_rows4_q4_0_q8_0 => 0;
         tile_q5_0, dot_rows4_q5_0_q8_0 => 1;
         tile_q5_1, dot_rows4_q5_1_q8_1 => 2;

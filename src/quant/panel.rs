@@ -28,6 +28,14 @@ impl PanelBlock {
 #[repr(C, align(32))]
 pub(crate) struct ActQuants(pub(super) [u8; 32]);
 
+/// One activation block's 32 signed quants as i16 pairs, for the AVX2 tile of signed
+/// formats (`vpmaddwd` instead of the sign trick): `0[0]` holds quants `4i, 4i + 1` in dword
+/// `i`, `0[1]` quants `4i + 2, 4i + 3`, so that the two products' dword `i` sum to the same
+/// four products as the byte kernels' lane `i`.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub(crate) struct ActWords(pub(super) [[i16; 16]; 2]);
+
 /// Four Q4_0 weight rows' block laid out for one output per lane (the repacked Q4_0 tile):
 /// `q[g]` holds, in 128-bit chunk `r`, row `r`'s quants `4g..4g+4` (the unsigned nibbles,
 /// 0..=15) repeated in the chunk's four lanes; `d` holds row `r`'s scale in the lanes of
@@ -127,6 +135,10 @@ pub struct TilePanel {
     pub(super) act_key: (usize, usize, usize, bool),
     /// The batch's activation quants for the legacy tiles, token-major.
     pub(super) act_quants: Vec<ActQuants>,
+    /// `act_quants` as i16 pairs ([`ActWords`]), for the AVX2 tile of signed formats.
+    pub(super) act_words: Vec<ActWords>,
+    /// The `act_key` `act_words` was made for.
+    pub(super) words_key: (usize, usize, usize, bool),
     /// The activations' block scales again, block-major, each repeated four times.
     pub(super) act_dy4: Vec<[f32; 4]>,
     /// The legacy tiles' scale products for a group of tokens, block-major.
@@ -158,6 +170,7 @@ impl TilePanel {
             self.batch = batch;
             // The buffers keep their room (refilled, not regrown, by the next batch).
             self.act_key = (0, 0, 0, false);
+            self.words_key = (0, 0, 0, false);
             self.lane_key = (0, 0);
             self.klane_key = (0, 0);
         }
