@@ -132,14 +132,13 @@ impl Loader<'_> {
                 reason: format!("row length {cols} is not a multiple of {act_ty}'s block"),
             });
         }
-        let row_bytes = info.size / rows;
         Ok(QMatrix {
             name: name.into(),
             ty: info.ggml_type,
             rows,
             cols,
             offset: self.file.data_offset + info.offset as usize,
-            row_bytes,
+            row_bytes: info.size / rows,
             act_ty,
             kernels,
             interleaved: OnceLock::new(),

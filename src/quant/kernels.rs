@@ -32,8 +32,8 @@ pub struct Dot4(Dot4Ptr);
 #[derive(Clone, Copy, Debug)]
 pub struct Rows4(Rows4Ptr);
 
-/// Sixteen weight rows interleaved at load ([`interleave16`](super::interleave::interleave16))
-/// · one activation row, one output per lane (for generation); each result equals the same
+/// Sixteen weight rows interleaved on a matrix's first single-token product
+/// ([`interleave16`](super::interleave::interleave16)) · one activation row, one output per lane (for generation); each result equals the same
 /// order's [`Dot`] on the row in place, bit for bit.
 #[derive(Clone, Copy, Debug)]
 pub struct Rows16(Rows16Ptr);

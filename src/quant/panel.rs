@@ -22,8 +22,8 @@ impl PanelBlock {
     };
 }
 
-/// One activation block's 32 quants as the AVX-512 legacy tile multiplies them: offset by
-/// 128 where the weights are signed, aligned for one load.
+/// One activation block's 32 quants as the legacy tiles multiply them (AVX-512 and AVX-VNNI:
+/// offset by 128 where the weights are signed; AVX2: as quantized), aligned for one load.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 pub(crate) struct ActQuants(pub(super) [u8; 32]);
