@@ -781,7 +781,7 @@ unsafe fn group_words<const RT: usize>(
     }
     for t in 0..RT {
         for r in 0..4 {
-            out[t][r] = hsum(acc[t][r]) + 0.0;
+            out[t][r] = hsum(acc[t][r]);
         }
     }
 }

@@ -3,7 +3,9 @@
 
 /// Four weight rows' block `b`, decoded once for a whole batch of tokens (a panel of the
 /// 32-value formats' tiles): the quants as bytes, an auxiliary vector that depends on the
-/// instruction set, and the scales and mins as f32.
+/// instruction set, and the scales and mins as f32. (AVX2's tile of the signed formats
+/// keeps each row's quants as i16 pairs instead, the first 32 bytes in `q`, the rest in
+/// `aux`, as [`ActWords`] lays out the activations.)
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 pub(crate) struct PanelBlock {
