@@ -105,6 +105,11 @@ fn json_outputs_on_the_real_model() {
     );
     assert_eq!(v["flavor"], "avx512");
 
+    // A core that splits 512-bit operations in two (Zen 4; forced with PV_CPU=avx512-half)
+    // never gets the table with two outputs per 512-bit register.
+    let v = bench(&[], &[("PV_CPU", "avx512-half")]);
+    assert_ne!(v["isa"], "avx512-vnni-wide");
+
     // As on a CPU without AVX-512, reproducing llama.cpp's AVX2 build: the settings say so.
     // With the roofline: SmolLM2's 30 layers multiply 576x576 (q, o), 576x192 (k, v) and
     // three 576x1536 matrices a token, and both shares are fractions of a measured peak.
