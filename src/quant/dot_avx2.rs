@@ -410,15 +410,28 @@ pub(super) unsafe fn offset_correction(q: __m256i) -> __m256i {
     _mm256_sub_epi32(_mm256_setzero_si256(), fours)
 }
 
+/// What a panel keeps beside each signed-format block's quants ([`fill_panel`]); unsigned
+/// formats keep zero whatever the tile.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum PanelAux {
+    /// `|x|`, for the sign trick.
+    Abs,
+    /// `-128 * (sum of each group of four quants)`, the correction of activations offset by
+    /// 128 ([`offset_correction`]).
+    Offset,
+    /// No auxiliary vector: the quants widened to i16 pairs ([`byte_pairs`]), the first
+    /// half in `q`, the second in `aux`.
+    Words,
+}
+
 /// Decodes four legacy-format weight rows into a panel: per block, each row's quants, the
-/// auxiliary vector of signed formats (with `offset`, the correction of activations offset
-/// by 128; without, `|x|` for the sign trick; zero for unsigned formats), scale and min.
+/// auxiliary vector `aux` names, scale and min.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn fill_panel<const T: u8>(
     w: &[&[u8]; 4],
     panel: &mut Vec<PanelBlock>,
-    offset: bool,
+    aux: PanelAux,
 ) {
     let ty = LEGACY[T as usize];
     let (wb, _, _, has_min) = legacy_layout(ty);
@@ -429,20 +442,42 @@ pub(super) unsafe fn fill_panel<const T: u8>(
         for (r, row) in w.iter().enumerate() {
             let x = &row[wb * b..wb * (b + 1)];
             let q = legacy_quants(ty, x);
-            let aux = if has_min {
-                _mm256_setzero_si256()
-            } else if offset {
-                offset_correction(q)
-            } else {
-                _mm256_sign_epi8(q, q)
+            let (q, extra) = match aux {
+                _ if has_min => (q, _mm256_setzero_si256()),
+                PanelAux::Abs => (q, _mm256_sign_epi8(q, q)),
+                PanelAux::Offset => (q, offset_correction(q)),
+                PanelAux::Words => {
+                    let [lo, hi] = byte_pairs(q);
+                    (lo, hi)
+                }
             };
-            p.set(
-                r,
-                q,
-                aux,
-                f16_at(x),
-                if has_min { f16_at(&x[2..]) } else { 0.0 },
-            );
+            let m = if has_min { f16_at(&x[2..]) } else { 0.0 };
+            p.set(r, q, extra, f16_at(x), m);
+        }
+    }
+}
+
+/// The four rows' `dx * dy` of every block and of `pt` tokens (even), two tokens by four
+/// rows a product, block-major in `prods` (entry `b * pt + t`: token `t`'s four products of
+/// block `b`), from the block-major scales `dy4` ([`Acts::dy4`], block `b` at `b * stride`):
+/// formed before a group's sums so that each FMA broadcasts its own from memory.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scale_products(
+    panel: &[PanelBlock],
+    dy4: &[[f32; 4]],
+    stride: usize,
+    pt: usize,
+    prods: &mut Vec<[f32; 4]>,
+) {
+    // Every entry is written below.
+    prods.resize(panel.len() * pt, [0.0; 4]);
+    for (b, p) in panel.iter().enumerate() {
+        let d8 = _mm256_broadcast_ps(&*(p.d.as_ptr() as *const __m128));
+        for k in (0..pt).step_by(2) {
+            let dy = dy4[b * stride + k..][..2].as_ptr() as *const f32;
+            let dst = prods[b * pt + k..][..2].as_mut_ptr() as *mut f32;
+            _mm256_storeu_ps(dst, _mm256_mul_ps(d8, _mm256_loadu_ps(dy)));
         }
     }
 }
@@ -534,7 +569,15 @@ macro_rules! legacy_tile {
         ) {
             let (_, ab, at, has_min) = legacy_layout(LEGACY[T as usize]);
             fill_acts(panel, a, ab, at, $offset && !has_min);
-            fill_panel::<T>(w, &mut panel.legacy, $offset);
+            fill_panel::<T>(
+                w,
+                &mut panel.legacy,
+                if $offset {
+                    PanelAux::Offset
+                } else {
+                    PanelAux::Abs
+                },
+            );
             let TilePanel {
                 legacy,
                 act_scales,
@@ -583,16 +626,7 @@ macro_rules! legacy_tile {
             let nb = panel.len();
             let (_, _, _, has_min) = legacy_layout(LEGACY[T as usize]);
             let pt = RT.div_ceil(2) * 2;
-            // Every entry is written below.
-            prods.resize(nb * pt, [0.0; 4]);
-            for (b, p) in panel.iter().enumerate() {
-                let d8 = _mm256_broadcast_ps(&*(p.d.as_ptr() as *const __m128));
-                for k in (0..pt).step_by(2) {
-                    let dy = acts.dy4[b * acts.stride + k..][..2].as_ptr() as *const f32;
-                    let dst = prods[b * pt + k..][..2].as_mut_ptr() as *mut f32;
-                    _mm256_storeu_ps(dst, _mm256_mul_ps(d8, _mm256_loadu_ps(dy)));
-                }
-            }
+            scale_products(panel, acts.dy4, acts.stride, pt, prods);
             let zero = _mm256_setzero_si256();
             let mut acc = [[_mm256_setzero_ps(); 4]; RT];
             let mut mins = [_mm_setzero_ps(); RT];
@@ -693,8 +727,7 @@ unsafe fn tile_words<const T: u8>(
     out: &mut [[f32; 4]],
     panel: &mut TilePanel,
 ) {
-    let ty = LEGACY[T as usize];
-    let (wb, ab, at, _) = legacy_layout(ty);
+    let (_, ab, at, _) = legacy_layout(LEGACY[T as usize]);
     fill_acts(panel, a, ab, at, false);
     if panel.words_key != panel.act_key || panel.act_words.len() != panel.act_quants.len() {
         panel.act_words.clear();
@@ -707,16 +740,8 @@ unsafe fn tile_words<const T: u8>(
         }
         panel.words_key = panel.act_key;
     }
-    let nb = w[0].len() / wb;
-    // Every field but `m` of every block is written below.
-    panel.legacy.resize(nb, PanelBlock::ZERO);
-    for (b, p) in panel.legacy.iter_mut().enumerate() {
-        for (r, row) in w.iter().enumerate() {
-            let x = &row[wb * b..wb * (b + 1)];
-            let [lo, hi] = byte_pairs(legacy_quants(ty, x));
-            p.set(r, lo, hi, f16_at(x), 0.0);
-        }
-    }
+    fill_panel::<T>(w, &mut panel.legacy, PanelAux::Words);
+    let nb = panel.legacy.len();
     let TilePanel {
         legacy,
         act_words,
@@ -753,15 +778,7 @@ unsafe fn group_words<const RT: usize>(
     out: &mut [[f32; 4]],
 ) {
     let nb = panel.len();
-    // The four rows' `dx * dy` of every block and token, two tokens a product, as
-    // `legacy_tile` forms them (formed first: each FMA then broadcasts its own from memory).
-    prods.resize(nb * 2, [0.0; 4]);
-    for (b, p) in panel.iter().enumerate() {
-        let d8 = _mm256_broadcast_ps(&*(p.d.as_ptr() as *const __m128));
-        let dy = dy4[b * stride..][..2].as_ptr() as *const f32;
-        let dst = prods[b * 2..][..2].as_mut_ptr() as *mut f32;
-        _mm256_storeu_ps(dst, _mm256_mul_ps(d8, _mm256_loadu_ps(dy)));
-    }
+    scale_products(panel, dy4, stride, 2, prods);
     let mut acc = [[_mm256_setzero_ps(); 4]; RT];
     for (b, p) in panel.iter().enumerate() {
         for t in 0..RT {

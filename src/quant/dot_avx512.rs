@@ -19,8 +19,8 @@
 use std::arch::x86_64::*;
 
 use super::dot_avx2::{
-    Acts, LEGACY, f16_at, fill_acts, fill_panel, hsum, legacy_layout, legacy_quants, legacy_tile,
-    load_bytes, nibbles32, out4, prefetch_ahead,
+    Acts, LEGACY, PanelAux, f16_at, fill_acts, fill_panel, hsum, legacy_layout, legacy_quants,
+    legacy_tile, load_bytes, nibbles32, out4, prefetch_ahead, scale_products,
 };
 use super::format::GgmlType;
 use super::lanes::{spread_rows, spread_steps, store_quads};
@@ -95,7 +95,7 @@ unsafe fn tile_pairs<const T: u8>(
 ) {
     let (_, ab, at, has_min) = legacy_layout(LEGACY[T as usize]);
     fill_acts(panel, a, ab, at, !has_min);
-    fill_panel::<T>(w, &mut panel.legacy, true);
+    fill_panel::<T>(w, &mut panel.legacy, PanelAux::Offset);
     let TilePanel {
         legacy,
         act_scales,
