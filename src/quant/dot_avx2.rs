@@ -457,27 +457,33 @@ pub(super) unsafe fn fill_panel<const T: u8>(
     }
 }
 
-/// The four rows' `dx * dy` of every block and of `pt` tokens (even), two tokens by four
-/// rows a product, block-major in `prods` (entry `b * pt + t`: token `t`'s four products of
-/// block `b`), from the block-major scales `dy4` ([`Acts::dy4`], block `b` at `b * stride`):
-/// formed before a group's sums so that each FMA broadcasts its own from memory.
+/// The four rows' `dx * dy` of every block and of the batch's first `n` tokens (`n`
+/// rounded up to even), two tokens by four rows a product, block-major like the scales
+/// `dy4` they come from ([`fill_acts`]: block `b`'s token `t` at `b * stride + t`), formed
+/// once per panel before any sums so that each FMA broadcasts its own from memory, long
+/// stored. Iterators, not indices: the loop is a load, a multiply and a store a pair of
+/// tokens, with no bounds check inside.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn scale_products(
     panel: &[PanelBlock],
     dy4: &[[f32; 4]],
     stride: usize,
-    pt: usize,
+    n: usize,
     prods: &mut Vec<[f32; 4]>,
 ) {
-    // Every entry is written below.
-    prods.resize(panel.len() * pt, [0.0; 4]);
-    for (b, p) in panel.iter().enumerate() {
+    let pt = n.div_ceil(2) * 2;
+    // Every entry a group reads is written below (a block's last `stride - pt` are not).
+    prods.resize(panel.len() * stride, [0.0; 4]);
+    for ((p, dst), dy) in panel
+        .iter()
+        .zip(prods.chunks_exact_mut(stride))
+        .zip(dy4.chunks_exact(stride))
+    {
         let d8 = _mm256_broadcast_ps(&*(p.d.as_ptr() as *const __m128));
-        for k in (0..pt).step_by(2) {
-            let dy = dy4[b * stride + k..][..2].as_ptr() as *const f32;
-            let dst = prods[b * pt + k..][..2].as_mut_ptr() as *mut f32;
-            _mm256_storeu_ps(dst, _mm256_mul_ps(d8, _mm256_loadu_ps(dy)));
+        for (dst, dy) in dst[..pt].chunks_exact_mut(2).zip(dy[..pt].chunks_exact(2)) {
+            let v = _mm256_mul_ps(d8, _mm256_loadu_ps(dy.as_ptr() as *const f32));
+            _mm256_storeu_ps(dst.as_mut_ptr() as *mut f32, v);
         }
     }
 }
@@ -532,18 +538,18 @@ pub(super) unsafe fn fill_acts(
 pub(super) struct Acts<'a> {
     pub(super) quants: &'a [ActQuants],
     pub(super) scales: &'a [[f32; 2]],
-    /// Block `b`'s scales at `b * stride`.
-    pub(super) dy4: &'a [[f32; 4]],
+    /// Block `b`'s four rows' scale products ([`scale_products`]) at `b * stride`.
+    pub(super) prods: &'a [[f32; 4]],
     pub(super) stride: usize,
 }
 
 /// Four legacy-format weight rows · every activation row of a batch (llama.cpp's tinyBLAS
 /// product): the rows' blocks are decoded once into a panel ([`fill_panel`]), the batch's
 /// activations laid out once per batch ([`fill_acts`]), then `$rt` tokens at a time (the
-/// rest together) share each decoded block. Per group, first the four rows' `dx * dy` of
-/// every block and token (`prods`, block-major, two tokens by four rows a product), then
-/// per block, token and row the exact integer sum, one conversion and one FMA, its scale a
-/// broadcast load of the stored product: the single-row kernel's operations on each
+/// rest together) share each decoded block. First, once per panel, the four rows' `dx * dy`
+/// of every block and token ([`scale_products`]), then per group, block, token and row the
+/// exact integer sum, one conversion and one FMA, its scale a broadcast load of the stored
+/// product: the single-row kernel's operations on each
 /// output's own eight lanes, so each result equals [`dot4_legacy`]'s (and the single-row
 /// kernel's) bit for bit. Stored products, not products spread over registers per token:
 /// the spreading took shuffles on the pipes the sums need.
@@ -589,16 +595,17 @@ macro_rules! legacy_tile {
             let nb = legacy.len();
             let n = a.len().min(out.len());
             let stride = act_dy4.len() / nb.max(1);
+            scale_products(legacy, act_dy4, stride, n, prods);
             let mut t = 0;
             macro_rules! group {
                 ($n:literal) => {{
                     let acts = Acts {
                         quants: &act_quants[t * nb..],
                         scales: &act_scales[t * nb..],
-                        dy4: &act_dy4[t..],
+                        prods: &prods[t..],
                         stride,
                     };
-                    $group::<T, $n>(legacy, acts, prods, &mut out[t..t + $n]);
+                    $group::<T, $n>(legacy, acts, &mut out[t..t + $n]);
                 }};
             }
             while t + $rt <= n {
@@ -620,13 +627,10 @@ macro_rules! legacy_tile {
         unsafe fn $group<const T: u8, const RT: usize>(
             panel: &[PanelBlock],
             acts: Acts,
-            prods: &mut Vec<[f32; 4]>,
             out: &mut [[f32; 4]],
         ) {
             let nb = panel.len();
             let (_, _, _, has_min) = legacy_layout(LEGACY[T as usize]);
-            let pt = RT.div_ceil(2) * 2;
-            scale_products(panel, acts.dy4, acts.stride, pt, prods);
             let zero = _mm256_setzero_si256();
             let mut acc = [[_mm256_setzero_ps(); 4]; RT];
             let mut mins = [_mm_setzero_ps(); RT];
@@ -635,7 +639,7 @@ macro_rules! legacy_tile {
                 let aux = [0, 1, 2, 3].map(|r| load_bytes(&p.aux[r]));
                 for t in 0..RT {
                     let y = load_bytes(&acts.quants[t * nb + b].0);
-                    let pr = &prods[b * pt + t];
+                    let pr = &acts.prods[b * acts.stride + t];
                     for r in 0..4 {
                         let isum = if has_min {
                             $dp(zero, q[r], y)
@@ -751,41 +755,40 @@ unsafe fn tile_words<const T: u8>(
     } = panel;
     let n = a.len().min(out.len());
     let stride = act_dy4.len() / nb.max(1);
+    scale_products(legacy, act_dy4, stride, n, prods);
     let mut t = 0;
     while t < n {
         let rt = (n - t).min(2);
         let words = &act_words[t * nb..];
-        let dy4 = &act_dy4[t..];
+        let prods = &prods[t..];
         if rt == 2 {
-            group_words::<2>(legacy, words, dy4, stride, prods, &mut out[t..t + 2]);
+            group_words::<2>(legacy, words, prods, stride, &mut out[t..t + 2]);
         } else {
-            group_words::<1>(legacy, words, dy4, stride, prods, &mut out[t..t + 1]);
+            group_words::<1>(legacy, words, prods, stride, &mut out[t..t + 1]);
         }
         t += rt;
     }
 }
 
-/// `RT` tokens (their i16 pairs and block-major scales from the group's first token on)
-/// against a panel of i16 pairs.
+/// `RT` tokens (their i16 pairs and block-major scale products, [`scale_products`], from
+/// the group's first token on) against a panel of i16 pairs.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn group_words<const RT: usize>(
     panel: &[PanelBlock],
     words: &[ActWords],
-    dy4: &[[f32; 4]],
+    prods: &[[f32; 4]],
     stride: usize,
-    prods: &mut Vec<[f32; 4]>,
     out: &mut [[f32; 4]],
 ) {
     let nb = panel.len();
-    scale_products(panel, dy4, stride, 2, prods);
     let mut acc = [[_mm256_setzero_ps(); 4]; RT];
     for (b, p) in panel.iter().enumerate() {
         for t in 0..RT {
             let y = &words[t * nb + b].0;
             let ylo = _mm256_loadu_si256(y[0].as_ptr() as *const __m256i);
             let yhi = _mm256_loadu_si256(y[1].as_ptr() as *const __m256i);
-            let pr = &prods[b * 2 + t];
+            let pr = &prods[b * stride + t];
             for r in 0..4 {
                 let isum = _mm256_add_epi32(
                     _mm256_madd_epi16(ylo, load_bytes(&p.q[r])),
