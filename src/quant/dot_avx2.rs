@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 
 use super::format::GgmlType;
 use super::kquants::{q3k_scales, q4k_scales_mins};
-use super::panel::{ActQuants, ActWords, PanelBlock, TilePanel};
+use super::panel::{ActQuants, ActWords, LaneActs, LaneBlock, PanelBlock, TilePanel};
 
 /// Block sizes, read from the format table ([`super::format::FORMATS`]).
 const Q4_0_BYTES: usize = GgmlType::Q4_0.block_bytes();
@@ -806,6 +806,151 @@ unsafe fn group_words<const RT: usize>(
     }
 }
 
+/// Lays the batch's Q8_0 activations out for [`LaneBlock`]s ([`LaneActs`]), once per batch:
+/// a later call with the same rows (same address and count) keeps them.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn fill_lane_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
+    const AB: usize = GgmlType::Q8_0.block_bytes();
+    let key = (a.first().map_or(0, |r| r.as_ptr() as usize), a.len());
+    let len = a.len().div_ceil(4) * nb;
+    if panel.lane_key == key && panel.lane_acts.len() == len {
+        return;
+    }
+    // Every entry is written below but the padding tokens of the last quad, which are
+    // zeroed: a reused panel is not cleared first.
+    panel.lane_acts.resize(len, LaneActs::ZERO);
+    if !a.len().is_multiple_of(4) {
+        for e in &mut panel.lane_acts[(a.len() / 4) * nb..] {
+            for t in a.len() % 4..4 {
+                for y in &mut e.y {
+                    y[4 * t..4 * t + 4].fill(0);
+                }
+                e.corr[t] = 0;
+                e.d[t] = 0.0;
+            }
+        }
+    }
+    for (t, row) in a.iter().enumerate() {
+        let (quad, tt) = (t / 4, t % 4);
+        for (b, y) in row.chunks_exact(AB).take(nb).enumerate() {
+            let e = &mut panel.lane_acts[quad * nb + b];
+            for (g, dst) in e.y.iter_mut().enumerate() {
+                dst[4 * tt..4 * tt + 4].copy_from_slice(&y[2 + 4 * g..6 + 4 * g]);
+            }
+            e.corr[tt] = -8 * y[2..34].iter().map(|&v| v as i8 as i32).sum::<i32>();
+            e.d[tt] = f16_at(y);
+        }
+    }
+    panel.lane_key = key;
+}
+
+/// Four Q4_0 rows · every activation row of a batch in the repacked order, for AVX2: the
+/// AVX-512 repacked tile's layouts ([`LaneBlock`], [`LaneActs`]: one output per lane, no
+/// horizontal sums) on 256-bit registers, rows 0-1 in the first, rows 2-3 in the second.
+/// Without `vpdpbusd`, each step is a `vpmaddubsw` (nibbles 0..=15 times activations in
+/// -127..=127: each i16 at most 3810 in size) added in i16 over the block's eight steps
+/// (at most 30480, no overflow), then one `vpmaddwd` by ones and the `-8 * Σy` correction:
+/// the same exact integer sum, then the same conversion, scale product and FMA per output,
+/// so the same bits as the single-row repacked order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_repacked_q4_0_avx2(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    out: &mut [[f32; 4]],
+    panel: &mut TilePanel,
+) {
+    let nb = w[0].len() / GgmlType::Q4_0.block_bytes();
+    fill_lanes_q4_0(w, &mut panel.lanes);
+    fill_lane_acts(a, nb, panel);
+    let n = a.len().min(out.len());
+    let nq = panel.lane_acts.len() / nb.max(1);
+    let mut quad = 0;
+    while quad + 2 <= nq {
+        lane_quads::<2>(panel, nb, quad, &mut out[..n]);
+        quad += 2;
+    }
+    if quad < nq {
+        lane_quads::<1>(panel, nb, quad, &mut out[..n]);
+    }
+}
+
+/// `QN` quads of tokens from `quad` on against a laid-out panel ([`tile_repacked_q4_0_avx2`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lane_quads<const QN: usize>(
+    panel: &TilePanel,
+    nb: usize,
+    quad: usize,
+    out: &mut [[f32; 4]],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); 2]; QN];
+    for (b, wb) in panel.lanes.iter().enumerate() {
+        let ab: [&LaneActs; QN] = std::array::from_fn(|k| &panel.lane_acts[(quad + k) * nb + b]);
+        let mut sums = [[_mm256_setzero_si256(); 2]; QN];
+        for g in 0..8 {
+            let q = [0, 1].map(|h| load_bytes(wb.q[g][32 * h..].first_chunk().unwrap()));
+            for k in 0..QN {
+                let y = _mm256_broadcastsi128_si256(_mm_load_si128(
+                    ab[k].y[g].as_ptr() as *const __m128i
+                ));
+                for h in 0..2 {
+                    sums[k][h] = _mm256_add_epi16(sums[k][h], _mm256_maddubs_epi16(q[h], y));
+                }
+            }
+        }
+        let dw = [0, 1].map(|h| _mm256_load_ps(wb.d[8 * h..].as_ptr()));
+        for k in 0..QN {
+            let corr =
+                _mm256_broadcastsi128_si256(_mm_load_si128(ab[k].corr.as_ptr() as *const __m128i));
+            let dy = _mm256_broadcast_ps(&*(ab[k].d.as_ptr() as *const __m128));
+            for h in 0..2 {
+                let isum = _mm256_add_epi32(corr, _mm256_madd_epi16(sums[k][h], ones));
+                let scale = _mm256_mul_ps(dw[h], dy);
+                acc[k][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[k][h]);
+            }
+        }
+    }
+    // Lane 4r + t of register h holds row 2h + r, token t of the quad.
+    for (k, acc) in acc.iter().enumerate() {
+        let mut o = [0f32; 16];
+        _mm256_storeu_ps(o.as_mut_ptr(), acc[0]);
+        _mm256_storeu_ps(o[8..].as_mut_ptr(), acc[1]);
+        for t in 0..4 {
+            if let Some(dst) = out.get_mut(4 * (quad + k) + t) {
+                *dst = [0, 1, 2, 3].map(|r| o[4 * r + t]);
+            }
+        }
+    }
+}
+
+/// Lays four Q4_0 rows out for one output per lane ([`LaneBlock`]): step `g` of row `r`
+/// (its quants `4g..4g + 4`, the unsigned nibbles) repeated across 16-byte chunk `r`, and
+/// row `r`'s scale across lanes `4r..4r + 4`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>) {
+    const WB: usize = GgmlType::Q4_0.block_bytes();
+    let nb = w[0].len() / WB;
+    // Every entry is written below: a reused panel is not cleared first.
+    lanes.resize(nb, LaneBlock::ZERO);
+    for (b, l) in lanes.iter_mut().enumerate() {
+        for (r, row) in w.iter().enumerate() {
+            let x = &row[WB * b..WB * (b + 1)];
+            let mut q = [0u8; 32];
+            store_bytes(&mut q, nibbles32(x[2..18].as_ptr()));
+            for (g, step) in l.q.iter_mut().enumerate() {
+                for c in step[16 * r..16 * (r + 1)].chunks_exact_mut(4) {
+                    c.copy_from_slice(&q[4 * g..4 * g + 4]);
+                }
+            }
+            l.d[4 * r..4 * r + 4].fill(f16_at(x));
+        }
+    }
+}
+
 /// `acc + madd_us(x, y)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -1445,6 +1590,17 @@ isa_entries! {
 entries! { &[&[u8]; 4], &[u8] => [f32; 4]:
     gemv_rows4_q4_k => repacked_rows4_k<2>();
     gemv_rows4_q2_k => repacked_rows4_k<0>();
+}
+
+/// Entry point of [`tile_repacked_q4_0_avx2`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn tile_repacked_q4_0(
+    w: &[&[u8]; 4],
+    a: &[&[u8]],
+    out: &mut [[f32; 4]],
+    panel: &mut TilePanel,
+) {
+    tile_repacked_q4_0_avx2(w, a, out, panel)
 }
 
 /// Q4_0 weights · Q8_0 activations in llama.cpp's repacked order (`korder::repacked_q4_0`).

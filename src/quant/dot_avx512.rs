@@ -19,8 +19,8 @@
 use std::arch::x86_64::*;
 
 use super::dot_avx2::{
-    Acts, LEGACY, PanelAux, f16_at, fill_acts, fill_panel, hsum, legacy_layout, legacy_quants,
-    legacy_tile, load_bytes, nibbles32, out4, prefetch_ahead, scale_products,
+    Acts, LEGACY, PanelAux, f16_at, fill_acts, fill_lane_acts, fill_panel, hsum, legacy_layout,
+    legacy_quants, legacy_tile, load_bytes, nibbles32, out4, prefetch_ahead, scale_products,
 };
 use super::format::GgmlType;
 use super::lanes::{spread_rows, spread_steps, store_quads};
@@ -360,45 +360,6 @@ unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>) {
         }
         _mm512_store_ps(l.d.as_mut_ptr(), spread_rows(f16x4(xs, 0)));
     }
-}
-
-/// Lays the batch's Q8_0 activations out for [`LaneBlock`]s ([`LaneActs`]), once per batch:
-/// a later call with the same rows (same address and count) keeps them.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn fill_lane_acts(a: &[&[u8]], nb: usize, panel: &mut TilePanel) {
-    const AB: usize = GgmlType::Q8_0.block_bytes();
-    let key = (a.first().map_or(0, |r| r.as_ptr() as usize), a.len());
-    let len = a.len().div_ceil(4) * nb;
-    if panel.lane_key == key && panel.lane_acts.len() == len {
-        return;
-    }
-    // Every entry is written below but the padding tokens of the last quad, which are
-    // zeroed: a reused panel is not cleared first.
-    panel.lane_acts.resize(len, LaneActs::ZERO);
-    if !a.len().is_multiple_of(4) {
-        for e in &mut panel.lane_acts[(a.len() / 4) * nb..] {
-            for t in a.len() % 4..4 {
-                for y in &mut e.y {
-                    y[4 * t..4 * t + 4].fill(0);
-                }
-                e.corr[t] = 0;
-                e.d[t] = 0.0;
-            }
-        }
-    }
-    for (t, row) in a.iter().enumerate() {
-        let (quad, tt) = (t / 4, t % 4);
-        for (b, y) in row.chunks_exact(AB).take(nb).enumerate() {
-            let e = &mut panel.lane_acts[quad * nb + b];
-            for (g, dst) in e.y.iter_mut().enumerate() {
-                dst[4 * tt..4 * tt + 4].copy_from_slice(&y[2 + 4 * g..6 + 4 * g]);
-            }
-            e.corr[tt] = -8 * y[2..34].iter().map(|&v| v as i8 as i32).sum::<i32>();
-            e.d[tt] = f16_at(y);
-        }
-    }
-    panel.lane_key = key;
 }
 
 /// Block `$b` of four Q4_0 rows · a Q8_0 row, exact: row `r`'s sum spread over the four

@@ -268,11 +268,14 @@ fn avx2(weight: GgmlType) -> Option<FormatKernels> {
         tile: None,
     };
     let repacked = match weight {
-        Q4_0 => Some(repacked(
-            avx2::repacked_q4_0,
-            avx2::repacked4_q4_0,
-            avx2::repacked_rows4_q4_0,
-        )),
+        Q4_0 => Some(Order {
+            tile: Some(Tile(avx2::tile_repacked_q4_0)),
+            ..repacked(
+                avx2::repacked_q4_0,
+                avx2::repacked4_q4_0,
+                avx2::repacked_rows4_q4_0,
+            )
+        }),
         Q4_K => Some(repacked(
             avx2::gemv_q4_k,
             avx2::gemm4_q4_k,
