@@ -939,12 +939,11 @@ pub(super) unsafe fn fill_lanes_q4_0(w: &[&[u8]; 4], lanes: &mut Vec<LaneBlock>)
     for (b, l) in lanes.iter_mut().enumerate() {
         for (r, row) in w.iter().enumerate() {
             let x = &row[WB * b..WB * (b + 1)];
-            let mut q = [0u8; 32];
-            store_bytes(&mut q, nibbles32(x[2..18].as_ptr()));
+            let q = nibbles32(x[2..18].as_ptr());
             for (g, step) in l.q.iter_mut().enumerate() {
-                for c in step[16 * r..16 * (r + 1)].chunks_exact_mut(4) {
-                    c.copy_from_slice(&q[4 * g..4 * g + 4]);
-                }
+                let v = _mm256_permutevar8x32_epi32(q, _mm256_set1_epi32(g as i32));
+                let dst = step[16 * r..].as_mut_ptr() as *mut __m128i;
+                _mm_storeu_si128(dst, _mm256_castsi256_si128(v));
             }
             l.d[4 * r..4 * r + 4].fill(f16_at(x));
         }
