@@ -845,36 +845,52 @@ pub(super) unsafe fn fill_lane_acts(a: &[&[u8]], nb: usize, panel: &mut TilePane
     panel.lane_key = key;
 }
 
-/// Four Q4_0 rows · every activation row of a batch in the repacked order, for AVX2: the
-/// AVX-512 repacked tile's layouts ([`LaneBlock`], [`LaneActs`]: one output per lane, no
-/// horizontal sums) on 256-bit registers, rows 0-1 in the first, rows 2-3 in the second.
-/// Without `vpdpbusd`, each step is a `vpmaddubsw` (nibbles 0..=15 times activations in
-/// -127..=127: each i16 at most 3810 in size) added in i16 over the block's eight steps
-/// (at most 30480, no overflow), then one `vpmaddwd` by ones and the `-8 * Σy` correction:
-/// the same exact integer sum, then the same conversion, scale product and FMA per output,
-/// so the same bits as the single-row repacked order.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_repacked_q4_0_avx2(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut TilePanel,
-) {
-    let nb = w[0].len() / GgmlType::Q4_0.block_bytes();
-    fill_lanes_q4_0(w, &mut panel.lanes);
-    fill_lane_acts(a, nb, panel);
-    let n = a.len().min(out.len());
-    let nq = panel.lane_acts.len() / nb.max(1);
-    let mut quad = 0;
-    while quad + 2 <= nq {
-        lane_quads::<2>(panel, nb, quad, &mut out[..n]);
-        quad += 2;
-    }
-    if quad < nq {
-        lane_quads::<1>(panel, nb, quad, &mut out[..n]);
-    }
+/// Stamps out the repacked Q4_0 tile's driver for an instruction set (`$features`): lays
+/// four rows out with `$fill` ([`LaneBlock`]) and the batch's activations with
+/// [`fill_lane_acts`], then runs `$quads` over two quads of tokens at a time and a last
+/// one alone.
+macro_rules! lane_tile {
+    ($(#[$m:meta])* $name:ident, $features:literal, $fill:ident, $quads:ident) => {
+        $(#[$m])*
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            w: &[&[u8]; 4],
+            a: &[&[u8]],
+            out: &mut [[f32; 4]],
+            panel: &mut TilePanel,
+        ) {
+            let nb = w[0].len() / GgmlType::Q4_0.block_bytes();
+            $fill(w, &mut panel.lanes);
+            fill_lane_acts(a, nb, panel);
+            let n = a.len().min(out.len());
+            let nq = panel.lane_acts.len() / nb.max(1);
+            let mut quad = 0;
+            while quad + 2 <= nq {
+                $quads::<2>(panel, nb, quad, &mut out[..n]);
+                quad += 2;
+            }
+            if quad < nq {
+                $quads::<1>(panel, nb, quad, &mut out[..n]);
+            }
+        }
+    };
 }
+pub(super) use lane_tile;
+lane_tile!(
+    /// Four Q4_0 rows · every activation row of a batch in the repacked order, for AVX2: the
+    /// AVX-512 repacked tile's layouts ([`LaneBlock`], [`LaneActs`]: one output per lane, no
+    /// horizontal sums) on 256-bit registers, rows 0-1 in the first, rows 2-3 in the second.
+    /// Without `vpdpbusd`, each step is a `vpmaddubsw` (nibbles 0..=15 times activations in
+    /// -127..=127: each i16 at most 3810 in size) added in i16 over the block's eight steps
+    /// (at most 30480, no overflow), then one `vpmaddwd` by ones and the `-8 * Σy` correction:
+    /// the same exact integer sum, then the same conversion, scale product and FMA per output,
+    /// so the same bits as the single-row repacked order.
+    tile_repacked_q4_0_avx2,
+    "avx2,fma,f16c",
+    fill_lanes_q4_0,
+    lane_quads
+);
 
 /// `QN` quads of tokens from `quad` on against a laid-out panel ([`tile_repacked_q4_0_avx2`]).
 #[inline]

@@ -19,8 +19,9 @@
 use std::arch::x86_64::*;
 
 use super::dot_avx2::{
-    Acts, LEGACY, PanelAux, f16_at, fill_acts, fill_lane_acts, fill_panel, hsum, legacy_layout,
-    legacy_quants, legacy_tile, load_bytes, nibbles32, out4, prefetch_ahead, scale_products,
+    Acts, LEGACY, PanelAux, f16_at, fill_acts, fill_lane_acts, fill_panel, hsum, lane_tile,
+    legacy_layout, legacy_quants, legacy_tile, load_bytes, nibbles32, out4, prefetch_ahead,
+    scale_products,
 };
 use super::format::GgmlType;
 use super::lanes::{spread_rows, spread_steps, store_quads};
@@ -251,41 +252,25 @@ fn f16x4(xs: [&[u8]; 4], at: usize) -> __m128 {
     }
 }
 
-/// Four repacked Q4_0 weight rows · every Q8_0 activation row of a batch, in llama.cpp's
-/// repacked order (`korder::repacked_q4_0`): per block, the exact integer dot, then one FMA
-/// by `dx * dy` into each output's accumulator.
-///
-/// One output per lane, as llama.cpp's repacked gemm has it: the rows are laid out once
-/// per tile call ([`LaneBlock`], row `r` in 128-bit chunk `r`, each four-quant step
-/// repeated across the chunk) and the batch's activations once per batch ([`LaneActs`],
-/// four tokens' steps side by side, broadcast to every chunk as they are loaded), so that
-/// eight `vpdpbusd` per block leave the 16 outputs of four rows and four tokens each in its
-/// own lane, with no horizontal sum; one conversion, one scale product and one FMA then
-/// serve all 16. The weights' panel stays in L1 while the quads of tokens stream past it,
-/// 16 bytes per step each. The integer sums are exact, so each output receives the same
-/// float operations as the single-row order, bit for bit.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_repacked_q4_0(
-    w: &[&[u8]; 4],
-    a: &[&[u8]],
-    out: &mut [[f32; 4]],
-    panel: &mut TilePanel,
-) {
-    let nb = w[0].len() / GgmlType::Q4_0.block_bytes();
-    fill_lanes_q4_0(w, &mut panel.lanes);
-    fill_lane_acts(a, nb, panel);
-    let n = a.len().min(out.len());
-    let nq = panel.lane_acts.len() / nb.max(1);
-    let mut quad = 0;
-    while quad + 2 <= nq {
-        lane_quads::<2>(panel, nb, quad, &mut out[..n]);
-        quad += 2;
-    }
-    if quad < nq {
-        lane_quads::<1>(panel, nb, quad, &mut out[..n]);
-    }
-}
+lane_tile!(
+    /// Four repacked Q4_0 weight rows · every Q8_0 activation row of a batch, in llama.cpp's
+    /// repacked order (`korder::repacked_q4_0`): per block, the exact integer dot, then one FMA
+    /// by `dx * dy` into each output's accumulator.
+    ///
+    /// One output per lane, as llama.cpp's repacked gemm has it: the rows are laid out once
+    /// per tile call ([`LaneBlock`], row `r` in 128-bit chunk `r`, each four-quant step
+    /// repeated across the chunk) and the batch's activations once per batch ([`LaneActs`],
+    /// four tokens' steps side by side, broadcast to every chunk as they are loaded), so that
+    /// eight `vpdpbusd` per block leave the 16 outputs of four rows and four tokens each in its
+    /// own lane, with no horizontal sum; one conversion, one scale product and one FMA then
+    /// serve all 16. The weights' panel stays in L1 while the quads of tokens stream past it,
+    /// 16 bytes per step each. The integer sums are exact, so each output receives the same
+    /// float operations as the single-row order, bit for bit.
+    tile_repacked_q4_0,
+    "avx512f,avx512bw,avx512vnni,avx2,fma,f16c",
+    fill_lanes_q4_0,
+    lane_quads
+);
 
 /// `QN` quads of tokens from `quad` on against a laid-out panel: the weights' loads shared
 /// by the quads, each quad's sum split into two chains of four `vpdpbusd` (the integer sums
