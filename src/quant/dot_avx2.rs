@@ -414,8 +414,6 @@ pub(super) unsafe fn offset_correction(q: __m256i) -> __m256i {
 /// formats keep zero whatever the tile.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum PanelAux {
-    /// `|x|`, for the sign trick.
-    Abs,
     /// `-128 * (sum of each group of four quants)`, the correction of activations offset by
     /// 128 ([`offset_correction`]).
     Offset,
@@ -444,7 +442,6 @@ pub(super) unsafe fn fill_panel<const T: u8>(
             let q = legacy_quants(ty, x);
             let (q, extra) = match aux {
                 _ if has_min => (q, _mm256_setzero_si256()),
-                PanelAux::Abs => (q, _mm256_sign_epi8(q, q)),
                 PanelAux::Offset => (q, offset_correction(q)),
                 PanelAux::Words => {
                     let [lo, hi] = byte_pairs(q);
@@ -557,14 +554,14 @@ pub(super) struct Acts<'a> {
 /// Stamped out once per instruction set (`$features`), with as many tokens a group as its
 /// registers hold accumulators for (`$rt`; 16 registers for AVX2, 32 for AVX-512):
 /// `$dp(acc, u, s)` adds the eight i32 sums of four unsigned × signed byte products
-/// (`maddubs` + `madd` with AVX2, one `vpdpbusd` with VNNI). Signed formats use the sign
-/// trick (the panel's `aux` holds |x|) or, with `$offset` (VNNI only, which does not
-/// saturate), the activations offset to unsigned `y + 128` with `-128 * sum(x)` per lane as
-/// each sum's starting value (held in `aux`). The offset form is the faster with VNNI
-/// (`cargo bench --bench kernels`). All are exact: no pair of products reaches the `maddubs`
-/// bound, as activation quants lie in [-127, 127] and unsigned weight quants in [0, 128].
+/// (`maddubs` + `madd` with AVX2, one `vpdpbusd` with VNNI). Signed formats take the
+/// activations offset to unsigned `y + 128` with `-128 * sum(x)` per lane as each sum's
+/// starting value (held in `aux`): exact with VNNI, which does not saturate, so only VNNI
+/// instances take them (`$signed`); AVX2 routes them to [`tile_words`]. The unsigned
+/// formats' sums are exact with `maddubs` too: no pair of products reaches its bound, as
+/// activation quants lie in [-127, 127] and unsigned weight quants in [0, 31].
 macro_rules! legacy_tile {
-    ($name:ident, $group:ident, $features:literal, $dp:ident, $offset:literal, $rt:literal) => {
+    ($name:ident, $group:ident, $features:literal, $dp:ident, $signed:literal, $rt:literal) => {
         #[inline]
         #[target_feature(enable = $features)]
         unsafe fn $name<const T: u8>(
@@ -574,16 +571,9 @@ macro_rules! legacy_tile {
             panel: &mut TilePanel,
         ) {
             let (_, ab, at, has_min) = legacy_layout(LEGACY[T as usize]);
-            fill_acts(panel, a, ab, at, $offset && !has_min);
-            fill_panel::<T>(
-                w,
-                &mut panel.legacy,
-                if $offset {
-                    PanelAux::Offset
-                } else {
-                    PanelAux::Abs
-                },
-            );
+            debug_assert!(has_min || $signed, "a signed format in a tile without VNNI");
+            fill_acts(panel, a, ab, at, !has_min);
+            fill_panel::<T>(w, &mut panel.legacy, PanelAux::Offset);
             let TilePanel {
                 legacy,
                 act_scales,
@@ -643,10 +633,8 @@ macro_rules! legacy_tile {
                     for r in 0..4 {
                         let isum = if has_min {
                             $dp(zero, q[r], y)
-                        } else if $offset {
-                            $dp(aux[r], y, q[r])
                         } else {
-                            $dp(zero, aux[r], _mm256_sign_epi8(y, q[r]))
+                            $dp(aux[r], y, q[r])
                         };
                         let scale = _mm256_broadcast_ss(&pr[r]);
                         acc[t][r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[t][r]);
