@@ -486,11 +486,12 @@ pub(super) unsafe fn scale_products(
 }
 
 /// Lays the batch's activations out for the legacy tiles, once per batch (a later call
-/// with the same rows, same address, count, block size and offset, keeps them): the quants,
-/// offset by 128 with `offset`, token-major ([`ActQuants`]); each block's scale and sum
-/// (`d`, and `s` where the format has it) as f32, token-major; and the scales again
-/// block-major, each repeated four times, a row of `n + 8` tokens per block (zeros past
-/// `n`), for the scale products of four rows and several tokens at once.
+/// with the same rows, same address, count, block size and offset, keeps them), every
+/// array block-major, a row of `n + 8` tokens per block (zeros past `n`), so that a group
+/// of tokens finds each block's entries side by side: the quants, offset by 128 with
+/// `offset` ([`ActQuants`]); each block's scale and sum (`d`, and `s` where the format has
+/// it) as f32; and the scales again, each repeated four times, for the scale products of
+/// four rows and several tokens at once.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn fill_acts(
@@ -511,31 +512,36 @@ pub(super) unsafe fn fill_acts(
     }
     let c = _mm256_set1_epi8(if offset { 0x80u8 as i8 } else { 0 });
     let (n, nb) = (a.len(), a.first().map_or(0, |r| r.len() / ab));
+    let stride = n + 8;
     panel.act_quants.clear();
+    panel.act_quants.resize(nb * stride, ActQuants([0; 32]));
     panel.act_scales.clear();
+    panel.act_scales.resize(nb * stride, [0.0; 2]);
     panel.act_dy4.clear();
-    panel.act_dy4.resize(nb * (n + 8), [0.0; 4]);
+    panel.act_dy4.resize(nb * stride, [0.0; 4]);
     for (t, row) in a.iter().enumerate() {
         for (b, y) in row.chunks_exact(ab).enumerate() {
-            let mut e = ActQuants([0; 32]);
-            store_bytes(&mut e.0, _mm256_xor_si256(load(&y[at..]), c));
-            panel.act_quants.push(e);
+            let i = b * stride + t;
+            store_bytes(
+                &mut panel.act_quants[i].0,
+                _mm256_xor_si256(load(&y[at..]), c),
+            );
             let pair = u32::from_le_bytes([y[0], y[1], y[2], y[3]]);
             let v = _mm_cvtph_ps(_mm_cvtsi32_si128(pair as i32));
             let (d, s) = (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)));
-            panel.act_scales.push([d, s]);
-            panel.act_dy4[b * (n + 8) + t] = [d; 4];
+            panel.act_scales[i] = [d, s];
+            panel.act_dy4[i] = [d; 4];
         }
     }
     panel.act_key = key;
 }
 
-/// A group of tokens' activations as [`fill_acts`] laid them out, from the group's first
-/// token on.
+/// A group of tokens' activations as [`fill_acts`] laid them out, and their scale
+/// products with four rows ([`scale_products`]), each from the group's first token on,
+/// block `b`'s entries at `b * stride`.
 pub(super) struct Acts<'a> {
     pub(super) quants: &'a [ActQuants],
     pub(super) scales: &'a [[f32; 2]],
-    /// Block `b`'s four rows' scale products ([`scale_products`]) at `b * stride`.
     pub(super) prods: &'a [[f32; 4]],
     pub(super) stride: usize,
 }
@@ -582,16 +588,15 @@ macro_rules! legacy_tile {
                 prods,
                 ..
             } = panel;
-            let nb = legacy.len();
             let n = a.len().min(out.len());
-            let stride = act_dy4.len() / nb.max(1);
+            let stride = act_dy4.len() / legacy.len().max(1);
             scale_products(legacy, act_dy4, stride, n, prods);
             let mut t = 0;
             macro_rules! group {
                 ($n:literal) => {{
                     let acts = Acts {
-                        quants: &act_quants[t * nb..],
-                        scales: &act_scales[t * nb..],
+                        quants: &act_quants[t..],
+                        scales: &act_scales[t..],
                         prods: &prods[t..],
                         stride,
                     };
@@ -619,7 +624,6 @@ macro_rules! legacy_tile {
             acts: Acts,
             out: &mut [[f32; 4]],
         ) {
-            let nb = panel.len();
             let (_, _, _, has_min) = legacy_layout(LEGACY[T as usize]);
             let zero = _mm256_setzero_si256();
             let mut acc = [[_mm256_setzero_ps(); 4]; RT];
@@ -627,9 +631,12 @@ macro_rules! legacy_tile {
             for (b, p) in panel.iter().enumerate() {
                 let q = [0, 1, 2, 3].map(|r| load_bytes(&p.q[r]));
                 let aux = [0, 1, 2, 3].map(|r| load_bytes(&p.aux[r]));
+                // The group's entries of block b, side by side: no bounds checks per token.
+                let at = b * acts.stride;
+                let (ys, prods) = (&acts.quants[at..at + RT], &acts.prods[at..at + RT]);
                 for t in 0..RT {
-                    let y = load_bytes(&acts.quants[t * nb + b].0);
-                    let pr = &acts.prods[b * acts.stride + t];
+                    let y = load_bytes(&ys[t].0);
+                    let pr = &prods[t];
                     for r in 0..4 {
                         let isum = if has_min {
                             $dp(zero, q[r], y)
@@ -641,7 +648,7 @@ macro_rules! legacy_tile {
                     }
                     if has_min {
                         let mx = _mm_loadu_ps(p.m.as_ptr());
-                        let dy = _mm_set1_ps(acts.scales[t * nb + b][1]);
+                        let dy = _mm_set1_ps(acts.scales[at + t][1]);
                         mins[t] = _mm_fmadd_ps(mx, dy, mins[t]);
                     }
                 }
@@ -733,7 +740,6 @@ unsafe fn tile_words<const T: u8>(
         panel.words_key = panel.act_key;
     }
     fill_panel::<T>(w, &mut panel.legacy, PanelAux::Words);
-    let nb = panel.legacy.len();
     let TilePanel {
         legacy,
         act_words,
@@ -742,12 +748,12 @@ unsafe fn tile_words<const T: u8>(
         ..
     } = panel;
     let n = a.len().min(out.len());
-    let stride = act_dy4.len() / nb.max(1);
+    let stride = act_dy4.len() / legacy.len().max(1);
     scale_products(legacy, act_dy4, stride, n, prods);
     let mut t = 0;
     while t < n {
         let rt = (n - t).min(2);
-        let words = &act_words[t * nb..];
+        let words = &act_words[t..];
         let prods = &prods[t..];
         if rt == 2 {
             group_words::<2>(legacy, words, prods, stride, &mut out[t..t + 2]);
@@ -758,8 +764,8 @@ unsafe fn tile_words<const T: u8>(
     }
 }
 
-/// `RT` tokens (their i16 pairs and block-major scale products, [`scale_products`], from
-/// the group's first token on) against a panel of i16 pairs.
+/// `RT` tokens (their i16 pairs and scale products, [`scale_products`], from the group's
+/// first token on, block-major with `stride`) against a panel of i16 pairs.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn group_words<const RT: usize>(
@@ -769,14 +775,15 @@ unsafe fn group_words<const RT: usize>(
     stride: usize,
     out: &mut [[f32; 4]],
 ) {
-    let nb = panel.len();
     let mut acc = [[_mm256_setzero_ps(); 4]; RT];
     for (b, p) in panel.iter().enumerate() {
+        let at = b * stride;
+        let (ys, prods) = (&words[at..at + RT], &prods[at..at + RT]);
         for t in 0..RT {
-            let y = &words[t * nb + b].0;
+            let y = &ys[t].0;
             let ylo = _mm256_loadu_si256(y[0].as_ptr() as *const __m256i);
             let yhi = _mm256_loadu_si256(y[1].as_ptr() as *const __m256i);
-            let pr = &prods[b * stride + t];
+            let pr = &prods[t];
             for r in 0..4 {
                 let isum = _mm256_add_epi32(
                     _mm256_madd_epi16(ylo, load_bytes(&p.q[r])),

@@ -103,15 +103,16 @@ unsafe fn tile_pairs<const T: u8>(
         act_quants,
         ..
     } = panel;
-    let nb = legacy.len();
     let n = a.len().min(out.len());
+    let stride = act_quants.len() / legacy.len().max(1);
     let mut t = 0;
     macro_rules! group {
         ($n:literal) => {{
             group_pairs::<T, $n>(
                 legacy,
-                &act_quants[t * nb..],
-                &act_scales[t * nb..],
+                &act_quants[t..],
+                &act_scales[t..],
+                stride,
                 &mut out[t..t + $n],
             );
         }};
@@ -133,17 +134,17 @@ unsafe fn tile_pairs<const T: u8>(
     }
 }
 
-/// `RT` tokens (their quants and scales from the group's first token on, token-major)
-/// against a decoded panel, two rows per register.
+/// `RT` tokens (their quants and scales from the group's first token on, block-major with
+/// `stride`, [`fill_acts`]) against a decoded panel, two rows per register.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn group_pairs<const T: u8, const RT: usize>(
     panel: &[PanelBlock],
     quants: &[ActQuants],
     scales: &[[f32; 2]],
+    stride: usize,
     out: &mut [[f32; 4]],
 ) {
-    let nb = panel.len();
     let (_, _, _, has_min) = legacy_layout(LEGACY[T as usize]);
     let zero = _mm512_setzero_si512();
     let mut acc = [[_mm512_setzero_ps(); 2]; RT];
@@ -154,9 +155,11 @@ unsafe fn group_pairs<const T: u8, const RT: usize>(
         let aux = [0, 2].map(|r| _mm512_loadu_si512(p.aux[r].as_ptr() as *const __m512i));
         let d4 = _mm_loadu_ps(p.d.as_ptr());
         let dx = [spread_pair(d4, 0), spread_pair(d4, 2)];
+        let at = b * stride;
+        let (ys, scales) = (&quants[at..at + RT], &scales[at..at + RT]);
         for t in 0..RT {
-            let y = _mm512_broadcast_i64x4(load_bytes(&quants[t * nb + b].0));
-            let [dy, sy] = scales[t * nb + b];
+            let y = _mm512_broadcast_i64x4(load_bytes(&ys[t].0));
+            let [dy, sy] = scales[t];
             let dy = _mm512_set1_ps(dy);
             for h in 0..2 {
                 let isum = if has_min {

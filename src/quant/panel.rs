@@ -130,12 +130,13 @@ impl KLaneActs {
 pub struct TilePanel {
     /// The 32-value formats' blocks.
     pub(super) legacy: Vec<PanelBlock>,
-    /// The activations' block scales (`d`, and `s` where the format has it), token-major.
+    /// The activations' block scales (`d`, and `s` where the format has it), block-major
+    /// (`dot_avx2::fill_acts`).
     pub(super) act_scales: Vec<[f32; 2]>,
     /// Which batch `act_scales`, `act_quants` and `act_dy4` belong to: its first row's
     /// address, its shape, and whether the quants are offset by 128.
     pub(super) act_key: (usize, usize, usize, bool),
-    /// The batch's activation quants for the legacy tiles, token-major.
+    /// The batch's activation quants for the legacy tiles, block-major.
     pub(super) act_quants: Vec<ActQuants>,
     /// `act_quants` as i16 pairs ([`ActWords`]), for the AVX2 tile of signed formats.
     pub(super) act_words: Vec<ActWords>,
