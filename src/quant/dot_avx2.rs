@@ -1670,6 +1670,68 @@ pub(crate) unsafe fn repacked_rows4_q4_0(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
     out4(acc)
 }
 
+/// Σ of a Q8_0 block's 32 signed quants (`y`: the block's bytes): `vpsadbw` sums them
+/// offset by 128.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8_0_sum(y: &[u8]) -> i32 {
+    let sad = _mm256_sad_epu8(
+        _mm256_xor_si256(load(&y[2..]), _mm256_set1_epi8(-128)),
+        _mm256_setzero_si256(),
+    );
+    let sad = _mm_add_epi64(
+        _mm256_castsi256_si128(sad),
+        _mm256_extracti128_si256::<1>(sad),
+    );
+    _mm_cvtsi128_si32(_mm_add_epi64(sad, _mm_unpackhi_epi64(sad, sad))) - 32 * 128
+}
+
+/// Sixteen interleaved Q4_0 weight rows ([`interleave`](super::interleave)) · one Q8_0
+/// activation row (single-token generation) in llama.cpp's repacked order, one output per
+/// lane as its AVX2 gemv has it, eight rows per register: per block and step, the unsigned
+/// nibbles of eight rows times the activations' dword broadcast to every lane
+/// (`vpmaddubsw`), the eight steps summed in i16 (each sum at most 8 · 2 · 15 · 128 = 30720,
+/// so exact), then one `vpmaddwd` by ones, `- 8 Σy` (the nibbles' offset), one conversion,
+/// one scale product `dx * dy` and one FMA per eight rows: each lane receives the
+/// single-row order's operations block after block ([`repacked_rows4_q4_0`] does the same
+/// four rows at a time, gathering each row's block on every token).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn rows16_q4_0(w: &[u8], a: &[u8]) -> [f32; 16] {
+    use super::interleave::Q4_0X16_BYTES;
+    let low = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (x, y) in w
+        .chunks_exact(Q4_0X16_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+    {
+        let dword = |at: usize| {
+            _mm256_set1_epi32(i32::from_le_bytes([y[at], y[at + 1], y[at + 2], y[at + 3]]))
+        };
+        let mut sums = [_mm256_setzero_si256(); 2];
+        for g in 0..4 {
+            let (ylo, yhi) = (dword(2 + 4 * g), dword(18 + 4 * g));
+            for (h, sum) in sums.iter_mut().enumerate() {
+                let q = load(&x[32 + 64 * g + 32 * h..]);
+                let lo = _mm256_maddubs_epi16(_mm256_and_si256(q, low), ylo);
+                let hi =
+                    _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(q), low), yhi);
+                *sum = _mm256_add_epi16(*sum, _mm256_add_epi16(lo, hi));
+            }
+        }
+        let offset = _mm256_set1_epi32(-8 * q8_0_sum(y));
+        let dy = _mm256_set1_ps(f16_at(y));
+        for (h, (acc, sum)) in acc.iter_mut().zip(sums).enumerate() {
+            let isum = _mm256_add_epi32(_mm256_madd_epi16(sum, _mm256_set1_epi16(1)), offset);
+            let dx = _mm256_cvtph_ps(_mm_loadu_si128(x[16 * h..].as_ptr() as *const __m128i));
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dx, dy), *acc);
+        }
+    }
+    let mut o = [0f32; 16];
+    _mm256_storeu_ps(o.as_mut_ptr(), acc[0]);
+    _mm256_storeu_ps(o[8..].as_mut_ptr(), acc[1]);
+    o
+}
+
 /// F32 weights · F32 activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_f32_f32(w: &[u8], a: &[u8]) -> f32 {

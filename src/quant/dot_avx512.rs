@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 use super::dot_avx2::{
     Acts, LEGACY, PanelAux, f16_at, fill_acts, fill_lane_acts, fill_panel, hsum, lane_tile,
     legacy_layout, legacy_quants, legacy_tile, load_bytes, nibbles32, out4, prefetch_ahead,
-    scale_products,
+    q8_0_sum, scale_products,
 };
 use super::format::GgmlType;
 use super::lanes::{spread_rows, spread_steps, store_quads};
@@ -545,17 +545,7 @@ pub(crate) unsafe fn rows16_q4_0_zmm(w: &[u8], a: &[u8]) -> [f32; 16] {
     let low = _mm512_set1_epi8(0x0f);
     let mut acc = _mm512_setzero_ps();
     for (x, y) in w.chunks_exact(Q4_0X16_BYTES).zip(a.chunks_exact(AB)) {
-        // Σy of the block's 32 signed quants: `vpsadbw` sums them offset by 128.
-        let qy = _mm256_loadu_si256(y[2..].as_ptr() as *const __m256i);
-        let sad = _mm256_sad_epu8(
-            _mm256_xor_si256(qy, _mm256_set1_epi8(-128)),
-            _mm256_setzero_si256(),
-        );
-        let sad = _mm_add_epi64(
-            _mm256_castsi256_si128(sad),
-            _mm256_extracti128_si256::<1>(sad),
-        );
-        let sum_y = _mm_cvtsi128_si32(_mm_add_epi64(sad, _mm_unpackhi_epi64(sad, sad))) - 32 * 128;
+        let sum_y = q8_0_sum(y);
         let dword = |at: usize| i32::from_le_bytes([y[at], y[at + 1], y[at + 2], y[at + 3]]);
         let mut lo = _mm512_set1_epi32(-8 * sum_y);
         let mut hi = _mm512_setzero_si512();

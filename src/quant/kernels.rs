@@ -197,7 +197,9 @@ fn portable(weight: GgmlType) -> Option<FormatKernels> {
     })
 }
 
-/// The AVX2 table (FMA and F16C too): every order, one row and four at once.
+/// The AVX2 table (FMA and F16C too): every order, one row and four at once, the tiles of
+/// the 32-value formats and of repacked Q4_0, and repacked Q4_0's sixteen-row generation
+/// kernel.
 fn avx2(weight: GgmlType) -> Option<FormatKernels> {
     use GgmlType::*;
     let legacy = |one: DotPtr, four: Dot4Ptr, rows4: Rows4Ptr, tile: TilePtr| Order {
@@ -269,6 +271,7 @@ fn avx2(weight: GgmlType) -> Option<FormatKernels> {
     };
     let repacked = match weight {
         Q4_0 => Some(Order {
+            rows16: Some(Rows16(avx2::rows16_q4_0)),
             tile: Some(Tile(avx2::tile_repacked_q4_0)),
             ..repacked(
                 avx2::repacked_q4_0,
