@@ -223,14 +223,18 @@ pub fn softmax(x: &mut [f32], scale: f32, flavor: Flavor) {
     for v in x.iter_mut() {
         *v *= scale;
     }
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let max = lane_max(x);
     let mut sum = 0f64;
     // Masked cells (`-inf` under a finite maximum) give exactly +0, and a register of them
     // adds +0 to the sum: both are written without computing `exp`, which matters because
-    // the padded cache is mostly masked for short contexts.
+    // the padded cache is mostly masked for short contexts. The register test visits every
+    // lane (no early exit), so that it runs as one vector compare.
     let masked = |v: f32| v == f32::NEG_INFINITY && max.is_finite();
     for c in x.chunks_exact_mut(w) {
-        if c.iter().all(|&v| masked(v)) {
+        if max.is_finite()
+            && c.iter()
+                .fold(true, |all, &v| all & (v == f32::NEG_INFINITY))
+        {
             c.fill(0.0);
             continue;
         }
@@ -247,6 +251,23 @@ pub fn softmax(x: &mut [f32], scale: f32, flavor: Flavor) {
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
+
+/// The largest element of `x` (`-inf` for none; NaNs ignored, as `f32::max` does), taken
+/// eight lanes at a time: its value does not depend on the order it is taken in (only the
+/// sign of a zero maximum may, and `exp(v - max)` is the same for both).
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let (chunks, rest) = x.as_chunks::<8>();
+    let mut m = [f32::NEG_INFINITY; 8];
+    for c in chunks {
+        for i in 0..8 {
+            m[i] = m[i].max(c[i]);
+        }
+    }
+    m.into_iter()
+        .chain(rest.iter().copied())
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// A value rounded to f16 and back, as llama.cpp's f16 KV cache and f16 matmul inputs hold it.
@@ -340,6 +361,55 @@ mod tests {
                 g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
                 "{i}: {g} vs {w}"
             );
+        }
+    }
+
+    /// The softmax as llama.cpp's op states it, with no register skipped: every cell's
+    /// exponential (masked cells 0), every register's sum added, the maximum taken in order.
+    fn softmax_reference(x: &mut [f32], scale: f32, flavor: Flavor) {
+        x.iter_mut().for_each(|v| *v *= scale);
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0f64;
+        for c in x.chunks_exact_mut(flavor.lanes()) {
+            for v in c.iter_mut() {
+                let masked = *v == f32::NEG_INFINITY && max.is_finite();
+                *v = if masked { 0.0 } else { expf(*v - max, flavor) };
+            }
+            sum += hsum(c, flavor) as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        x.iter_mut().for_each(|v| *v *= inv);
+    }
+
+    #[test]
+    fn softmax_equals_the_unskipped_softmax() {
+        let mut rng = crate::quant::synth::SplitMix(5);
+        for flavor in Flavor::ALL {
+            for case in 0..400 {
+                let n = 256;
+                // Windows of live cells anywhere (some empty, some a single cell), the rest
+                // masked as attention masks them; now and then a live zero or a lone +inf.
+                let first = (rng.next_u64() % n as u64) as usize;
+                let len = first + (rng.next_u64() % (n - first) as u64 + 1) as usize;
+                let mut x = vec![f32::NEG_INFINITY; n];
+                for v in &mut x[first..len] {
+                    *v = rng.normal(4.0);
+                }
+                if case % 7 == 0 {
+                    x[first] = if case % 2 == 0 { 0.0 } else { -0.0 };
+                }
+                if case % 50 == 1 {
+                    x[len - 1] = f32::INFINITY;
+                }
+                if case % 40 == 3 {
+                    x.fill(f32::NEG_INFINITY);
+                }
+                let (mut got, mut want) = (x.clone(), x);
+                softmax(&mut got, 0.125, flavor);
+                softmax_reference(&mut want, 0.125, flavor);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{flavor:?} case {case}");
+            }
         }
     }
 
