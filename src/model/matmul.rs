@@ -109,20 +109,31 @@ pub fn matmul_many(
             batch_rows(o, *r0, n, x, w, k, file, panel)
         })
     });
-    // Gathered token by token in parallel: each output row takes its piece of every block.
+    // Gathered token by token in parallel, every matrix in one region (one fork and join,
+    // not one a matrix): each output row takes its piece of every block of its matrix.
+    let blocks: Vec<Vec<(usize, &[f32])>> = (0..outs.len())
+        .map(|m| {
+            tasks
+                .iter()
+                .filter(|task| task.0 == m)
+                .map(|(_, r0, block, _, _)| (*r0, &**block))
+                .collect()
+        })
+        .collect();
+    let mut dsts: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(outs.len() * n);
     for (m, (out, w)) in outs.iter_mut().enumerate() {
-        let blocks: Vec<(usize, &[f32])> = tasks
-            .iter()
-            .filter(|task| task.0 == m)
-            .map(|(_, r0, block, _, _)| (*r0, &**block))
-            .collect();
-        out.par_chunks_mut(w.rows).enumerate().for_each(|(t, dst)| {
-            for &(r0, block) in &blocks {
-                let rows = block.len() / n;
-                dst[r0..r0 + rows].copy_from_slice(&block[t * rows..(t + 1) * rows]);
-            }
-        });
+        dsts.extend(
+            out.chunks_mut(w.rows)
+                .enumerate()
+                .map(|(t, dst)| (m, t, dst)),
+        );
     }
+    dsts.par_iter_mut().for_each(|(m, t, dst)| {
+        for &(r0, block) in &blocks[*m] {
+            let rows = block.len() / n;
+            dst[r0..r0 + rows].copy_from_slice(&block[*t * rows..(*t + 1) * rows]);
+        }
+    });
 }
 
 /// Partial results `o[t * rows + i] = w[r0 + i] · x[t]` for a batch of `n` tokens, in the
