@@ -115,14 +115,30 @@ fn one_head_impl(o: &mut [f32], h: &Head, s: &mut Scratch) {
 
     // out[d] = sum_j p[j] * v[j][d], with each (lane, d) partial sum accumulated in the order
     // the llama.cpp kernel accumulates it; cells past `len` would add exact zeros.
+    // Lane by lane and 32 columns at a time, so that the partial sums stay in registers
+    // over the lane's cells (each (lane, d) still takes its cells in order).
     let lanes_per_pos = if h.gemm { w } else { 4 * w };
     let acc = &mut s.acc[..lanes_per_pos * hd];
-    acc.fill(0.0);
-    for (j, &p) in s.scores[..h.len].iter().enumerate() {
-        let lane = j % lanes_per_pos;
-        let vj = &h.v[j * h.kv + h.kv_off..][..hd];
-        for (ad, &vd) in acc[lane * hd..(lane + 1) * hd].iter_mut().zip(vj) {
-            *ad = vd.mul_add(p, *ad);
+    let scores = &s.scores[..h.len];
+    for (lane, row) in acc.chunks_exact_mut(hd).enumerate() {
+        let cells = (lane..h.len).step_by(lanes_per_pos);
+        let (chunks, rest) = row.as_chunks_mut::<32>();
+        for (c, out) in chunks.iter_mut().enumerate() {
+            let mut a = [0f32; 32];
+            for j in cells.clone() {
+                let vj = &h.v[j * h.kv + h.kv_off + 32 * c..][..32];
+                for i in 0..32 {
+                    a[i] = vj[i].mul_add(scores[j], a[i]);
+                }
+            }
+            *out = a;
+        }
+        let d0 = hd - rest.len();
+        for (i, ad) in rest.iter_mut().enumerate() {
+            *ad = 0.0;
+            for j in cells.clone() {
+                *ad = h.v[j * h.kv + h.kv_off + d0 + i].mul_add(scores[j], *ad);
+            }
         }
     }
     if h.gemm {
